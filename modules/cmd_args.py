@@ -1,0 +1,105 @@
+"""A1111's command-line flags, parsed once into a plain namespace.
+
+Names and meanings follow A1111's `modules/cmd_args.py` (reference/a1111.md §8).
+Flags are also read from the COMMANDLINE_ARGS environment variable, as A1111's
+webui-user scripts do. Unknown flags are an error, not silently ignored.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+
+# Flags whose values are secrets: never echoed by /sdapi/v1/cmd-flags or logs.
+SECRET_FLAGS = ("gradio_auth", "api_auth", "gradio_auth_path", "tls_keyfile")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="webui.py",
+        description="Stable Diffusion web UI (A1111-compatible) on diffusers.",
+    )
+    add = parser.add_argument
+
+    # Network and serving
+    add("--listen", action="store_true", help="bind to 0.0.0.0 so other machines can connect")
+    add("--port", type=int, default=None, help="port to serve on (7860; 7861 with --nowebui)")
+    add("--server-name", type=str, default=None, help="host name or address to bind to")
+    add("--api", action="store_true", help="serve the /sdapi/v1 HTTP API next to the UI")
+    add("--nowebui", action="store_true", help="serve only the API, no UI")
+    add("--api-auth", type=str, default=None, help="HTTP Basic credentials for the API: user:pass[,user2:pass2]")
+    add("--gradio-auth", type=str, default=None, help="login for the UI: user:pass[,user2:pass2]")
+    add("--api-log", action="store_true", help="log every API request")
+    add("--cors-allow-origins", type=str, default=None, help="comma-separated origins allowed by CORS")
+    add("--autolaunch", action="store_true", help="open the UI in the system browser on start")
+    add("--enable-insecure-extension-access", action="store_true",
+        help="allow extension installs even when the server is reachable from other machines")
+
+    # Installer
+    add("--skip-install", action="store_true", help="do not install missing requirements")
+    add("--skip-prepare-environment", action="store_true", help="skip all environment preparation")
+    add("--skip-torch-cuda-test", action="store_true", help="accepted for compatibility; CPU fallback is automatic")
+    add("--skip-python-version-check", action="store_true", help="do not check the Python version")
+    add("--skip-version-check", action="store_true", help="accepted for compatibility")
+    add("--reinstall-torch", action="store_true", help="reinstall torch and torchvision")
+    add("--xformers", action="store_true", help="use xformers attention (CUDA only; installed on demand)")
+
+    # Paths
+    add("--data-dir", type=str, default=None, help="base folder for user data (models, outputs, config)")
+    add("--models-dir", type=str, default=None, help="base folder for models (default: <data-dir>/models)")
+    add("--ckpt-dir", type=str, default=None, help="folder of Stable Diffusion checkpoints")
+    add("--ckpt", type=str, default=None, help="checkpoint to load at start (path or name)")
+    add("--vae-dir", type=str, default=None, help="folder of VAE files")
+    add("--lora-dir", type=str, default=None, help="folder of LoRA files")
+    add("--embeddings-dir", type=str, default=None, help="folder of textual-inversion embeddings")
+    add("--hypernetwork-dir", type=str, default=None, help="folder of hypernetworks")
+    add("--controlnet-dir", type=str, default=None, help="folder of ControlNet models")
+
+    # Device and precision
+    add("--use-cpu", nargs="+", default=[], help="run these parts on the CPU ('all' for everything)")
+    add("--device-id", type=str, default=None, help="CUDA device index to use")
+    add("--no-half", action="store_true", help="run models in fp32 on the GPU")
+    add("--no-half-vae", action="store_true", help="run the VAE in fp32")
+    add("--precision", choices=["full", "half", "autocast", "bf16"], default="autocast",
+        help="full = fp32; half/autocast = fp16 on CUDA; bf16 = bfloat16 on CUDA")
+    add("--upcast-sampling", action="store_true", help="accepted for compatibility")
+    add("--opt-sdp-attention", action="store_true", help="PyTorch scaled-dot-product attention (the default)")
+    add("--opt-sdp-no-mem-attention", action="store_true", help="SDP attention without the memory-efficient kernel")
+    add("--disable-nan-check", action="store_true", help="do not re-run the VAE in fp32 when it returns NaNs")
+
+    # Start-up behaviour
+    add("--no-download-sd-model", action="store_true",
+        help="never download a model (always true here: nothing is downloaded)")
+    add("--skip-load-model-at-start", action="store_true", help="load the checkpoint on first use, not at start")
+    add("--no-hashing", action="store_true", help="do not compute sha256 of checkpoints")
+    add("--no-prompt-history", action="store_true", help="do not write params.txt")
+    add("--disable-all-extensions", action="store_true", help="do not load any extension")
+    add("--disable-extra-extensions", action="store_true", help="load only built-in extensions")
+    add("--freeze-settings", action="store_true", help="refuse every settings change")
+    add("--hide-ui-dir-config", action="store_true", help="hide directory settings from the UI and API")
+    add("--theme", choices=["light", "dark"], default=None, help="UI theme")
+    add("--ui-debug-mode", action="store_true", help="start the UI without loading a model")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse flags from COMMANDLINE_ARGS followed by argv (argv wins on repeats)."""
+    env_args = shlex.split(os.environ.get("COMMANDLINE_ARGS", ""))
+    args = build_parser().parse_args(env_args + list(argv or []))
+    if args.port is None:
+        args.port = 7861 if args.nowebui else 7860
+    return args
+
+
+def is_non_local(args: argparse.Namespace) -> bool:
+    """A1111's `webui_is_non_local`: the server can be reached from other machines."""
+    return bool(args.listen or args.server_name)
+
+
+def public_flags(args: argparse.Namespace) -> dict:
+    """Flags as /sdapi/v1/cmd-flags shows them: secrets are reported only as set or not."""
+    flags = dict(vars(args))
+    for key in SECRET_FLAGS:
+        if flags.get(key):
+            flags[key] = "<hidden>"
+    return flags

@@ -1,0 +1,211 @@
+"""The job queue: one worker thread owns the device and runs jobs in order.
+
+The UI and the API submit work here and get a job id back. Each job has its own progress, live
+preview and interrupt/skip flags, so stopping one client's job never touches another's (A1111 has one
+global flag). Jobs do not depend on the connection that submitted them: a job whose browser went away
+still finishes and saves its images.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    pass
+
+
+class JobError(Exception):
+    """A failure the user can act on (bad model, unsupported request); `status` is the HTTP code to report."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    run: Callable[["Job"], Any]
+    state: str = "queued"            # queued → running → done | failed | interrupted | cancelled
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    step: int = 0
+    steps: int = 0
+    image_index: int = 0             # which batch (A1111 job_no) is being sampled
+    image_count: int = 1             # number of batches (A1111 job_count)
+    preview: Any = None              # PIL image, updated during sampling
+    preview_id: int = 0
+    textinfo: str = ""
+    result: Any = None
+    error: str | None = None
+    error_status: int = 500
+    interrupted: bool = False
+    skipped: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def progress(self) -> float:
+        if self.state in ("done", "interrupted"):
+            return 1.0
+        if not self.steps:
+            return 0.0
+        total = self.steps * max(self.image_count, 1)
+        return min(1.0, (self.image_index * self.steps + self.step) / total)
+
+    @property
+    def eta(self) -> float | None:
+        if self.started is None or self.progress <= 0:
+            return None
+        elapsed = time.time() - self.started
+        return max(0.0, elapsed / self.progress - elapsed)
+
+    def set_progress(self, step: int, steps: int) -> None:
+        self.step, self.steps = step, steps
+
+    def set_preview(self, image) -> None:
+        self.preview = image
+        self.preview_id += 1
+
+    def consume_skip(self) -> bool:
+        """True once after skip was requested; sampling of the current batch stops, the job goes on."""
+        if self.skipped:
+            self.skipped = False
+            return True
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.interrupted or self.skipped
+
+
+class JobQueue:
+    def __init__(self, max_waiting: int = 64, history: int = 100):
+        self.max_waiting = max_waiting
+        self._waiting: collections.deque[Job] = collections.deque()
+        self._jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
+        self._history = history
+        self._current: Job | None = None
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._worker = threading.Thread(target=self._work, name="job-worker", daemon=True)
+        self._worker.start()
+
+    # ------------------------------------------------------------- submitting and looking up
+
+    def submit(self, kind: str, run: Callable[[Job], Any], job_id: str | None = None) -> Job:
+        with self._cond:
+            if len(self._waiting) >= self.max_waiting:
+                raise QueueFull(f"the queue is full ({self.max_waiting} jobs waiting); try again later")
+            job = Job(id=job_id or uuid.uuid4().hex, kind=kind, run=run)
+            self._waiting.append(job)
+            self._jobs[job.id] = job
+            self._trim_history()
+            self._cond.notify_all()
+            return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._cond:
+            return self._jobs.get(job_id)
+
+    @property
+    def current(self) -> Job | None:
+        return self._current
+
+    def pending(self) -> list[Job]:
+        with self._cond:
+            return list(self._waiting)
+
+    def position(self, job: Job) -> int:
+        """0 when running, n when n jobs are ahead of it, -1 when finished."""
+        with self._cond:
+            if job is self._current:
+                return 0
+            try:
+                return self._waiting.index(job) + 1
+            except ValueError:
+                return -1
+
+    def run_and_wait(self, kind: str, run: Callable[[Job], Any], timeout: float | None = None) -> Job:
+        job = self.submit(kind, run)
+        job.done.wait(timeout)
+        return job
+
+    # ------------------------------------------------------------- stopping
+
+    def interrupt(self, job_id: str | None = None) -> bool:
+        """Stop a job: a queued one is removed, a running one stops after the current step.
+
+        Without an id the running job is interrupted (A1111's /sdapi/v1/interrupt). Unknown or finished
+        ids are a no-op and return False.
+        """
+        with self._cond:
+            job = self._current if job_id is None else self._jobs.get(job_id)
+            if job is None or job.done.is_set():
+                return False
+            job.interrupted = True
+            if job in self._waiting:
+                self._waiting.remove(job)
+                self._finish(job, "cancelled")
+            return True
+
+    def skip(self, job_id: str | None = None) -> bool:
+        with self._cond:
+            job = self._current if job_id is None else self._jobs.get(job_id)
+            if job is None or job.state != "running":
+                return False
+            job.skipped = True
+            return True
+
+    def shutdown(self) -> None:
+        with self._cond:
+            self._stopping = True
+            if self._current is not None:
+                self._current.interrupted = True
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------- the worker
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                job = self._waiting.popleft()
+                job.state = "running"
+                job.started = time.time()
+                self._current = job
+            try:
+                job.result = job.run(job)
+                state = "interrupted" if job.interrupted else "done"
+            except JobError as error:
+                job.error, job.error_status, state = str(error), error.status, "failed"
+            except Exception as error:  # noqa: BLE001 - a failed job must never take the worker down
+                log.exception("job %s (%s) failed", job.id, job.kind)
+                job.error, job.error_status, state = f"{type(error).__name__}: {error}", 500, "failed"
+            with self._cond:
+                self._current = None
+                self._finish(job, state)
+
+    def _finish(self, job: Job, state: str) -> None:
+        job.state = state
+        job.finished = time.time()
+        job.done.set()
+
+    def _trim_history(self) -> None:
+        while len(self._jobs) > self._history + len(self._waiting) + 1:
+            oldest_id, oldest = next(iter(self._jobs.items()))
+            if not oldest.done.is_set():
+                break
+            del self._jobs[oldest_id]

@@ -1,0 +1,135 @@
+"""Reading model files safely: by content, never by extension, and never running pickled code.
+
+safetensors files go through the safetensors library. Pickle-based files (.ckpt, .pt, .pth, .bin) are
+read only with `torch.load(..., weights_only=True)` plus a narrow allowlist of the few harmless globals
+that old Stable Diffusion checkpoints reference. There is no unsafe fallback, by design.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+
+# Taken at import, before any extension can replace torch.load: every pickle read goes through this
+# reference, so a monkey-patched torch.load (as A1111 extensions do) can never widen what we accept.
+_TORCH_LOAD = torch.serialization.load
+
+SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors format's own limit
+
+
+class ModelFileError(Exception):
+    """A model file that cannot be read; the message names the file and the reason."""
+
+
+class _LightningModelCheckpoint:
+    """Stand-in for pytorch_lightning's ModelCheckpoint callback, pickled into old SD .ckpt files.
+
+    It carries only training bookkeeping; giving it an inert class lets weights_only loading accept it.
+    """
+
+    def __setstate__(self, state):
+        self.__dict__["state"] = state
+
+
+# The allowlist: (object to build, name as it appears in the pickle). Same set as ComfyUI's.
+_SAFE_GLOBALS = [
+    (_LightningModelCheckpoint, "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"),
+    (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
+    np._core.multiarray.scalar,
+    np.dtype,
+    (np.dtype, "numpy.dtype"),
+    *(type(np.dtype(name)) for name in ("float64", "float32", "float16", "int64", "int32")),
+]
+try:
+    import _codecs
+
+    _SAFE_GLOBALS.append(_codecs.encode)
+except ImportError:  # pragma: no cover - _codecs is always built in
+    pass
+
+
+def file_kind(path: Path) -> str:
+    """'safetensors' or 'pickle', decided from the file's first bytes; raises ModelFileError otherwise."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+    except OSError as error:
+        raise ModelFileError(f"{path.name}: cannot be read ({error.strerror or error})") from None
+    if len(head) == 0:
+        raise ModelFileError(f"{path.name}: the file is empty")
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "pickle"
+    if len(head) == 9 and head[8:9] == b"{":
+        return "safetensors"
+    raise ModelFileError(f"{path.name}: not a safetensors or PyTorch checkpoint file")
+
+
+def read_safetensors_header(path: Path) -> dict:
+    """The parsed JSON header of a safetensors file, checked for size before anything big is read."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        raw = handle.read(8)
+        if len(raw) < 8:
+            raise ModelFileError(f"{path.name}: truncated safetensors header")
+        (length,) = struct.unpack("<Q", raw)
+        if length > SAFETENSORS_MAX_HEADER:
+            raise ModelFileError(f"{path.name}: safetensors header of {length} bytes is over the 100 MB limit")
+        if 8 + length > size:
+            raise ModelFileError(f"{path.name}: safetensors header runs past the end of the file")
+        try:
+            header = json.loads(handle.read(length).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise ModelFileError(f"{path.name}: safetensors header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path.name}: safetensors header is not a JSON object")
+    return header
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file (empty for pickles), without loading tensors."""
+    if file_kind(path) != "safetensors":
+        return {}
+    metadata = read_safetensors_header(path).get("__metadata__") or {}
+    return {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint file on the CPU, nested `state_dict` unwrapped."""
+    path = Path(path)
+    kind = file_kind(path)
+    if kind == "safetensors":
+        read_safetensors_header(path)
+        try:
+            return safetensors.torch.load_file(str(path), device="cpu")
+        except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as error:
+            raise ModelFileError(f"{path.name}: damaged safetensors file ({error})") from None
+    return _load_pickle(path)
+
+
+def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
+    with torch.serialization.safe_globals(_SAFE_GLOBALS):
+        try:
+            # mmap needs the zip format; older files fall back to a plain read, still weights-only.
+            try:
+                data = _TORCH_LOAD(str(path), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as error:
+                if "mmap" not in str(error) and "zip" not in str(error):
+                    raise
+                data = _TORCH_LOAD(str(path), map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any unpickling failure is a refusal, never a retry
+            reason = str(error).strip().splitlines()
+            detail = next((line for line in reason if "GLOBAL" in line or "Unsupported" in line), reason[0] if reason else "")
+            raise ModelFileError(
+                f"{path.name}: refused to load: the file needs code that is not allowed in a weights file "
+                f"(it may be malicious, or it is not a checkpoint). {detail}"
+            ) from None
+    while isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{path.name}: does not contain a state dict")
+    return {key: value for key, value in data.items() if isinstance(value, torch.Tensor)}

@@ -1,0 +1,149 @@
+"""Which checkpoints are loaded: the RAM LRU, the model on the device, and switching between them.
+
+One object owns every loaded model. Only the job worker calls `get`, so loading and generation never
+race; a failed load raises and leaves the previous model loaded and current.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+from modules import samplers
+from modules.devices import DeviceConfig
+from modules.models import detect, files, loader
+from modules.models.registry import CheckpointInfo, CheckpointRegistry
+from modules.options import Options
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointNotFound(LookupError):
+    """No checkpoint matches the name; the message lists how to find valid ones."""
+
+
+@dataclass
+class LoadedModel:
+    info: CheckpointInfo
+    spec: detect.ModelSpec
+    pipeline: object
+    scheduler_config: dict
+    load_seconds: float
+
+    @property
+    def family(self) -> str:
+        return self.spec.family
+
+
+class ModelManager:
+    def __init__(self, registry: CheckpointRegistry, devices: DeviceConfig, options: Options):
+        self.registry = registry
+        self.devices = devices
+        self.options = options
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()   # key: checkpoint name; last = most recent
+        self._current: LoadedModel | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    def loaded_names(self) -> list[str]:
+        with self._lock:
+            return list(self._loaded)
+
+    def resolve(self, name: str | None) -> CheckpointInfo:
+        """The checkpoint for a title/name/hash, or the default one when name is empty."""
+        if name:
+            info = self.registry.find(name)
+            if info is None:
+                raise CheckpointNotFound(f"unknown checkpoint {name!r}; see /sdapi/v1/sd-models for valid titles")
+            return info
+        if self._current is not None:
+            return self._current.info
+        for candidate in (self.options.sd_model_checkpoint,):
+            info = self.registry.find(candidate)
+            if info is not None:
+                return info
+        items = self.registry.items()
+        if not items:
+            raise CheckpointNotFound(
+                f"no checkpoint found: put a .safetensors or .ckpt file in {self.registry.folder} "
+                "and press the refresh button")
+        return items[0]
+
+    def get(self, name: str | None = None) -> LoadedModel:
+        """Make the checkpoint current (loading it or taking it from the RAM cache) and return it."""
+        info = self.resolve(name)
+        with self._lock:
+            model = self._loaded.get(info.name)
+            if model is not None and model.info.filename != info.filename:
+                model = None
+            if model is None:
+                model = self._load(info)
+                self._loaded[info.name] = model
+            self._loaded.move_to_end(info.name)
+            self._activate(model)
+            self._evict()
+            return model
+
+    def _load(self, info: CheckpointInfo) -> LoadedModel:
+        started = time.perf_counter()
+        self.registry.ensure_hash(info)
+        state_dict = files.load_state_dict(info.filename)
+        override = (self.options.sd_model_prediction_overrides or {}).get(info.name)
+        spec = detect.detect(state_dict, sidecar_yaml=info.sidecar_yaml, override=override)
+        components = loader.build_components(state_dict, spec, self.devices.dtype, self.devices.vae_dtype)
+        del state_dict
+        base_scheduler = loader.scheduler_config(spec)
+        pipeline = loader.build_pipeline(components, spec, samplers.create_scheduler("Euler", "Automatic",
+                                                                                       base_scheduler))
+        pipeline.set_progress_bar_config(disable=True)
+        elapsed = time.perf_counter() - started
+        log.info("Loaded %s as %s (prediction: %s, from %s) in %.1fs", info.title, spec.label,
+                 spec.prediction_type, spec.prediction_source, elapsed)
+        return LoadedModel(info=info, spec=spec, pipeline=pipeline, scheduler_config=base_scheduler,
+                           load_seconds=elapsed)
+
+    def _activate(self, model: LoadedModel) -> None:
+        if self.devices.is_cuda and self.options.sd_checkpoints_keep_in_cpu:
+            for other in self._loaded.values():
+                if other is not model:
+                    other.pipeline.to("cpu")
+        model.pipeline.to(self.devices.device)
+        self._current = model
+        try:  # remembered so the next start loads the same model, as A1111 does
+            self.options.update({"sd_model_checkpoint": model.info.title})
+        except ValueError:
+            pass  # --freeze-settings: the choice just is not persisted
+
+    def _evict(self) -> None:
+        limit = max(1, int(self.options.sd_checkpoints_limit))
+        while len(self._loaded) > limit:
+            name, _ = self._loaded.popitem(last=False)
+            log.info("Unloaded %s from the RAM cache", name)
+        self._release_memory()
+
+    def unload_all(self) -> None:
+        with self._lock:
+            self._loaded.clear()
+            self._current = None
+            self._release_memory()
+
+    def forget(self, name: str) -> None:
+        """Drop a cached model (after its prediction override changed, say) so the next use reloads it."""
+        with self._lock:
+            model = self._loaded.pop(name, None)
+            if model is not None and model is self._current:
+                self._current = None
+            self._release_memory()
+
+    def _release_memory(self) -> None:
+        gc.collect()
+        if self.devices.is_cuda:
+            torch.cuda.empty_cache()

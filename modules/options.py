@@ -1,0 +1,174 @@
+"""The settings registry: every option's key, default, label, section and type, persisted to config.json.
+
+Keys are A1111's (`modules/shared_options.py`) so `/sdapi/v1/options` clients and `override_settings`
+work unchanged. Options marked `restrict_api` (output folders, filename patterns) cannot be changed
+over the API, as in A1111, because a writable output path is a file-write primitive.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    default: Any
+    label: str
+    section: str
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    restrict_api: bool = False
+
+    def validate(self, key: str, value: Any) -> Any:
+        """Return the value coerced to the option's type, or raise ValueError naming the key."""
+        kind = type(self.default)
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{key}: expected true or false, got {value!r}")
+        elif kind in (int, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{key}: expected a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{key}: must be a finite number")
+            if kind is int and value != int(value):
+                raise ValueError(f"{key}: expected an integer, got {value!r}")
+            value = kind(value)
+            if self.minimum is not None and value < self.minimum:
+                raise ValueError(f"{key}: must be at least {self.minimum}")
+            if self.maximum is not None and value > self.maximum:
+                raise ValueError(f"{key}: must be at most {self.maximum}")
+        elif kind is str:
+            if not isinstance(value, str):
+                raise ValueError(f"{key}: expected a string, got {value!r}")
+        elif kind is dict:
+            if not isinstance(value, dict):
+                raise ValueError(f"{key}: expected an object, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{key}: must be one of {list(self.choices)}")
+        return value
+
+
+OPTIONS: dict[str, OptionInfo] = {
+    # Stable Diffusion
+    "sd_model_checkpoint": OptionInfo("", "Stable Diffusion checkpoint", "sd"),
+    "sd_checkpoints_limit": OptionInfo(2, "Maximum number of checkpoints loaded at the same time", "sd",
+                                       minimum=1, maximum=10),
+    "sd_checkpoints_keep_in_cpu": OptionInfo(True, "Only keep one model on device (others parked in RAM)", "sd"),
+    "CLIP_stop_at_last_layers": OptionInfo(1, "Clip skip", "sd", minimum=1, maximum=12),
+    "sd_model_prediction_overrides": OptionInfo(
+        {}, "Prediction type per checkpoint (name → epsilon | v_prediction), overriding detection", "sd"),
+    "randn_source": OptionInfo("CPU", "Random number generator source", "sd", choices=("CPU", "GPU")),
+    "eta_noise_seed_delta": OptionInfo(0, "Eta noise seed delta", "sd", minimum=0),
+    # Saving images
+    "samples_save": OptionInfo(True, "Always save all generated images", "saving-images"),
+    "samples_format": OptionInfo("png", "File format for images", "saving-images", choices=("png", "jpg", "webp")),
+    "grid_save": OptionInfo(True, "Always save all generated image grids", "saving-images"),
+    "grid_format": OptionInfo("png", "File format for grids", "saving-images", choices=("png", "jpg", "webp")),
+    "enable_pnginfo": OptionInfo(True, "Save text information about generation parameters into files",
+                                 "saving-images"),
+    "save_to_dirs": OptionInfo(True, "Save images to a subdirectory", "saving-to-dirs"),
+    "grid_save_to_dirs": OptionInfo(True, "Save grids to a subdirectory", "saving-to-dirs"),
+    "directories_filename_pattern": OptionInfo("[date]", "Directory name pattern", "saving-to-dirs",
+                                               restrict_api=True),
+    "outdir_samples": OptionInfo("", "Output directory for images; if empty, defaults to three directories below",
+                                 "saving-paths", restrict_api=True),
+    "outdir_txt2img_samples": OptionInfo("outputs/txt2img-images", "Output directory for txt2img images",
+                                         "saving-paths", restrict_api=True),
+    "outdir_txt2img_grids": OptionInfo("outputs/txt2img-grids", "Output directory for txt2img grids",
+                                       "saving-paths", restrict_api=True),
+    # Infotext
+    "add_model_hash_to_info": OptionInfo(True, "Add model hash to infotext", "infotext"),
+    "add_model_name_to_info": OptionInfo(True, "Add model name to infotext", "infotext"),
+    "add_version_to_infotext": OptionInfo(True, "Add program version to infotext", "infotext"),
+    # Live previews
+    "live_previews_enable": OptionInfo(True, "Show live previews of the created image", "ui"),
+    "show_progress_every_n_steps": OptionInfo(1, "Live preview display period (steps)", "ui", minimum=-1,
+                                              maximum=32),
+    # Queue
+    "queue_max_size": OptionInfo(64, "Maximum number of waiting jobs", "system", minimum=1, maximum=10000),
+    "samples_filename_pattern": OptionInfo("", "Images filename pattern", "saving-images", restrict_api=True),
+}
+
+
+class Options:
+    """Current values of every option; persisted to `config.json` atomically on change."""
+
+    def __init__(self, path: Path | None, frozen: bool = False):
+        self._path = path
+        self._frozen = frozen
+        self._lock = threading.Lock()
+        self._values: dict[str, Any] = {key: info.default for key, info in OPTIONS.items()}
+        if path is not None and path.exists():
+            self._load(path)
+
+    def _load(self, path: Path) -> None:
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # a damaged config.json falls back to defaults rather than blocking start-up
+        if not isinstance(stored, dict):
+            return
+        for key, value in stored.items():
+            info = OPTIONS.get(key)
+            if info is None:
+                self._values[key] = value  # keep unknown keys (extensions' settings) untouched
+                continue
+            try:
+                self._values[key] = info.validate(key, value)
+            except ValueError:
+                pass
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._values.get(key, default)
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._values)
+
+    def validate(self, changes: dict[str, Any], *, from_api: bool) -> dict[str, Any]:
+        """Check a set of changes without applying them; raises ValueError naming the first bad key."""
+        if self._frozen:
+            raise ValueError("settings are frozen (--freeze-settings)")
+        checked = {}
+        for key, value in changes.items():
+            info = OPTIONS.get(key)
+            if info is None:
+                raise ValueError(f"{key}: unknown option")
+            if from_api and info.restrict_api:
+                raise ValueError(f"{key}: cannot be changed through the API")
+            checked[key] = info.validate(key, value)
+        return checked
+
+    def update(self, changes: dict[str, Any], *, from_api: bool = False) -> None:
+        checked = self.validate(changes, from_api=from_api)
+        with self._lock:
+            self._values.update(checked)
+            self._save()
+
+    def _save(self) -> None:
+        if self._path is None:
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=self._path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self._values, handle, indent=4, ensure_ascii=False)
+            os.replace(tmp, self._path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

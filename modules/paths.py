@@ -1,0 +1,87 @@
+"""Where user data, models and outputs live, derived from the command-line flags."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# models/ sub-folders created on first run, with the README each gets.
+MODEL_FOLDERS = {
+    "Stable-diffusion": "Stable Diffusion checkpoints (.safetensors, .ckpt): SD 1.x, SD 2.x and SDXL, "
+    "including inpainting models. Sub-folders are scanned too.\n"
+    "A `<name>.yaml` next to a checkpoint with `parameterization: \"v\"` marks it as v-prediction.\n",
+    "VAE": "VAE files (.safetensors, .pt, .ckpt) to use instead of the one inside a checkpoint.\n",
+    "Lora": "LoRA and LyCORIS files (.safetensors), used with <lora:name:weight> in the prompt.\n",
+    "ControlNet": "ControlNet models (.safetensors, .pth) for guided generation.\n",
+    "hypernetworks": "Hypernetworks (.pt), used with <hypernet:name:weight> in the prompt.\n",
+    "ESRGAN": "Upscaler models (.pth, .safetensors) for hires fix and Extras.\n",
+    "annotators": "Weights for ControlNet preprocessors (HED, depth, ...).\n",
+}
+
+
+@dataclass(frozen=True)
+class Paths:
+    data: Path
+    models: Path
+    checkpoints: Path
+    vae: Path
+    lora: Path
+    embeddings: Path
+    hypernetworks: Path
+    controlnet: Path
+    outputs: Path
+    extensions: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.data / "config.json"
+
+    @property
+    def cache_file(self) -> Path:
+        return self.data / "cache.json"
+
+    @property
+    def params_file(self) -> Path:
+        return self.data / "params.txt"
+
+    def outdir(self, name: str) -> Path:
+        """An output folder such as 'txt2img-images' or 'txt2img-grids'."""
+        return self.outputs / name
+
+    def ensure(self) -> None:
+        """Create the folders users expect, each model folder with a README saying what goes there."""
+        for folder in (self.models, self.checkpoints, self.vae, self.lora, self.embeddings,
+                       self.hypernetworks, self.controlnet, self.outputs, self.extensions):
+            folder.mkdir(parents=True, exist_ok=True)
+        for name, text in MODEL_FOLDERS.items():
+            folder = self.models / name
+            folder.mkdir(parents=True, exist_ok=True)
+            readme = folder / "README.md"
+            if not readme.exists():
+                readme.write_text(f"# models/{name}\n\n{text}", encoding="utf-8")
+        readme = self.embeddings / "README.md"
+        if not readme.exists():
+            readme.write_text("# embeddings\n\nTextual-inversion embeddings (.pt, .safetensors); "
+                              "use a file's name in a prompt.\n", encoding="utf-8")
+
+
+def from_args(args) -> Paths:
+    data = Path(args.data_dir).resolve() if args.data_dir else PROJECT_ROOT
+    models = Path(args.models_dir).resolve() if args.models_dir else data / "models"
+
+    def pick(flag: str | None, default: Path) -> Path:
+        return Path(flag).resolve() if flag else default
+
+    return Paths(
+        data=data,
+        models=models,
+        checkpoints=pick(args.ckpt_dir, models / "Stable-diffusion"),
+        vae=pick(args.vae_dir, models / "VAE"),
+        lora=pick(args.lora_dir, models / "Lora"),
+        embeddings=pick(args.embeddings_dir, data / "embeddings"),
+        hypernetworks=pick(args.hypernetwork_dir, models / "hypernetworks"),
+        controlnet=pick(args.controlnet_dir, models / "ControlNet"),
+        outputs=data / "outputs",
+        extensions=data / "extensions",
+    )
