@@ -1,0 +1,140 @@
+"""Request and response bodies of the /sdapi/v1 routes, with A1111's field names and defaults.
+
+Types are strict (a string is not a number) so a wrong type is a 422 naming the field; ranges and
+cross-field rules live in `processing.GenerationRequest`, the one validator the UI shares.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Txt2ImgRequest(BaseModel):
+    # Unknown fields are ignored, as A1111 does: clients of different versions send different sets.
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: list[str] | None = None
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    sampler_name: str | None = None
+    scheduler: str | None = None
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 50
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    eta: float | None = None
+    denoising_strength: float | None = None
+    s_min_uncond: float | None = None
+    s_churn: float | None = None
+    s_tmax: float | None = None
+    s_tmin: float | None = None
+    s_noise: float | None = None
+    override_settings: dict[str, Any] | None = None
+    override_settings_restore_afterwards: bool = True
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
+    disable_extra_networks: bool = False
+    firstpass_image: str | None = None
+    comments: dict[str, Any] | None = None
+    enable_hr: bool = False
+    firstphase_width: int = 0
+    firstphase_height: int = 0
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_checkpoint_name: str | None = None
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    force_task_id: str | None = Field(None, max_length=128)
+    # API-only fields
+    sampler_index: str = "Euler"
+    script_name: str | None = None
+    script_args: list[Any] = Field(default_factory=list)
+    send_images: bool = True
+    save_images: bool = False
+    alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
+    infotext: str | None = None
+
+
+class ImageResponse(BaseModel):
+    images: list[str] | None = Field(None, description="base64 PNG images with the infotext chunk")
+    parameters: dict[str, Any]
+    info: str
+
+
+class OptionsResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class PngInfoRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+    image: str = Field(..., max_length=64 * 1024 * 1024, description="base64 image or data URI")
+
+
+class PngInfoResponse(BaseModel):
+    info: str
+    items: dict[str, Any]
+    parameters: dict[str, Any]
+
+
+class ProgressState(BaseModel):
+    skipped: bool
+    interrupted: bool
+    job: str
+    job_count: int
+    job_timestamp: str
+    job_no: int
+    sampling_step: int
+    sampling_steps: int
+
+
+class ProgressResponse(BaseModel):
+    progress: float
+    eta_relative: float
+    state: ProgressState
+    current_image: str | None = None
+    textinfo: str | None = None
+    # Ours, beyond A1111: which job this is about and where it stands.
+    id: str | None = None
+    status: str | None = None
+    queue_position: int | None = None
+    error: str | None = None
+
+
+class SamplerItem(BaseModel):
+    name: str
+    aliases: list[str]
+    options: dict[str, Any]
+
+
+class SchedulerItem(BaseModel):
+    name: str
+    label: str
+    aliases: list[str] | None = None
+    default_rho: float
+    need_inner_model: bool
+
+
+class SDModelItem(BaseModel):
+    title: str
+    model_name: str
+    hash: str | None
+    sha256: str | None
+    filename: str
+    config: str | None = None

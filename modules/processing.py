@@ -1,0 +1,356 @@
+"""The generation core: the typed request, and running it on a loaded model.
+
+UI, API, scripts and extensions all build a `GenerationRequest` (validated once, here) and submit it to
+the job queue; `Generator.txt2img` runs inside the worker. diffusers' pipelines do the maths: this
+module picks the pipeline, scheduler, conditioning and noise, and writes the results A1111-style.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from modules import images, infotext, noise, samplers
+from modules.jobs import Job, JobError
+from modules.models.manager import CheckpointNotFound, LoadedModel, ModelManager
+from modules.models.files import ModelFileError
+from modules.models.detect import UnsupportedModelError
+from modules.models.loader import ModelLoadError
+from modules.options import Options
+from modules.paths import Paths
+from modules.prompts import conditioning
+from modules.version import INFOTEXT_VERSION
+
+log = logging.getLogger(__name__)
+
+MAX_PIXELS = 2048 * 2048          # one image
+MAX_BATCH_PIXELS = 2048 * 2048 * 4  # one batch, checked before anything is allocated
+MAX_PROMPT_CHARS = 100_000
+
+
+class GenerationRequest(BaseModel):
+    """Every parameter of one txt2img generation. Field names are A1111's processing names."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    sampler_name: str = "DPM++ 2M"
+    scheduler: str = "Automatic"
+    steps: int = Field(20, ge=1, le=1000)
+    cfg_scale: float = Field(7.0, ge=0.0, le=100.0, allow_inf_nan=False)
+    width: int = Field(512, ge=64, le=8192)
+    height: int = Field(512, ge=64, le=8192)
+    batch_size: int = Field(1, ge=1, le=64)
+    n_iter: int = Field(1, ge=1, le=1000)
+    seed: int = Field(-1, ge=-1, le=noise.MAX_SEED)
+    subseed: int = Field(-1, ge=-1, le=noise.MAX_SEED)
+    subseed_strength: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    seed_resize_from_w: int = Field(-1, ge=-1, le=8192)
+    seed_resize_from_h: int = Field(-1, ge=-1, le=8192)
+    clip_skip: int | None = Field(None, ge=1, le=12)
+    tiling: bool = False
+    checkpoint: str | None = None     # title, name or hash; None = the current model
+    save_images: bool = True
+    save_grid: bool = True
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, value: int) -> int:
+        if value % 8:
+            raise ValueError(f"must be a multiple of 8 (got {value}; try {value // 8 * 8} or {value // 8 * 8 + 8})")
+        return value
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _known_checkpoint(cls, value: str | None, info: ValidationInfo) -> str | None:
+        registry = (info.context or {}).get("registry")
+        if value and registry is not None:
+            found = registry.find(value)
+            if found is None:
+                raise ValueError(f"unknown checkpoint {value!r}; see /sdapi/v1/sd-models")
+            return found.name
+        return value or None
+
+    @field_validator("sampler_name")
+    @classmethod
+    def _known_sampler(cls, value: str) -> str:
+        samplers.resolve(value, None)   # raises ValueError listing the valid names
+        return value
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_schedule(cls, value: str, info: ValidationInfo) -> str:
+        sampler = info.data.get("sampler_name")
+        if sampler is not None:
+            samplers.resolve(sampler, value)
+        return value
+
+    @model_validator(mode="after")
+    def _normalise_and_budget(self) -> "GenerationRequest":
+        # "DPM++ 2M Karras" → ("DPM++ 2M", "Karras"); a schedule equal to the sampler's default → Automatic.
+        self.sampler_name, self.scheduler = samplers.resolve(self.sampler_name, self.scheduler)
+        if self.width * self.height > MAX_PIXELS:
+            raise ValueError(f"width: {self.width}x{self.height} is over the {MAX_PIXELS // 1_000_000} "
+                             "megapixel limit")
+        if self.width * self.height * self.batch_size > MAX_BATCH_PIXELS:
+            raise ValueError("batch_size: width × height × batch_size is too large; lower batch_size")
+        return self
+
+
+def validate_request(data: dict, registry=None) -> GenerationRequest:
+    """The one validator shared by the UI and the API (raises pydantic.ValidationError)."""
+    return GenerationRequest.model_validate(data, context={"registry": registry})
+
+
+@dataclass
+class GenerationResult:
+    images: list[Image.Image]           # grid first when one was made (A1111 return_grid)
+    infotexts: list[str]                # one per image in `images`
+    seeds: list[int]
+    subseeds: list[int]
+    request: GenerationRequest
+    model_title: str
+    index_of_first_image: int = 0
+    saved: list[str] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+    def info_json(self) -> str:
+        return json.dumps(self.info, ensure_ascii=False)
+
+
+# Cheap latent → RGB previews (A1111's "Approx cheap" coefficients).
+_PREVIEW_COEFFICIENTS = {
+    "sd": torch.tensor([[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264],
+                        [-0.184, -0.271, -0.473]]),
+    "sdxl": torch.tensor([[0.3448, 0.4168, 0.4395], [-0.1953, -0.0290, 0.0250], [0.1074, 0.0886, -0.0163],
+                          [-0.3730, -0.2499, -0.2088]]),
+}
+
+
+def latent_preview(latent: torch.Tensor, family: str) -> Image.Image:
+    coefficients = _PREVIEW_COEFFICIENTS["sdxl" if family.startswith("sdxl") else "sd"]
+    rgb = torch.einsum("lhw,lr->hwr", latent[:4].float().cpu(), coefficients)
+    array = ((rgb + 1) * 127.5).clamp(0, 255).byte().numpy()
+    return Image.fromarray(array)
+
+
+@contextlib.contextmanager
+def circular_padding(modules: list[torch.nn.Module], enabled: bool):
+    """Seamless tiling: every convolution wraps around the image edges for the duration of a job."""
+    if not enabled:
+        yield
+        return
+    convs = [m for module in modules for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    previous = [conv.padding_mode for conv in convs]
+    for conv in convs:
+        conv.padding_mode = "circular"
+    try:
+        yield
+    finally:
+        for conv, mode in zip(convs, previous):
+            conv.padding_mode = mode
+
+
+class Generator:
+    """Runs requests on the models of a ModelManager; lives in the job worker."""
+
+    def __init__(self, manager: ModelManager, options: Options, paths: Paths, *, prompt_history: bool = True):
+        self.manager = manager
+        self.options = options
+        self.paths = paths
+        self.prompt_history = prompt_history
+
+    def load(self, checkpoint: str | None) -> LoadedModel:
+        try:
+            return self.manager.get(checkpoint)
+        except CheckpointNotFound as error:
+            raise JobError(str(error), status=404 if checkpoint else 409) from None
+        except (ModelFileError, UnsupportedModelError, ModelLoadError) as error:
+            name = self.manager.registry.find(checkpoint) if checkpoint else None
+            label = name.name if name else (checkpoint or "the checkpoint")
+            raise JobError(f"cannot load {label}: {error}", status=422) from None
+
+    def txt2img(self, request: GenerationRequest, job: Job) -> GenerationResult:
+        model = self.load(request.checkpoint)
+        if model.family == "sdxl_refiner":
+            raise JobError(f"{model.info.name} is an SDXL refiner: it refines images from a base model "
+                           "and cannot generate on its own. Choose an SDXL base checkpoint.")
+        pipe = model.pipeline
+        clip_skip = request.clip_skip or int(self.options.CLIP_stop_at_last_layers)
+        seed = noise.resolve_seed(request.seed)
+        subseed = noise.resolve_seed(request.subseed)
+        job.image_count = request.n_iter
+        job.textinfo = "Encoding prompt"
+
+        cond, uncond = conditioning.encode_pair(pipe, model.family, request.prompt, request.negative_prompt, clip_skip)
+        vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+        latent_shape = (pipe.unet.config.in_channels if not model.spec.inpainting else 4,
+                        request.height // vae_scale, request.width // vae_scale)
+        resize_from = None
+        if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0:
+            resize_from = (request.seed_resize_from_h, request.seed_resize_from_w)
+
+        result_images, infotexts, seeds, subseeds = [], [], [], []
+        saved: list[str] = []
+        for batch_index in range(request.n_iter):
+            if job.interrupted:
+                break
+            job.image_index = batch_index
+            job.textinfo = f"Batch {batch_index + 1} of {request.n_iter}"
+            first = batch_index * request.batch_size
+            batch_seeds = [seed + first + i for i in range(request.batch_size)]
+            batch_subseeds = [subseed + first + i for i in range(request.batch_size)]
+            latents = noise.batch_noise(batch_seeds, batch_subseeds, request.subseed_strength, latent_shape,
+                                        resize_from, pipe.unet.device, self.options.randn_source)
+            with circular_padding([pipe.unet, pipe.vae], request.tiling):
+                decoded = self._decode(model, self._sample(model, request, job, cond, uncond, latents))
+            for index, image in enumerate(decoded):
+                text = self._infotext(model, request, clip_skip, batch_seeds[index], batch_subseeds[index])
+                if request.save_images and self.options.samples_save:
+                    saved.append(str(self._save(image, "outdir_txt2img_samples", batch_seeds[index], text)))
+                image.info["parameters"] = text
+                result_images.append(image)
+                infotexts.append(text)
+            seeds += batch_seeds
+            subseeds += batch_subseeds
+            job.consume_skip()
+
+        index_of_first = 0
+        if request.save_grid and len(result_images) > 1 and self.options.grid_save:
+            grid = images.make_grid(result_images)
+            text = infotexts[0]
+            saved.append(str(images.save_grid(grid, self._outdir("outdir_txt2img_grids"), seed=seeds[0],
+                                              infotext=self._pnginfo(text), extension=self.options.grid_format,
+                                              save_to_dirs=self.options.grid_save_to_dirs)))
+            grid.info["parameters"] = text
+            result_images.insert(0, grid)
+            infotexts.insert(0, text)
+            index_of_first = 1
+        if infotexts and self.prompt_history:
+            self._write_params(infotexts[-1])
+        result = GenerationResult(images=result_images, infotexts=infotexts, seeds=seeds, subseeds=subseeds,
+                                  request=request, model_title=model.info.title,
+                                  index_of_first_image=index_of_first, saved=saved)
+        result.info = self._info_dict(model, request, result, clip_skip)
+        return result
+
+    # ------------------------------------------------------------- sampling
+
+    def _sample(self, model: LoadedModel, request, job: Job, cond, uncond, latents) -> torch.Tensor:
+        pipe = model.pipeline
+        pipe.scheduler = samplers.create_scheduler(request.sampler_name, request.scheduler, model.scheduler_config)
+        batch = latents.shape[0]
+        dtype = pipe.unet.dtype
+        kwargs: dict[str, Any] = dict(
+            prompt_embeds=cond.embeds.repeat(batch, 1, 1).to(dtype),
+            negative_prompt_embeds=uncond.embeds.repeat(batch, 1, 1).to(dtype),
+            latents=latents.to(dtype), num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
+            height=request.height, width=request.width, output_type="latent",
+        )
+        if model.family.startswith("sdxl"):
+            kwargs.update(pooled_prompt_embeds=cond.pooled.repeat(batch, 1).to(dtype),
+                          negative_pooled_prompt_embeds=uncond.pooled.repeat(batch, 1).to(dtype))
+        if model.spec.inpainting:
+            # txt2img on an inpainting model: everything masked, as A1111 conditions it.
+            kwargs.update(image=Image.new("RGB", (request.width, request.height), (127, 127, 127)),
+                          mask_image=Image.new("L", (request.width, request.height), 255), strength=1.0)
+        preview_every = int(self.options.show_progress_every_n_steps)
+        job.set_progress(0, request.steps)
+
+        def on_step_end(pipeline, step, timestep, callback_kwargs):
+            job.set_progress(step + 1, request.steps)
+            if self.options.live_previews_enable and preview_every > 0 and (step + 1) % preview_every == 0:
+                job.set_preview(latent_preview(callback_kwargs["latents"][0], model.family))
+            if job.should_stop:
+                pipeline._interrupt = True   # diffusers skips the remaining steps; what we have is decoded
+            return callback_kwargs
+
+        return pipe(**kwargs, callback_on_step_end=on_step_end).images
+
+    def _decode(self, model: LoadedModel, latents: torch.Tensor) -> list[Image.Image]:
+        vae = model.pipeline.vae
+        with torch.inference_mode():
+            scaled = latents.to(vae.dtype) / vae.config.scaling_factor
+            if getattr(vae.config, "shift_factor", None):
+                scaled = scaled + vae.config.shift_factor
+            decoded = vae.decode(scaled).sample
+            if self.manager.devices.nan_check and vae.dtype != torch.float32 and torch.isnan(decoded).any():
+                log.warning("VAE produced NaNs in %s; decoding again in fp32", vae.dtype)
+                vae.to(torch.float32)
+                decoded = vae.decode(scaled.float()).sample
+        return model.pipeline.image_processor.postprocess(decoded.float(), output_type="pil")
+
+    # ------------------------------------------------------------- infotext and files
+
+    def _infotext(self, model: LoadedModel, request: GenerationRequest, clip_skip: int, seed: int,
+                  subseed: int) -> str:
+        opts = self.options
+        variation = request.subseed_strength > 0
+        params = {
+            "Steps": request.steps,
+            "Sampler": request.sampler_name,
+            "Schedule type": samplers.effective_schedule(request.sampler_name, request.scheduler),
+            "CFG scale": request.cfg_scale,
+            "Seed": seed,
+            "Size": f"{request.width}x{request.height}",
+            "Model hash": model.info.shorthash if opts.add_model_hash_to_info else None,
+            "Model": model.info.stem if opts.add_model_name_to_info else None,
+            "Variation seed": subseed if variation else None,
+            "Variation seed strength": request.subseed_strength if variation else None,
+            "Seed resize from": (f"{request.seed_resize_from_w}x{request.seed_resize_from_h}"
+                                 if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0 else None),
+            "Clip skip": clip_skip if clip_skip > 1 and not model.family.startswith("sdxl") else None,
+            "RNG": opts.randn_source if opts.randn_source != "GPU" else None,
+            "Tiling": True if request.tiling else None,
+            "Version": INFOTEXT_VERSION if opts.add_version_to_infotext else None,
+        }
+        return infotext.create_infotext(request.prompt, request.negative_prompt, params)
+
+    def _pnginfo(self, text: str) -> str | None:
+        return text if self.options.enable_pnginfo else None
+
+    def _outdir(self, option: str):
+        configured = self.options.get(option) or ""
+        folder = self.paths.data / configured
+        return folder.resolve()
+
+    def _save(self, image: Image.Image, option: str, seed: int, text: str):
+        return images.save_image(image, self._outdir(option), seed=seed, infotext=self._pnginfo(text),
+                                 extension=self.options.samples_format, save_to_dirs=self.options.save_to_dirs)
+
+    def _write_params(self, text: str) -> None:
+        try:
+            self.paths.params_file.write_text(text, encoding="utf-8")
+        except OSError as error:
+            log.warning("could not write %s: %s", self.paths.params_file, error)
+
+    def _info_dict(self, model: LoadedModel, request: GenerationRequest, result: GenerationResult,
+                   clip_skip: int) -> dict:
+        """A1111's `Processed.js()`: what API clients read from the `info` JSON string."""
+        count = len(result.seeds)
+        return {
+            "prompt": request.prompt, "all_prompts": [request.prompt] * count,
+            "negative_prompt": request.negative_prompt, "all_negative_prompts": [request.negative_prompt] * count,
+            "seed": result.seeds[0] if result.seeds else -1, "all_seeds": result.seeds,
+            "subseed": result.subseeds[0] if result.subseeds else -1, "all_subseeds": result.subseeds,
+            "subseed_strength": request.subseed_strength, "width": request.width, "height": request.height,
+            "sampler_name": request.sampler_name, "cfg_scale": request.cfg_scale, "steps": request.steps,
+            "batch_size": request.batch_size, "restore_faces": False, "face_restoration_model": None,
+            "sd_model_name": model.info.stem, "sd_model_hash": model.info.shorthash,
+            "sd_vae_name": None, "sd_vae_hash": None,
+            "seed_resize_from_w": request.seed_resize_from_w, "seed_resize_from_h": request.seed_resize_from_h,
+            "denoising_strength": None, "extra_generation_params": {},
+            "index_of_first_image": result.index_of_first_image, "infotexts": result.infotexts,
+            "styles": [], "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": clip_skip,
+            "is_using_inpainting_conditioning": model.spec.inpainting, "version": INFOTEXT_VERSION,
+            "scheduler": request.scheduler,
+        }
+

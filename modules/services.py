@@ -1,0 +1,82 @@
+"""The backend's objects, built once from the flags and passed to the API and the UI.
+
+Each piece of state has one owner here: options, the checkpoint registry, the model manager and the
+job queue. Nothing in the project reaches for a global instead.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from modules import devices, paths as paths_module
+from modules.cmd_args import parse_args
+from modules.jobs import Job, JobError, JobQueue
+from modules.models.manager import ModelManager
+from modules.models.registry import CheckpointRegistry, HashCache
+from modules.options import Options
+from modules.paths import Paths
+from modules.processing import GenerationRequest, Generator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    args: argparse.Namespace
+    paths: Paths
+    options: Options
+    devices: devices.DeviceConfig
+    registry: CheckpointRegistry
+    models: ModelManager
+    queue: JobQueue
+    generator: Generator
+
+    def submit_txt2img(self, request: GenerationRequest, job_id: str | None = None) -> Job:
+        return self.queue.submit("txt2img", lambda job: self.generator.txt2img(request, job), job_id=job_id)
+
+    def switch_model(self, name: str, timeout: float | None = None) -> Job:
+        """Load a checkpoint on the worker (the only thread that touches models) and wait for it."""
+        return self.queue.run_and_wait("load-model", lambda job: self.generator.load(name).info.title, timeout)
+
+    def refresh_checkpoints(self) -> None:
+        self.registry.refresh()
+
+    def load_initial_model(self) -> None:
+        """Queue loading of --ckpt or the last used checkpoint, unless told not to (or there is none)."""
+        if self.args.skip_load_model_at_start or self.args.ui_debug_mode or not self.registry.items():
+            return
+        wanted = self.args.ckpt
+        if wanted and Path(wanted).is_file():
+            wanted = str(Path(wanted).resolve())   # a path to a file in the checkpoint folder
+        if wanted and self.registry.find(wanted) is None:
+            log.warning("--ckpt %s is not in %s; loading the default checkpoint", wanted, self.registry.folder)
+            wanted = None
+
+        def load(job: Job):
+            try:
+                return self.generator.load(wanted).info.title
+            except JobError as error:
+                log.error("%s", error)
+                raise
+
+        self.queue.submit("load-model", load)
+
+    def shutdown(self) -> None:
+        self.queue.shutdown()
+
+
+def create(args: argparse.Namespace | None = None) -> Services:
+    args = args if args is not None else parse_args([])
+    paths = paths_module.from_args(args)
+    paths.ensure()
+    options = Options(paths.config_file, frozen=args.freeze_settings)
+    device_config = devices.from_args(args)
+    registry = CheckpointRegistry(paths.checkpoints, HashCache(paths.cache_file), hashing=not args.no_hashing)
+    manager = ModelManager(registry, device_config, options)
+    queue = JobQueue(max_waiting=int(options.queue_max_size))
+    generator = Generator(manager, options, paths, prompt_history=not args.no_prompt_history)
+    return Services(args=args, paths=paths, options=options, devices=device_config, registry=registry,
+                    models=manager, queue=queue, generator=generator)
+
