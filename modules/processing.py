@@ -246,7 +246,8 @@ class Generator:
 
     def _sample(self, model: LoadedModel, request, job: Job, cond, uncond, latents) -> torch.Tensor:
         pipe = model.pipeline
-        pipe.scheduler = samplers.create_scheduler(request.sampler_name, request.scheduler, model.scheduler_config)
+        pipe.scheduler = samplers.create_scheduler(request.sampler_name, request.scheduler, model.scheduler_config,
+                                                   steps=request.steps)
         batch = latents.shape[0]
         dtype = pipe.unet.dtype
         kwargs: dict[str, Any] = dict(
@@ -254,6 +255,7 @@ class Generator:
             negative_prompt_embeds=uncond.embeds.repeat(batch, 1, 1).to(dtype),
             latents=latents.to(dtype), num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
             height=request.height, width=request.width, output_type="latent",
+            **samplers.call_kwargs(request.sampler_name),
         )
         if model.family.startswith("sdxl"):
             kwargs.update(pooled_prompt_embeds=cond.pooled.repeat(batch, 1).to(dtype),
@@ -297,7 +299,8 @@ class Generator:
         params = {
             "Steps": request.steps,
             "Sampler": request.sampler_name,
-            "Schedule type": samplers.effective_schedule(request.sampler_name, request.scheduler),
+            # A1111 writes the chosen schedule, replaced by the one its sampler really used when they differ.
+            "Schedule type": samplers.infotext_schedule(request.sampler_name, request.scheduler) or request.scheduler,
             "CFG scale": request.cfg_scale,
             "Seed": seed,
             "Size": f"{request.width}x{request.height}",

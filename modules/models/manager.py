@@ -88,8 +88,9 @@ class ModelManager:
                 model = self._load(info)
                 self._loaded[info.name] = model
             self._loaded.move_to_end(info.name)
-            self._activate(model)
-            self._evict()
+            if model is not self._current:
+                self._activate(model)
+                self._evict()
             return model
 
     def _load(self, info: CheckpointInfo) -> LoadedModel:
@@ -124,6 +125,8 @@ class ModelManager:
 
     def _evict(self) -> None:
         limit = max(1, int(self.options.sd_checkpoints_limit))
+        if len(self._loaded) <= limit:
+            return
         while len(self._loaded) > limit:
             name, _ = self._loaded.popitem(last=False)
             log.info("Unloaded %s from the RAM cache", name)
