@@ -25,11 +25,11 @@ log = logging.getLogger("webui")
 
 def create_app(services: services_module.Services) -> FastAPI:
     """The ASGI app: /sdapi/v1 when --api or --nowebui, the Gradio UI at / unless --nowebui."""
-    from modules.api.api import add_origin_guard, create_router
+    from modules.api.api import add_request_guards, create_router
 
     args = services.args
     app = FastAPI(title="Stable Diffusion web UI API", version=VERSION, docs_url="/docs", redoc_url="/redoc")
-    add_origin_guard(app, args.cors_allow_origins)
+    add_request_guards(app, args.cors_allow_origins)
     if args.api or args.nowebui:
         app.include_router(create_router(services))
     if not args.nowebui:

@@ -179,6 +179,13 @@ class Generator:
             raise JobError(f"cannot load {label}: {error}", status=422) from None
 
     def txt2img(self, request: GenerationRequest, job: Job) -> GenerationResult:
+        try:
+            return self._txt2img(request, job)
+        except torch.OutOfMemoryError:
+            self.manager.release_memory()   # nothing of the failed job may stay allocated
+            raise JobError("out of GPU memory: lower the size or batch size, or use --medvram", status=507) from None
+
+    def _txt2img(self, request: GenerationRequest, job: Job) -> GenerationResult:
         model = self.load(request.checkpoint)
         if model.family == "sdxl_refiner":
             raise JobError(f"{model.info.name} is an SDXL refiner: it refines images from a base model "
@@ -227,9 +234,7 @@ class Generator:
         if request.save_grid and len(result_images) > 1 and self.options.grid_save:
             grid = images.make_grid(result_images)
             text = infotexts[0]
-            saved.append(str(images.save_grid(grid, self._outdir("outdir_txt2img_grids"), seed=seeds[0],
-                                              infotext=self._pnginfo(text), extension=self.options.grid_format,
-                                              save_to_dirs=self.options.grid_save_to_dirs)))
+            saved.append(str(self._save(grid, "outdir_txt2img_grids", seeds[0], text, grid=True)))
             grid.info["parameters"] = text
             result_images.insert(0, grid)
             infotexts.insert(0, text)
@@ -325,9 +330,15 @@ class Generator:
         folder = self.paths.data / configured
         return folder.resolve()
 
-    def _save(self, image: Image.Image, option: str, seed: int, text: str):
-        return images.save_image(image, self._outdir(option), seed=seed, infotext=self._pnginfo(text),
-                                 extension=self.options.samples_format, save_to_dirs=self.options.save_to_dirs)
+    def _save(self, image: Image.Image, option: str, seed: int, text: str, *, grid: bool = False):
+        opts = self.options
+        save = images.save_grid if grid else images.save_image
+        try:
+            return save(image, self._outdir(option), seed=seed, infotext=self._pnginfo(text),
+                        extension=opts.grid_format if grid else opts.samples_format,
+                        save_to_dirs=opts.grid_save_to_dirs if grid else opts.save_to_dirs)
+        except OSError as error:   # disk full, read-only folder...: nothing partial was left behind
+            raise JobError(f"could not save the image: {error.strerror or error}", status=507) from None
 
     def _write_params(self, text: str) -> None:
         try:

@@ -211,3 +211,13 @@ def test_api_auth_and_origin_guard(tmp_path):
         response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", **SMALL}, auth=("user", "pw"))
         assert response.status_code == 409 and "Stable-diffusion" in response.json()["detail"]
     services.shutdown()
+
+
+def test_oversized_bodies_refused(server, monkeypatch):
+    from modules.api import api
+
+    monkeypatch.setattr(api, "MAX_BODY_BYTES", 100)
+    response = server.post("/sdapi/v1/txt2img", json={"prompt": "x" * 200})
+    assert response.status_code == 413
+    monkeypatch.undo()
+    assert server.get("/sdapi/v1/samplers").status_code == 200

@@ -258,12 +258,22 @@ def create_router(services: Services) -> APIRouter:
     return router
 
 
-def add_origin_guard(app: FastAPI, allowed_origins: str | None) -> None:
-    """Refuse state-changing API calls from other sites' pages (CSRF); no permissive CORS is ever added."""
+MAX_BODY_BYTES = 128 * 1024 * 1024   # room for several base64 images in later img2img/ControlNet requests
+
+
+def add_request_guards(app: FastAPI, allowed_origins: str | None) -> None:
+    """Refuse oversized bodies, and state-changing API calls from other sites' pages (CSRF).
+
+    No permissive CORS middleware is ever added (A1111 removes Gradio's for the same reason).
+    """
     allowed = {origin.strip() for origin in (allowed_origins or "").split(",") if origin.strip()}
 
     @app.middleware("http")
-    async def origin_guard(request: Request, call_next):
+    async def request_guard(request: Request, call_next):
+        length = request.headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            return JSONResponse(status_code=413, content={"error": "PayloadTooLarge",
+                                                          "detail": f"request bodies are limited to {MAX_BODY_BYTES} bytes"})
         origin = request.headers.get("origin")
         if request.method not in ("GET", "HEAD", "OPTIONS") and origin and request.url.path.startswith("/sdapi/"):
             own = f"{request.url.scheme}://{request.headers.get('host', '')}"

@@ -130,13 +130,13 @@ class ModelManager:
         while len(self._loaded) > limit:
             name, _ = self._loaded.popitem(last=False)
             log.info("Unloaded %s from the RAM cache", name)
-        self._release_memory()
+        self.release_memory()
 
     def unload_all(self) -> None:
         with self._lock:
             self._loaded.clear()
             self._current = None
-            self._release_memory()
+            self.release_memory()
 
     def forget(self, name: str) -> None:
         """Drop a cached model (after its prediction override changed, say) so the next use reloads it."""
@@ -144,9 +144,9 @@ class ModelManager:
             model = self._loaded.pop(name, None)
             if model is not None and model is self._current:
                 self._current = None
-            self._release_memory()
+            self.release_memory()
 
-    def _release_memory(self) -> None:
+    def release_memory(self) -> None:
         gc.collect()
         if self.devices.is_cuda:
             torch.cuda.empty_cache()

@@ -1,0 +1,123 @@
+"""Faults and load: full queue, concurrent clients, disk full, out of memory, a slow job and a fast /progress."""
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from modules import cmd_args, images, services as services_module
+from modules.jobs import JobQueue, QueueFull
+from tests.fixtures.tiny_checkpoints import build_tiny_model, write_safetensors
+
+SMALL = {"width": 64, "height": 64, "steps": 2}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    folder = data / "models" / "Stable-diffusion"
+    folder.mkdir(parents=True)
+    write_safetensors(build_tiny_model("sd1"), folder / "tiny.safetensors")
+    services = services_module.create(cmd_args.parse_args(["--data-dir", str(data), "--nowebui"]))
+    from webui import create_app
+
+    with TestClient(create_app(services)) as test_client:
+        test_client.services = services
+        yield test_client
+    services.shutdown()
+
+
+def test_queue_full_is_refused_not_unbounded():
+    queue = JobQueue(max_waiting=2)
+    release = threading.Event()
+    queue.submit("block", lambda job: release.wait(30))
+    time.sleep(0.1)                                     # the first job is now running, not waiting
+    queue.submit("a", lambda job: None)
+    queue.submit("b", lambda job: None)
+    with pytest.raises(QueueFull):
+        queue.submit("c", lambda job: None)
+    release.set()
+    queue.shutdown()
+
+
+def test_a_crashing_job_does_not_stop_the_worker():
+    queue = JobQueue()
+    bad = queue.submit("bad", lambda job: 1 / 0)
+    good = queue.submit("good", lambda job: "fine")
+    assert good.done.wait(10) and good.result == "fine"
+    assert bad.state == "failed" and "ZeroDivisionError" in bad.error
+    queue.shutdown()
+
+
+def test_concurrent_clients_all_get_their_images(client):
+    def call(seed):
+        return client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": seed, **SMALL})
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        responses = list(pool.map(call, range(6)))
+    assert [r.status_code for r in responses] == [200] * 6
+    seeds = [int(r.json()["info"].split('"seed": ')[1].split(",")[0]) for r in responses]
+    assert seeds == list(range(6))
+
+
+def test_progress_answers_while_a_job_runs(client):
+    services = client.services
+    thread = threading.Thread(target=client.post, args=("/sdapi/v1/txt2img",),
+                              kwargs={"json": {"prompt": "x", "seed": 1, "width": 64, "height": 64, "steps": 300,
+                                               "force_task_id": "slow"}})
+    thread.start()
+    deadline = time.time() + 60
+    while (services.queue.get("slow") is None or services.queue.get("slow").step == 0) and time.time() < deadline:
+        time.sleep(0.02)
+    started = time.perf_counter()
+    for _ in range(5):
+        assert client.get("/sdapi/v1/progress").status_code == 200
+        assert client.get("/sdapi/v1/options").status_code == 200
+    # generous bound: the point is that nothing waits for the job (A1111 blocks these behind its lock)
+    assert time.perf_counter() - started < 5
+    client.post("/sdapi/v1/interrupt", params={"id": "slow"})
+    thread.join(120)
+
+
+def test_disk_full_fails_the_job_cleanly(client, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(images.os, "replace", full_disk)
+    outputs = client.services.paths.outputs
+    before = set(outputs.rglob("*"))
+    response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 1, "save_images": True, **SMALL})
+    assert response.status_code == 507 and "No space left" in response.json()["detail"]
+    leftovers = [p for p in set(outputs.rglob("*")) - before if p.is_file()]
+    assert leftovers == []                      # no partial image, no temp file
+    monkeypatch.undo()
+    assert client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 1, **SMALL}).status_code == 200
+
+
+def test_out_of_memory_is_reported_and_the_next_job_runs(client, monkeypatch):
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 1, **SMALL})
+    pipe_unet = client.services.models.current.pipeline.unet
+    monkeypatch.setattr(pipe_unet, "forward", oom)
+    response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 1, **SMALL})
+    assert response.status_code == 507 and "out of GPU memory" in response.json()["detail"]
+    monkeypatch.undo()
+    assert client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 1, **SMALL}).status_code == 200
+
+
+def test_corrupt_checkpoint_switch_keeps_the_server_and_model(client):
+    folder = client.services.paths.checkpoints
+    (folder / "corrupt.safetensors").write_bytes(b"\x40\x00\x00\x00\x00\x00\x00\x00{" + b"x" * 70)
+    client.post("/sdapi/v1/refresh-checkpoints")
+    before = client.get("/sdapi/v1/options").json()["sd_model_checkpoint"]
+    response = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "corrupt"})
+    assert response.status_code == 422 and "corrupt.safetensors" in response.json()["detail"]
+    assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == before
+    assert client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 1, **SMALL}).status_code == 200
