@@ -1,0 +1,66 @@
+"""The Gradio UI: `create_ui(services)` builds the page, `launch_options(services)` the mount options.
+
+webui.py mounts it with `gr.mount_gradio_app(app, create_ui(services), path="/", **launch_options(services))`.
+In Gradio 6 the theme, CSS and head scripts are options of mounting (or `launch`), not of `gr.Blocks`.
+Only tabs that work are shown.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+
+from modules.ui import topbar, txt2img
+
+HERE = Path(__file__).resolve().parent
+
+
+def create_ui(services) -> gr.Blocks:
+    with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
+        topbar.create_topbar(demo, services)
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
+                txt2img.create_tab(services)
+    return demo
+
+
+def parse_auth(text: str | None) -> list[tuple[str, str]]:
+    """--gradio-auth "user:pass,user2:pass2" → [("user", "pass"), ("user2", "pass2")]; a password may hold ':'."""
+    pairs = []
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        user, sep, password = item.partition(":")
+        if not sep or not user:
+            raise ValueError("--gradio-auth must look like user:password[,user2:password2]")
+        pairs.append((user, password))
+    return pairs
+
+
+def head_html(services) -> str:
+    script = (HERE / "script.js").read_text(encoding="utf-8")
+    settings = {"theme": getattr(services.args, "theme", None)}
+    return f"<script>window.webuiSettings = {json.dumps(settings)};\n{script}</script>"
+
+
+def launch_options(services) -> dict:
+    """Keyword arguments for `gr.mount_gradio_app`: login, served folders, look; nothing that reaches the network."""
+    options = {
+        "allowed_paths": [str(services.paths.outputs)],
+        "theme": gr.themes.Default(),   # built in; its fonts are served locally
+        "css": (HERE / "style.css").read_text(encoding="utf-8"),
+        "head": head_html(services),
+        "footer_links": ["gradio", "settings"],
+        "run_history": False,     # nothing about runs kept in the browser or offered for upload
+        "ssr_mode": False,
+        "mcp_server": False,
+        "enable_monitoring": False,
+        "pwa": False,
+        "show_error": True,
+    }
+    auth = parse_auth(getattr(services.args, "gradio_auth", None))
+    if auth:
+        options["auth"] = auth
+    return options

@@ -1,0 +1,93 @@
+"""The bar above the tabs: A1111's quicksettings with the checkpoint dropdown and its 🔄 refresh button."""
+from __future__ import annotations
+
+import html
+import logging
+import time
+
+import gradio as gr
+
+from modules.jobs import QueueFull
+from modules.ui.common import PRIVATE, tool_button
+
+log = logging.getLogger(__name__)
+
+REPEAT_SECONDS = 2.0
+
+
+def checkpoint_titles(services) -> list[str]:
+    return [info.title for info in services.registry.items()]
+
+
+def current_checkpoint(services) -> str | None:
+    """The loaded checkpoint, else the one that will be loaded first (last used, else the first found)."""
+    model = services.models.current
+    if model is not None:
+        return model.info.title
+    info = services.registry.find(services.options.sd_model_checkpoint)
+    if info is None:
+        items = services.registry.items()
+        info = items[0] if items else None
+    return info.title if info is not None else None
+
+
+def no_checkpoint_html(services) -> str:
+    folder = html.escape(str(services.paths.checkpoints))
+    return (f'<div class="message warning">No checkpoint found. Put a Stable Diffusion checkpoint '
+            f'(a <code>.safetensors</code> or <code>.ckpt</code> file) in <code>{folder}</code>, '
+            f'then press 🔄 next to the checkpoint list.</div>')
+
+
+def create_topbar(demo: gr.Blocks, services) -> gr.Dropdown:
+    """The checkpoint dropdown, its refresh button and the "no checkpoint" message, updated on each page load."""
+    titles = checkpoint_titles(services)
+    with gr.Row(elem_id="quicksettings", equal_height=False):
+        dropdown = gr.Dropdown(choices=titles, value=current_checkpoint(services),
+                               label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint",
+                               interactive=True, filterable=True, allow_custom_value=True, min_width=400,
+                               scale=0)
+        refresh = tool_button("🔄", "refresh_sd_model_checkpoint")
+    missing = gr.HTML(no_checkpoint_html(services), elem_id="no_checkpoint_message", visible=not titles,
+                      js_on_load=None)
+    # What this page shows (to go back to when a switch fails) and the last failed pick (title, time).
+    shown = gr.State({"title": current_checkpoint(services), "failed": None})
+
+    def list_and_message():
+        titles, title = checkpoint_titles(services), current_checkpoint(services)
+        return gr.update(choices=titles, value=title), gr.update(visible=not titles), {"title": title, "failed": None}
+
+    def refresh_list():
+        services.refresh_checkpoints()
+        return list_and_message()
+
+    def switch(title: str, state: dict):
+        # Gradio 6's Dropdown fires `input` twice for one mouse pick (on the pick, then on blur): the
+        # repeat of a pick that is shown already, or that failed a moment ago, is not a new request.
+        failed = state.get("failed")
+        if not title or title == state.get("title") or (
+                failed and failed[0] == title and time.monotonic() - failed[1] < REPEAT_SECONDS):
+            return gr.skip(), state
+        log.info("switching checkpoint to %s", title)
+        try:
+            job = services.switch_model(title)
+        except QueueFull as error:
+            gr.Warning(html.escape(str(error)), title="Checkpoint")
+            return gr.update(value=state.get("title")), state
+        titles = checkpoint_titles(services)
+        if job.state == "done":
+            return gr.update(choices=titles, value=job.result), {"title": job.result, "failed": None}
+        message = job.error or f"loading did not finish ({job.state})"
+        log.warning("switching to checkpoint %s failed: %s", title, message)
+        gr.Warning(html.escape(f"Could not load {title}: {message}"), title="Checkpoint")
+        loaded = services.models.current
+        back = loaded.info.title if loaded is not None else state.get("title")
+        back = back if back in titles else None
+        return gr.update(choices=titles, value=back), {"title": back, "failed": (title, time.monotonic())}
+
+    outputs = [dropdown, missing, shown]
+    demo.load(list_and_message, outputs=outputs, show_progress="hidden", api_visibility=PRIVATE)
+    refresh.click(refresh_list, outputs=outputs, show_progress="hidden", api_visibility=PRIVATE)
+    # `input` fires when the user picks a checkpoint (mouse or keyboard), not when the server sets the value.
+    dropdown.input(switch, inputs=[dropdown, shown], outputs=[dropdown, shown], show_progress="full",
+                   trigger_mode="once", api_visibility=PRIVATE)
+    return dropdown
