@@ -135,6 +135,14 @@ def test_failed_load_keeps_the_previous_model(manager, folder):
     assert manager.get(None) is working
 
 
+def test_default_skips_a_checkpoint_that_failed(manager, folder):
+    (folder / "aaa-broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    manager.registry.refresh()
+    with pytest.raises(files.ModelFileError):
+        manager.get(None)                       # first in the list, and broken
+    assert manager.get(None).info.name == "alpha.safetensors"
+
+
 def test_unknown_checkpoint_and_empty_folder(manager, tmp_path):
     with pytest.raises(CheckpointNotFound, match="unknown checkpoint"):
         manager.get("nope")

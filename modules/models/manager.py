@@ -47,6 +47,7 @@ class ModelManager:
         self.options = options
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()   # key: checkpoint name; last = most recent
         self._current: LoadedModel | None = None
+        self._failed: set[str] = set()   # checkpoints whose last load failed: not picked as the default
         self._lock = threading.RLock()
 
     @property
@@ -75,7 +76,7 @@ class ModelManager:
             raise CheckpointNotFound(
                 f"no checkpoint found: put a .safetensors or .ckpt file in {self.registry.folder} "
                 "and press the refresh button")
-        return items[0]
+        return next((info for info in items if info.name not in self._failed), items[0])
 
     def get(self, name: str | None = None) -> LoadedModel:
         """Make the checkpoint current (loading it or taking it from the RAM cache) and return it."""
@@ -85,7 +86,12 @@ class ModelManager:
             if model is not None and model.info.filename != info.filename:
                 model = None
             if model is None:
-                model = self._load(info)
+                try:
+                    model = self._load(info)
+                except Exception:
+                    self._failed.add(info.name)
+                    raise
+                self._failed.discard(info.name)
                 self._loaded[info.name] = model
             self._loaded.move_to_end(info.name)
             if model is not self._current:
