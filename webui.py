@@ -25,13 +25,15 @@ log = logging.getLogger("webui")
 
 def create_app(services: services_module.Services) -> FastAPI:
     """The ASGI app: /sdapi/v1 when --api or --nowebui, the Gradio UI at / unless --nowebui."""
-    from modules.api.api import add_request_guards, create_router
+    from modules.api.api import add_request_guards, add_request_log, create_router
 
     args = services.args
     app = FastAPI(title="Stable Diffusion web UI API", version=VERSION, docs_url="/docs", redoc_url="/redoc")
     add_request_guards(app, args.cors_allow_origins)
     if args.api or args.nowebui:
         app.include_router(create_router(services))
+        if args.api_log:
+            add_request_log(app)
     if not args.nowebui:
         import gradio as gr
 
@@ -45,6 +47,8 @@ def create_app(services: services_module.Services) -> FastAPI:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = cmd_args.parse_args(sys.argv[1:] if argv is None else argv)
+    if sys.version_info < (3, 10) and not args.skip_python_version_check:
+        sys.exit("Python 3.10 or newer is needed (3.11 is tested); --skip-python-version-check to try anyway")
     services = services_module.create(args)
     log.info("Device: %s", services.devices.describe())
     if not services.registry.items():
@@ -60,6 +64,11 @@ def main(argv: list[str] | None = None) -> None:
         log.warning("The API is reachable from other machines without --api-auth: anyone on the network "
                     "can use it.")
     log.info("Starting on http://%s:%d (set up in %.1fs)", host, args.port, time.perf_counter() - STARTED)
+    if args.autolaunch and not args.nowebui:
+        import threading
+        import webbrowser
+
+        threading.Timer(2.0, webbrowser.open, args=(f"http://127.0.0.1:{args.port}/",)).start()
     try:
         uvicorn.run(app, host=host, port=args.port, log_level="warning", timeout_keep_alive=30)
     finally:

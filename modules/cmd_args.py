@@ -32,16 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--api-log", action="store_true", help="log every API request")
     add("--cors-allow-origins", type=str, default=None, help="comma-separated origins allowed by CORS")
     add("--autolaunch", action="store_true", help="open the UI in the system browser on start")
-    add("--enable-insecure-extension-access", action="store_true",
-        help="allow extension installs even when the server is reachable from other machines")
 
     # Installer
     add("--skip-install", action="store_true", help="do not install missing requirements")
     add("--skip-prepare-environment", action="store_true", help="skip all environment preparation")
+    # Common in A1111 users' COMMANDLINE_ARGS; there is no CUDA test to skip here (CPU fallback is automatic).
     add("--skip-torch-cuda-test", action="store_true", help="accepted for compatibility; CPU fallback is automatic")
-    add("--skip-python-version-check", action="store_true", help="do not check the Python version")
-    add("--skip-version-check", action="store_true", help="accepted for compatibility")
-    add("--reinstall-torch", action="store_true", help="reinstall torch and torchvision")
+    add("--skip-python-version-check", action="store_true", help="start even on an untested Python version")
     add("--xformers", action="store_true", help="use xformers attention (CUDA only; installed on demand)")
 
     # Paths
@@ -62,7 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--no-half-vae", action="store_true", help="run the VAE in fp32")
     add("--precision", choices=["full", "half", "autocast", "bf16"], default="autocast",
         help="full = fp32; half/autocast = fp16 on CUDA; bf16 = bfloat16 on CUDA")
-    add("--upcast-sampling", action="store_true", help="accepted for compatibility")
     add("--opt-sdp-attention", action="store_true", help="PyTorch scaled-dot-product attention (the default)")
     add("--opt-sdp-no-mem-attention", action="store_true", help="SDP attention without the memory-efficient kernel")
     add("--disable-nan-check", action="store_true", help="do not re-run the VAE in fp32 when it returns NaNs")
@@ -73,8 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--skip-load-model-at-start", action="store_true", help="load the checkpoint on first use, not at start")
     add("--no-hashing", action="store_true", help="do not compute sha256 of checkpoints")
     add("--no-prompt-history", action="store_true", help="do not write params.txt")
-    add("--disable-all-extensions", action="store_true", help="do not load any extension")
-    add("--disable-extra-extensions", action="store_true", help="load only built-in extensions")
     add("--freeze-settings", action="store_true", help="refuse every settings change")
     add("--hide-ui-dir-config", action="store_true", help="hide directory settings from the UI and API")
     add("--theme", choices=["light", "dark"], default=None, help="UI theme")

@@ -34,6 +34,8 @@ def from_args(args) -> DeviceConfig:
             dtype = torch.float16
         vae_dtype = torch.float32 if args.no_half_vae else dtype
         attention = "xformers" if args.xformers and _xformers_available() else "sdp"
+        if args.opt_sdp_no_mem_attention:
+            torch.backends.cuda.enable_mem_efficient_sdp(False)
         return DeviceConfig(device, dtype, vae_dtype, attention, nan_check=not args.disable_nan_check)
     # CPU: half precision is slow or unsupported for many CPU kernels, so always fp32.
     return DeviceConfig(torch.device("cpu"), torch.float32, torch.float32, "sdp", nan_check=False)

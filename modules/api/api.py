@@ -281,3 +281,19 @@ def add_request_guards(app: FastAPI, allowed_origins: str | None) -> None:
                 return JSONResponse(status_code=403, content={"error": "Forbidden",
                                                               "detail": f"cross-origin request from {origin}"})
         return await call_next(request)
+
+
+def add_request_log(app: FastAPI) -> None:
+    """--api-log: one line per API request, with its status and duration."""
+    import logging
+
+    log = logging.getLogger("api")
+
+    @app.middleware("http")
+    async def request_log(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        if request.url.path.startswith("/sdapi/"):
+            log.info("%s %s -> %d in %.3fs", request.method, request.url.path, response.status_code,
+                     time.perf_counter() - started)
+        return response

@@ -111,6 +111,8 @@ class ModelManager:
         pipeline = loader.build_pipeline(components, spec, samplers.create_scheduler("Euler", "Automatic",
                                                                                        base_scheduler))
         pipeline.set_progress_bar_config(disable=True)
+        if self.devices.attention == "xformers":
+            pipeline.enable_xformers_memory_efficient_attention()   # otherwise diffusers' default: PyTorch SDPA
         elapsed = time.perf_counter() - started
         log.info("Loaded %s as %s (prediction: %s, from %s) in %.1fs", info.title, spec.label,
                  spec.prediction_type, spec.prediction_source, elapsed)

@@ -1,0 +1,70 @@
+"""Flags, folders and options as a user meets them on first start."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from modules import cmd_args, paths, services as services_module
+from modules.options import Options
+
+
+def test_a1111_flags_parse_and_defaults(monkeypatch):
+    monkeypatch.setenv("COMMANDLINE_ARGS", "--api --use-cpu all")
+    args = cmd_args.parse_args(["--port", "9000", "--ckpt", "x.safetensors", "--precision", "full"])
+    assert (args.api, args.use_cpu, args.port, args.ckpt, args.precision) == (True, ["all"], 9000, "x.safetensors",
+                                                                             "full")
+    monkeypatch.delenv("COMMANDLINE_ARGS")
+    assert cmd_args.parse_args([]).port == 7860
+    assert cmd_args.parse_args(["--nowebui"]).port == 7861
+    for flag in ("--listen", "--skip-install", "--no-half", "--xformers", "--opt-sdp-attention",
+                 "--no-download-sd-model", "--skip-load-model-at-start", "--skip-torch-cuda-test"):
+        assert cmd_args.parse_args([flag])
+
+
+def test_unknown_flags_are_an_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cmd_args.parse_args(["--no-such-flag"])
+    assert exit_info.value.code == 2
+    assert "--no-such-flag" in capsys.readouterr().err
+
+
+def test_secrets_never_shown():
+    args = cmd_args.parse_args(["--api-auth", "u:hunter2", "--gradio-auth", "a:b"])
+    shown = json.dumps(cmd_args.public_flags(args))
+    assert "hunter2" not in shown and "a:b" not in shown
+    assert cmd_args.public_flags(args)["api_auth"] == "<hidden>"
+
+
+def test_first_start_creates_the_folders_users_expect(tmp_path):
+    services = services_module.create(cmd_args.parse_args(["--data-dir", str(tmp_path)]))
+    try:
+        for name in paths.MODEL_FOLDERS:
+            readme = tmp_path / "models" / name / "README.md"
+            assert readme.is_file() and readme.read_text().strip()
+        assert (tmp_path / "outputs").is_dir() and (tmp_path / "embeddings" / "README.md").is_file()
+        assert services.registry.items() == []
+    finally:
+        services.shutdown()
+
+
+def test_models_dir_and_ckpt_dir_flags(tmp_path):
+    args = cmd_args.parse_args(["--data-dir", str(tmp_path / "data"), "--models-dir", str(tmp_path / "m"),
+                                "--ckpt-dir", str(tmp_path / "ckpts")])
+    where = paths.from_args(args)
+    assert where.checkpoints == tmp_path / "ckpts" and where.lora == tmp_path / "m" / "Lora"
+    assert where.outputs == tmp_path / "data" / "outputs"
+
+
+def test_options_persist_and_validate(tmp_path):
+    options = Options(tmp_path / "config.json")
+    options.update({"CLIP_stop_at_last_layers": 2, "samples_format": "webp"})
+    assert Options(tmp_path / "config.json").CLIP_stop_at_last_layers == 2
+    with pytest.raises(ValueError, match="CLIP_stop_at_last_layers"):
+        options.update({"CLIP_stop_at_last_layers": float("nan")})
+    with pytest.raises(ValueError, match="outdir_txt2img_samples"):
+        options.update({"outdir_txt2img_samples": "/etc"}, from_api=True)
+    with pytest.raises(ValueError, match="frozen"):
+        Options(tmp_path / "config.json", frozen=True).update({"samples_format": "png"})
+    (tmp_path / "broken.json").write_text("{not json")
+    assert Options(tmp_path / "broken.json").samples_format == "png"     # a damaged file falls back to defaults
