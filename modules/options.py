@@ -6,14 +6,13 @@ over the API, as in A1111, because a writable output path is a file-write primit
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from modules.json_file import read_json_object, write_json_atomically
 
 
 @dataclass(frozen=True)
@@ -109,13 +108,8 @@ class Options:
             self._load(path)
 
     def _load(self, path: Path) -> None:
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return  # a damaged config.json falls back to defaults rather than blocking start-up
-        if not isinstance(stored, dict):
-            return
-        for key, value in stored.items():
+        # A damaged config.json falls back to defaults rather than blocking start-up.
+        for key, value in read_json_object(path).items():
             info = OPTIONS.get(key)
             if info is None:
                 self._values[key] = value  # keep unknown keys (extensions' settings) untouched
@@ -161,14 +155,5 @@ class Options:
             self._save()
 
     def _save(self) -> None:
-        if self._path is None:
-            return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=self._path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self._values, handle, indent=4, ensure_ascii=False)
-            os.replace(tmp, self._path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if self._path is not None:
+            write_json_atomically(self._path, self._values)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from modules import cmd_args, services as services_module
 from modules.infotext import parse_infotext
+from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model, write_safetensors
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
@@ -20,11 +21,8 @@ SMALL = {"width": 64, "height": 64, "steps": 2}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("data")
-    folder = data / "models" / "Stable-diffusion"
-    folder.mkdir(parents=True)
-    write_safetensors(build_tiny_model("sd1"), folder / "tiny-sd1.safetensors")
-    write_safetensors(build_tiny_model("sd1", seed=1), folder / "other-sd1.safetensors")
+    data = data_dir_with_checkpoints(tmp_path_factory.mktemp("data"), {
+        "tiny-sd1.safetensors": build_tiny_model("sd1"), "other-sd1.safetensors": build_tiny_model("sd1", seed=1)})
     args = cmd_args.parse_args(["--data-dir", str(data), "--api", "--nowebui", "--gradio-auth", "me:secret"])
     services = services_module.create(args)
     from webui import create_app

@@ -12,17 +12,15 @@ from fastapi.testclient import TestClient
 
 from modules import cmd_args, images, services as services_module
 from modules.jobs import JobQueue, QueueFull
-from tests.fixtures.tiny_checkpoints import build_tiny_model, write_safetensors
+from tests.fixtures.data_dirs import data_dir_with_checkpoints
+from tests.fixtures.tiny_checkpoints import build_tiny_model
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    data = tmp_path_factory.mktemp("data")
-    folder = data / "models" / "Stable-diffusion"
-    folder.mkdir(parents=True)
-    write_safetensors(build_tiny_model("sd1"), folder / "tiny.safetensors")
+    data = data_dir_with_checkpoints(tmp_path_factory.mktemp("data"), {"tiny.safetensors": build_tiny_model("sd1")})
     services = services_module.create(cmd_args.parse_args(["--data-dir", str(data), "--nowebui"]))
     from webui import create_app
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from modules import samplers
-from modules.samplers import AUTOMATIC, SAMPLERS, SCHEDULES
+from modules.samplers import AUTOMATIC, SAMPLERS
 
 BASE_CONFIG = {  # the SD1.x training schedule, as the model loader hands it over
     "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",

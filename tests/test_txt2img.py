@@ -10,21 +10,20 @@ from PIL import Image
 from modules import cmd_args, services as services_module
 from modules.infotext import infotext_to_request_fields, parse_infotext
 from modules.processing import validate_request
-from tests.fixtures.tiny_checkpoints import build_tiny_model, mark_as_v_prediction_sd2, write_safetensors
+from tests.fixtures.data_dirs import data_dir_with_checkpoints
+from tests.fixtures.tiny_checkpoints import build_tiny_model, mark_as_v_prediction_sd2
 
 SMALL = {"width": 64, "height": 64, "steps": 3}
 
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory):
-    data = tmp_path_factory.mktemp("data")
-    folder = data / "models" / "Stable-diffusion"
-    folder.mkdir(parents=True)
-    for family in ("sd1", "sdxl", "sdxl_refiner", "sd1_inpaint"):
-        write_safetensors(build_tiny_model(family), folder / f"tiny-{family}.safetensors")
     v_model = build_tiny_model("sd2")
     mark_as_v_prediction_sd2(v_model.state_dict)
-    write_safetensors(v_model, folder / "tiny-sd2-v.safetensors")
+    checkpoints = {f"tiny-{family}.safetensors": build_tiny_model(family)
+                   for family in ("sd1", "sdxl", "sdxl_refiner", "sd1_inpaint")}
+    data = data_dir_with_checkpoints(tmp_path_factory.mktemp("data"),
+                                     {**checkpoints, "tiny-sd2-v.safetensors": v_model})
     built = services_module.create(cmd_args.parse_args(["--data-dir", str(data)]))
     built.options.update({"sd_checkpoints_limit": 5})
     yield built

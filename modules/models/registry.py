@@ -6,12 +6,12 @@ becomes a path, so `../../etc/passwd` simply matches nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from modules.json_file import read_json_object, write_json_atomically
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
 
@@ -22,13 +22,7 @@ class HashCache:
     def __init__(self, path: Path | None):
         self._path = path
         self._lock = threading.Lock()
-        self._data: dict = {}
-        if path is not None and path.exists():
-            try:
-                loaded = json.loads(path.read_text(encoding="utf-8"))
-                self._data = loaded if isinstance(loaded, dict) else {}
-            except (OSError, ValueError):
-                self._data = {}
+        self._data: dict = read_json_object(path) if path is not None else {}
 
     def cached(self, key: str, file: Path) -> str | None:
         entry = self._data.get("hashes", {}).get(key)
@@ -51,17 +45,8 @@ class HashCache:
         return value
 
     def _save(self) -> None:
-        if self._path is None:
-            return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".cache-", suffix=".tmp", dir=self._path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self._data, handle, indent=2)
-            os.replace(tmp, self._path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if self._path is not None:
+            write_json_atomically(self._path, self._data)
 
 
 def old_hash(file: Path) -> str:
