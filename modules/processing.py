@@ -19,10 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from modules import images, infotext, noise, samplers
 from modules.jobs import Job, JobError
-from modules.models.manager import CheckpointNotFound, LoadedModel, ModelManager
-from modules.models.files import ModelFileError
-from modules.models.detect import UnsupportedModelError
-from modules.models.loader import ModelLoadError
+from modules.models.manager import CheckpointLoadError, CheckpointNotFound, LoadedModel, ModelManager
 from modules.options import Options
 from modules.paths import Paths
 from modules.prompts import conditioning
@@ -173,10 +170,8 @@ class Generator:
             return self.manager.get(checkpoint)
         except CheckpointNotFound as error:
             raise JobError(str(error), status=404 if checkpoint else 409) from None
-        except (ModelFileError, UnsupportedModelError, ModelLoadError) as error:
-            name = self.manager.registry.find(checkpoint) if checkpoint else None
-            label = name.name if name else (checkpoint or "the checkpoint")
-            raise JobError(f"cannot load {label}: {error}", status=422) from None
+        except CheckpointLoadError as error:
+            raise JobError(str(error), status=422) from None
 
     def txt2img(self, request: GenerationRequest, job: Job) -> GenerationResult:
         try:

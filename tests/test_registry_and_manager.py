@@ -11,7 +11,7 @@ import torch
 from modules import devices
 from modules.cmd_args import parse_args
 from modules.models import files
-from modules.models.manager import CheckpointNotFound, ModelManager
+from modules.models.manager import CheckpointLoadError, CheckpointNotFound, ModelManager
 from modules.models.registry import CheckpointRegistry, HashCache
 from modules.options import Options
 from tests.fixtures.tiny_checkpoints import build_tiny_model, write_safetensors
@@ -129,7 +129,7 @@ def test_failed_load_keeps_the_previous_model(manager, folder):
     working = manager.get("alpha")
     (folder / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
     manager.registry.refresh()
-    with pytest.raises(files.ModelFileError, match="broken.safetensors"):
+    with pytest.raises(CheckpointLoadError, match="broken.safetensors"):
         manager.get("broken")
     assert manager.current is working
     assert manager.get(None) is working
@@ -138,7 +138,7 @@ def test_failed_load_keeps_the_previous_model(manager, folder):
 def test_default_skips_a_checkpoint_that_failed(manager, folder):
     (folder / "aaa-broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
     manager.registry.refresh()
-    with pytest.raises(files.ModelFileError):
+    with pytest.raises(CheckpointLoadError):
         manager.get(None)                       # first in the list, and broken
     assert manager.get(None).info.name == "alpha.safetensors"
 

@@ -16,7 +16,7 @@ import torch
 
 from modules import samplers
 from modules.devices import DeviceConfig
-from modules.models import detect, files, loader
+from modules.models import detect, files
 from modules.models.registry import CheckpointInfo, CheckpointRegistry
 from modules.options import Options
 
@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 class CheckpointNotFound(LookupError):
     """No checkpoint matches the name; the message lists how to find valid ones."""
+
+
+class CheckpointLoadError(Exception):
+    """The checkpoint exists but cannot be loaded; the message names the file and the reason."""
 
 
 @dataclass
@@ -88,7 +92,7 @@ class ModelManager:
             if model is None:
                 try:
                     model = self._load(info)
-                except Exception:
+                except CheckpointLoadError:
                     self._failed.add(info.name)
                     raise
                 self._failed.discard(info.name)
@@ -100,12 +104,21 @@ class ModelManager:
             return model
 
     def _load(self, info: CheckpointInfo) -> LoadedModel:
+        # Imported here, on the first load in the worker, so that serving the first page never waits for diffusers.
+        from modules.models import loader
+
         started = time.perf_counter()
         self.registry.ensure_hash(info)
-        state_dict = files.load_state_dict(info.filename)
-        override = (self.options.sd_model_prediction_overrides or {}).get(info.name)
-        spec = detect.detect(state_dict, sidecar_yaml=info.sidecar_yaml, override=override)
-        components = loader.build_components(state_dict, spec, self.devices.dtype, self.devices.vae_dtype)
+        try:
+            state_dict = files.load_state_dict(info.filename)
+            override = (self.options.sd_model_prediction_overrides or {}).get(info.name)
+            spec = detect.detect(state_dict, sidecar_yaml=info.sidecar_yaml, override=override)
+            components = loader.build_components(state_dict, spec, self.devices.dtype, self.devices.vae_dtype)
+        except (files.ModelFileError, detect.UnsupportedModelError, loader.ModelLoadError) as error:
+            reason = str(error)
+            if not reason.startswith(info.filename.name):
+                reason = f"{info.filename.name}: {reason}"
+            raise CheckpointLoadError(f"cannot load {reason}") from None
         del state_dict
         base_scheduler = loader.scheduler_config(spec)
         pipeline = loader.build_pipeline(components, spec, samplers.create_scheduler("Euler", "Automatic",

@@ -13,8 +13,6 @@ import gzip
 import importlib.util
 from pathlib import Path
 
-from transformers import CLIPTokenizer
-
 VOCAB_SIZE = 49408
 BOS_ID = 49406
 EOS_ID = 49407
@@ -52,7 +50,9 @@ def _vocab_and_merges() -> tuple[dict[str, int], list[str]]:
 
 
 @functools.lru_cache(maxsize=2)
-def clip_tokenizer(pad_token: str = "<|endoftext|>") -> CLIPTokenizer:
+def clip_tokenizer(pad_token: str = "<|endoftext|>"):
+    from transformers import CLIPTokenizer   # not at import time: transformers is slow to import
+
     vocab, merges = _vocab_and_merges()
     return CLIPTokenizer(vocab=dict(vocab), merges=[tuple(m.split()) for m in merges], pad_token=pad_token,
                          model_max_length=77)
