@@ -40,6 +40,15 @@ class Services:
         """Load a checkpoint on the worker (the only thread that touches models) and wait for it."""
         return self.queue.run_and_wait("load-model", lambda job: self.generator.load(name).info.title, timeout)
 
+    def update_options(self, changes: dict, *, from_api: bool) -> None:
+        """Apply settings; a changed prediction-type override makes that model reload on its next use."""
+        before = dict(self.options.sd_model_prediction_overrides or {})
+        self.options.update(changes, from_api=from_api)
+        after = self.options.sd_model_prediction_overrides or {}
+        for name in set(before) | set(after):
+            if before.get(name) != after.get(name):
+                self.models.forget(name)
+
     def refresh_checkpoints(self) -> None:
         self.registry.refresh()
 

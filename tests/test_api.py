@@ -219,3 +219,17 @@ def test_oversized_bodies_refused(server, monkeypatch):
     assert response.status_code == 413
     monkeypatch.undo()
     assert server.get("/sdapi/v1/samplers").status_code == 200
+
+
+def test_prediction_override_reloads_the_model(server):
+    assert server.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 1, **SMALL,
+                                                  "override_settings": {"sd_model_checkpoint": "tiny-sd1"}}).is_success
+    assert server.services.models.current.spec.prediction_type == "epsilon"
+    override = {"sd_model_prediction_overrides": {"tiny-sd1.safetensors": "v_prediction"}}
+    assert server.post("/sdapi/v1/options", json=override).status_code == 200
+    assert server.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 1, **SMALL,
+                                                  "override_settings": {"sd_model_checkpoint": "tiny-sd1"}}).is_success
+    model = server.services.models.current
+    assert (model.spec.prediction_type, model.spec.prediction_source) == ("v_prediction", "override")
+    assert model.pipeline.scheduler.config.prediction_type == "v_prediction"
+    server.post("/sdapi/v1/options", json={"sd_model_prediction_overrides": {}})

@@ -6,20 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.server import start_server as _start
 from tests.fixtures.tiny_checkpoints import build_tiny_model, write_safetensors
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-START_TIMEOUT = 120      # seconds for webui.py to answer on /
 GENERATE_TIMEOUT = 180   # seconds for the first image (includes loading the tiny checkpoint)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -33,66 +26,6 @@ def _chromium() -> str:
         pytest.fail("Chromium is not installed: run `apt-get install -y chromium` as root "
                     "(or set SKIP_BROWSER_TESTS=1 to skip the browser tests)")
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """webui.py in a subprocess on a free loopback port, with its own data folder."""
-
-    def __init__(self, data_dir: Path, *extra_args: str):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log_path = data_dir / "server.log"
-        self._log = open(self.log_path, "wb")
-        env = dict(os.environ, PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
-        env.pop("COMMANDLINE_ARGS", None)
-        self.process = subprocess.Popen(
-            [sys.executable, "webui.py", "--data-dir", str(data_dir), "--port", str(self.port), "--api",
-             *extra_args],
-            cwd=PROJECT_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"webui.py exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.url, timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"webui.py did not answer on {self.url} within {timeout}s:\n{self.log()}")
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")[-8000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self._log.close()
-
-
-def _start(data_dir: Path) -> Server:
-    server = Server(data_dir)
-    try:
-        server.wait_ready()
-    except BaseException:
-        server.stop()
-        raise
-    return server
 
 
 @pytest.fixture

@@ -230,7 +230,7 @@ def create_router(services: Services) -> APIRouter:
             if job.state == "failed":
                 return JSONResponse(status_code=job.error_status, content={"error": "ModelLoadError",
                                                                            "detail": job.error})
-        services.options.update(checked, from_api=True)
+        services.update_options(checked, from_api=True)
         return {}
 
     @router.get("/cmd-flags")
