@@ -4,6 +4,7 @@ Set SKIP_BROWSER_TESTS=1 to skip these where no Chromium can be installed (`apt-
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -130,6 +131,13 @@ def test_txt2img_generates_an_image_in_the_browser(browser, server_with_checkpoi
         page.wait_for_function(
             "() => document.querySelector('#txt2img_prompt textarea').value.startsWith('a red fox')"
             " && document.querySelector('#txt2img_steps input[type=number]').value === '2'", timeout=10_000)
+
+        # The per-model prediction-type override: stored for this checkpoint and the model reloaded with it.
+        page.locator("#setting_prediction_type input").click()
+        page.get_by_role("option", name="v_prediction").click()
+        page.get_by_text("SD 1.x (v-prediction)").first.wait_for(timeout=60_000)
+        config = json.loads((tmp_path / "config.json").read_text())
+        assert config["sd_model_prediction_overrides"] == {"tiny-sd1.safetensors": "v_prediction"}
 
         _screenshot(page, tmp_path / "txt2img.png")
         assert not errors, errors

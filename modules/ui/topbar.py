@@ -13,6 +13,8 @@ from modules.ui.common import PRIVATE, tool_button
 log = logging.getLogger(__name__)
 
 REPEAT_SECONDS = 2.0
+AUTOMATIC = "Automatic"
+PREDICTION_CHOICES = [AUTOMATIC, "epsilon", "v_prediction"]
 
 
 def checkpoint_titles(services) -> list[str]:
@@ -31,6 +33,33 @@ def current_checkpoint(services) -> str | None:
     return info.title if info is not None else None
 
 
+def prediction_override(services, title: str | None) -> str:
+    """The prediction type the user forced for this checkpoint, or Automatic (detected)."""
+    info = services.registry.find(title) if title else None
+    overrides = services.options.sd_model_prediction_overrides or {}
+    return overrides.get(info.name, AUTOMATIC) if info is not None else AUTOMATIC
+
+
+def set_prediction_override(services, choice: str, title: str | None):
+    """Store the override for the shown checkpoint and reload it, so the next image uses it."""
+    info = services.registry.find(title) if title else None
+    if info is None:
+        gr.Warning("Choose a checkpoint first.", title="Prediction type")
+        return gr.update(value=AUTOMATIC)
+    overrides = dict(services.options.sd_model_prediction_overrides or {})
+    if choice == AUTOMATIC:
+        overrides.pop(info.name, None)
+    else:
+        overrides[info.name] = choice
+    services.update_options({"sd_model_prediction_overrides": overrides}, from_api=False)
+    job = services.switch_model(info.title)
+    if job.state == "done":
+        gr.Info(html.escape(f"{info.name}: {services.models.current.spec.label}"), title="Prediction type")
+    else:
+        gr.Warning(html.escape(f"Could not reload {info.name}: {job.error}"), title="Prediction type")
+    return gr.skip()
+
+
 def no_checkpoint_html(services) -> str:
     folder = html.escape(str(services.paths.checkpoints))
     return (f'<div class="message warning">No checkpoint found. Put a Stable Diffusion checkpoint '
@@ -47,6 +76,10 @@ def create_topbar(demo: gr.Blocks, services) -> gr.Dropdown:
                                interactive=True, filterable=True, allow_custom_value=True, min_width=400,
                                scale=0)
         refresh = tool_button("🔄", "refresh_sd_model_checkpoint")
+        # A visible per-model override for misdetected v-prediction models (A1111 needs a .yaml copied instead).
+        prediction = gr.Dropdown(choices=PREDICTION_CHOICES, value=prediction_override(services, dropdown.value),
+                                 label="Prediction type", elem_id="setting_prediction_type", interactive=True,
+                                 min_width=160, scale=0)
     missing = gr.HTML(no_checkpoint_html(services), elem_id="no_checkpoint_message", visible=not titles,
                       js_on_load=None)
     # What this page shows (to go back to when a switch fails) and the last failed pick (title, time).
@@ -90,4 +123,9 @@ def create_topbar(demo: gr.Blocks, services) -> gr.Dropdown:
     # `input` fires when the user picks a checkpoint (mouse or keyboard), not when the server sets the value.
     dropdown.input(switch, inputs=[dropdown, shown], outputs=[dropdown, shown], show_progress="full",
                    trigger_mode="once", api_visibility=PRIVATE)
+    dropdown.change(lambda title: prediction_override(services, title), inputs=dropdown, outputs=prediction,
+                    show_progress="hidden", api_visibility=PRIVATE)
+    prediction.input(lambda choice, title: set_prediction_override(services, choice, title),
+                     inputs=[prediction, dropdown], outputs=prediction, show_progress="full", trigger_mode="once",
+                     api_visibility=PRIVATE)
     return dropdown
