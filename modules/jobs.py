@@ -135,11 +135,6 @@ class JobQueue:
             except ValueError:
                 return -1
 
-    def run_and_wait(self, kind: str, run: Callable[[Job], Any], timeout: float | None = None) -> Job:
-        job = self.submit(kind, run)
-        job.done.wait(timeout)
-        return job
-
     # ------------------------------------------------------------- stopping
 
     def interrupt(self, job_id: str | None = None) -> bool:

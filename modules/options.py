@@ -64,7 +64,6 @@ OPTIONS: dict[str, OptionInfo] = {
     "sd_model_prediction_overrides": OptionInfo(
         {}, "Prediction type per checkpoint (name → epsilon | v_prediction), overriding detection", "sd"),
     "randn_source": OptionInfo("CPU", "Random number generator source", "sd", choices=("CPU", "GPU")),
-    "eta_noise_seed_delta": OptionInfo(0, "Eta noise seed delta", "sd", minimum=0),
     # Saving images
     "samples_save": OptionInfo(True, "Always save all generated images", "saving-images"),
     "samples_format": OptionInfo("png", "File format for images", "saving-images", choices=("png", "jpg", "webp")),
@@ -72,12 +71,8 @@ OPTIONS: dict[str, OptionInfo] = {
     "grid_format": OptionInfo("png", "File format for grids", "saving-images", choices=("png", "jpg", "webp")),
     "enable_pnginfo": OptionInfo(True, "Save text information about generation parameters into files",
                                  "saving-images"),
-    "save_to_dirs": OptionInfo(True, "Save images to a subdirectory", "saving-to-dirs"),
+    "save_to_dirs": OptionInfo(True, "Save images to a subdirectory named after the date", "saving-to-dirs"),
     "grid_save_to_dirs": OptionInfo(True, "Save grids to a subdirectory", "saving-to-dirs"),
-    "directories_filename_pattern": OptionInfo("[date]", "Directory name pattern", "saving-to-dirs",
-                                               restrict_api=True),
-    "outdir_samples": OptionInfo("", "Output directory for images; if empty, defaults to three directories below",
-                                 "saving-paths", restrict_api=True),
     "outdir_txt2img_samples": OptionInfo("outputs/txt2img-images", "Output directory for txt2img images",
                                          "saving-paths", restrict_api=True),
     "outdir_txt2img_grids": OptionInfo("outputs/txt2img-grids", "Output directory for txt2img grids",
@@ -92,7 +87,6 @@ OPTIONS: dict[str, OptionInfo] = {
                                               maximum=32),
     # Queue
     "queue_max_size": OptionInfo(64, "Maximum number of waiting jobs", "system", minimum=1, maximum=10000),
-    "samples_filename_pattern": OptionInfo("", "Images filename pattern", "saving-images", restrict_api=True),
 }
 
 

@@ -114,7 +114,6 @@ class GenerationResult:
     seeds: list[int]
     subseeds: list[int]
     request: GenerationRequest
-    model_title: str
     index_of_first_image: int = 0
     saved: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
@@ -194,8 +193,7 @@ class Generator:
 
         cond, uncond = conditioning.encode_pair(pipe, model.family, request.prompt, request.negative_prompt, clip_skip)
         vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-        latent_shape = (pipe.unet.config.in_channels if not model.spec.inpainting else 4,
-                        request.height // vae_scale, request.width // vae_scale)
+        latent_shape = (pipe.vae.config.latent_channels, request.height // vae_scale, request.width // vae_scale)
         resize_from = None
         if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0:
             resize_from = (request.seed_resize_from_h, request.seed_resize_from_w)
@@ -237,8 +235,7 @@ class Generator:
         if infotexts and self.prompt_history:
             self._write_params(infotexts[-1])
         result = GenerationResult(images=result_images, infotexts=infotexts, seeds=seeds, subseeds=subseeds,
-                                  request=request, model_title=model.info.title,
-                                  index_of_first_image=index_of_first, saved=saved)
+                                  request=request, index_of_first_image=index_of_first, saved=saved)
         result.info = self._info_dict(model, request, result, clip_skip)
         return result
 

@@ -36,9 +36,14 @@ class Services:
     def submit_txt2img(self, request: GenerationRequest, job_id: str | None = None) -> Job:
         return self.queue.submit("txt2img", lambda job: self.generator.txt2img(request, job), job_id=job_id)
 
+    def submit_model_switch(self, name: str) -> Job:
+        """Load a checkpoint on the worker, the only thread that touches models; the job's result is its title."""
+        return self.queue.submit("load-model", lambda job: self.generator.load(name).info.title)
+
     def switch_model(self, name: str, timeout: float | None = None) -> Job:
-        """Load a checkpoint on the worker (the only thread that touches models) and wait for it."""
-        return self.queue.run_and_wait("load-model", lambda job: self.generator.load(name).info.title, timeout)
+        job = self.submit_model_switch(name)
+        job.done.wait(timeout)
+        return job
 
     def update_options(self, changes: dict, *, from_api: bool) -> None:
         """Apply settings; a changed prediction-type override makes that model reload on its next use."""

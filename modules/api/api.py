@@ -225,7 +225,10 @@ def create_router(services: Services) -> APIRouter:
             if not isinstance(checkpoint, str) or services.registry.find(checkpoint) is None:
                 raise validation_error(["sd_model_checkpoint"],
                                        f"unknown checkpoint {checkpoint!r}; see /sdapi/v1/sd-models")
-            job = services.queue.submit("load-model", lambda job: services.generator.load(checkpoint).info.title)
+            try:
+                job = services.submit_model_switch(checkpoint)
+            except QueueFull as error:
+                raise HTTPException(status_code=429, detail=str(error)) from None
             await wait_for(job)
             if job.state == "failed":
                 return JSONResponse(status_code=job.error_status, content={"error": "ModelLoadError",
