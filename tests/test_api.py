@@ -233,3 +233,12 @@ def test_prediction_override_reloads_the_model(server):
     assert (model.spec.prediction_type, model.spec.prediction_source) == ("v_prediction", "override")
     assert model.pipeline.scheduler.config.prediction_type == "v_prediction"
     server.post("/sdapi/v1/options", json={"sd_model_prediction_overrides": {}})
+
+
+def test_infotext_field_fills_what_the_request_did_not_set(server):
+    text = "a lighthouse at dusk\nNegative prompt: fog\nSteps: 3, Sampler: Euler a, CFG scale: 5, Seed: 77, Size: 72x64"
+    body = server.post("/sdapi/v1/txt2img", json={"infotext": text, "steps": 2}).json()
+    parsed = parse_infotext(decode(body["images"][0]).info["parameters"])
+    assert (parsed["Prompt"], parsed["Negative prompt"], parsed["Sampler"], parsed["CFG scale"], parsed["Seed"],
+            parsed["Size-1"], parsed["Size-2"]) == ("a lighthouse at dusk", "fog", "Euler a", "5.0", "77", "72", "64")
+    assert parsed["Steps"] == "2"                                  # set explicitly: the request wins
