@@ -21,11 +21,11 @@ def services(tmp_path_factory):
     v_model = build_tiny_model("sd2")
     mark_as_v_prediction_sd2(v_model.state_dict)
     checkpoints = {f"tiny-{family}.safetensors": build_tiny_model(family)
-                   for family in ("sd1", "sdxl", "sdxl_refiner", "sd1_inpaint")}
+                   for family in ("sd1", "sdxl", "sdxl_refiner", "sd1_inpaint", "sd2_inpaint", "sdxl_inpaint")}
     data = data_dir_with_checkpoints(tmp_path_factory.mktemp("data"),
                                      {**checkpoints, "tiny-sd2-v.safetensors": v_model})
     built = services_module.create(cmd_args.parse_args(["--data-dir", str(data)]))
-    built.options.update({"sd_checkpoints_limit": 5})
+    built.options.update({"sd_checkpoints_limit": 8})
     yield built
     built.shutdown()
 
@@ -43,8 +43,9 @@ def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
-@pytest.mark.parametrize("checkpoint, family", [("tiny-sd1", "sd1"), ("tiny-sd2-v", "sd2"),
-                                                ("tiny-sdxl", "sdxl"), ("tiny-sd1_inpaint", "sd1")])
+@pytest.mark.parametrize("checkpoint, family", [("tiny-sd1", "sd1"), ("tiny-sd2-v", "sd2"), ("tiny-sdxl", "sdxl"),
+                                                ("tiny-sd1_inpaint", "sd1"), ("tiny-sd2_inpaint", "sd2"),
+                                                ("tiny-sdxl_inpaint", "sdxl")])
 def test_each_family_generates_an_image_with_infotext(services, checkpoint, family):
     result = generate(services, checkpoint=checkpoint, seed=11, width=72, height=64)
     assert services.models.current.family == family
