@@ -83,7 +83,7 @@ OPTIONS: dict[str, OptionInfo] = {
     "add_version_to_infotext": OptionInfo(True, "Add program version to infotext", "infotext"),
     # Live previews
     "live_previews_enable": OptionInfo(True, "Show live previews of the created image", "ui"),
-    "show_progress_every_n_steps": OptionInfo(1, "Live preview display period (steps)", "ui", minimum=-1,
+    "show_progress_every_n_steps": OptionInfo(10, "Live preview display period (steps)", "ui", minimum=-1,
                                               maximum=32),
     # Queue
     "queue_max_size": OptionInfo(64, "Maximum number of waiting jobs", "system", minimum=1, maximum=10000),
