@@ -111,7 +111,28 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return _load_pickle(path)
 
 
+def load_object(path: str | Path):
+    """The whole object stored in a small weights file (textual-inversion .pt, hypernetwork .pt, .bin), read safely.
+
+    safetensors files give their tensors as a dict; pickles may hold nested dicts, lists, numbers and strings
+    around the tensors, but only what `weights_only=True` allows.
+    """
+    path = Path(path)
+    if file_kind(path) == "safetensors":
+        return load_state_dict(path)
+    return _unpickle(path)
+
+
 def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
+    data = _unpickle(path)
+    while isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{path.name}: does not contain a state dict")
+    return {key: value for key, value in data.items() if isinstance(value, torch.Tensor)}
+
+
+def _unpickle(path: Path):
     with torch.serialization.safe_globals(_SAFE_GLOBALS):
         try:
             # mmap needs the zip format; older files fall back to a plain read, still weights-only.
@@ -128,8 +149,4 @@ def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
                 f"{path.name}: refused to load: the file needs code that is not allowed in a weights file "
                 f"(it may be malicious, or it is not a checkpoint). {detail}"
             ) from None
-    while isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-        data = data["state_dict"]
-    if not isinstance(data, dict):
-        raise ModelFileError(f"{path.name}: does not contain a state dict")
-    return {key: value for key, value in data.items() if isinstance(value, torch.Tensor)}
+    return data
