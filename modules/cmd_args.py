@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ckpt-dir", type=str, default=None, help="folder of Stable Diffusion checkpoints")
     add("--ckpt", type=str, default=None, help="checkpoint to load at start (path or name)")
     add("--vae-dir", type=str, default=None, help="folder of VAE files")
+    add("--vae-path", type=str, default=None, help="always use this VAE file (overrides the sd_vae setting)")
+    add("--styles-file", action="append", default=[], help="styles CSV file; may be repeated and hold wildcards "
+        "(default <data-dir>/styles.csv)")
     add("--lora-dir", type=str, default=None, help="folder of LoRA files")
     add("--embeddings-dir", type=str, default=None, help="folder of textual-inversion embeddings")
     add("--hypernetwork-dir", type=str, default=None, help="folder of hypernetworks")

@@ -63,6 +63,10 @@ OPTIONS: dict[str, OptionInfo] = {
     "CLIP_stop_at_last_layers": OptionInfo(1, "Clip skip", "sd", minimum=1, maximum=12),
     "sd_model_prediction_overrides": OptionInfo(
         {}, "Prediction type per checkpoint (name → epsilon | v_prediction), overriding detection", "sd"),
+    "sd_vae": OptionInfo("Automatic", "SD VAE (Automatic, None = the checkpoint's own, or a file)", "sd"),
+    "sd_vae_overrides_per_model_preferences": OptionInfo(True, "Selected VAE overrides per-model preferences", "sd"),
+    "emphasis": OptionInfo("Original", "Emphasis mode for (words:1.2)", "sd",
+                           choices=("Original", "No norm", "Ignore", "None")),
     "randn_source": OptionInfo("CPU", "Random number generator source", "sd", choices=("CPU", "GPU")),
     # Saving images
     "samples_save": OptionInfo(True, "Always save all generated images", "saving-images"),
@@ -80,6 +84,8 @@ OPTIONS: dict[str, OptionInfo] = {
     # Infotext
     "add_model_hash_to_info": OptionInfo(True, "Add model hash to infotext", "infotext"),
     "add_model_name_to_info": OptionInfo(True, "Add model name to infotext", "infotext"),
+    "add_vae_name_to_info": OptionInfo(True, "Add VAE name to infotext", "infotext"),
+    "add_vae_hash_to_info": OptionInfo(True, "Add VAE hash to infotext", "infotext"),
     "add_version_to_infotext": OptionInfo(True, "Add program version to infotext", "infotext"),
     # Live previews
     "live_previews_enable": OptionInfo(True, "Show live previews of the created image", "ui"),

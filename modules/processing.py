@@ -17,7 +17,9 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from modules import images, infotext, noise, samplers
+from modules import extra_networks, images, infotext, noise, samplers
+from modules.networks import lora, textual_inversion, vae
+from modules.networks.vae import VaeLoadError, swapped_vae
 from modules.jobs import Job, JobError
 from modules.models.manager import CheckpointLoadError, CheckpointNotFound, LoadedModel, ModelManager
 from modules.options import Options
@@ -55,6 +57,8 @@ class GenerationRequest(BaseModel):
     clip_skip: int | None = Field(None, ge=1, le=12)
     tiling: bool = False
     checkpoint: str | None = None     # title, name or hash; None = the current model
+    vae: str | None = None            # "Automatic", "None" or a VAE file; None = the sd_vae setting
+    styles: list[str] = Field(default_factory=list, max_length=100)
     save_images: bool = True
     save_grid: bool = True
 
@@ -75,6 +79,23 @@ class GenerationRequest(BaseModel):
                 raise ValueError(f"unknown checkpoint {value!r}; see /sdapi/v1/sd-models")
             return found.name
         return value or None
+
+    @field_validator("vae")
+    @classmethod
+    def _known_vae(cls, value: str | None, info: ValidationInfo) -> str | None:
+        networks = (info.context or {}).get("networks")
+        if value and networks is not None and value not in networks.vaes.choices():
+            raise ValueError(f"unknown VAE {value!r}; choose one of {networks.vaes.choices()}")
+        return value or None
+
+    @field_validator("styles")
+    @classmethod
+    def _known_styles(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        networks = (info.context or {}).get("networks")
+        unknown = networks.styles.unknown(value) if networks is not None else []
+        if unknown:
+            raise ValueError(f"unknown style(s) {unknown}; see /sdapi/v1/prompt-styles")
+        return value
 
     @field_validator("sampler_name")
     @classmethod
@@ -102,9 +123,9 @@ class GenerationRequest(BaseModel):
         return self
 
 
-def validate_request(data: dict, registry=None) -> GenerationRequest:
+def validate_request(data: dict, registry=None, networks=None) -> GenerationRequest:
     """The one validator shared by the UI and the API (raises pydantic.ValidationError)."""
-    return GenerationRequest.model_validate(data, context={"registry": registry})
+    return GenerationRequest.model_validate(data, context={"registry": registry, "networks": networks})
 
 
 @dataclass
@@ -116,6 +137,7 @@ class GenerationResult:
     request: GenerationRequest
     index_of_first_image: int = 0
     saved: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # add-ons that could not be used, said before sampling
     info: dict = field(default_factory=dict)
 
     def info_json(self) -> str:
@@ -158,8 +180,10 @@ def circular_padding(modules: list[torch.nn.Module], enabled: bool):
 class Generator:
     """Runs requests on the models of a ModelManager; lives in the job worker."""
 
-    def __init__(self, manager: ModelManager, options: Options, paths: Paths, *, prompt_history: bool = True):
+    def __init__(self, manager: ModelManager, options: Options, paths: Paths,
+                 networks: extra_networks.ExtraNetworks, *, prompt_history: bool = True):
         self.manager = manager
+        self.networks = networks
         self.options = options
         self.paths = paths
         self.prompt_history = prompt_history
@@ -185,13 +209,18 @@ class Generator:
             raise JobError(f"{model.info.name} is an SDXL refiner: it refines images from a base model "
                            "and cannot generate on its own. Choose an SDXL base checkpoint.")
         pipe = model.pipeline
+        prepared = extra_networks.prepare_prompt(request.prompt, request.negative_prompt, request.styles,
+                                                 self.networks)
+        vae_info, external_vae = self._vae_for(request, model)
+        self.networks.embeddings.refresh()   # cheap: re-reads only files that changed, as A1111 picks up new ones
+        embeddings, _ = self.networks.embeddings.for_model(textual_inversion.encoder_widths(pipe))
         clip_skip = request.clip_skip or int(self.options.CLIP_stop_at_last_layers)
+        encoder = conditioning.TextEncoder(pipe, model.family, clip_skip=clip_skip, emphasis=self.options.emphasis,
+                                           embeddings=embeddings)
         seed = noise.resolve_seed(request.seed)
         subseed = noise.resolve_seed(request.subseed)
         job.image_count = request.n_iter
         job.textinfo = "Encoding prompt"
-
-        cond, uncond = conditioning.encode_pair(pipe, model.family, request.prompt, request.negative_prompt, clip_skip)
         vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
         latent_shape = (pipe.vae.config.latent_channels, request.height // vae_scale, request.width // vae_scale)
         resize_from = None
@@ -200,28 +229,38 @@ class Generator:
 
         result_images, infotexts, seeds, subseeds = [], [], [], []
         saved: list[str] = []
-        for batch_index in range(request.n_iter):
-            if job.interrupted:
-                break
-            job.image_index = batch_index
-            job.textinfo = f"Batch {batch_index + 1} of {request.n_iter}"
-            first = batch_index * request.batch_size
-            batch_seeds = [seed + first + i for i in range(request.batch_size)]
-            batch_subseeds = [subseed + first + i for i in range(request.batch_size)]
-            latents = noise.batch_noise(batch_seeds, batch_subseeds, request.subseed_strength, latent_shape,
-                                        resize_from, pipe.unet.device, self.options.randn_source)
-            with circular_padding([pipe.unet, pipe.vae], request.tiling):
-                decoded = self._decode(model, self._sample(model, request, job, cond, uncond, latents))
-            for index, image in enumerate(decoded):
-                text = self._infotext(model, request, clip_skip, batch_seeds[index], batch_subseeds[index])
-                if request.save_images and self.options.samples_save:
-                    saved.append(str(self._save(image, "outdir_txt2img_samples", batch_seeds[index], text)))
-                image.info["parameters"] = text
-                result_images.append(image)
-                infotexts.append(text)
-            seeds += batch_seeds
-            subseeds += batch_subseeds
-            job.consume_skip()
+        with contextlib.ExitStack() as stack:
+            # LoRAs and the VAE are applied for this job only and removed on the way out, even on errors.
+            warnings = prepared.warnings + stack.enter_context(
+                lora.applied(pipe, model.family, prepared.loras, self.networks.lora_cache))
+            stack.enter_context(swapped_vae(pipe, external_vae))
+            plan = conditioning.schedule(encoder, prepared.text, prepared.negative_text, request.steps)
+            job_params = self._job_params(model, prepared, encoder, vae_info)
+            for warning in warnings:
+                log.warning("%s", warning)
+            for batch_index in range(request.n_iter):
+                if job.interrupted:
+                    break
+                job.image_index = batch_index
+                job.textinfo = f"Batch {batch_index + 1} of {request.n_iter}"
+                first = batch_index * request.batch_size
+                batch_seeds = [seed + first + i for i in range(request.batch_size)]
+                batch_subseeds = [subseed + first + i for i in range(request.batch_size)]
+                latents = noise.batch_noise(batch_seeds, batch_subseeds, request.subseed_strength, latent_shape,
+                                            resize_from, pipe.unet.device, self.options.randn_source)
+                with circular_padding([pipe.unet, pipe.vae], request.tiling):
+                    decoded = self._decode(model, self._sample(model, request, job, plan, latents))
+                for index, image in enumerate(decoded):
+                    text = self._infotext(model, request, prepared, job_params, clip_skip, batch_seeds[index],
+                                          batch_subseeds[index])
+                    if request.save_images and self.options.samples_save:
+                        saved.append(str(self._save(image, "outdir_txt2img_samples", batch_seeds[index], text)))
+                    image.info["parameters"] = text
+                    result_images.append(image)
+                    infotexts.append(text)
+                seeds += batch_seeds
+                subseeds += batch_subseeds
+                job.consume_skip()
 
         index_of_first = 0
         if request.save_grid and len(result_images) > 1 and self.options.grid_save:
@@ -235,18 +274,33 @@ class Generator:
         if infotexts and self.prompt_history:
             self._write_params(infotexts[-1])
         result = GenerationResult(images=result_images, infotexts=infotexts, seeds=seeds, subseeds=subseeds,
-                                  request=request, index_of_first_image=index_of_first, saved=saved)
-        result.info = self._info_dict(model, request, result, clip_skip)
+                                  request=request, index_of_first_image=index_of_first, saved=saved,
+                                  warnings=warnings)
+        result.info = self._info_dict(model, request, prepared, vae_info, result, clip_skip)
         return result
+
+    def _vae_for(self, request: GenerationRequest, model: LoadedModel):
+        """The external VAE this job uses (None: the checkpoint's own), A1111's `sd_vae` rules."""
+        setting = request.vae or self.options.sd_vae
+        try:
+            info = self.networks.vaes.resolve(
+                setting, model.info, setting_overrides_preferred=self.options.sd_vae_overrides_per_model_preferences)
+            loaded = self.networks.vae_cache.get(info, model.spec, self.manager.devices.vae_dtype) if info else None
+        except (ValueError, VaeLoadError) as error:
+            raise JobError(f"VAE: {error}", status=422) from None
+        return info, loaded
 
     # ------------------------------------------------------------- sampling
 
-    def _sample(self, model: LoadedModel, request, job: Job, cond, uncond, latents) -> torch.Tensor:
+    def _sample(self, model: LoadedModel, request, job: Job, plan: conditioning.ScheduledConditioning,
+                latents) -> torch.Tensor:
         pipe = model.pipeline
         pipe.scheduler = samplers.create_scheduler(request.sampler_name, request.scheduler, model.scheduler_config,
                                                    steps=request.steps)
         batch = latents.shape[0]
         dtype = pipe.unet.dtype
+        sdxl = model.family.startswith("sdxl")
+        cond, uncond = plan.at(0)
         kwargs: dict[str, Any] = dict(
             prompt_embeds=cond.embeds.repeat(batch, 1, 1).to(dtype),
             negative_prompt_embeds=uncond.embeds.repeat(batch, 1, 1).to(dtype),
@@ -254,15 +308,31 @@ class Generator:
             height=request.height, width=request.width, output_type="latent",
             **samplers.call_kwargs(request.sampler_name),
         )
-        if model.family.startswith("sdxl"):
+        if sdxl:
             kwargs.update(pooled_prompt_embeds=cond.pooled.repeat(batch, 1).to(dtype),
                           negative_pooled_prompt_embeds=uncond.pooled.repeat(batch, 1).to(dtype))
         if model.spec.inpainting:
             # txt2img on an inpainting model: everything masked, as A1111 conditions it.
             kwargs.update(image=Image.new("RGB", (request.width, request.height), (127, 127, 127)),
                           mask_image=Image.new("L", (request.width, request.height), 255), strength=1.0)
+        tensor_inputs = ["latents"]
+        if plan.changes:
+            tensor_inputs += ["prompt_embeds", "add_text_embeds"] if sdxl else ["prompt_embeds"]
         preview_every = int(self.options.show_progress_every_n_steps)
         job.set_progress(0, request.steps)
+
+        def step_conditioning(pipeline, step: int, callback_kwargs: dict) -> None:
+            """Prompt editing and alternation: hand the pipeline the next step's conditioning (its CFG layout)."""
+            cond, uncond = plan.at(step)
+            embeds = [cond.embeds.repeat(batch, 1, 1)]
+            pooled = [cond.pooled.repeat(batch, 1)] if sdxl else []
+            if pipeline.do_classifier_free_guidance:
+                embeds.insert(0, uncond.embeds.repeat(batch, 1, 1))
+                pooled[:0] = [uncond.pooled.repeat(batch, 1)] if sdxl else []
+            previous = callback_kwargs["prompt_embeds"]
+            callback_kwargs["prompt_embeds"] = torch.cat(embeds).to(previous.device, previous.dtype)
+            if sdxl:
+                callback_kwargs["add_text_embeds"] = torch.cat(pooled).to(previous.device, previous.dtype)
 
         def on_step_end(pipeline, step, timestep, callback_kwargs):
             job.set_progress(step + 1, request.steps)
@@ -270,9 +340,12 @@ class Generator:
                 job.set_preview(latent_preview(callback_kwargs["latents"][0], model.family))
             if job.should_stop:
                 pipeline._interrupt = True   # diffusers skips the remaining steps; what we have is decoded
+            elif step + 1 < request.steps and plan.changes_at(step + 1):
+                step_conditioning(pipeline, step + 1, callback_kwargs)
             return callback_kwargs
 
-        return pipe(**kwargs, callback_on_step_end=on_step_end).images
+        return pipe(**kwargs, callback_on_step_end=on_step_end,
+                    callback_on_step_end_tensor_inputs=tensor_inputs).images
 
     def _decode(self, model: LoadedModel, latents: torch.Tensor) -> list[Image.Image]:
         vae = model.pipeline.vae
@@ -289,8 +362,23 @@ class Generator:
 
     # ------------------------------------------------------------- infotext and files
 
-    def _infotext(self, model: LoadedModel, request: GenerationRequest, clip_skip: int, seed: int,
-                  subseed: int) -> str:
+    def _job_params(self, model: LoadedModel, prepared, encoder, vae_info) -> dict:
+        """Infotext values that are the same for every image of the job."""
+        opts = self.options
+        used_loras = [request[0] for request in prepared.loras]
+        return {
+            "vae": vae.infotext_params(vae_info, add_hash=opts.add_vae_hash_to_info,
+                                       add_name=opts.add_vae_name_to_info),
+            "extra": {
+                "Lora hashes": lora.infotext_hashes(used_loras) if used_loras else None,
+                "TI hashes": (textual_inversion.ti_hashes(encoder.used_embeddings.values())
+                              if encoder.used_embeddings else None),
+                "Emphasis": opts.emphasis if opts.emphasis != "Original" else None,
+            },
+        }
+
+    def _infotext(self, model: LoadedModel, request: GenerationRequest, prepared, job_params: dict, clip_skip: int,
+                  seed: int, subseed: int) -> str:
         opts = self.options
         variation = request.subseed_strength > 0
         params = {
@@ -303,6 +391,7 @@ class Generator:
             "Size": f"{request.width}x{request.height}",
             "Model hash": model.info.shorthash if opts.add_model_hash_to_info else None,
             "Model": model.info.stem if opts.add_model_name_to_info else None,
+            **job_params["vae"],
             "Variation seed": subseed if variation else None,
             "Variation seed strength": request.subseed_strength if variation else None,
             "Seed resize from": (f"{request.seed_resize_from_w}x{request.seed_resize_from_h}"
@@ -312,7 +401,7 @@ class Generator:
             "Tiling": True if request.tiling else None,
             "Version": INFOTEXT_VERSION if opts.add_version_to_infotext else None,
         }
-        return infotext.create_infotext(request.prompt, request.negative_prompt, params)
+        return infotext.create_infotext(prepared.prompt, prepared.negative, params, job_params["extra"])
 
     def _pnginfo(self, text: str) -> str | None:
         return text if self.options.enable_pnginfo else None
@@ -338,24 +427,25 @@ class Generator:
         except OSError as error:
             log.warning("could not write %s: %s", self.paths.params_file, error)
 
-    def _info_dict(self, model: LoadedModel, request: GenerationRequest, result: GenerationResult,
-                   clip_skip: int) -> dict:
+    def _info_dict(self, model: LoadedModel, request: GenerationRequest, prepared, vae_info,
+                   result: GenerationResult, clip_skip: int) -> dict:
         """A1111's `Processed.js()`: what API clients read from the `info` JSON string."""
         count = len(result.seeds)
         return {
-            "prompt": request.prompt, "all_prompts": [request.prompt] * count,
-            "negative_prompt": request.negative_prompt, "all_negative_prompts": [request.negative_prompt] * count,
+            "prompt": prepared.prompt, "all_prompts": [prepared.prompt] * count,
+            "negative_prompt": prepared.negative, "all_negative_prompts": [prepared.negative] * count,
             "seed": result.seeds[0] if result.seeds else -1, "all_seeds": result.seeds,
             "subseed": result.subseeds[0] if result.subseeds else -1, "all_subseeds": result.subseeds,
             "subseed_strength": request.subseed_strength, "width": request.width, "height": request.height,
             "sampler_name": request.sampler_name, "cfg_scale": request.cfg_scale, "steps": request.steps,
             "batch_size": request.batch_size, "restore_faces": False, "face_restoration_model": None,
             "sd_model_name": model.info.stem, "sd_model_hash": model.info.shorthash,
-            "sd_vae_name": None, "sd_vae_hash": None,
+            "sd_vae_name": vae_info.stem if vae_info else None,
+            "sd_vae_hash": vae_info.shorthash() if vae_info else None,
             "seed_resize_from_w": request.seed_resize_from_w, "seed_resize_from_h": request.seed_resize_from_h,
             "denoising_strength": None, "extra_generation_params": {},
             "index_of_first_image": result.index_of_first_image, "infotexts": result.infotexts,
-            "styles": [], "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": clip_skip,
+            "styles": list(request.styles), "warnings": result.warnings, "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": clip_skip,
             "is_using_inpainting_conditioning": model.spec.inpainting, "version": INFOTEXT_VERSION,
             "scheduler": request.scheduler,
         }

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from modules import devices, paths as paths_module
+from modules import devices, extra_networks, paths as paths_module
 from modules.cmd_args import parse_args
 from modules.jobs import Job, JobError, JobQueue
 from modules.models.manager import ModelManager
@@ -32,6 +32,7 @@ class Services:
     models: ModelManager
     queue: JobQueue
     generator: Generator
+    networks: extra_networks.ExtraNetworks
 
     def submit_txt2img(self, request: GenerationRequest, job_id: str | None = None) -> Job:
         return self.queue.submit("txt2img", lambda job: self.generator.txt2img(request, job), job_id=job_id)
@@ -45,10 +46,18 @@ class Services:
         job.done.wait(timeout)
         return job
 
+    def validate_options(self, changes: dict, *, from_api: bool) -> dict:
+        """Settings changes checked against the option registry and the files on disk; ValueError names the key."""
+        checked = self.options.validate(changes, from_api=from_api)
+        if "sd_vae" in checked and checked["sd_vae"] not in self.networks.vaes.choices():
+            raise ValueError(f"sd_vae: unknown VAE {checked['sd_vae']!r}; choose one of {self.networks.vaes.choices()}")
+        return checked
+
     def update_options(self, changes: dict, *, from_api: bool) -> None:
         """Apply settings; a changed prediction-type override makes that model reload on its next use."""
+        checked = self.validate_options(changes, from_api=from_api)
         before = dict(self.options.sd_model_prediction_overrides or {})
-        self.options.update(changes, from_api=from_api)
+        self.options.update(checked, from_api=from_api)
         after = self.options.sd_model_prediction_overrides or {}
         for name in set(before) | set(after):
             if before.get(name) != after.get(name):
@@ -87,10 +96,13 @@ def create(args: argparse.Namespace | None = None) -> Services:
     paths.ensure()
     options = Options(paths.config_file, frozen=args.freeze_settings)
     device_config = devices.from_args(args)
-    registry = CheckpointRegistry(paths.checkpoints, HashCache(paths.cache_file), hashing=not args.no_hashing)
+    hashes = HashCache(paths.cache_file)
+    registry = CheckpointRegistry(paths.checkpoints, hashes, hashing=not args.no_hashing)
+    networks = extra_networks.create(paths, hashes, styles_files=args.styles_file, vae_path=args.vae_path,
+                                     hashing=not args.no_hashing)
     manager = ModelManager(registry, device_config, options)
     queue = JobQueue(max_waiting=int(options.queue_max_size))
-    generator = Generator(manager, options, paths, prompt_history=not args.no_prompt_history)
+    generator = Generator(manager, options, paths, networks, prompt_history=not args.no_prompt_history)
     return Services(args=args, paths=paths, options=options, devices=device_config, registry=registry,
-                    models=manager, queue=queue, generator=generator)
+                    models=manager, queue=queue, generator=generator, networks=networks)
 

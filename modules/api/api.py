@@ -29,17 +29,17 @@ from modules.services import Services
 NOT_YET_SUPPORTED = {
     "enable_hr": "hires fix is not available yet",
     "restore_faces": "face restoration is not available yet",
-    "styles": "prompt styles are not available yet",
     "script_name": "scripts are not available yet",
     "alwayson_scripts": "always-on scripts (ControlNet, ...) are not available yet",
     "refiner_checkpoint": "the refiner is not available yet",
     "firstpass_image": "hires fix is not available yet",
 }
 # override_settings keys that map onto request fields.
-OVERRIDE_FIELDS = {"sd_model_checkpoint": "checkpoint", "CLIP_stop_at_last_layers": "clip_skip"}
+OVERRIDE_FIELDS = {"sd_model_checkpoint": "checkpoint", "CLIP_stop_at_last_layers": "clip_skip", "sd_vae": "vae"}
 # Where a GenerationRequest field came from in the A1111 request, to name it in errors.
 FIELD_LOCATIONS = {"checkpoint": ["override_settings", "sd_model_checkpoint"],
-                   "clip_skip": ["override_settings", "CLIP_stop_at_last_layers"]}
+                   "clip_skip": ["override_settings", "CLIP_stop_at_last_layers"],
+                   "vae": ["override_settings", "sd_vae"]}
 
 
 def validation_error(loc: list, message: str, kind: str = "value_error") -> HTTPException:
@@ -61,6 +61,7 @@ def to_generation_request(body: models.Txt2ImgRequest, services: Services) -> Ge
         data.update({k: v for k, v in parsed.items()
                      if k in GenerationRequest.model_fields and k not in body.model_fields_set})
     explicit = body.model_fields_set
+    data["styles"] = list(body.styles or [])
     for name in ("prompt", "negative_prompt", "seed", "subseed", "subseed_strength", "seed_resize_from_h",
                  "seed_resize_from_w", "batch_size", "n_iter", "steps", "cfg_scale", "width", "height"):
         if name in explicit or name not in data:
@@ -80,7 +81,7 @@ def to_generation_request(body: models.Txt2ImgRequest, services: Services) -> Ge
             raise validation_error(["override_settings", key], reason)
         data[OVERRIDE_FIELDS[key]] = value
     try:
-        return validate_request(data, services.registry)
+        return validate_request(data, services.registry, services.networks)
     except ValidationError as error:
         raise request_validation_error(error) from None
 
@@ -217,7 +218,7 @@ def create_router(services: Services) -> APIRouter:
             raise validation_error([], "the body must be a JSON object")
         checkpoint = changes.pop("sd_model_checkpoint", None)
         try:
-            checked = services.options.validate(changes, from_api=True)
+            checked = services.validate_options(changes, from_api=True)
         except ValueError as error:
             key = str(error).split(":", 1)[0]
             raise validation_error([key], str(error).split(": ", 1)[-1]) from None
@@ -251,6 +252,44 @@ def create_router(services: Services) -> APIRouter:
         if text:
             items = {"parameters": text, **items}
         return models.PngInfoResponse(info=text or "", items=items, parameters=parameters)
+
+    @router.get("/prompt-styles")
+    def prompt_styles():
+        return services.networks.styles.api_list()
+
+    @router.get("/sd-vae")
+    def sd_vae():
+        return services.networks.vaes.api_list()
+
+    @router.post("/refresh-vae")
+    def refresh_vae():
+        services.networks.vaes.refresh()
+        return {}
+
+    @router.get("/embeddings")
+    def embeddings():
+        from modules.networks.textual_inversion import encoder_widths
+
+        model = services.models.current
+        database = services.networks.embeddings
+        database.refresh()
+        return database.api_listing(encoder_widths(model.pipeline) if model is not None else None)
+
+    @router.post("/refresh-embeddings")
+    def refresh_embeddings():
+        services.networks.embeddings.refresh()
+        return {}
+
+    @router.get("/loras")
+    def loras():
+        from modules.networks.lora import api_list
+
+        return api_list(services.networks.loras)
+
+    @router.post("/refresh-loras")
+    def refresh_loras():
+        services.networks.loras.refresh()
+        return {}
 
     @router.get("/memory")
     def memory():

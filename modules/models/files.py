@@ -43,6 +43,7 @@ _SAFE_GLOBALS = [
     np._core.multiarray.scalar,
     np.dtype,
     (np.dtype, "numpy.dtype"),
+    torch.nn.ParameterDict,      # the original textual-inversion .pt files pickle one
     *(type(np.dtype(name)) for name in ("float64", "float32", "float16", "int64", "int32")),
 ]
 try:

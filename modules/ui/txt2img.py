@@ -192,7 +192,7 @@ def create_tab(services) -> Txt2ImgTab:
     async def run(*values):
         data = request_data(dict(zip(names, values)))
         try:
-            request = validate_request(data, services.registry)
+            request = validate_request(data, services.registry, services.networks)
         except ValidationError as error:
             raise gr.Error(escape_multiline(validation_message(error)), title="Invalid settings",
                            print_exception=False) from None

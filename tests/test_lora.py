@@ -1,0 +1,466 @@
+"""LoRA: listing, hashes, prompt-tag semantics, and applying kohya files to tiny SD1/SDXL pipelines for one job."""
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import tracemalloc
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import torch
+
+from modules import samplers
+from modules.models import detect, files, loader
+from modules.networks import lora
+from tests.fixtures import tiny_loras
+from tests.fixtures.tiny_checkpoints import build_tiny_model
+
+
+@dataclass
+class Tag:   # the shape of the prompt parser's NetworkTag
+    kind: str
+    name: str
+    positional: tuple = ()
+    named: dict = field(default_factory=dict)
+
+
+class Tiny:
+    def __init__(self, family: str):
+        self.family = family
+        self.model = build_tiny_model(family)
+        spec = detect.detect(self.model.state_dict)
+        components = loader.build_components(self.model.state_dict, spec, torch.float32, torch.float32)
+        scheduler = samplers.create_scheduler("Euler", "Automatic", loader.scheduler_config(spec))
+        self.pipe = loader.build_pipeline(components, spec, scheduler)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def run(self) -> np.ndarray:
+        with torch.no_grad():
+            return self.pipe(prompt="a photo of a cat", negative_prompt="blurry", latents=self.latents.clone(),
+                             num_inference_steps=2, height=64, width=64, output_type="np").images
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """Every tensor of every LoRA-able component, copied, by component-qualified key."""
+        out = {}
+        for component in ("unet", "text_encoder", "text_encoder_2"):
+            module = getattr(self.pipe, component, None)
+            if module is not None:
+                out.update({f"{component}.{k}": v.detach().clone() for k, v in module.state_dict().items()})
+        return out
+
+    def structure(self) -> list[tuple[str, str]]:
+        return [(f"{component}.{name}", type(module).__name__)
+                for component in ("unet", "text_encoder", "text_encoder_2")
+                if getattr(self.pipe, component, None) is not None
+                for name, module in getattr(self.pipe, component).named_modules()]
+
+
+@pytest.fixture(scope="module")
+def sd1():
+    tiny = Tiny("sd1")
+    tiny.baseline = tiny.run()
+    tiny.before = tiny.weights()
+    tiny.tree = tiny.structure()
+    return tiny
+
+
+@pytest.fixture(scope="module")
+def sdxl():
+    tiny = Tiny("sdxl")
+    tiny.baseline = tiny.run()
+    tiny.before = tiny.weights()
+    tiny.tree = tiny.structure()
+    return tiny
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory, sd1, sdxl):
+    root = tmp_path_factory.mktemp("Lora")
+    write = tiny_loras.write_lora
+    write(tiny_loras.kohya_lora(sd1.model), root / "sd1_style.safetensors", output_name="SD1 Style")
+    write(tiny_loras.kohya_lora(sd1.model, seed=1), root / "sub" / "deeper" / "sd1_other.safetensors")
+    write(tiny_loras.kohya_lora(sd1.model, seed=2, unet=False), root / "sd1_te_only.safetensors")
+    write(tiny_loras.kohya_lora(sd1.model, seed=3, text_encoder=False), root / "sd1_unet_only.safetensors")
+    write(tiny_loras.kohya_lora(sd1.model, seed=4, conv=True), root / "sd1_locon.safetensors")
+    write(tiny_loras.kohya_lora(sdxl.model), root / "sdxl_style.safetensors", output_name="SDXL Style",
+          metadata={"ss_base_model_version": "sdxl_base_v1-0"})
+    write(tiny_loras.loha(sd1.model), root / "sd1_loha.safetensors", metadata={"ss_network_module": "lycoris.kohya"})
+    write(tiny_loras.lokr(sd1.model), root / "sd1_lokr.safetensors", metadata={"ss_network_module": "lycoris.kohya"})
+    tiny_loras.write_header_bomb(root / "aaa_bomb.safetensors")
+    (root / "notes.txt").write_text("not a LoRA")
+    return root
+
+
+@pytest.fixture(scope="module")
+def registry(lora_dir):
+    return lora.LoraRegistry(lora_dir)
+
+
+@pytest.fixture()
+def cache():
+    return lora.LoraCache(max_items=16)
+
+
+def assert_restored(tiny: Tiny):
+    """No adapter left, same module tree, every weight bit-for-bit, the baseline image bit-for-bit."""
+    assert not any(tiny.pipe.get_list_adapters().values())
+    assert tiny.structure() == tiny.tree
+    after = tiny.weights()
+    assert after.keys() == tiny.before.keys()
+    assert all(torch.equal(after[key], tiny.before[key]) for key in after)
+    assert np.array_equal(tiny.run(), tiny.baseline)
+
+
+def changed(image: np.ndarray, baseline: np.ndarray) -> float:
+    return float(np.abs(image - baseline).max())
+
+
+# --------------------------------------------------------------------------- listing and hashes
+
+def test_listing_is_recursive_uses_metadata_aliases_and_skips_header_bombs(registry, lora_dir):
+    names = [info.name for info in registry.items()]
+    assert "aaa_bomb" not in names                       # skipped, and the listing went on after it
+    assert {"sd1_style", "sd1_other", "sdxl_style", "sd1_loha"} <= set(names)
+    assert "notes" not in names
+    style = registry.find("sd1_style")
+    assert style.alias == "SD1 Style" and style.path == (lora_dir / "sd1_style.safetensors").resolve()
+    assert style.metadata["ss_output_name"] == "SD1 Style"
+    assert registry.find("SD1 Style") is style           # by alias too
+    assert registry.find("sd1_other").path.parent.name == "deeper"
+    assert registry.find("sd1_other").alias == "sd1_other"
+    for bad in ("../sd1_style", str(style.path), "sub/deeper/sd1_other", "", None, "sd1_style.safetensors"):
+        assert registry.find(bad) is None
+    listed = lora.api_list(registry)
+    entry = next(item for item in listed if item["name"] == "sd1_style")
+    assert entry == {"name": "sd1_style", "alias": "SD1 Style", "path": str(style.path), "metadata": style.metadata}
+
+
+def test_header_bomb_listing_does_not_allocate(lora_dir):
+    tracemalloc.start()
+    try:
+        registry = lora.LoraRegistry(lora_dir)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert registry.find("aaa_bomb") is None and registry.find("sd1_style") is not None
+    assert peak < 20 * 1024 * 1024
+
+
+def test_shorthash_is_a1111_addnet_hash(registry, lora_dir):
+    path = lora_dir / "sd1_style.safetensors"
+    data = path.read_bytes()
+    (header_length,) = struct.unpack("<Q", data[:8])
+    expected = hashlib.sha256(data[8 + header_length:]).hexdigest()[:12]
+    assert registry.find("sd1_style").shorthash() == expected == tiny_loras.addnet_hash(path)[:12]
+    assert expected != hashlib.sha256(data).hexdigest()[:12]     # the header is not hashed
+
+
+def test_shorthash_prefers_metadata_and_follows_file_changes(tmp_path, sd1):
+    folder = tmp_path / "Lora"
+    tiny_loras.write_lora(tiny_loras.kohya_lora(sd1.model), folder / "meta.safetensors",
+                          metadata={"sshs_model_hash": "0123456789abcdef" * 4})
+    tiny_loras.write_lora(tiny_loras.kohya_lora(sd1.model), folder / "plain.safetensors")
+    registry = lora.LoraRegistry(folder)
+    assert registry.find("meta").shorthash() == "0123456789ab"
+    first = registry.find("plain").shorthash()
+    tiny_loras.write_lora(tiny_loras.kohya_lora(sd1.model, seed=9), folder / "plain.safetensors")
+    os.utime(folder / "plain.safetensors", ns=(1, 1_000_000_000))
+    registry.refresh()
+    assert registry.find("plain").shorthash() == tiny_loras.addnet_hash(folder / "plain.safetensors")[:12] != first
+
+
+def test_same_stem_later_file_wins_and_shared_alias_only_matches_by_name(tmp_path, sd1):
+    folder = tmp_path / "Lora"
+    sd = tiny_loras.kohya_lora(sd1.model)
+    tiny_loras.write_lora(sd, folder / "dup.safetensors", output_name="shared")
+    tiny_loras.write_lora(sd, folder / "z" / "dup.safetensors", output_name="dup-z")
+    tiny_loras.write_lora(sd, folder / "other.safetensors", output_name="shared")
+    registry = lora.LoraRegistry(folder)
+    assert registry.find("dup").path.parent.name == "z"          # scanned later (A1111 overwrites)
+    assert [info.name for info in registry.items()].count("dup") == 1
+    assert registry.find("shared") is None                         # two files call themselves "shared"
+    assert registry.find("other").alias == "shared"
+
+
+def test_infotext_hashes(registry):
+    requests, warnings = lora.requests_from_tags([Tag("lora", "SD1 Style", ("0.5",)), Tag("lora", "sd1_other")],
+                                                 registry)
+    assert warnings == []
+    text = lora.infotext_hashes([info for info, _, _ in requests])
+    first, second = registry.find("sd1_style").shorthash(), registry.find("sd1_other").shorthash()
+    assert text == f"SD1 Style: {first}, sd1_other: {second}"     # the names as the prompt wrote them
+
+
+# --------------------------------------------------------------------------- tags → requests
+
+def test_requests_from_tags_follow_a1111_weight_rules(registry):
+    tags = [Tag("lora", "sd1_style"), Tag("lora", "sd1_style", ("0.8",)), Tag("lora", "sd1_style", ("0.8", "0.3")),
+            Tag("lora", "sd1_style", (), {"te": "0.2"}), Tag("lora", "sd1_style", ("0.8",), {"unet": "0.1"}),
+            Tag("lyco", "SD1 Style", ("0.4",)), Tag("hypernet", "sd1_style", ("1",)),
+            Tag("lora", "missing"), Tag("lora", "sd1_style", ("abc",)), Tag("lora", "sd1_style", ("nan",))]
+    requests, warnings = lora.requests_from_tags(tags, registry)
+    assert [(info.name, te, unet) for info, te, unet in requests] == [
+        ("sd1_style", 1.0, 1.0), ("sd1_style", 0.8, 0.8), ("sd1_style", 0.8, 0.3), ("sd1_style", 0.2, 0.2),
+        ("sd1_style", 0.8, 0.1), ("sd1_style", 0.4, 0.4)]
+    assert warnings[0] == "LoRA not found: missing"
+    assert "'abc' is not a number" in warnings[1] and "'nan'" in warnings[2]
+
+
+# --------------------------------------------------------------------------- family detection
+
+def test_lora_family_from_layout_and_real_widths(sd1, sdxl):
+    assert lora.lora_family(tiny_loras.kohya_lora(sd1.model)) == "sd1"
+    assert lora.lora_family(tiny_loras.kohya_lora(sdxl.model)) == "sdxl"
+    assert lora.lora_family(tiny_loras.kohya_lora(sdxl.model, text_encoder=False)) == "sdxl"   # depth-2 blocks
+
+    def real(width: int, te: int | None = None):
+        key = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k"
+        sd = {f"{key}.lora_down.weight": torch.zeros(1, width), f"{key}.lora_up.weight": torch.zeros(640, 1)}
+        if te:
+            te_key = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+            sd |= {f"{te_key}.lora_down.weight": torch.zeros(1, te), f"{te_key}.lora_up.weight": torch.zeros(te, 1)}
+        return sd
+
+    assert lora.lora_family(real(768)) == "sd1"
+    assert lora.lora_family(real(1024)) == "sd2"
+    assert lora.lora_family(real(2048)) == "sdxl"
+    assert lora.lora_family({"something_else": torch.zeros(1)}) is None
+
+
+def test_fits_reports_the_reason(sd1, sdxl):
+    assert lora.fits(tiny_loras.kohya_lora(sd1.model), sd1.pipe) is None
+    assert lora.fits(tiny_loras.kohya_lora(sdxl.model), sdxl.pipe) is None
+    reason = lora.fits(tiny_loras.kohya_lora(sdxl.model), sd1.pipe)
+    assert reason.startswith("made for SDXL, but the checkpoint is SD 1.x:") and "/80 keys match" in reason
+    reason = lora.fits(tiny_loras.kohya_lora(sd1.model), sdxl.pipe, "sdxl")
+    # the mid-block self-attention has the same widths in both tiny models; the rest does not match
+    assert reason == "made for SD 1.x, but the checkpoint is SDXL: 6/40 keys match"
+
+
+# --------------------------------------------------------------------------- applying
+
+def test_sd1_lora_changes_the_image_and_is_removed_bit_for_bit(sd1, registry, cache):
+    info = registry.find("sd1_style")
+    with lora.applied(sd1.pipe, "sd1", [(info, 1.0, 1.0)], cache) as result:
+        assert list(result) == [] and result.loras == [info]
+        assert lora._injected_layers(sd1.pipe, sd1.pipe.get_list_adapters()["unet"][0]) == {
+            "unet": 32, "text_encoder": 8}     # 4 transformer blocks x 8 projections; 2 layers x 4
+        image = sd1.run()
+    assert changed(image, sd1.baseline) > 1e-3
+    assert_restored(sd1)
+    with lora.applied(sd1.pipe, "sd1", [(info, 1.0, 1.0)], cache):   # the same again: same pixels, from cache
+        assert np.array_equal(sd1.run(), image)
+    assert len(cache) == 1
+    assert_restored(sd1)
+
+
+def test_text_encoder_and_unet_weights_each_change_the_image(sd1, registry, cache):
+    info = registry.find("sd1_style")
+    images = {}
+    for te, unet in ((1.0, 0.0), (0.0, 1.0), (0.5, 0.5)):
+        with lora.applied(sd1.pipe, "sd1", [(info, te, unet)], cache):
+            images[te, unet] = sd1.run()
+        assert changed(images[te, unet], sd1.baseline) > 1e-4, (te, unet)
+    assert changed(images[1.0, 0.0], images[0.0, 1.0]) > 1e-4
+    assert changed(images[0.5, 0.5], images[1.0, 0.0]) > 1e-4
+    assert_restored(sd1)
+
+
+def test_te_only_and_unet_only_files(sd1, registry, cache):
+    for name in ("sd1_te_only", "sd1_unet_only"):
+        with lora.applied(sd1.pipe, "sd1", [(registry.find(name), 1.0, 1.0)], cache) as result:
+            assert list(result) == []
+            assert changed(sd1.run(), sd1.baseline) > 1e-4, name
+    assert_restored(sd1)
+
+
+def test_two_loras_at_once(sd1, registry, cache):
+    one, two = registry.find("sd1_style"), registry.find("sd1_other")
+    with lora.applied(sd1.pipe, "sd1", [(one, 1.0, 1.0)], cache):
+        only_one = sd1.run()
+    with lora.applied(sd1.pipe, "sd1", [(two, 1.0, 1.0)], cache):
+        only_two = sd1.run()
+    with lora.applied(sd1.pipe, "sd1", [(one, 1.0, 1.0), (two, 0.7, 0.7)], cache) as result:
+        assert list(result) == [] and result.loras == [one, two]
+        assert len(sd1.pipe.get_list_adapters()["unet"]) == 2
+        both = sd1.run()
+    assert min(changed(both, only_one), changed(both, only_two), changed(both, sd1.baseline)) > 1e-4
+    assert_restored(sd1)
+
+
+def test_weight_zero_is_the_baseline(sd1, registry, cache):
+    info = registry.find("sd1_style")
+    with lora.applied(sd1.pipe, "sd1", [(info, 0.0, 0.0)], cache) as result:
+        assert list(result) == [] and result.loras == [info]      # still listed for "Lora hashes", as A1111
+        assert np.array_equal(sd1.run(), sd1.baseline)
+    assert_restored(sd1)
+
+
+def test_locon_convolution_layers_are_applied(sd1, registry, cache):
+    with lora.applied(sd1.pipe, "sd1", [(registry.find("sd1_locon"), 1.0, 1.0)], cache) as result:
+        assert list(result) == []
+        adapter = sd1.pipe.get_list_adapters()["unet"][0]
+        assert lora._injected_layers(sd1.pipe, adapter)["unet"] == 32 + 16     # attention + resnet convs
+        assert changed(sd1.run(), sd1.baseline) > 1e-4
+    assert_restored(sd1)
+
+
+def test_sdxl_lora_with_sgm_names_applies_to_all_three_parts(sdxl, registry, cache):
+    info = registry.find("SDXL Style")
+    with lora.applied(sdxl.pipe, "sdxl", [(info, 1.0, 1.0)], cache) as result:
+        assert list(result) == []
+        adapter = sdxl.pipe.get_list_adapters()["unet"][0]
+        assert lora._injected_layers(sdxl.pipe, adapter) == {"unet": 64, "text_encoder": 8, "text_encoder_2": 8}
+        image = sdxl.run()
+    assert changed(image, sdxl.baseline) > 1e-4
+    with lora.applied(sdxl.pipe, "sdxl", [(info, 1.0, 0.0)], cache):
+        assert changed(sdxl.run(), sdxl.baseline) > 1e-4                  # the text encoders alone
+    assert_restored(sdxl)
+
+
+def test_sd1_lora_on_sdxl_is_a_warning_and_not_applied(sdxl, registry, cache):
+    with lora.applied(sdxl.pipe, "sdxl", [(registry.find("sd1_style"), 1.0, 1.0)], cache) as result:
+        assert result.loras == []
+        assert list(result) == [("LoRA sd1_style: made for SD 1.x, but the checkpoint is SDXL: 6/40 keys match; "
+                                 "not applied")]
+        assert not any(sdxl.pipe.get_list_adapters().values())
+        assert np.array_equal(sdxl.run(), sdxl.baseline)
+    assert_restored(sdxl)
+
+
+def test_sdxl_lora_on_sd1_is_a_warning_and_the_other_lora_still_applies(sd1, registry, cache):
+    requests = [(registry.find("sdxl_style"), 1.0, 1.0), (registry.find("sd1_style"), 1.0, 1.0)]
+    with lora.applied(sd1.pipe, "sd1", requests, cache) as result:
+        assert len(result) == 1 and result[0].startswith("LoRA sdxl_style: made for SDXL, but the checkpoint is SD 1.x")
+        assert [info.name for info in result.loras] == ["sd1_style"]
+        assert changed(sd1.run(), sd1.baseline) > 1e-4
+    assert_restored(sd1)
+
+
+@pytest.mark.parametrize("name, kind", [("sd1_loha", "LoHa"), ("sd1_lokr", "LoKr")])
+def test_unsupported_lycoris_types_are_named_in_a_warning(sd1, registry, cache, name, kind):
+    with lora.applied(sd1.pipe, "sd1", [(registry.find(name), 1.0, 1.0)], cache) as result:
+        assert result.loras == [] and len(result) == 1
+        assert f"LoRA {name}: {kind} networks are not supported" in result[0]
+        assert np.array_equal(sd1.run(), sd1.baseline)
+    assert_restored(sd1)
+
+
+def test_an_exception_inside_the_block_still_removes_the_adapters(sd1, registry, cache):
+    with (pytest.raises(RuntimeError, match="boom"),
+          lora.applied(sd1.pipe, "sd1", [(registry.find("sd1_style"), 1.0, 1.0)], cache)):
+        assert any(sd1.pipe.get_list_adapters().values())
+        raise RuntimeError("boom")
+    assert_restored(sd1)
+
+
+def test_damaged_and_hostile_files_are_warnings(sd1, tmp_path, cache):
+    folder = tmp_path / "Lora"
+    good = tiny_loras.kohya_lora(sd1.model)
+    tiny_loras.write_lora(good, folder / "truncated.safetensors")
+    data = (folder / "truncated.safetensors").read_bytes()
+    (folder / "truncated.safetensors").write_bytes(data[: len(data) - 100])
+    hostile = dict(good)
+    hostile["lora_unet___class__.lora_down.weight"] = torch.zeros(4, 32)
+    tiny_loras.write_lora(hostile, folder / "hostile.safetensors")
+    tiny_loras.write_lora({"lora_unet_down_blocks_0_attentions_0_proj_in.weight": torch.zeros(2, 2)},
+                          folder / "empty.safetensors")
+    registry = lora.LoraRegistry(folder)
+    requests = [(registry.find(name), 1.0, 1.0) for name in ("truncated", "hostile", "empty")]
+    with lora.applied(sd1.pipe, "sd1", requests, cache) as result:
+        assert result.loras == [] and len(result) == 3
+        assert result[0].startswith("LoRA truncated: cannot be read")
+        assert result[1].startswith("LoRA hostile: refused")
+        assert result[2].startswith("LoRA empty:") and "not applied" in result[2]
+    assert_restored(sd1)
+
+
+def test_layers_the_model_lacks_are_skipped_with_a_warning(sd1, tmp_path, cache):
+    sd = tiny_loras.kohya_lora(sd1.model)
+    extra = "lora_unet_down_blocks_7_attentions_0_transformer_blocks_0_attn1_to_q"
+    sd |= {f"{extra}.lora_down.weight": torch.ones(4, 32), f"{extra}.lora_up.weight": torch.ones(32, 4),
+           f"{extra}.alpha": torch.tensor(4.0)}
+    tiny_loras.write_lora(sd, tmp_path / "Lora" / "extra.safetensors")
+    info = lora.LoraRegistry(tmp_path / "Lora").find("extra")
+    with lora.applied(sd1.pipe, "sd1", [(info, 1.0, 1.0)], cache) as result:
+        assert result.loras == [info]
+        assert result[0] == (f"LoRA extra: 1 of 41 layers have no counterpart in this checkpoint and were skipped "
+                             f"(e.g. {extra})")
+        assert changed(sd1.run(), sd1.baseline) > 1e-4
+    assert_restored(sd1)
+
+
+def test_lora_cache_reuses_and_invalidates(tmp_path, sd1):
+    path = tiny_loras.write_lora(tiny_loras.kohya_lora(sd1.model), tmp_path / "a.safetensors")
+    other = tiny_loras.write_lora(tiny_loras.kohya_lora(sd1.model, seed=5), tmp_path / "b.safetensors")
+    cache = lora.LoraCache(max_items=1)
+    first = cache.get(path)
+    assert cache.get(path) is first
+    cache.get(other)
+    assert len(cache) == 1 and cache.get(path) is not first           # evicted, read again
+    tiny_loras.write_lora(tiny_loras.kohya_lora(sd1.model, seed=6), path)
+    os.utime(path, ns=(1, 2_000_000_000))
+    changed_dict = cache.get(path)
+    key = next(key for key in changed_dict if key.endswith("lora_down.weight"))
+    assert not torch.equal(changed_dict[key], first[key])
+
+
+def test_weights_follow_a1111_maths(sd1, registry, cache):
+    """A layer computes W x + multiplier * alpha / rank * up(down(x)), with the TE and UNet multipliers apart."""
+    info = registry.find("sd1_style")
+    file = files.load_state_dict(info.path)
+    x = torch.randn(3, 32, generator=torch.Generator().manual_seed(1))
+    layers = [(sd1.pipe.unet, "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_q",
+               "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_q", 0.7),
+              (sd1.pipe.text_encoder, "encoder.layers.1.self_attn.out_proj",
+               "lora_te_text_model_encoder_layers_1_self_attn_out_proj", 0.5)]
+    with lora.applied(sd1.pipe, "sd1", [(info, 0.5, 0.7)], cache):
+        for model, name, key, multiplier in layers:
+            layer = model.get_submodule(name)
+            base = layer.get_base_layer()
+            down, up = file[f"{key}.lora_down.weight"], file[f"{key}.lora_up.weight"]
+            scale = multiplier * float(file[f"{key}.alpha"]) / down.shape[0]
+            expected = torch.nn.functional.linear(x, base.weight + scale * up @ down, base.bias)
+            with torch.no_grad():
+                assert torch.allclose(layer(x), expected, atol=1e-5), name
+    assert_restored(sd1)
+
+
+def test_every_key_layout_gives_the_same_image(sd1, tmp_path, cache):
+    """kohya with diffusers or SGM UNet names, diffusers/peft format, and the old attention-processor format."""
+    kohya = tiny_loras.kohya_lora(sd1.model, alpha=tiny_loras.RANK)      # alpha = rank: scale 1 in every format
+    dotted = {"lora_unet_" + name.replace(".", "_"): "unet." + name for name, _ in sd1.pipe.unet.named_modules()}
+    dotted |= {"lora_te_text_model_" + name.replace(".", "_"): "text_encoder.text_model." + name
+               for name, _ in sd1.pipe.text_encoder.named_modules()}
+    peft_format, legacy = {}, {}
+    for key, value in kohya.items():
+        module, _, part = key.partition(".")
+        if part == "alpha":
+            continue
+        name = dotted[module]
+        peft_format[f"{name}.{'lora_A' if part == 'lora_down.weight' else 'lora_B'}.weight"] = value
+        direction = "down" if part == "lora_down.weight" else "up"
+        if name.startswith("unet."):    # attn1.processor.to_q_lora.down.weight
+            block, _, projection = name.removesuffix(".0").rpartition(".")
+            legacy[f"{block}.processor.{projection}_lora.{direction}.weight"] = value
+        else:
+            legacy[f"{name}.lora_linear_layer.{direction}.weight"] = value
+    sgm = tiny_loras.kohya_lora(sd1.model, alpha=tiny_loras.RANK, sgm_names=True)
+    assert any("input_blocks_1_1_" in key for key in sgm) and set(sgm.values()) != set()
+    for name, state_dict in (("kohya", kohya), ("sgm", sgm), ("diffusers", peft_format), ("legacy", legacy)):
+        tiny_loras.write_lora(state_dict, tmp_path / "Lora" / f"{name}.safetensors")
+    registry = lora.LoraRegistry(tmp_path / "Lora")
+    images = []
+    for name in ("kohya", "sgm", "diffusers", "legacy"):
+        assert lora.lora_family(files.load_state_dict(registry.find(name).path)) == "sd1", name
+        with lora.applied(sd1.pipe, "sd1", [(registry.find(name), 1.0, 1.0)], cache) as result:
+            assert list(result) == [], name
+            assert lora._injected_layers(sd1.pipe, sd1.pipe.get_list_adapters()["unet"][0]) == {
+                "unet": 32, "text_encoder": 8}, name
+            images.append(sd1.run())
+    assert changed(images[0], sd1.baseline) > 1e-4
+    assert all(np.array_equal(images[0], image) for image in images[1:])
+    assert_restored(sd1)
