@@ -25,6 +25,7 @@ from modules.models.manager import CheckpointLoadError, CheckpointNotFound, Load
 from modules.options import Options
 from modules.paths import Paths
 from modules.prompts import conditioning
+from modules.prompts.composable import composable_unet
 from modules.version import INFOTEXT_VERSION
 
 log = logging.getLogger(__name__)
@@ -334,18 +335,27 @@ class Generator:
             if sdxl:
                 callback_kwargs["add_text_embeds"] = torch.cat(pooled).to(previous.device, previous.dtype)
 
+        current = {"step": 0}
+
         def on_step_end(pipeline, step, timestep, callback_kwargs):
+            current["step"] = step + 1
             job.set_progress(step + 1, request.steps)
             if self.options.live_previews_enable and preview_every > 0 and (step + 1) % preview_every == 0:
                 job.set_preview(latent_preview(callback_kwargs["latents"][0], model.family))
             if job.should_stop:
                 pipeline._interrupt = True   # diffusers skips the remaining steps; what we have is decoded
-            elif step + 1 < request.steps and plan.changes_at(step + 1):
+            elif step + 1 < request.steps and not plan.composable and plan.changes_at(step + 1):
                 step_conditioning(pipeline, step + 1, callback_kwargs)
             return callback_kwargs
 
-        return pipe(**kwargs, callback_on_step_end=on_step_end,
-                    callback_on_step_end_tensor_inputs=tensor_inputs).images
+        with contextlib.ExitStack() as stack:
+            if plan.composable:   # AND: the UNet answers with the weighted parts (they follow the steps themselves)
+                stack.enter_context(composable_unet(
+                    pipe.unet, lambda: (plan.parts_at(current["step"]), plan.at(current["step"])[1]),
+                    guided=request.cfg_scale > 1))
+                tensor_inputs = ["latents"]
+            return pipe(**kwargs, callback_on_step_end=on_step_end,
+                        callback_on_step_end_tensor_inputs=tensor_inputs).images
 
     def _decode(self, model: LoadedModel, latents: torch.Tensor) -> list[Image.Image]:
         vae = model.pipeline.vae

@@ -13,6 +13,7 @@ import torch
 
 from modules import samplers
 from modules.models import detect, files, loader
+from modules.models.registry import HashCache
 from modules.networks import lora
 from tests.fixtures import tiny_loras
 from tests.fixtures.tiny_checkpoints import build_tiny_model
@@ -170,6 +171,28 @@ def test_shorthash_prefers_metadata_and_follows_file_changes(tmp_path, sd1):
     os.utime(folder / "plain.safetensors", ns=(1, 1_000_000_000))
     registry.refresh()
     assert registry.find("plain").shorthash() == tiny_loras.addnet_hash(folder / "plain.safetensors")[:12] != first
+
+
+def test_hashes_go_through_the_hash_cache(tmp_path, sd1):
+    class Cache:   # HashCache's interface: cached(key, file), and store(key, file, value) where it has one
+        def __init__(self):
+            self.data = {}
+
+        def cached(self, key, file):
+            entry = self.data.get(key)
+            return entry[1] if entry and entry[0] == file.stat().st_mtime else None
+
+        def store(self, key, file, value):
+            self.data[key] = (file.stat().st_mtime, value)
+
+    path = tiny_loras.write_lora(tiny_loras.kohya_lora(sd1.model), tmp_path / "Lora" / "x.safetensors")
+    cache = Cache()
+    short = lora.LoraRegistry(tmp_path / "Lora", hashes=cache).find("x").shorthash()
+    assert cache.data["lora/x"][1] == tiny_loras.addnet_hash(path)
+    cache.data["lora/x"] = (path.stat().st_mtime, "f" * 64)         # a fresh registry reads the cached value
+    assert lora.LoraRegistry(tmp_path / "Lora", hashes=cache).find("x").shorthash() == "f" * 12 != short
+    real = HashCache(tmp_path / "cache.json")                        # the project's cache works as well
+    assert lora.LoraRegistry(tmp_path / "Lora", hashes=real).find("x").shorthash() == short
 
 
 def test_same_stem_later_file_wins_and_shared_alias_only_matches_by_name(tmp_path, sd1):
@@ -449,7 +472,7 @@ def test_every_key_layout_gives_the_same_image(sd1, tmp_path, cache):
         else:
             legacy[f"{name}.lora_linear_layer.{direction}.weight"] = value
     sgm = tiny_loras.kohya_lora(sd1.model, alpha=tiny_loras.RANK, sgm_names=True)
-    assert any("input_blocks_1_1_" in key for key in sgm) and set(sgm.values()) != set()
+    assert any(key.startswith("lora_unet_input_blocks_1_1_") for key in sgm)
     for name, state_dict in (("kohya", kohya), ("sgm", sgm), ("diffusers", peft_format), ("legacy", legacy)):
         tiny_loras.write_lora(state_dict, tmp_path / "Lora" / f"{name}.safetensors")
     registry = lora.LoraRegistry(tmp_path / "Lora")
@@ -463,4 +486,27 @@ def test_every_key_layout_gives_the_same_image(sd1, tmp_path, cache):
             images.append(sd1.run())
     assert changed(images[0], sd1.baseline) > 1e-4
     assert all(np.array_equal(images[0], image) for image in images[1:])
+    assert_restored(sd1)
+
+
+def test_a_load_that_fails_half_way_is_cleaned_up_and_the_others_still_apply(sd1, registry, cache, monkeypatch):
+    original = sd1.pipe.load_lora_weights
+    calls = []
+
+    def fails_after_injecting(state_dict, adapter_name):
+        calls.append(adapter_name)
+        original(state_dict, adapter_name=adapter_name)
+        if len(calls) == 1:
+            raise RuntimeError("late\nfailure")
+
+    monkeypatch.setattr(sd1.pipe, "load_lora_weights", fails_after_injecting)
+    requests = [(registry.find("sd1_other"), 1.0, 1.0), (registry.find("sd1_style"), 1.0, 1.0)]
+    with lora.applied(sd1.pipe, "sd1", requests, cache) as result:
+        assert list(result) == ["LoRA sd1_other: could not be applied: late failure"]
+        assert [info.name for info in result.loras] == ["sd1_style"]
+        assert lora._injected_layers(sd1.pipe, calls[0]) == {"unet": 0, "text_encoder": 0}
+        image = sd1.run()
+    monkeypatch.undo()
+    with lora.applied(sd1.pipe, "sd1", [(registry.find("sd1_style"), 1.0, 1.0)], cache):
+        assert np.array_equal(sd1.run(), image)
     assert_restored(sd1)

@@ -175,3 +175,18 @@ def test_vae_selection(services):
     assert same(own, run(services, prompt="a tree", vae="None"))
     assert same(own, run(services, prompt="a tree"))                    # the swap was undone
     assert isinstance(Image.open(other.saved[0]) if other.saved else other.images[0], Image.Image)
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny-sd1", "tiny-sdxl"])
+def test_and_combines_weighted_prompts(services, checkpoint):
+    cat = run(services, checkpoint=checkpoint, prompt="a photo of a cat")
+    dog = run(services, checkpoint=checkpoint, prompt="a photo of a dog")
+    both = run(services, checkpoint=checkpoint, prompt="a photo of a cat AND a photo of a dog")
+    assert not same(both, cat) and not same(both, dog)
+    # a zero-weight part contributes nothing: the same image as the first prompt alone (up to rounding)
+    zero = run(services, checkpoint=checkpoint, prompt="a photo of a cat AND a photo of a dog :0")
+    assert np.abs(pixels(zero) - pixels(cat)).max() <= 2
+    # AND parts follow prompt editing too
+    edited = run(services, checkpoint=checkpoint, prompt="a photo of a [cat:dog:0.5] AND a photo of a dog")
+    assert not same(edited, both)
+    assert "forward" not in vars(services.models.current.pipeline.unet)        # the wrapper is gone

@@ -116,9 +116,9 @@ class LoraInfo:
 
     def shorthash(self) -> str:
         """A1111's LoRA short hash: metadata `sshs_model_hash` or the addnet hash, first 12 hex digits."""
-        from_metadata = self.metadata.get("sshs_model_hash")
-        if from_metadata:
-            return from_metadata[:12]
+        from_metadata = self.metadata.get("sshs_model_hash", "")
+        if re.fullmatch(r"[0-9a-fA-F]{12,64}", from_metadata):    # metadata is untrusted text: hex only
+            return from_metadata[:12].lower()
         try:
             return (self._hasher or _DEFAULT_HASHER).sha256(self)[:12]
         except (OSError, ModelFileError, struct.error) as error:
@@ -128,9 +128,10 @@ class LoraInfo:
     @property
     def sd_version(self) -> str | None:
         """The family kohya's metadata names (A1111's `NetworkOnDisk.detect_version`), if any."""
-        if str(self.metadata.get("ss_base_model_version", "")).startswith("sdxl_"):
+        version = self.metadata.get("ss_base_model_version", "")
+        if version.startswith("sdxl_"):
             return "sdxl"
-        if str(self.metadata.get("ss_v2", "")) == "True" or str(self.metadata.get("ss_base_model_version", "")).startswith("sd_v2"):
+        if self.metadata.get("ss_v2", "") == "True" or version.startswith("sd_v2"):
             return "sd2"
         if self.metadata:
             return "sd1"
@@ -690,13 +691,25 @@ def _for_diffusers(state_dict: dict, found: Match) -> dict[str, torch.Tensor]:
 
 
 def _remove(pipeline, adapters: list[str]) -> None:
-    """Delete our adapters; when none is left, unwrap peft's layers so the module tree is the original one."""
+    """Delete our adapters; when none is left, unwrap peft's layers so the module tree is the original one.
+
+    (`delete_adapters` alone leaves every targeted layer wrapped in a peft layer; `unload_lora_weights` puts the
+    original modules back, but removes all adapters, so it runs only once no one else's adapter remains.)
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
     try:
-        if adapters:
-            present = {name for names in pipeline.get_list_adapters().values() for name in names}
-            ours = [name for name in adapters if name in present]
-            if ours:
-                pipeline.delete_adapters(ours)
+        present = {name for names in pipeline.get_list_adapters().values() for name in names}
+        ours = [name for name in adapters if name in present]
+        if ours:
+            pipeline.delete_adapters(ours)
+        for component in ("unet", "text_encoder", "text_encoder_2"):   # a load that failed half-way
+            model = getattr(pipeline, component, None)
+            for module in model.modules() if model is not None else ():
+                if isinstance(module, BaseTunerLayer):
+                    for name in adapters:
+                        if name in getattr(module, "lora_A", {}):
+                            module.delete_adapter(name)
     finally:
         if not any(pipeline.get_list_adapters().values()):
             pipeline.unload_lora_weights()
@@ -753,9 +766,10 @@ def applied(pipeline, family: str, requests: list[tuple[LoraInfo, float, float]]
                 with _quiet_loading():
                     pipeline.load_lora_weights(_for_diffusers(state_dict, found), adapter_name=adapter)
             except Exception as error:   # a LoRA that fails to load must not fail the job
-                log.warning("LoRA %s (%s) failed to load", label, info.path, exc_info=True)
+                log.debug("LoRA %s (%s) failed to load", label, info.path, exc_info=True)
                 _remove(pipeline, [adapter])
-                result.append(f"LoRA {label}: could not be applied: {str(error).strip().splitlines()[0][:300]}")
+                message = " ".join(str(error).split()) or type(error).__name__
+                result.append(f"LoRA {label}: could not be applied: {message[:300]}")
                 continue
             adapters.append(adapter)
             counts = _injected_layers(pipeline, adapter)
@@ -768,8 +782,6 @@ def applied(pipeline, family: str, requests: list[tuple[LoraInfo, float, float]]
             result.loras.append(info)
         if adapters:
             pipeline.set_adapters(adapters, adapter_weights=weights)
-        for warning in result:
-            log.warning("%s", warning)
         yield result
     finally:
         if adapters:

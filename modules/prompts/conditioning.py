@@ -200,31 +200,40 @@ class TextEncoder:
         return torch.cat(hidden, dim=-1), out.text_embeds
 
 
+Schedule = list[tuple[int, Conditioning]]   # (last 0-based step it applies to, conditioning), in order
+
+
+def _at(schedule: Schedule, step: int) -> Conditioning:
+    # A1111 (`reconstruct_cond_batch`) uses the first entry with `step <= end_at`: `[a:b:0.5]` over 20 steps is
+    # [(10, a), (20, b)], so steps 0..10 use a.
+    for end_at, cond in schedule:
+        if step <= end_at:
+            return cond
+    return schedule[-1][1]
+
+
 @dataclass
 class ScheduledConditioning:
-    """Conditioning for every sampling step: prompt editing and alternation change it mid-run."""
+    """Conditioning for every sampling step: prompt editing and alternation change it mid-run, and
+    `A AND B :0.7` gives several weighted prompts (composable diffusion)."""
 
-    positive: list[tuple[int, Conditioning]]      # (last step it applies to, conditioning), in order
-    negative: list[tuple[int, Conditioning]]
+    positive: list[tuple[float, Schedule]]      # one (weight, schedule) per AND part
+    negative: Schedule
 
-    @staticmethod
-    def _at(schedule: list[tuple[int, Conditioning]], step: int) -> Conditioning:
-        for end_at, cond in schedule:
-            if step <= end_at:
-                return cond
-        return schedule[-1][1]
+    @property
+    def composable(self) -> bool:
+        return len(self.positive) > 1 or self.positive[0][0] != 1.0
 
     def at(self, step: int) -> tuple[Conditioning, Conditioning]:
-        """The (prompt, negative prompt) conditioning for 0-based sampling step `step`.
+        """The (prompt, negative prompt) conditioning for 0-based step `step` (the first AND part's prompt)."""
+        return _at(self.positive[0][1], step), _at(self.negative, step)
 
-        A1111 (`reconstruct_cond_batch`) uses the first entry with `step <= end_at`: `[a:b:0.5]` over 20 steps is
-        [(10, a), (20, b)], so steps 0..10 use a.
-        """
-        return self._at(self.positive, step), self._at(self.negative, step)
+    def parts_at(self, step: int) -> list[tuple[float, Conditioning]]:
+        return [(weight, _at(schedule, step)) for weight, schedule in self.positive]
 
     @property
     def changes(self) -> bool:
-        return len(self.positive) > 1 or len(self.negative) > 1
+        return any(len(schedule) > 1 for _, schedule in self.positive) or len(self.negative) > 1
 
     def changes_at(self, step: int) -> bool:
         """Whether step `step` uses different conditioning from the step before it."""
@@ -233,12 +242,15 @@ class ScheduledConditioning:
 
 
 def schedule(encoder: TextEncoder, prompt: str, negative: str, steps: int) -> ScheduledConditioning:
-    """Encode every text the prompt and negative prompt take over the steps, all to the same chunk count."""
-    positive_plan = parser.get_schedules([prompt], steps)[0]
+    """Encode every text the prompt (each AND part) and negative prompt take over the steps, all to the same
+    chunk count (the UNet batch needs one sequence length)."""
+    parts = parser.split_and(prompt)
+    plans = parser.get_schedules([text for text, _ in parts], steps)
     negative_plan = parser.get_schedules([negative], steps)[0]
-    texts = {text for _, text in positive_plan + negative_plan}
+    texts = {text for plan in plans + [negative_plan] for _, text in plan}
     chunks = max(len(encoder.chunks(text)) for text in texts)
     return ScheduledConditioning(
-        positive=[(end, encoder.encode(text, chunks)) for end, text in positive_plan],
+        positive=[(weight, [(end, encoder.encode(text, chunks)) for end, text in plan])
+                  for (_, weight), plan in zip(parts, plans)],
         negative=[(end, encoder.encode(text, chunks)) for end, text in negative_plan],
     )

@@ -345,42 +345,58 @@ class _TooComplex(Exception):
     """Guard: the bracket structure is beyond what the Earley parser handles quickly; used literally."""
 
 
-# Guard limits. Lark's Earley parser (A1111's grammar is highly ambiguous: every bracket may be literal) costs
-# roughly cubic time in the number of bracket characters of the text it parses: ~40 brackets take ~0.1 s,
-# ~120 take seconds. Only the bracket groups that can contain an edit are given to lark (see _split_regions),
-# so typical prompts never get near these limits; beyond them the prompt is used literally, which is what
-# A1111 does for prompts it cannot parse.
-MAX_REGION_SPECIALS = 64          # "[]():|" characters in one bracket group given to lark
-MAX_TOTAL_SPECIALS_COST = 64 ** 2 * 4   # sum over groups of specials², ~4 worst-case groups per prompt
+# Guard limits. Lark's Earley parser is slow on A1111's grammar, which is highly ambiguous (every bracket and
+# colon may also be a literal character): its time grows about with the square of the bracket characters
+# ("[]():|") in the text and linearly with its length. Measured on a 2-core machine: 64 bracket characters
+# 0.1-0.35 s, 96 up to 0.9 s; 100,000 plain characters 0.4 s. Cost units ≈ brackets² + characters / 20.
+WHOLE_PROMPT_BUDGET = 48 ** 2     # up to this, the whole prompt goes to lark, exactly as in A1111
+REGIONS_BUDGET = 64 ** 2          # beyond it, only the bracket groups that can hold an edit, up to this in all
 MAX_SCHEDULE_CHARS = 20_000_000   # guard on output size: len(prompt) × number of schedule entries
+REGION_EXTEND = "specials"        # experiment knob (see _split_regions)
 
 _SPECIALS = frozenset("[]():|")
 
 
-def _split_regions(prompt: str) -> list[tuple[int, int]]:
-    """The bracket groups of `prompt` that lark must see: ``[(start, end), …]``, disjoint, in order.
+def _lark_cost(text: str) -> int:
+    specials = sum(text.count(ch) for ch in _SPECIALS)
+    return specials * specials + len(text) // 20
 
-    Why this is exact: every construct of the grammar (emphasized, scheduled, alternate) is a bracket pair
-    whose inside is itself well nested — a bracket inside a construct can only be part of a nested construct,
-    never literal (literal brackets exist only at the top level). So a construct lies within one maximal
-    well-nested pair, and outside those pairs the text is plain top-level text that no step changes. The one
-    thing that can fail out there is a "|" (it only belongs in an alternation), and a "\\" with nothing
-    after it on its line, which fails anywhere; both make the whole prompt unparsable, as in A1111.
-    A pair needs lark only if it can hold an edit: it contains "[" and also ":" or "|".
+
+def _split_regions(prompt: str) -> list[tuple[int, int]]:
+    """The parts of `prompt` lark must see when the whole prompt is too big for it: ``[(start, end), …]``,
+    disjoint, in order.
+
+    Every construct of the grammar (emphasized, scheduled, alternate) is a bracket pair whose inside is itself
+    well nested — inside a construct a bracket can only be part of a nested construct, never literal (literal
+    brackets exist only at the top level). So a construct lies within one maximal well-nested pair, and
+    outside those pairs the text is top-level text that no step changes. Only pairs that contain a "[" and a
+    ":" or "|" can hold an edit; only those are parsed.
+
+    Outside the pairs, two things make the whole prompt unparsable, as in A1111: a "|" (it belongs only in an
+    alternation), and a "\\" that starts no escape (the grammar accepts it only as "\\." with '.' any
+    character but a newline, pairing backslashes from the left) — the latter fails anywhere.
+
+    This is not always what lark decides for the whole prompt: lark resolves the grammar's ambiguities by
+    the order in which its Earley parser happened to build alternatives, and with stray top-level brackets
+    right next to an edit it sometimes prefers the literal reading (``"[a:1]]]"`` and ``"[a:1]:("`` stay
+    literal, ``"[a:1]]:]"`` is an edit). To follow it in most such cases, each group is parsed together with
+    the stray top-level brackets and colons touching it. Plain text between groups never matters.
     """
+    n = len(prompt)
     pairs: list[tuple[int, int]] = []
     bars: list[int] = []
     stack: list[tuple[str, int]] = []
-    i, n = 0, len(prompt)
+    special = bytearray(n)      # 1 where an unescaped "[]():|" is
+    i = 0
     while i < n:
         ch = prompt[i]
         if ch == "\\":
-            # The grammar only accepts "\" as the escape "\." ('.' is any character but a newline), pairing
-            # backslashes from the left.
             if i + 1 >= n or prompt[i + 1] == "\n":
                 raise _Unparsable
             i += 2
             continue
+        if ch in _SPECIALS:
+            special[i] = 1
         if ch in "([":
             stack.append((ch, i))
         elif ch in ")]":
@@ -395,28 +411,38 @@ def _split_regions(prompt: str) -> list[tuple[int, int]]:
             bars.append(i)
         i += 1
 
-    # Keep the maximal pairs (pairs nest or are disjoint; sorted by start, a pair inside the previous
-    # maximal one is skipped).
+    # The maximal pairs (pairs nest or are disjoint; sorted by start, one inside the previous is skipped).
     pairs.sort()
-    regions: list[tuple[int, int]] = []
+    maximal: list[tuple[int, int]] = []
     for start, end in pairs:
-        if regions and start < regions[-1][1]:
-            continue
-        regions.append((start, end))
+        if not maximal or start >= maximal[-1][1]:
+            maximal.append((start, end))
 
-    # A "|" outside every group can never be inside an alternation.
+    # A "|" outside every pair can never be inside an alternation.
     r = 0
     for bar in bars:
-        while r < len(regions) and regions[r][1] <= bar:
+        while r < len(maximal) and maximal[r][1] <= bar:
             r += 1
-        if r == len(regions) or regions[r][0] > bar:
+        if r == len(maximal) or maximal[r][0] > bar:
             raise _Unparsable
 
-    def may_change(start: int, end: int) -> bool:
-        inside = prompt[start:end]
-        return "[" in inside and (":" in inside or "|" in inside)
+    for start, end in maximal:        # what is left marked is a stray top-level bracket, colon or bar
+        special[start:end] = bytes(end - start)
 
-    return [(s, e) for s, e in regions if may_change(s, e)]
+    regions: list[tuple[int, int]] = []
+    for start, end in maximal:
+        inside = prompt[start:end]
+        if "[" not in inside or (":" not in inside and "|" not in inside):
+            continue
+        if REGION_EXTEND == "specials":
+            while start > 0 and special[start - 1]:
+                start -= 1
+            while end < n and special[end]:
+                end += 1
+        if regions and start <= regions[-1][1]:
+            start = regions.pop()[0]
+        regions.append((start, end))
+    return regions
 
 
 @lru_cache(maxsize=1024)
@@ -457,16 +483,24 @@ def _merge_strings(parts) -> Parts:
     return tuple(out)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=64)
 def _parse_prompt(prompt: str) -> Parts:
     """The whole prompt as Parts; raises _Unparsable or _TooComplex."""
     if "[" not in prompt:
         # Fast path: without "[" there is no edit and no alternation. If the grammar rejects the text (a "|",
-        # a trailing "\"), A1111 uses it literally — the same text either way.
+        # a trailing "\\"), A1111 uses it literally — the same text either way.
         return (prompt,)
+    if _lark_cost(prompt) <= WHOLE_PROMPT_BUDGET:
+        parsed = _parse_region(prompt)
+        if parsed is None:
+            raise _Unparsable
+        return parsed
+    return _parse_by_regions(prompt)
+
+
+def _parse_by_regions(prompt: str) -> Parts:
     regions = _split_regions(prompt)
-    costs = [sum(1 for ch in prompt[s:e] if ch in _SPECIALS) for s, e in regions]
-    if any(c > MAX_REGION_SPECIALS for c in costs) or sum(c * c for c in costs) > MAX_TOTAL_SPECIALS_COST:
+    if sum(_lark_cost(prompt[s:e]) for s, e in regions) > REGIONS_BUDGET:
         raise _TooComplex
     out: list = []
     done = 0
