@@ -31,8 +31,10 @@ from modules.models.loader import CONFIG_ROOT  # noqa: E402
 from tests.fixtures import tiny_checkpoints as ldm  # noqa: E402
 
 
-def full_size_checkpoint(variant: str, path: Path) -> Path:
-    """A full-size SD1.5 / SDXL architecture with random fp16 weights, written in the original layout."""
+def full_size_checkpoint(variant: str, path: Path) -> ldm.TinyModel:
+    """A full-size SD1.5 / SDXL architecture with random fp16 weights, written in the original layout.
+
+    Returns the modules too (as the test fixtures do), so LoRAs can be made for it."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
@@ -56,11 +58,26 @@ def full_size_checkpoint(variant: str, path: Path) -> Path:
         state.update(ldm.clip_to_ldm(clip_l, "conditioner.embedders.0.transformer."))
         state.update(ldm.open_clip_to_ldm(clip_g, "conditioner.embedders.1.model."))
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
-    return path
+    family = "sdxl" if variant.startswith("sdxl") else "sd1"
+    return ldm.TinyModel(family, {}, unet, vae, clip_l, clip_g)
 
 
-def tiny_checkpoint(path: Path, seed: int) -> Path:
-    return ldm.write_safetensors(ldm.build_tiny_model("sd1", seed=seed), path)
+def tiny_checkpoint(path: Path, seed: int) -> ldm.TinyModel:
+    model = ldm.build_tiny_model("sd1", seed=seed)
+    ldm.write_safetensors(model, path)
+    return model
+
+
+def write_loras(model: ldm.TinyModel, folder: Path, prefix: str, count: int = 3) -> list[str]:
+    """Kohya-format LoRAs (rank 4, UNet and text encoders) for `model`, as users download them."""
+    from tests.fixtures.tiny_loras import kohya_lora, write_lora
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"{prefix}-lora{i}" for i in range(count)]
+    for seed, name in enumerate(names):
+        state = {k: v.detach().float().cpu().contiguous() for k, v in kohya_lora(model, seed=seed).items()}
+        write_lora(state, folder / f"{name}.safetensors")
+    return names
 
 
 def seconds(fn) -> float:
@@ -79,11 +96,14 @@ def interleaved(first, second, repeats: int) -> tuple[float, float]:
     return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
 
 
+def txt2img_payload(name: str, size: int, steps: int, prompt: str = "a photo of an astronaut riding a horse") -> dict:
+    return {"prompt": prompt, "seed": 1, "steps": steps, "width": size, "height": size, "sampler_name": "Euler",
+            "cfg_scale": 7.0, "override_settings": {"sd_model_checkpoint": name}}
+
+
 def bench_generation(services, client, name: str, size: int, steps: int, repeats: int) -> dict:
     """The same request through POST /sdapi/v1/txt2img and through the pipeline object directly."""
-    payload = {"prompt": "a photo of an astronaut riding a horse", "seed": 1, "steps": steps, "width": size,
-               "height": size, "sampler_name": "Euler", "cfg_scale": 7.0,
-               "override_settings": {"sd_model_checkpoint": name}}
+    payload = txt2img_payload(name, size, steps)
     assert client.post("/sdapi/v1/txt2img", json=payload).status_code == 200   # warm-up and model load
     model = services.models.current
     pipe = model.pipeline
@@ -101,6 +121,37 @@ def bench_generation(services, client, name: str, size: int, steps: int, repeats
     api_time, direct_time = interleaved(ours, direct, repeats)
     return {"model": f"{name} {model.spec.label}", "size": size, "steps": steps, "ours": api_time,
             "diffusers": direct_time, "ratio": api_time / direct_time}
+
+
+def bench_loras(client, name: str, size: int, steps: int, loras: list[str], repeats: int) -> tuple[float, float]:
+    """A 20-step job with three LoRAs (applied and removed within the job) against the same job without."""
+    plain = txt2img_payload(name, size, steps)
+    tags = " ".join(f"<lora:{lora}:0.5>" for lora in loras)
+    with_loras = txt2img_payload(name, size, steps, f"{plain['prompt']} {tags}")
+
+    def run(payload):
+        response = client.post("/sdapi/v1/txt2img", json=payload)
+        assert response.status_code == 200, response.text
+        assert not json.loads(response.json()["info"]).get("warnings"), response.json()["info"]
+
+    run(with_loras)   # warm-up: the files are read once and kept in the LoRA cache
+    return interleaved(lambda: run(plain), lambda: run(with_loras), repeats)
+
+
+def bench_prompt_encoding(services, repeats: int) -> tuple[int, float]:
+    """Encoding a ~300-token prompt with emphasis and prompt editing (every scheduled variant) for 20 steps."""
+    from modules.prompts import conditioning
+
+    words = ", ".join(f"(detail {i}:1.1)" if i % 3 else f"[red {i}:blue {i}:0.5]" for i in range(78))
+    model = services.models.current
+    tokens = conditioning.token_count(words)[0]
+
+    def encode():
+        encoder = conditioning.TextEncoder(model.pipeline, model.family)
+        conditioning.schedule(encoder, words, "blurry, lowres", 20)
+
+    encode()
+    return tokens, statistics.median(seconds(encode) for _ in range(repeats))
 
 
 def bench_switching(services, first: str, second: str) -> tuple[float, float]:
@@ -152,19 +203,24 @@ def main() -> None:
         data = Path(tmp)
         folder = data / "models" / "Stable-diffusion"
         folder.mkdir(parents=True)
+        lora_folder = data / "models" / "Lora"
         if options.full:
             cases = [("sd15-random.safetensors", 512, 20), ("sdxl-random.safetensors", 1024, 20)]
-            full_size_checkpoint("sd15", folder / cases[0][0])
-            full_size_checkpoint("sdxl_base", folder / cases[1][0])
+            models = [full_size_checkpoint("sd15", folder / cases[0][0]),
+                      full_size_checkpoint("sdxl_base", folder / cases[1][0])]
         else:
             cases = [("tiny-a.safetensors", 256, 20), ("tiny-b.safetensors", 256, 20)]
-            tiny_checkpoint(folder / cases[0][0], 0)
-            tiny_checkpoint(folder / cases[1][0], 1)
+            models = [tiny_checkpoint(folder / cases[0][0], 0), tiny_checkpoint(folder / cases[1][0], 1)]
+        lora_names = [write_loras(model, lora_folder, Path(name).stem) for model, (name, _, _) in zip(models, cases)]
+        del models
         services = services_module.create(cmd_args.parse_args(["--data-dir", tmp, "--api", "--nowebui"]))
         rows = []
         with TestClient(create_app(services)) as client:
-            for name, size, steps in cases:
+            lora_rows, encoding_rows = [], []
+            for (name, size, steps), loras in zip(cases, lora_names):
                 rows.append(bench_generation(services, client, name, size, steps, options.repeats))
+                lora_rows.append((name, *bench_loras(client, name, size, steps, loras, options.repeats)))
+                encoding_rows.append((name, *bench_prompt_encoding(services, options.repeats)))
             cold, cached = bench_switching(services, cases[0][0], cases[1][0])
         services.shutdown()
         startup = bench_startup(data)
@@ -175,6 +231,12 @@ def main() -> None:
     for row in rows:
         print(f"{row['model']:<48} {row['size']:>6} {row['steps']:>5} {row['ours']:>8.3f} {row['diffusers']:>11.3f} "
               f"{row['ratio']:>6.3f}  ≤ 1.05")
+    print(f"\n{'job with 3 LoRAs vs none':<48} {'none s':>8} {'3 LoRAs s':>11} {'ratio':>6}  target")
+    for name, plain, with_loras in lora_rows:
+        print(f"{name:<48} {plain:>8.3f} {with_loras:>11.3f} {with_loras / plain:>6.3f}  < 1.10 (GPU)")
+    print(f"\n{'prompt encoding, emphasis + editing, 20 steps':<48} {'tokens':>8} {'seconds':>11}")
+    for name, tokens, took in encoding_rows:
+        print(f"{name:<48} {tokens:>8} {took:>11.3f}")
     print(f"\n{'measure':<48} {'seconds':>8}  target")
     print(f"{'cold checkpoint load':<48} {cold:>8.3f}")
     print(f"{'cached checkpoint switch':<48} {cached:>8.3f}  < 1")

@@ -367,8 +367,8 @@ def sort_cards(cards: Iterable[Card], mode: str = "Path", descending: bool = Fal
 
 # --------------------------------------------------------------------------- clicking a card
 
-_BEFORE = r"(?:^|(?<=[\s,(]))"
-_AFTER = r"(?=$|[\s,)])"
+_BEFORE = r"(?:^|(?<=[\s,]))"
+_AFTER = r"(?=$|[\s,])"
 
 
 def _append(text: str, addition: str) -> str:

@@ -292,7 +292,7 @@ def load_hypernetwork(path: str | Path) -> Hypernetwork:
     last_layer_dropout = data.get("last_layer_dropout", False)
     for key, value in (("is_layer_norm", layer_norm), ("activate_output", activate_output),
                        ("use_dropout", use_dropout), ("last_layer_dropout", last_layer_dropout)):
-        if not isinstance(value, (bool, int)):
+        if value is not None and not isinstance(value, (bool, int)):   # None: A1111 reads it as False
             fail(f"{key} is {value!r}, not a boolean")
     dropout = data.get("dropout_structure")
     if dropout is not None and any(dropout):
@@ -371,15 +371,28 @@ class HypernetworkAttnProcessor:
     setting it adds nothing to the model's parameters or state dict.
     """
 
-    def __init__(self, original, modules: list[tuple[HypernetworkModule, HypernetworkModule, float]]):
+    def __init__(self, original, modules: list[tuple[HypernetworkModule, HypernetworkModule, float]],
+                 placed: dict | None = None):
         self.original = original
         self.modules = modules
+        self._placed = {} if placed is None else placed   # (module id, device) → copy; shared by one job's layers
+
+    def _on(self, module: HypernetworkModule, device: torch.device) -> HypernetworkModule:
+        """The module on the device the attention runs on (found at call time, so offloaded models work too);
+        the cached original stays on the CPU and is never modified."""
+        if module.linear[0].weight.device == device:
+            return module
+        key = (id(module), device)
+        if key not in self._placed:
+            self._placed[key] = copy.deepcopy(module).to(device)
+        return self._placed[key]
 
     def _contexts(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         context_k = context_v = context
         for module_k, module_v, multiplier in self.modules:
             if module_k.width != context.shape[-1]:
                 continue
+            module_k, module_v = self._on(module_k, context.device), self._on(module_v, context.device)
             dtype = module_k.linear[0].weight.dtype   # computed in the modules' fp32, as A1111's upcast path
             context_k = module_k(context_k.to(dtype), multiplier).to(context.dtype)
             context_v = module_v(context_v.to(dtype), multiplier).to(context.dtype)
@@ -480,10 +493,6 @@ class AppliedHypernetworks(list):
         self.hypernetworks: list[tuple[HypernetworkInfo, float]] = []
 
 
-def _device(module: torch.nn.Module) -> torch.device:
-    return next(module.parameters()).device
-
-
 @contextmanager
 def applied(pipeline, requests: list[tuple[HypernetworkInfo, float]],
             cache: HypernetworkCache) -> Iterator[AppliedHypernetworks]:
@@ -525,15 +534,7 @@ def applied(pipeline, requests: list[tuple[HypernetworkInfo, float]],
                 module_k, module_v = network.layers[width]
                 per_width.setdefault(width, []).append((module_k, module_v, float(multiplier)))
 
-        on_device: dict[tuple[int, torch.device], HypernetworkModule] = {}
-
-        def placed(module: HypernetworkModule, device: torch.device) -> HypernetworkModule:
-            if _device(module) == device:
-                return module
-            if (id(module), device) not in on_device:   # the cached copy stays on the CPU
-                on_device[(id(module), device)] = copy.deepcopy(module).to(device)
-            return on_device[(id(module), device)]
-
+        placed: dict = {}   # device copies, made once for the job and shared by all its layers
         standard = _standard_processors()
         unsupported: dict[str, int] = {}
         for layer in layers:
@@ -547,9 +548,7 @@ def applied(pipeline, requests: list[tuple[HypernetworkInfo, float]],
             if not isinstance(base, standard):
                 unsupported[type(base).__name__] = unsupported.get(type(base).__name__, 0) + 1
                 continue
-            device = _device(layer.attn)
-            ours = [(placed(k, device), placed(v, device), m) for k, v, m in modules]
-            processor = HypernetworkAttnProcessor(base, before + ours)
+            processor = HypernetworkAttnProcessor(base, before + modules, placed)
             installed.append((layer.attn, current))
             layer.attn.set_processor(processor)
         for name, count in unsupported.items():

@@ -352,7 +352,6 @@ class _TooComplex(Exception):
 WHOLE_PROMPT_BUDGET = 48 ** 2     # up to this, the whole prompt goes to lark, exactly as in A1111
 REGIONS_BUDGET = 64 ** 2          # beyond it, only the bracket groups that can hold an edit, up to this in all
 MAX_SCHEDULE_CHARS = 20_000_000   # guard on output size: len(prompt) × number of schedule entries
-REGION_EXTEND = "specials"        # experiment knob (see _split_regions)
 
 _SPECIALS = frozenset("[]():|")
 
@@ -432,13 +431,13 @@ def _split_regions(prompt: str) -> list[tuple[int, int]]:
     regions: list[tuple[int, int]] = []
     for start, end in maximal:
         inside = prompt[start:end]
-        if "[" not in inside or (":" not in inside and "|" not in inside):
+        # An edit needs "[" and ":"; an alternation "[" and "|"; a "|" anywhere else fails (lark says so).
+        if not ("|" in inside or ("[" in inside and ":" in inside)):
             continue
-        if REGION_EXTEND == "specials":
-            while start > 0 and special[start - 1]:
-                start -= 1
-            while end < n and special[end]:
-                end += 1
+        while start > 0 and special[start - 1]:
+            start -= 1
+        while end < n and special[end]:
+            end += 1
         if regions and start <= regions[-1][1]:
             start = regions.pop()[0]
         regions.append((start, end))

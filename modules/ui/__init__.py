@@ -18,10 +18,10 @@ HERE = Path(__file__).resolve().parent
 
 def create_ui(services) -> gr.Blocks:
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
-        topbar.create_topbar(demo, services)
+        bar = topbar.create_topbar(demo, services)
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
-                txt2img.create_tab(services)
+                txt2img.create_tab(services, demo=demo, topbar=bar)
     return demo
 
 

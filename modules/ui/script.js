@@ -51,6 +51,12 @@
         "txt2img_generate": "Generate (Ctrl+Enter)",
         "txt2img_interrupt": "Stop processing this job (Esc)",
         "txt2img_skip": "Skip the current batch (Alt+Enter)",
+        "refresh_sd_vae": "Refresh the list of VAEs",
+        "txt2img_style_apply": "Apply all selected styles to the prompts, and clear the selection",
+        "txt2img_style_create": "Edit styles",
+        "txt2img_style_copy_from_prompt": "Copy the main prompts into the style",
+        "txt2img_extra_sort_order": "Invert sort order",
+        "txt2img_extra_refresh": "Refresh the lists of textual inversions, checkpoints and LoRAs",
     };
 
     function applyTitles() {

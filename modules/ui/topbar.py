@@ -1,9 +1,10 @@
-"""The bar above the tabs: A1111's quicksettings with the checkpoint dropdown and its 🔄 refresh button."""
+"""The bar above the tabs: A1111's quicksettings, the checkpoint and SD VAE dropdowns with their 🔄 buttons."""
 from __future__ import annotations
 
 import html
 import logging
 import time
+from dataclasses import dataclass
 
 import gradio as gr
 
@@ -67,8 +68,68 @@ def no_checkpoint_html(services) -> str:
             f'then press 🔄 next to the checkpoint list.</div>')
 
 
-def create_topbar(demo: gr.Blocks, services) -> gr.Dropdown:
-    """The checkpoint dropdown, its refresh button and the "no checkpoint" message, updated on each page load."""
+def switch_checkpoint(services, title: str, state: dict):
+    """Load the picked checkpoint on the worker; on failure, show the loaded one again. → (dropdown update, state)
+
+    Gradio 6's Dropdown fires `input` twice for one mouse pick (on the pick, then on blur): the repeat of a
+    pick that is shown already, or that failed a moment ago, is not a new request.
+    """
+    state = state or {}
+    failed = state.get("failed")
+    if not title or title == state.get("title") or (
+            failed and failed[0] == title and time.monotonic() - failed[1] < REPEAT_SECONDS):
+        return gr.skip(), state
+    log.info("switching checkpoint to %s", title)
+    try:
+        job = services.switch_model(title)
+    except QueueFull as error:
+        gr.Warning(html.escape(str(error)), title="Checkpoint")
+        return gr.update(value=state.get("title")), state
+    titles = checkpoint_titles(services)
+    if job.state == "done":
+        return gr.update(choices=titles, value=job.result), {"title": job.result, "failed": None}
+    message = job.error or f"loading did not finish ({job.state})"
+    log.warning("switching to checkpoint %s failed: %s", title, message)
+    gr.Warning(html.escape(f"Could not load {title}: {message}"), title="Checkpoint")
+    loaded = services.models.current
+    back = loaded.info.title if loaded is not None else state.get("title")
+    back = back if back in titles else None
+    return gr.update(choices=titles, value=back), {"title": back, "failed": (title, time.monotonic())}
+
+
+def vae_update(services) -> dict:
+    """The SD VAE dropdown as the options and the VAE folder say now."""
+    choices = services.networks.vaes.choices()
+    value = services.options.sd_vae
+    if value not in choices:   # a file that went away: show it anyway, generation will name the problem
+        choices = [*choices, value]
+    return gr.update(choices=choices, value=value)
+
+
+def set_vae(services, value: str):
+    """A1111's `sd_vae` quicksetting: stored in config.json, used by the next generation."""
+    if not value or value == services.options.sd_vae:
+        return gr.skip()
+    try:
+        services.update_options({"sd_vae": value}, from_api=False)
+    except Exception as error:  # noqa: BLE001 - a refused setting is shown, never a broken page
+        log.warning("could not set sd_vae to %r: %s", value, error)
+        gr.Warning(html.escape(str(error)), title="SD VAE")
+        return gr.update(value=services.options.sd_vae)
+    log.info("sd_vae set to %s", value)
+    return gr.skip()
+
+
+@dataclass
+class TopBar:
+    checkpoint: gr.Dropdown
+    shown: gr.State          # {"title": shown checkpoint, "failed": (title, time) of the last failed pick}
+    vae: gr.Dropdown
+
+
+def create_topbar(demo: gr.Blocks, services) -> TopBar:
+    """The checkpoint and SD VAE dropdowns with their refresh buttons and the "no checkpoint" message,
+    updated on each page load."""
     titles = checkpoint_titles(services)
     with gr.Row(elem_id="quicksettings", equal_height=False):
         dropdown = gr.Dropdown(choices=titles, value=current_checkpoint(services),
@@ -76,6 +137,10 @@ def create_topbar(demo: gr.Blocks, services) -> gr.Dropdown:
                                interactive=True, filterable=True, allow_custom_value=True, min_width=400,
                                scale=0)
         refresh = tool_button("🔄", "refresh_sd_model_checkpoint")
+        vae = gr.Dropdown(choices=services.networks.vaes.choices(), value=services.options.sd_vae,
+                          label="SD VAE", elem_id="setting_sd_vae", interactive=True, filterable=True,
+                          allow_custom_value=True, min_width=240, scale=0)
+        refresh_vae = tool_button("🔄", "refresh_sd_vae")
         # A visible per-model override for misdetected v-prediction models (A1111 needs a .yaml copied instead).
         prediction = gr.Dropdown(choices=PREDICTION_CHOICES, value=prediction_override(services, dropdown.value),
                                  label="Prediction type", elem_id="setting_prediction_type", interactive=True,
@@ -87,45 +152,30 @@ def create_topbar(demo: gr.Blocks, services) -> gr.Dropdown:
 
     def list_and_message():
         titles, title = checkpoint_titles(services), current_checkpoint(services)
-        return gr.update(choices=titles, value=title), gr.update(visible=not titles), {"title": title, "failed": None}
+        return (gr.update(choices=titles, value=title), gr.update(visible=not titles),
+                {"title": title, "failed": None}, vae_update(services))
 
     def refresh_list():
         services.refresh_checkpoints()
+        services.networks.vaes.refresh()   # VAEs may sit next to checkpoints
         return list_and_message()
 
-    def switch(title: str, state: dict):
-        # Gradio 6's Dropdown fires `input` twice for one mouse pick (on the pick, then on blur): the
-        # repeat of a pick that is shown already, or that failed a moment ago, is not a new request.
-        failed = state.get("failed")
-        if not title or title == state.get("title") or (
-                failed and failed[0] == title and time.monotonic() - failed[1] < REPEAT_SECONDS):
-            return gr.skip(), state
-        log.info("switching checkpoint to %s", title)
-        try:
-            job = services.switch_model(title)
-        except QueueFull as error:
-            gr.Warning(html.escape(str(error)), title="Checkpoint")
-            return gr.update(value=state.get("title")), state
-        titles = checkpoint_titles(services)
-        if job.state == "done":
-            return gr.update(choices=titles, value=job.result), {"title": job.result, "failed": None}
-        message = job.error or f"loading did not finish ({job.state})"
-        log.warning("switching to checkpoint %s failed: %s", title, message)
-        gr.Warning(html.escape(f"Could not load {title}: {message}"), title="Checkpoint")
-        loaded = services.models.current
-        back = loaded.info.title if loaded is not None else state.get("title")
-        back = back if back in titles else None
-        return gr.update(choices=titles, value=back), {"title": back, "failed": (title, time.monotonic())}
+    def refresh_vaes():
+        services.networks.vaes.refresh()
+        return vae_update(services)
 
-    outputs = [dropdown, missing, shown]
+    outputs = [dropdown, missing, shown, vae]
     demo.load(list_and_message, outputs=outputs, show_progress="hidden", api_visibility=PRIVATE)
     refresh.click(refresh_list, outputs=outputs, show_progress="hidden", api_visibility=PRIVATE)
+    refresh_vae.click(refresh_vaes, outputs=[vae], show_progress="hidden", api_visibility=PRIVATE)
     # `input` fires when the user picks a checkpoint (mouse or keyboard), not when the server sets the value.
-    dropdown.input(switch, inputs=[dropdown, shown], outputs=[dropdown, shown], show_progress="full",
-                   trigger_mode="once", api_visibility=PRIVATE)
+    dropdown.input(lambda title, state: switch_checkpoint(services, title, state), inputs=[dropdown, shown],
+                   outputs=[dropdown, shown], show_progress="full", trigger_mode="once", api_visibility=PRIVATE)
     dropdown.change(lambda title: prediction_override(services, title), inputs=dropdown, outputs=prediction,
                     show_progress="hidden", api_visibility=PRIVATE)
     prediction.input(lambda choice, title: set_prediction_override(services, choice, title),
                      inputs=[prediction, dropdown], outputs=prediction, show_progress="full", trigger_mode="once",
                      api_visibility=PRIVATE)
-    return dropdown
+    vae.input(lambda value: set_vae(services, value), inputs=[vae], outputs=[vae], show_progress="hidden",
+              trigger_mode="once", api_visibility=PRIVATE)
+    return TopBar(dropdown, shown, vae)

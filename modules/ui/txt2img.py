@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from modules import samplers
 from modules.jobs import QueueFull
 from modules.processing import validate_request
-from modules.ui import paste, progress
+from modules.ui import extra_networks, paste, progress, styles
 from modules.ui.common import PRIVATE, escape_multiline, number, token_counter_text, tool_button
 from modules.ui.output import (OutputPanel, create_output_panel, error_html, generation_state, infotext_html,
                                seed_of_selected)
@@ -31,7 +31,7 @@ LABELS = {"prompt": "Prompt", "negative_prompt": "Negative prompt", "sampler_nam
           "n_iter": "Batch count", "batch_size": "Batch size", "cfg_scale": "CFG Scale", "seed": "Seed",
           "subseed": "Variation seed", "subseed_strength": "Variation strength",
           "seed_resize_from_w": "Resize seed from width", "seed_resize_from_h": "Resize seed from height",
-          "clip_skip": "Clip skip", "tiling": "Tiling"}
+          "clip_skip": "Clip skip", "tiling": "Tiling", "styles": "Styles"}
 
 
 def request_data(values: dict[str, Any]) -> dict[str, Any]:
@@ -52,6 +52,8 @@ def request_data(values: dict[str, Any]) -> dict[str, Any]:
     for key in FLOAT_FIELDS:
         data[key] = number(data.get(key), float)
     data["tiling"] = bool(data.get("tiling"))
+    selected = data.get("styles")
+    data["styles"] = [selected] if isinstance(selected, str) else list(selected or [])
     return data
 
 
@@ -87,7 +89,8 @@ def _prompt_box(elem_id: str, label: str, placeholder: str, counter_id: str) -> 
     return box, counter
 
 
-def create_tab(services) -> Txt2ImgTab:
+def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Txt2ImgTab:
+    """The tab; `demo` (to refresh the styles on page load) and `topbar` (for checkpoint cards) are optional."""
     default_clip_skip = int(services.options.CLIP_stop_at_last_layers)
     with gr.Row(elem_id=f"{TAB}_toprow", elem_classes=["toprow"], equal_height=False):
         with gr.Column(scale=6, elem_id=f"{TAB}_prompt_container", min_width=300):
@@ -106,6 +109,11 @@ def create_tab(services) -> Txt2ImgTab:
                 generate = gr.Button("Generate", elem_id=f"{TAB}_generate", variant="primary", min_width=0)
             with gr.Row(elem_id=f"{TAB}_tools", elem_classes=["tools"]):
                 paste_button = tool_button("↙️", "paste")
+                apply_styles, edit_styles = styles.create_buttons(TAB)
+            with gr.Row(elem_id=f"{TAB}_styles_row", elem_classes=["styles-row"]):
+                style_dropdown = styles.create_dropdown(services, TAB)
+
+    extra_networks.create_panel(services, TAB, prompt, negative, topbar)
 
     with gr.Row(elem_id=f"{TAB}_extra_networks_and_results", equal_height=False):
         with gr.Column(elem_id=f"{TAB}_settings", scale=1, min_width=360):
@@ -157,7 +165,7 @@ def create_tab(services) -> Txt2ImgTab:
               "steps": steps, "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size,
               "cfg_scale": cfg_scale, "seed": seed, "extra": extra, "subseed": subseed,
               "subseed_strength": subseed_strength, "seed_resize_from_w": resize_w, "seed_resize_from_h": resize_h,
-              "tiling": tiling, "clip_skip": clip_skip}
+              "tiling": tiling, "clip_skip": clip_skip, "styles": style_dropdown}
     tab = Txt2ImgTab(fields, generate, interrupt, skip, output)
 
     # ------------------------------------------------------------- small helpers, all in the browser or quick
@@ -173,6 +181,9 @@ def create_tab(services) -> Txt2ImgTab:
                      show_progress="hidden", api_visibility=PRIVATE)
     extra.change(lambda shown: gr.update(visible=bool(shown)), inputs=[extra], outputs=[seed_extras],
                  queue=False, show_progress="hidden", api_visibility=PRIVATE)
+
+    style_row = styles.StylesRow(style_dropdown, apply_styles, edit_styles)
+    styles.connect(services, TAB, demo, style_row, prompt, negative)
 
     paste_button.click(_paste_handler(services, fields), inputs=[prompt], outputs=list(fields.values()),
                        show_progress="hidden", api_visibility=PRIVATE)
