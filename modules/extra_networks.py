@@ -37,7 +37,7 @@ def create(paths, hashes, *, styles_files: list[str], vae_path: str | None, hash
     return ExtraNetworks(
         styles=StyleDatabase(style_paths),
         embeddings=EmbeddingDatabase(paths.embeddings),
-        loras=lora.LoraRegistry(paths.lora, paths.models / "LyCORIS"),
+        loras=lora.LoraRegistry(paths.lora, paths.models / "LyCORIS", hashes=hashes),
         lora_cache=lora.LoraCache(),
         vaes=VaeRegistry(paths.vae, paths.checkpoints, hashes, hashing=hashing, forced_path=vae_path),
         vae_cache=VaeCache(),

@@ -232,11 +232,12 @@ class Generator:
         saved: list[str] = []
         with contextlib.ExitStack() as stack:
             # LoRAs and the VAE are applied for this job only and removed on the way out, even on errors.
-            warnings = prepared.warnings + stack.enter_context(
+            applied_loras = stack.enter_context(
                 lora.applied(pipe, model.family, prepared.loras, self.networks.lora_cache))
+            warnings = prepared.warnings + list(applied_loras)
             stack.enter_context(swapped_vae(pipe, external_vae))
             plan = conditioning.schedule(encoder, prepared.text, prepared.negative_text, request.steps)
-            job_params = self._job_params(model, prepared, encoder, vae_info)
+            job_params = self._job_params(applied_loras.loras, encoder, vae_info)
             for warning in warnings:
                 log.warning("%s", warning)
             for batch_index in range(request.n_iter):
@@ -372,10 +373,9 @@ class Generator:
 
     # ------------------------------------------------------------- infotext and files
 
-    def _job_params(self, model: LoadedModel, prepared, encoder, vae_info) -> dict:
+    def _job_params(self, used_loras: list, encoder, vae_info) -> dict:
         """Infotext values that are the same for every image of the job."""
         opts = self.options
-        used_loras = [request[0] for request in prepared.loras]
         return {
             "vae": vae.infotext_params(vae_info, add_hash=opts.add_vae_hash_to_info,
                                        add_name=opts.add_vae_name_to_info),

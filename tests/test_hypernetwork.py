@@ -17,7 +17,6 @@ from modules.prompts import parser
 from tests.fixtures import tiny_hypernetworks as fixtures
 from tests.fixtures.tiny_checkpoints import build_tiny_model, write_malicious_pickle
 
-
 # --------------------------------------------------------------------------- fixtures
 
 class TinySD1:
@@ -114,12 +113,12 @@ def test_fixture_writes_a1111_key_layout():
 
 
 @pytest.mark.parametrize("config", [
-    dict(layer_structure=(1, 2, 1), activation="relu"),
-    dict(layer_structure=(1, 2, 2, 1), activation="relu", layer_norm=True, use_dropout=True),
-    dict(layer_structure=(1, 1.5, 1), activation="tanh", activate_output=True),
-    dict(layer_structure=(1, 2, 1), activation="swish"),          # A1111: "swish" is Hardswish
-    dict(layer_structure=(1, 2, 1), activation=None),
-    dict(layer_structure=(1, 2, 1), activation="linear"),
+    {"layer_structure": (1, 2, 1), "activation": "relu"},
+    {"layer_structure": (1, 2, 2, 1), "activation": "relu", "layer_norm": True, "use_dropout": True},
+    {"layer_structure": (1, 1.5, 1), "activation": "tanh", "activate_output": True},
+    {"layer_structure": (1, 2, 1), "activation": "swish"},          # A1111: "swish" is Hardswish
+    {"layer_structure": (1, 2, 1), "activation": None},
+    {"layer_structure": (1, 2, 1), "activation": "linear"},
 ])
 def test_loaded_modules_compute_a1111s_formula(tmp_path, config):
     path = fixtures.write_hypernetwork(tmp_path / "h.pt", widths=(32, 48), **config)
@@ -271,9 +270,7 @@ def test_tags_follow_a1111_rules(registry):
 
 def _manual_attention(attn: Attention, x: torch.Tensor, context_k: torch.Tensor, context_v: torch.Tensor):
     q, k, v = attn.to_q(x), attn.to_k(context_k), attn.to_v(context_v)
-    heads = attn.heads
-    split = lambda t: t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)  # noqa: E731
-    q, k, v = split(q), split(k), split(v)
+    q, k, v = (t.view(t.shape[0], t.shape[1], attn.heads, -1).transpose(1, 2) for t in (q, k, v))
     weights = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).softmax(-1)
     out = (weights @ v).transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
     return attn.to_out[0](out)
@@ -380,10 +377,10 @@ def test_self_attention_only_fit_is_applied_as_a1111_with_a_warning(sd1, registr
 
 
 def test_an_exception_inside_the_block_still_restores(sd1, registry, cache):
-    with pytest.raises(RuntimeError, match="boom"):
-        with hn.applied(sd1.pipe, [(registry.find("tiny_style"), 1.0)], cache):
-            assert replaced(sd1)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), \
+            hn.applied(sd1.pipe, [(registry.find("tiny_style"), 1.0)], cache):
+        assert replaced(sd1)
+        raise RuntimeError("boom")
     assert_restored(sd1)
 
 
@@ -397,3 +394,14 @@ def test_cache_reuses_and_follows_file_changes(tmp_path):
     other = fixtures.write_hypernetwork(tmp_path / "o.pt")
     cache.get(other)
     assert cache.get(path) is not first and len(cache._items) == 1
+
+
+def test_nested_blocks_stack_and_unwind(sd1, registry, cache):
+    with hn.applied(sd1.pipe, [(registry.find("tiny_style"), 1.0)], cache):
+        outer = dict(sd1.processors())
+        with hn.applied(sd1.pipe, [(registry.find("tiny_other"), 0.5)], cache):
+            inner = next(p for p in sd1.processors().values() if isinstance(p, hn.HypernetworkAttnProcessor))
+            assert [m for _, _, m in inner.modules] == [1.0, 0.5]
+            assert isinstance(inner.original, AttnProcessor2_0)
+        assert all(sd1.processors()[key] is outer[key] for key in outer)
+    assert_restored(sd1)

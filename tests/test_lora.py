@@ -39,9 +39,10 @@ class Tiny:
         self.latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
 
     def run(self) -> np.ndarray:
+        """The denoised latents of a fixed-noise generation (the VAE, which no LoRA touches, is left out)."""
         with torch.no_grad():
             return self.pipe(prompt="a photo of a cat", negative_prompt="blurry", latents=self.latents.clone(),
-                             num_inference_steps=2, height=64, width=64, output_type="np").images
+                             num_inference_steps=2, height=64, width=64, output_type="latent").images.numpy()
 
     def weights(self) -> dict[str, torch.Tensor]:
         """Every tensor of every LoRA-able component, copied, by component-qualified key."""

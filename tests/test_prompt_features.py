@@ -151,6 +151,7 @@ class TestLora:
         result = run(services, checkpoint="tiny-sdxl", prompt="a house <lora:sd1style:1>")
         assert same(baseline, result)
         assert any("sd1style" in warning for warning in result.warnings)
+        assert "Lora hashes" not in result.infotexts[0]                  # only LoRAs really applied are listed
 
     def test_unknown_lora_warns(self, services):
         result = run(services, prompt="a house <lora:nonexistent:1>")

@@ -54,6 +54,7 @@ def server(tmp_path):
     model = build_tiny_model("sd1")
     (tmp_path / "models" / "Stable-diffusion").mkdir(parents=True)
     write_safetensors(model, tmp_path / "models" / "Stable-diffusion" / "tiny-sd1.safetensors")
+    write_safetensors(build_tiny_model("sd1", seed=1), tmp_path / "models" / "Stable-diffusion" / "zz-other.safetensors")
     lora = write_lora(kohya_lora(model), tmp_path / "models" / "Lora" / "tinystyle.safetensors")
     Image.new("RGB", (96, 128), (200, 30, 30)).save(lora.with_suffix(".png"))
     write_lora(kohya_lora(model, seed=1), tmp_path / "models" / "Lora" / f"{HOSTILE}.safetensors")
@@ -127,8 +128,13 @@ def test_extra_networks_styles_and_vae_in_the_browser(browser, server, tmp_path)
         # The other tabs list what their registries hold.
         page.get_by_role("tab", name="Textual Inversion").click()
         page.locator('#txt2img_textual_inversion_cards .card[data-key="tinyword"]').wait_for(timeout=10_000)
+        # A checkpoint card switches the model, as the top-bar dropdown does; then back again.
         page.get_by_role("tab", name="Checkpoints").click()
-        page.locator('#txt2img_checkpoints_cards .card[data-key="tiny-sd1.safetensors"]').wait_for(timeout=10_000)
+        for name in ("zz-other", "tiny-sd1"):
+            page.locator(f'#txt2img_checkpoints_cards .card[data-key="{name}.safetensors"]').click()
+            page.wait_for_function(
+                "(name) => document.querySelector('#setting_sd_model_checkpoint input').value.startsWith(name)",
+                arg=name + ".safetensors", timeout=60_000)
 
         # A style picked in the Styles dropdown goes with the request and shows in the infotext.
         _pick(page, "txt2img_styles", "fancy")

@@ -30,6 +30,12 @@ class HashCache:
             return entry.get("sha256")
         return None
 
+    def store(self, key: str, file: Path, value: str) -> None:
+        """Remember a hash computed elsewhere (LoRA "addnet" hashes cover only part of the file)."""
+        with self._lock:
+            self._data.setdefault("hashes", {})[key] = {"mtime": file.stat().st_mtime, "sha256": value}
+            self._save()
+
     def sha256(self, key: str, file: Path) -> str:
         found = self.cached(key, file)
         if found:
@@ -39,9 +45,7 @@ class HashCache:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
         value = digest.hexdigest()
-        with self._lock:
-            self._data.setdefault("hashes", {})[key] = {"mtime": file.stat().st_mtime, "sha256": value}
-            self._save()
+        self.store(key, file, value)
         return value
 
     def _save(self) -> None:

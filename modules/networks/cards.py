@@ -226,11 +226,13 @@ def _stat_times(path: Path) -> tuple[float, float]:
 
 
 def _relative(path: Path, folders: Iterable[Path]) -> str:
+    """The path below the first folder holding it (registries may give resolved paths), else the file name."""
     for folder in folders:
-        try:
-            return Path(path).relative_to(folder).as_posix()
-        except ValueError:
-            continue
+        for base in (Path(folder), Path(folder).resolve()):
+            try:
+                return Path(path).relative_to(base).as_posix()
+            except ValueError:
+                continue
     return Path(path).name
 
 

@@ -303,8 +303,9 @@ def load_hypernetwork(path: str | Path) -> Hypernetwork:
             or not all(_is_number(value) and value < 1 for value in dropout)):
         fail(f"dropout_structure {dropout!r} does not fit layer_structure {list(structure)}")
 
-    config = dict(structure=tuple(float(v) for v in structure), activation=activation, layer_norm=bool(layer_norm),
-                  activate_output=bool(activate_output), dropout=tuple(float(v) for v in dropout))
+    config = {"structure": tuple(float(v) for v in structure), "activation": activation,
+              "layer_norm": bool(layer_norm), "activate_output": bool(activate_output),
+              "dropout": tuple(float(v) for v in dropout)}
     layers = {}
     for width in sorted(widths):
         pair = data[width]

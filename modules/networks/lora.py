@@ -92,9 +92,8 @@ class LoraHasher:
             found = self._hashes.cached(cache_key, info.path)
         if not found:
             found = addnet_hash(info.path) if files.file_kind(info.path) == "safetensors" else _full_sha256(info.path)
-            store = getattr(self._hashes, "store", None)
-            if store is not None:
-                store(cache_key, info.path, found)
+            if self._hashes is not None:
+                self._hashes.store(cache_key, info.path, found)
         with self._lock:
             self._memory[memory_key] = found
         return found
