@@ -1,17 +1,18 @@
-"""The add-ons a generation uses besides its checkpoint — styles, embeddings, LoRAs, VAEs — and how a job's
+"""The add-ons a generation uses besides its checkpoint — styles, embeddings, LoRAs, hypernetworks, VAEs — and how a job's
 prompt is turned into what to encode and what to apply (A1111 `extra_networks.py`, `styles.py`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modules.networks import lora
+from modules.networks import hypernetwork, lora
 from modules.networks.textual_inversion import EmbeddingDatabase
 from modules.networks.vae import VaeCache, VaeRegistry
 from modules.prompts import parser
 from modules.styles import StyleDatabase
 
 LORA_KINDS = ("lora", "lyco")
+HYPERNET_KIND = hypernetwork.TAG_KIND   # "hypernet"
 
 
 @dataclass
@@ -24,12 +25,15 @@ class ExtraNetworks:
     lora_cache: lora.LoraCache
     vaes: VaeRegistry
     vae_cache: VaeCache
+    hypernetworks: hypernetwork.HypernetworkRegistry
+    hypernetwork_cache: hypernetwork.HypernetworkCache
 
     def refresh(self) -> None:
         self.styles.reload()
         self.embeddings.refresh()
         self.loras.refresh()
         self.vaes.refresh()
+        self.hypernetworks.refresh()
 
 
 def create(paths, hashes, *, styles_files: list[str], vae_path: str | None, hashing: bool) -> ExtraNetworks:
@@ -41,6 +45,8 @@ def create(paths, hashes, *, styles_files: list[str], vae_path: str | None, hash
         lora_cache=lora.LoraCache(),
         vaes=VaeRegistry(paths.vae, paths.checkpoints, hashes, hashing=hashing, forced_path=vae_path),
         vae_cache=VaeCache(),
+        hypernetworks=hypernetwork.HypernetworkRegistry(paths.hypernetworks),
+        hypernetwork_cache=hypernetwork.HypernetworkCache(),
     )
 
 
@@ -51,6 +57,7 @@ class PreparedPrompt:
     text: str                    # what is encoded: comments and network tags removed
     negative_text: str
     loras: list = field(default_factory=list)      # (LoraInfo, te weight, unet weight)
+    hypernetworks: list = field(default_factory=list)   # (HypernetworkInfo, multiplier)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -59,9 +66,12 @@ def prepare_prompt(prompt: str, negative: str, style_names: list[str], networks:
     text, tags = parser.extract_networks(parser.strip_comments(prompt))
     negative_text, negative_tags = parser.extract_networks(parser.strip_comments(negative))
     loras, warnings = lora.requests_from_tags([t for t in tags if t.kind in LORA_KINDS], networks.loras)
+    hypernetworks, more = hypernetwork.requests_from_tags([t for t in tags if t.kind == HYPERNET_KIND],
+                                                          networks.hypernetworks)
+    warnings += more
     for tag in tags + negative_tags:
-        if tag.kind not in LORA_KINDS or tag in negative_tags:
+        if tag.kind not in (*LORA_KINDS, HYPERNET_KIND) or tag in negative_tags:
             where = "negative prompt" if tag in negative_tags else "prompt"
             warnings.append(f"<{tag.kind}:{tag.name}> in the {where} is not supported and was ignored")
     return PreparedPrompt(prompt=prompt, negative=negative, text=text, negative_text=negative_text, loras=loras,
-                          warnings=warnings)
+                          hypernetworks=hypernetworks, warnings=warnings)

@@ -18,7 +18,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from modules import extra_networks, images, infotext, noise, samplers
-from modules.networks import lora, textual_inversion, vae
+from modules.networks import hypernetwork, lora, textual_inversion, vae
 from modules.networks.vae import VaeLoadError, swapped_vae
 from modules.jobs import Job, JobError
 from modules.models.manager import CheckpointLoadError, CheckpointNotFound, LoadedModel, ModelManager
@@ -234,7 +234,8 @@ class Generator:
             # LoRAs and the VAE are applied for this job only and removed on the way out, even on errors.
             applied_loras = stack.enter_context(
                 lora.applied(pipe, model.family, prepared.loras, self.networks.lora_cache))
-            warnings = prepared.warnings + list(applied_loras)
+            warnings = prepared.warnings + list(applied_loras) + list(stack.enter_context(
+                hypernetwork.applied(pipe, prepared.hypernetworks, self.networks.hypernetwork_cache)))
             stack.enter_context(swapped_vae(pipe, external_vae))
             plan = conditioning.schedule(encoder, prepared.text, prepared.negative_text, request.steps)
             job_params = self._job_params(applied_loras.loras, encoder, vae_info)

@@ -17,6 +17,7 @@ from PIL import Image
 
 from modules.models.registry import CheckpointRegistry, HashCache
 from modules.networks import cards
+from modules.networks.hypernetwork import HypernetworkRegistry
 from modules.networks.lora import LoraRegistry
 from modules.networks.textual_inversion import EmbeddingDatabase
 from tests.fixtures.tiny_embeddings import random_vectors, write_png_embedding, write_safetensors_emb_params
@@ -82,9 +83,7 @@ def test_hypernetworks_tab_appears_when_the_backend_lists_them(tmp_path, network
     hn = tmp_path / "hypernetworks" / "anime.pt"
     hn.parent.mkdir()
     hn.write_bytes(b"x")
-    from modules.networks.hypernetwork import HypernetworkRegistry   # lists files without opening them
-
-    networks.hypernetworks = HypernetworkRegistry(hn.parent)
+    networks.hypernetworks = HypernetworkRegistry(hn.parent)   # lists files without opening them
     assert cards.available_kinds(networks) == ["textual_inversion", "hypernetworks", "checkpoints", "lora"]
     card = _card(networks, "hypernetworks", "anime")
     assert card.prompt == "<hypernet:anime:1>"

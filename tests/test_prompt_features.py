@@ -13,6 +13,7 @@ from modules.prompts import conditioning
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model, write_safetensors
 from tests.fixtures.tiny_embeddings import random_vectors, write_a1111_pt, write_sdxl_embedding
+from tests.fixtures.tiny_hypernetworks import write_hypernetwork
 from tests.fixtures.tiny_loras import kohya_lora, write_lora
 
 SMALL = {"width": 64, "height": 64, "steps": 6, "seed": 3, "save_images": False}
@@ -36,6 +37,7 @@ def services(tmp_path_factory):
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in other_vae.items()}, str(root / "models" / "VAE" / "other.safetensors"))
+    write_hypernetwork(root / "models" / "hypernetworks" / "tinyhyper.pt")
     (root / "styles.csv").write_text('name,prompt,negative_prompt\n'
                                      'cinematic,"cinematic photo of {prompt}, film grain","cartoon"\n',
                                      encoding="utf-8")
@@ -191,3 +193,34 @@ def test_and_combines_weighted_prompts(services, checkpoint):
     edited = run(services, checkpoint=checkpoint, prompt="a photo of a [cat:dog:0.5] AND a photo of a dog")
     assert not same(edited, both)
     assert "forward" not in vars(services.models.current.pipeline.unet)        # the wrapper is gone
+
+
+def test_hypernetwork_applies_for_the_job_only(services):
+    baseline = run(services, prompt="a castle")
+    result = run(services, prompt="a castle <hypernet:tinyhyper:1>")
+    assert not same(baseline, result)
+    assert same(baseline, run(services, prompt="a castle"))
+    assert "<hypernet:tinyhyper:1>" in parse_infotext(result.infotexts[0])["Prompt"]
+
+
+def test_api_lists_every_kind_of_add_on(services):
+    from fastapi.testclient import TestClient
+
+    from webui import create_app
+
+    services.args.api = True
+    with TestClient(create_app(services)) as client:
+        loras = client.get("/sdapi/v1/loras").json()
+        assert [(item["name"], item["alias"]) for item in loras] == [("sd1style", "sd1style")]
+        assert set(loras[0]) == {"name", "alias", "path", "metadata"}
+        assert client.post("/sdapi/v1/refresh-loras").status_code == 200
+        assert [item["name"] for item in client.get("/sdapi/v1/hypernetworks").json()] == ["tinyhyper"]
+        assert client.get("/sdapi/v1/sd-vae").json() == [
+            {"model_name": "other.safetensors", "filename": str(services.paths.vae / "other.safetensors")}]
+        assert client.get("/sdapi/v1/prompt-styles").json() == [
+            {"name": "cinematic", "prompt": "cinematic photo of {prompt}, film grain", "negative_prompt": "cartoon"}]
+        embeddings = client.get("/sdapi/v1/embeddings").json()
+        assert set(embeddings) == {"loaded", "skipped"} and "shinyconcept" in embeddings["loaded"]
+        assert client.post("/sdapi/v1/options", json={"sd_vae": "nope.safetensors"}).status_code == 422
+        response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "styles": ["nope"], **SMALL})
+        assert response.status_code == 422 and "styles" in response.text

@@ -187,3 +187,42 @@ def _screenshot(page, path: Path) -> None:
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(keep) / path.name)
+
+
+# --------------------------------------------------------------------------- without a browser
+
+class _FrozenOptions:
+    sd_vae = "Automatic"
+
+
+class _VaeServices:
+    def __init__(self, error: Exception | None = None):
+        self.options, self.error, self.calls = _FrozenOptions(), error, []
+
+    def update_options(self, changes, *, from_api):
+        self.calls.append((changes, from_api))
+        if self.error is not None:
+            raise self.error
+        self.options.sd_vae = changes["sd_vae"]
+
+
+def test_sd_vae_quicksetting_stores_the_choice_and_reverts_a_refused_one():
+    from modules.ui import topbar
+
+    services = _VaeServices()
+    topbar.set_vae(services, "None")
+    assert services.calls == [({"sd_vae": "None"}, False)] and services.options.sd_vae == "None"
+    topbar.set_vae(services, "None")                     # Gradio's second `input` for one pick: nothing to do
+    assert len(services.calls) == 1
+
+    refused = _VaeServices(ValueError("settings are frozen (--freeze-settings)"))
+    with pytest.warns(UserWarning, match="frozen"):
+        update = topbar.set_vae(refused, "None")
+    assert update["value"] == "Automatic"                 # the dropdown goes back to what is stored
+
+
+def test_selected_styles_go_into_the_request():
+    from modules.ui.txt2img import request_data
+
+    assert request_data({"styles": ["fancy", "dark"]})["styles"] == ["fancy", "dark"]
+    assert request_data({"styles": None})["styles"] == []

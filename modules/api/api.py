@@ -291,6 +291,12 @@ def create_router(services: Services) -> APIRouter:
         services.networks.loras.refresh()
         return {}
 
+    @router.get("/hypernetworks")
+    def hypernetworks():
+        from modules.networks.hypernetwork import api_list
+
+        return api_list(services.networks.hypernetworks)
+
     @router.get("/memory")
     def memory():
         from modules.devices import memory_stats

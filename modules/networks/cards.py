@@ -22,9 +22,10 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from modules.json_file import read_json_object, write_json_atomically
 
@@ -294,7 +295,7 @@ def _hypernetwork_cards(registry) -> list[Card]:
     cards = []
     folders = [Path(f) for f in (getattr(registry, "folders", None) or [getattr(registry, "folder", None)]) if f]
     for info in registry.items():
-        path = Path(getattr(info, "path", None) or getattr(info, "filename"))
+        path = Path(getattr(info, "path", None) or info.filename)
         name = getattr(info, "name", None) or path.stem
         cards.append(_make_card(HYPERNETWORKS, name, name, path, _relative(path, folders),
                                 tag=("hypernet", name, [name])))

@@ -94,7 +94,7 @@ def create_panel(services, tab: str, prompt: gr.Textbox, negative: gr.Textbox, t
                 listed = cards.sort_cards(cards.filter_cards(cards.list_cards(kind, networks, registry), query),
                                           mode, desc)
                 result.append(cards.cards_html(listed, kind, thumbnails, folder_hint=folder_hint(services, kind)))
-            except Exception as error:  # noqa: BLE001 - one broken tab must not break the others
+            except Exception as error:
                 log.exception("listing %s failed", kind)
                 result.append(f'<div class="extra-network-cards empty"><div class="nocards error">'
                               f'{html.escape(f"Could not list {cards.KINDS[kind]}: {error}")}</div></div>')
