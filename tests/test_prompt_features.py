@@ -11,7 +11,7 @@ from modules.infotext import parse_infotext
 from modules.processing import validate_request
 from modules.prompts import conditioning
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
-from tests.fixtures.tiny_checkpoints import build_tiny_model, write_safetensors
+from tests.fixtures.tiny_checkpoints import build_tiny_model
 from tests.fixtures.tiny_embeddings import random_vectors, write_a1111_pt, write_sdxl_embedding
 from tests.fixtures.tiny_hypernetworks import write_hypernetwork
 from tests.fixtures.tiny_loras import kohya_lora, write_lora
