@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from modules import extra_networks, images, infotext, noise, samplers
 from modules.networks import hypernetwork, lora, textual_inversion, vae
+from modules.networks.cards import read_user_metadata
 from modules.networks.vae import VaeLoadError, swapped_vae
 from modules.jobs import Job, JobError
 from modules.models.manager import CheckpointLoadError, CheckpointNotFound, LoadedModel, ModelManager
@@ -85,7 +86,7 @@ class GenerationRequest(BaseModel):
     @classmethod
     def _known_vae(cls, value: str | None, info: ValidationInfo) -> str | None:
         networks = (info.context or {}).get("networks")
-        if value and networks is not None and value not in networks.vaes.choices():
+        if value and networks is not None and not networks.vaes.is_choice(value):
             raise ValueError(f"unknown VAE {value!r}; choose one of {networks.vaes.choices()}")
         return value or None
 
@@ -287,7 +288,8 @@ class Generator:
         setting = request.vae or self.options.sd_vae
         try:
             info = self.networks.vaes.resolve(
-                setting, model.info, setting_overrides_preferred=self.options.sd_vae_overrides_per_model_preferences)
+                setting, model.info, preferred=read_user_metadata(model.info.filename).get("vae"),
+                setting_overrides_preferred=self.options.sd_vae_overrides_per_model_preferences)
             loaded = self.networks.vae_cache.get(info, model.spec, self.manager.devices.vae_dtype) if info else None
         except (ValueError, VaeLoadError) as error:
             raise JobError(f"VAE: {error}", status=422) from None

@@ -49,7 +49,7 @@ class Services:
     def validate_options(self, changes: dict, *, from_api: bool) -> dict:
         """Settings changes checked against the option registry and the files on disk; ValueError names the key."""
         checked = self.options.validate(changes, from_api=from_api)
-        if "sd_vae" in checked and checked["sd_vae"] not in self.networks.vaes.choices():
+        if "sd_vae" in checked and not self.networks.vaes.is_choice(checked["sd_vae"]):
             raise ValueError(f"sd_vae: unknown VAE {checked['sd_vae']!r}; choose one of {self.networks.vaes.choices()}")
         return checked
 

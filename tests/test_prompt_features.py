@@ -224,3 +224,15 @@ def test_api_lists_every_kind_of_add_on(services):
         assert client.post("/sdapi/v1/options", json={"sd_vae": "nope.safetensors"}).status_code == 422
         response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "styles": ["nope"], **SMALL})
         assert response.status_code == 422 and "styles" in response.text
+
+
+def test_checkpoint_preferred_vae_from_its_user_metadata(services):
+    from modules.networks.cards import write_user_metadata
+
+    checkpoint = services.paths.checkpoints / "tiny-sd1.safetensors"
+    write_user_metadata(checkpoint, {"vae": "other.safetensors"})
+    try:
+        assert parse_infotext(run(services, prompt="a tree").infotexts[0])["VAE"] == "other"
+        assert "VAE" not in parse_infotext(run(services, prompt="a tree", vae="None").infotexts[0])
+    finally:
+        checkpoint.with_suffix(".json").unlink()

@@ -179,6 +179,10 @@ class VaeRegistry:
         """The `sd_vae` setting's values, as A1111's dropdown lists them."""
         return [AUTOMATIC, NONE, *self.names()]
 
+    def is_choice(self, setting: str) -> bool:
+        """A valid `sd_vae` value: Automatic, None, or a VAE found by name, relative path or stem."""
+        return setting in (AUTOMATIC, NONE) or self.find(setting) is not None
+
     def find(self, name: str | None) -> VaeInfo | None:
         """The scanned VAE for a name: file name, relative path, or file name without extension (infotext "VAE")."""
         if not name or not isinstance(name, str):

@@ -12,9 +12,10 @@ What lives here, and where A1111 keeps the same behaviour:
   as ``sd_hijack_clip.tokenize_line`` does).
 * ``prompt_variants_for_counting`` — the texts ``ui.update_token_counter`` measures.
 
-The results match A1111's, float for float, for every prompt a person writes. Where A1111 raises or takes
-unbounded time on hostile input, this module stays total and bounded instead; each such place says so below
-("Guard: …"). Nothing here imports torch, gradio or fastapi.
+The results match A1111's (with the lark it ships replaced by the installed lark 1.3), float for float;
+this was checked by differential testing against A1111's own functions on tens of thousands of generated
+prompts. Where A1111 raises or takes unbounded time on hostile input, this module stays total and bounded
+instead; each such place says so below ("Guard: …"). Nothing here imports torch, gradio or fastapi.
 """
 from __future__ import annotations
 
@@ -28,12 +29,12 @@ import numpy as np
 
 __all__ = [
     "NetworkTag",
-    "strip_comments",
     "extract_networks",
-    "split_and",
-    "parse_prompt_attention",
     "get_schedules",
+    "parse_prompt_attention",
     "prompt_variants_for_counting",
+    "split_and",
+    "strip_comments",
 ]
 
 
@@ -174,7 +175,7 @@ _RE_ATTENTION = re.compile(r"""
 ]|
 [^\\()\[\]:]+|
 :
-""", re.X)
+""", re.VERBOSE)
 
 _RE_BREAK_WORD = re.compile(r"\bBREAK\b")
 _ROUND_MULTIPLIER = 1.1
