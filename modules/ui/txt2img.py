@@ -235,6 +235,8 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Txt2ImgT
                        else "Interrupted: no image was finished.")
             yield {**idle(), output.info: error_html(message)}
         else:
+            if result.warnings:   # add-ons that were not applied (missing, unsupported, for another model)
+                gr.Warning(escape_multiline("\n".join(result.warnings)), title="Extra networks", duration=15)
             yield {**idle(), output.gallery: gr.update(visible=True, value=result.images, selected_index=None),
                    output.info: infotext_html(result.infotexts[0], seconds),
                    output.generation: generation_state(result, seconds), output.selected: None}
