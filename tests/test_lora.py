@@ -441,13 +441,15 @@ def test_weights_follow_a1111_maths(sd1, registry, cache):
                "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_q", 0.7),
               (sd1.pipe.text_encoder, "encoder.layers.1.self_attn.out_proj",
                "lora_te_text_model_encoder_layers_1_self_attn_out_proj", 0.5)]
+    originals = {name: (model.get_submodule(name).weight.detach().clone(), model.get_submodule(name).bias)
+                 for model, name, _, _ in layers}
     with lora.applied(sd1.pipe, "sd1", [(info, 0.5, 0.7)], cache):
         for model, name, key, multiplier in layers:
             layer = model.get_submodule(name)
-            base = layer.get_base_layer()
+            weight, bias = originals[name]
             down, up = file[f"{key}.lora_down.weight"], file[f"{key}.lora_up.weight"]
             scale = multiplier * float(file[f"{key}.alpha"]) / down.shape[0]
-            expected = torch.nn.functional.linear(x, base.weight + scale * up @ down, base.bias)
+            expected = torch.nn.functional.linear(x, weight + scale * up @ down, bias)
             with torch.no_grad():
                 assert torch.allclose(layer(x), expected, atol=1e-5), name
     assert_restored(sd1)

@@ -714,6 +714,46 @@ def _remove(pipeline, adapters: list[str]) -> None:
             pipeline.unload_lora_weights()
 
 
+def _merge_keeping_originals(pipeline, adapters: list[str]) -> list[tuple[torch.nn.Module, torch.Tensor]]:
+    """Merge our adapters into the weights they change, so sampling costs no more than without LoRAs.
+
+    peft's own unmerge subtracts the delta again, which is off by rounding; instead the original weights are
+    kept and copied back (`_restore_originals`), so the model is bit-for-bit the same after the job, as A1111's
+    weight backup does.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    originals = []
+    for component in ("unet", "text_encoder", "text_encoder_2"):
+        model = getattr(pipeline, component, None)
+        for module in model.modules() if model is not None else ():
+            if isinstance(module, BaseTunerLayer):
+                ours = [name for name in adapters if name in getattr(module, "lora_A", {})]
+                if ours:
+                    base = module.get_base_layer()
+                    # kept in RAM, not VRAM: on a small GPU the copies would crowd out the activations
+                    originals.append((base, base.weight.detach().to("cpu", copy=True)))
+                    module.merge(adapter_names=ours)
+    return originals
+
+
+def _restore_originals(originals: list[tuple[torch.nn.Module, torch.Tensor]]) -> None:
+    with torch.no_grad():
+        for base, weight in originals:
+            base.weight.copy_(weight)
+
+
+def _forget_merges(pipeline) -> None:
+    """The merged deltas were undone by copying the originals back: tell peft nothing is merged any more."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for component in ("unet", "text_encoder", "text_encoder_2"):
+        model = getattr(pipeline, component, None)
+        for module in model.modules() if model is not None else ():
+            if isinstance(module, BaseTunerLayer):
+                module.merged_adapters = []
+
+
 @contextmanager
 def applied(pipeline, family: str, requests: list[tuple[LoraInfo, float, float]],
             cache: LoraCache) -> Iterator[AppliedLoras]:
@@ -726,6 +766,7 @@ def applied(pipeline, family: str, requests: list[tuple[LoraInfo, float, float]]
     result = AppliedLoras()
     adapters: list[str] = []
     weights: list[dict[str, float]] = []
+    originals: list = []
     try:
         for info, te_weight, unet_weight in requests:
             label = info.mentioned_name or info.name
@@ -781,7 +822,10 @@ def applied(pipeline, family: str, requests: list[tuple[LoraInfo, float, float]]
             result.loras.append(info)
         if adapters:
             pipeline.set_adapters(adapters, adapter_weights=weights)
+            originals = _merge_keeping_originals(pipeline, adapters)
         yield result
     finally:
         if adapters:
+            _restore_originals(originals)
+            _forget_merges(pipeline)
             _remove(pipeline, adapters)
