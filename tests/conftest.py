@@ -1,5 +1,7 @@
 """Test-wide guards: no network, fixed CPU threads."""
 import ipaddress
+import os
+import shutil
 import socket
 
 import pytest
@@ -59,3 +61,28 @@ def block_network():
     socket.socket.connect = _real_connect
     socket.socket.connect_ex = _real_connect_ex
     socket.getaddrinfo = _real_getaddrinfo
+
+
+# ---------------------------------------------------------------- the browser tests' Chromium
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def browser():
+    """Headless Debian Chromium driven by Playwright (Playwright cannot download its own browsers here)."""
+    if os.environ.get("SKIP_BROWSER_TESTS") == "1":
+        pytest.skip("SKIP_BROWSER_TESTS=1")
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("Chromium is not installed: run `apt-get install -y chromium` as root "
+                    "(or set SKIP_BROWSER_TESTS=1 to skip the browser tests)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()

@@ -15,31 +15,6 @@ from tests.fixtures.server import start_server as _start
 from tests.fixtures.tiny_checkpoints import build_tiny_model, write_safetensors
 
 GENERATE_TIMEOUT = 180   # seconds for the first image (includes loading the tiny checkpoint)
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _chromium() -> str:
-    if os.environ.get("SKIP_BROWSER_TESTS") == "1":
-        pytest.skip("SKIP_BROWSER_TESTS=1")
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.fail("Chromium is not installed: run `apt-get install -y chromium` as root "
-                    "(or set SKIP_BROWSER_TESTS=1 to skip the browser tests)")
-    return path
-
-
-@pytest.fixture
-def browser():
-    executable = _chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 @pytest.fixture

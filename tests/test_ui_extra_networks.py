@@ -20,33 +20,8 @@ from tests.fixtures.tiny_embeddings import random_vectors, write_safetensors_emb
 from tests.fixtures.tiny_loras import kohya_lora, write_lora
 
 GENERATE_TIMEOUT = 120
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 HOSTILE = "<img src=x onerror=alert(1)>"
 STYLES_CSV = 'name,prompt,negative_prompt\nfancy,"{prompt}, oil painting",lowres\n'
-
-
-def _chromium() -> str:
-    if os.environ.get("SKIP_BROWSER_TESTS") == "1":
-        pytest.skip("SKIP_BROWSER_TESTS=1")
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.fail("Chromium is not installed: run `apt-get install -y chromium` as root "
-                    "(or set SKIP_BROWSER_TESTS=1 to skip the browser tests)")
-    return path
-
-
-@pytest.fixture
-def browser():
-    executable = _chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modules.hashes import file_sha256
 from modules.json_file import read_json_object, write_json_atomically
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
@@ -40,11 +41,7 @@ class HashCache:
         found = self.cached(key, file)
         if found:
             return found
-        digest = hashlib.sha256()
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        value = digest.hexdigest()
+        value = file_sha256(file)
         self.store(key, file, value)
         return value
 

@@ -20,7 +20,6 @@ nothing silently.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import math
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from modules.hashes import file_sha256
 from modules.models import files
 from modules.models.files import ModelFileError
 
@@ -51,21 +51,9 @@ FAMILY_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sdxl_refiner
 
 def addnet_hash(path: Path) -> str:
     """A1111's `addnet_hash_safetensors`: sha256 of everything after the 8-byte length and the JSON header."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
-        handle.seek(8 + length)
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _full_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path, offset=8 + length)
 
 
 class LoraHasher:
@@ -91,7 +79,7 @@ class LoraHasher:
         if self._hashes is not None:
             found = self._hashes.cached(cache_key, info.path)
         if not found:
-            found = addnet_hash(info.path) if files.file_kind(info.path) == "safetensors" else _full_sha256(info.path)
+            found = addnet_hash(info.path) if files.file_kind(info.path) == "safetensors" else file_sha256(info.path)
             if self._hashes is not None:
                 self._hashes.store(cache_key, info.path, found)
         with self._lock:

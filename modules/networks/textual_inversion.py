@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hashlib
 import json
 import os
 import threading
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from modules.hashes import file_sha256
 from modules.models import files
 from modules.models.files import ModelFileError
 
@@ -76,7 +76,7 @@ class Embedding:
     def shorthash(self) -> str:
         """First 12 hex digits of the file's sha256: A1111's "TI hashes" value."""
         if self.sha256 is None:
-            self.sha256 = _file_sha256(self.path)
+            self.sha256 = file_sha256(self.path)
         return self.sha256[:12]
 
     def describe(self) -> str:
@@ -84,14 +84,6 @@ class Embedding:
             widths = ", ".join(f"{key} {vec.shape[-1]}" for key, vec in self.vectors.items())
             return f"an SDXL embedding ({widths})"
         return f"an SD1/SD2-style embedding of width {self.shape}"
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- loading one file

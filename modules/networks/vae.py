@@ -14,7 +14,6 @@ own VAE, so shapes are read from the tensors the same way.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modules.hashes import file_sha256
 from modules.models import files
 
 if TYPE_CHECKING:   # diffusers is imported on first load only, so listing VAEs stays cheap
@@ -83,11 +83,7 @@ class VaeInfo:
             if self._hashes is not None:
                 self._sha256 = self._hashes.sha256(self.hash_key, self.path)
             else:
-                digest = hashlib.sha256()
-                with open(self.path, "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-                self._sha256 = digest.hexdigest()
+                self._sha256 = file_sha256(self.path)
         return self._sha256
 
     def shorthash(self) -> str | None:
