@@ -15,7 +15,15 @@ MODEL_FOLDERS = {
     "Lora": "LoRA and LyCORIS files (.safetensors), used with <lora:name:weight> in the prompt.\n",
     "ControlNet": "ControlNet models (.safetensors, .pth) for guided generation.\n",
     "hypernetworks": "Hypernetworks (.pt), used with <hypernet:name:weight> in the prompt.\n",
-    "ESRGAN": "Upscaler models (.pth, .safetensors) for hires fix and Extras.\n",
+    "ESRGAN": "Upscaler models (.pth, .safetensors) for hires fix and Extras: ESRGAN and any other architecture "
+    "spandrel loads (Real-ESRGAN, SwinIR, DAT, HAT, ...).\n",
+    "RealESRGAN": "Real-ESRGAN upscaler models (.pth, .safetensors), e.g. RealESRGAN_x4plus.pth.\n",
+    "DAT": "DAT upscaler models (.pth, .safetensors).\n",
+    "HAT": "HAT upscaler models (.pth, .safetensors).\n",
+    "SwinIR": "SwinIR upscaler models (.pth, .safetensors).\n",
+    "ScuNET": "ScuNET models (.pth, .safetensors).\n",
+    "GFPGAN": "GFPGAN face restoration: GFPGANv1.4.pth (plus the face detector weights, see the Extras tab).\n",
+    "Codeformer": "CodeFormer face restoration: codeformer-v0.1.0.pth (plus the face detector weights).\n",
     "annotators": "Weights for ControlNet preprocessors (HED, depth, ...).\n",
 }
 

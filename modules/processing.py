@@ -64,6 +64,38 @@ class GenerationRequest(BaseModel):
     save_images: bool = True
     save_grid: bool = True
 
+    # img2img (A1111 StableDiffusionProcessingImg2Img): init_images empty means txt2img.
+    init_images: list[Any] = Field(default_factory=list, max_length=64)   # PIL images, decoded at the edge
+    mask: Any = None                       # PIL image; white = repaint (inverted by inpainting_mask_invert)
+    resize_mode: int = Field(0, ge=0, le=3)   # Just resize, Crop and resize, Resize and fill, latent upscale
+    denoising_strength: float = Field(0.75, ge=0.0, le=1.0, allow_inf_nan=False)
+    mask_blur: int = Field(4, ge=0, le=64)
+    inpainting_fill: int = Field(1, ge=0, le=3)   # fill, original, latent noise, latent nothing
+    inpaint_full_res: bool = False           # inpaint area: only masked
+    inpaint_full_res_padding: int = Field(32, ge=0, le=1024)
+    inpainting_mask_invert: int = Field(0, ge=0, le=1)
+
+    # Hires fix (txt2img)
+    enable_hr: bool = False
+    hr_scale: float = Field(2.0, ge=1.0, le=8.0, allow_inf_nan=False)
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = Field(0, ge=0, le=1000)
+    hr_resize_x: int = Field(0, ge=0, le=8192)
+    hr_resize_y: int = Field(0, ge=0, le=8192)
+    hr_sampler_name: str | None = None       # None: the first pass's sampler
+    hr_scheduler: str | None = None
+    hr_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)           # "": the first pass's prompt
+    hr_negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+
+    # Refiner: another checkpoint takes over at refiner_switch_at of the steps
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float = Field(0.8, ge=0.01, le=1.0, allow_inf_nan=False)
+
+    # img2img scripts (A1111 script dropdown): None, "Loopback", "Poor man's outpainting", "Outpainting mk2",
+    # "SD upscale"; script_args holds that script's arguments by name.
+    script_name: str | None = None
+    script_args: dict[str, Any] = Field(default_factory=dict)
+
     @field_validator("width", "height")
     @classmethod
     def _multiple_of_8(cls, value: int) -> int:
