@@ -1,4 +1,4 @@
-"""Images in and out: A1111-style saving (atomic), grids, metadata, base64.
+"""Images in and out: A1111-style saving (atomic), grids, metadata, base64 and user files.
 
 Saved files follow A1111's layout (reference §6.3): ``<dir>/YYYY-MM-DD/00012-3456789.png``.
 The infotext goes where A1111 puts it (reference §4.1): the PNG text chunk
@@ -16,6 +16,7 @@ import secrets
 import threading
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
@@ -192,6 +193,12 @@ def save_grid(grid: Image.Image, directory: str | Path, *, seed: int | None = No
     return _save(grid, directory, _Namer("grid", "", extension), infotext, save_to_dirs, date, quality)
 
 
+def save_numbered(image: Image.Image, directory: str | Path, *, basename: str = "", infotext: str | None,
+                  extension: str = "png", quality: int = JPEG_QUALITY) -> Path:
+    """Save as A1111's Extras does (no date folder, no seed): ``NNNNN.png``, or ``<basename>-NNNN.png``."""
+    return _save(image, directory, _Namer(basename, "", extension), infotext, False, None, quality)
+
+
 def make_grid(images: list[Image.Image], rows: int | None = None) -> Image.Image:
     """A1111 ``image_grid`` with its default settings (n_rows = -1): rows =
     round(sqrt(n)), as many columns as needed, cells the size of the first
@@ -316,7 +323,48 @@ def decode_base64_image(data: str, *, max_pixels: int = 4096 * 4096) -> Image.Im
     except (binascii.Error, ValueError):
         raise ValueError("image data is not valid base64") from None
 
-    image = _open_within_limit(raw, max_pixels)
+    return _decode(io.BytesIO(raw), max_pixels)
+
+
+def load_image_file(path: str | Path, *, max_pixels: int = 4096 * 4096) -> Image.Image:
+    """An image file from a user's folder (img2img batch from directory), with
+    the same checks and conversions as ``decode_base64_image``. Raises
+    ValueError with a message naming the file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return _decode(f, max_pixels)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    except OSError as exc:  # missing, unreadable, a folder
+        raise ValueError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+
+
+def check_user_image(image: Image.Image, *, max_pixels: int = 4096 * 4096, what: str = "image") -> Image.Image:
+    """An image that arrived already opened (from the UI) made like a decoded one:
+    refused when over ``max_pixels``, first frame, upright, RGB or RGBA.
+    Raises ValueError naming ``what`` (e.g. "mask")."""
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"{what} is not an image")
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ValueError(f"{what} has no pixels")
+    if width * height > max_pixels:
+        raise ValueError(f"{what} is {width}x{height}, more than the limit of {max_pixels} pixels")
+    try:
+        return _first_frame_upright(image)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+
+
+def _decode(fp: BinaryIO, max_pixels: int) -> Image.Image:
+    """The one decoding path for user images: header checks, then pixels."""
+    return _first_frame_upright(_open_within_limit(fp, max_pixels))
+
+
+def _first_frame_upright(image: Image.Image) -> Image.Image:
+    """Load the first frame, apply the EXIF orientation and convert to RGB/RGBA;
+    decoding errors become ValueError."""
     try:
         image.seek(0)  # animated: first frame only
         image.load()
@@ -330,7 +378,7 @@ def decode_base64_image(data: str, *, max_pixels: int = 4096 * 4096) -> Image.Im
     return to_rgb_or_rgba(image)
 
 
-def _open_within_limit(raw: bytes, max_pixels: int) -> Image.Image:
+def _open_within_limit(fp: BinaryIO, max_pixels: int) -> Image.Image:
     """Image.open (header only) restricted to the allowed formats, refusing
     images with more than ``max_pixels`` before their pixels are decoded."""
     Image.init()
@@ -339,7 +387,7 @@ def _open_within_limit(raw: bytes, max_pixels: int) -> Image.Image:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; our cap decides.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(raw), formats=formats)
+            image = Image.open(fp, formats=formats)
     except UnidentifiedImageError:
         raise ValueError(f"not a supported image (accepted: {', '.join(formats)})") from None
     except Image.DecompressionBombError:

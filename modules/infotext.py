@@ -268,6 +268,20 @@ def _to_text(value) -> str:
     return str(value)
 
 
+def _choice(names: tuple[str, ...]):
+    """A named choice written in the infotext → its index (A1111's radio buttons)."""
+    def convert(value) -> int:
+        text = str(value).strip()
+        if text not in names:
+            raise ValueError(f"not one of {', '.join(names)}: {value!r}")
+        return names.index(text)
+    return convert
+
+
+def _only_masked(value) -> bool:
+    return _choice(("Whole picture", "Only masked"))(value) == 1
+
+
 # (infotext key, request field, converter, value that means "not set")
 _REQUEST_FIELDS = (
     ("Prompt", "prompt", _to_text, None),
@@ -299,6 +313,11 @@ _REQUEST_FIELDS = (
     ("Hires checkpoint", "hr_checkpoint_name", _to_text, "Use same checkpoint"),
     ("Hires prompt", "hr_prompt", _to_text, ""),
     ("Hires negative prompt", "hr_negative_prompt", _to_text, ""),
+    ("Mask blur", "mask_blur", _to_int, None),
+    ("Mask mode", "inpainting_mask_invert", _choice(("Inpaint masked", "Inpaint not masked")), None),
+    ("Masked content", "inpainting_fill", _choice(("fill", "original", "latent noise", "latent nothing")), None),
+    ("Inpaint area", "inpaint_full_res", _only_masked, None),
+    ("Masked area padding", "inpaint_full_res_padding", _to_int, None),
     ("Refiner", "refiner_checkpoint", _to_text, None),
     ("Refiner switch at", "refiner_switch_at", _to_float, None),
 )

@@ -22,8 +22,10 @@ MODEL_FOLDERS = {
     "HAT": "HAT upscaler models (.pth, .safetensors).\n",
     "SwinIR": "SwinIR upscaler models (.pth, .safetensors).\n",
     "ScuNET": "ScuNET models (.pth, .safetensors).\n",
-    "GFPGAN": "GFPGAN face restoration: GFPGANv1.4.pth (plus the face detector weights, see the Extras tab).\n",
-    "Codeformer": "CodeFormer face restoration: codeformer-v0.1.0.pth (plus the face detector weights).\n",
+    "GFPGAN": "GFPGAN face restoration: GFPGANv1.4.pth, and the face detector both restorers use: "
+    "detection_Resnet50_Final.pth.\n",
+    "Codeformer": "CodeFormer face restoration: codeformer-v0.1.0.pth (it also needs "
+    "models/GFPGAN/detection_Resnet50_Final.pth, the face detector).\n",
     "annotators": "Weights for ControlNet preprocessors (HED, depth, ...).\n",
 }
 

@@ -7,6 +7,7 @@ module picks the pipeline, scheduler, conditioning and noise, and writes the res
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -17,7 +18,7 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from modules import extra_networks, images, infotext, noise, samplers
+from modules import extra_networks, images, img2img, infotext, noise, samplers, sampling
 from modules.networks import hypernetwork, lora, textual_inversion, vae
 from modules.networks.cards import read_user_metadata
 from modules.networks.vae import VaeLoadError, swapped_vae
@@ -26,7 +27,6 @@ from modules.models.manager import CheckpointLoadError, CheckpointNotFound, Load
 from modules.options import Options
 from modules.paths import Paths
 from modules.prompts import conditioning
-from modules.prompts.composable import composable_unet
 from modules.version import INFOTEXT_VERSION
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,52 @@ class GenerationRequest(BaseModel):
             return found.name
         return value or None
 
+    @field_validator("refiner_checkpoint")
+    @classmethod
+    def _known_refiner(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value or value == "None":
+            return None
+        return cls._known_checkpoint(value, info)
+
+    @field_validator("init_images")
+    @classmethod
+    def _images(cls, value: list) -> list:
+        return [images.check_user_image(image, what=f"init_images[{index}]") for index, image in enumerate(value)]
+
+    @field_validator("mask")
+    @classmethod
+    def _mask_image(cls, value):
+        return None if value is None else images.check_user_image(value, what="mask")
+
+    @field_validator("hr_upscaler")
+    @classmethod
+    def _known_upscaler(cls, value: str, info: ValidationInfo) -> str:
+        upscalers = (info.context or {}).get("upscalers")
+        if upscalers is None:
+            return value
+        found = upscalers.find(value)
+        if found is None or found == "None":
+            raise ValueError(f"unknown upscaler {value!r}; choose one of {upscalers.hires_choices()}")
+        return found
+
+    @field_validator("hr_sampler_name", "hr_scheduler")
+    @classmethod
+    def _same_as_first_pass(cls, value: str | None) -> str | None:
+        # The UI's "Use same sampler" / "Use same scheduler" and an empty value mean the first pass's.
+        return None if not value or value.startswith("Use same") else value
+
+    @field_validator("script_name")
+    @classmethod
+    def _known_script(cls, value: str | None) -> str | None:
+        from modules import img2img_scripts
+
+        if not value or value == "None":
+            return None
+        found = img2img_scripts.find(value)
+        if found is None:
+            raise ValueError(f"unknown script {value!r}; choose one of {list(img2img_scripts.SCRIPTS)}")
+        return found
+
     @field_validator("vae")
     @classmethod
     def _known_vae(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -154,12 +200,29 @@ class GenerationRequest(BaseModel):
                              "megapixel limit")
         if self.width * self.height * self.batch_size > MAX_BATCH_PIXELS:
             raise ValueError("batch_size: width × height × batch_size is too large; lower batch_size")
+        if self.hr_sampler_name is not None:
+            self.hr_sampler_name, self.hr_scheduler = samplers.resolve(self.hr_sampler_name,
+                                                                       self.hr_scheduler or "Automatic")
+        elif self.hr_scheduler is not None:
+            self.hr_scheduler = samplers.resolve(self.sampler_name, self.hr_scheduler)[1]
+        if self.enable_hr and not self.init_images:
+            width, height = _HiresPlan.of(self).target
+            if width * height * self.batch_size > MAX_BATCH_PIXELS or width * height > MAX_PIXELS:
+                raise ValueError(f"hr_scale: the hires size {width}x{height} is over the "
+                                 f"{MAX_PIXELS // 1_000_000} megapixel limit")
+        if self.mask is not None and not self.init_images:
+            raise ValueError("mask: a mask needs an init image")
+        if self.script_name is not None:
+            from modules import img2img_scripts
+
+            self.script_args = img2img_scripts.check_args(self.script_name, self.script_args)
         return self
 
 
-def validate_request(data: dict, registry=None, networks=None) -> GenerationRequest:
+def validate_request(data: dict, registry=None, networks=None, upscalers=None) -> GenerationRequest:
     """The one validator shared by the UI and the API (raises pydantic.ValidationError)."""
-    return GenerationRequest.model_validate(data, context={"registry": registry, "networks": networks})
+    return GenerationRequest.model_validate(data, context={"registry": registry, "networks": networks,
+                                                          "upscalers": upscalers})
 
 
 @dataclass
@@ -178,91 +241,143 @@ class GenerationResult:
         return json.dumps(self.info, ensure_ascii=False)
 
 
-# Cheap latent → RGB previews (A1111's "Approx cheap" coefficients).
-_PREVIEW_COEFFICIENTS = {
-    "sd": torch.tensor([[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264],
-                        [-0.184, -0.271, -0.473]]),
-    "sdxl": torch.tensor([[0.3448, 0.4168, 0.4395], [-0.1953, -0.0290, 0.0250], [0.1074, 0.0886, -0.0163],
-                          [-0.3730, -0.2499, -0.2088]]),
-}
+@dataclass
+class _Refiner:
+    model: LoadedModel
+    switch_at: float
 
 
-def latent_preview(latent: torch.Tensor, family: str) -> Image.Image:
-    coefficients = _PREVIEW_COEFFICIENTS["sdxl" if family.startswith("sdxl") else "sd"]
-    rgb = torch.einsum("lhw,lr->hwr", latent[:4].float().cpu(), coefficients)
-    array = ((rgb + 1) * 127.5).clamp(0, 255).byte().numpy()
-    return Image.fromarray(array)
+@dataclass
+class _HiresPlan:
+    """A1111's hires-fix sizes: `cover` is what the first pass is upscaled to, `target` the final size."""
+
+    cover: tuple[int, int]
+    target: tuple[int, int]
+
+    @classmethod
+    def of(cls, request: GenerationRequest) -> "_HiresPlan":
+        width, height = request.width, request.height
+        rx, ry = request.hr_resize_x, request.hr_resize_y
+        if not rx and not ry:
+            cover = (int(width * request.hr_scale), int(height * request.hr_scale))
+            target = cover
+        elif not ry:
+            cover = target = (rx, rx * height // width)
+        elif not rx:
+            cover = target = (ry * width // height, ry)
+        else:   # both: scale to cover the box, then crop to it
+            target = (rx, ry)
+            cover = (rx, rx * height // width) if width / height < rx / ry else (ry * width // height, ry)
+
+        def multiple_of_8(size):
+            return max(64, size[0] // 8 * 8), max(64, size[1] // 8 * 8)
+        return cls(multiple_of_8(cover), multiple_of_8(target))
+
+    def infotext(self, request: GenerationRequest) -> dict:
+        """A1111's Hires keys, in its order."""
+        params: dict = {}
+        if request.hr_resize_x or request.hr_resize_y:
+            params["Hires resize"] = f"{request.hr_resize_x}x{request.hr_resize_y}"
+        else:
+            scale = request.hr_scale   # written as A1111 shows it: "2", "1.5"
+            params["Hires upscale"] = int(scale) if float(scale).is_integer() else scale
+        if request.hr_second_pass_steps:
+            params["Hires steps"] = request.hr_second_pass_steps
+        params["Hires upscaler"] = request.hr_upscaler
+        if request.hr_sampler_name and request.hr_sampler_name != request.sampler_name:
+            params["Hires sampler"] = request.hr_sampler_name
+        if request.hr_scheduler and request.hr_scheduler != request.scheduler:
+            params["Hires schedule type"] = request.hr_scheduler
+        if request.hr_prompt and request.hr_prompt != request.prompt:
+            params["Hires prompt"] = request.hr_prompt
+        if request.hr_negative_prompt and request.hr_negative_prompt != request.negative_prompt:
+            params["Hires negative prompt"] = request.hr_negative_prompt
+        return params
 
 
-@contextlib.contextmanager
-def circular_padding(modules: list[torch.nn.Module], enabled: bool):
-    """Seamless tiling: every convolution wraps around the image edges for the duration of a job."""
-    if not enabled:
-        yield
-        return
-    convs = [m for module in modules for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
-    previous = [conv.padding_mode for conv in convs]
-    for conv in convs:
-        conv.padding_mode = "circular"
-    try:
-        yield
-    finally:
-        for conv, mode in zip(convs, previous):
-            conv.padding_mode = mode
+def upscale_latents(latents: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor:
+    from modules.upscalers import upscale_latents as upscale   # imported on first use, with the upscaler code
+
+    return upscale(latents, height, width, mode)
 
 
 class Generator:
     """Runs requests on the models of a ModelManager; lives in the job worker."""
 
     def __init__(self, manager: ModelManager, options: Options, paths: Paths,
-                 networks: extra_networks.ExtraNetworks, *, prompt_history: bool = True):
+                 networks: extra_networks.ExtraNetworks, *, upscalers=None, prompt_history: bool = True):
         self.manager = manager
         self.networks = networks
         self.options = options
         self.paths = paths
+        self.upscalers = upscalers
         self.prompt_history = prompt_history
 
-    def load(self, checkpoint: str | None) -> LoadedModel:
+    def load(self, checkpoint: str | None, *, make_current: bool = True) -> LoadedModel:
         try:
-            return self.manager.get(checkpoint)
+            return self.manager.get(checkpoint, make_current=make_current)
         except CheckpointNotFound as error:
             raise JobError(str(error), status=404 if checkpoint else 409) from None
         except CheckpointLoadError as error:
             raise JobError(str(error), status=422) from None
 
     def txt2img(self, request: GenerationRequest, job: Job) -> GenerationResult:
+        if request.init_images:
+            raise JobError("init_images: txt2img takes no init image; use img2img", status=422)
+        return self._guarded(self._generate, request, job)
+
+    def img2img(self, request: GenerationRequest, job: Job) -> GenerationResult:
+        if not request.init_images:
+            raise JobError("init_images: img2img needs an image to start from", status=422)
+        if request.script_name:
+            from modules import img2img_scripts
+
+            return self._guarded(img2img_scripts.run, self, request, job)
+        return self._guarded(self._generate, request, job)
+
+    def _guarded(self, run, *args):
         try:
-            return self._txt2img(request, job)
+            return run(*args)
         except torch.OutOfMemoryError:
             self.manager.release_memory()   # nothing of the failed job may stay allocated
             raise JobError("out of GPU memory: lower the size or batch size, or use --medvram", status=507) from None
 
-    def _txt2img(self, request: GenerationRequest, job: Job) -> GenerationResult:
+    def generate(self, request: GenerationRequest, job: Job, extra_params: dict | None = None) -> GenerationResult:
+        """One request, txt2img or img2img by whether it has init images (scripts call this for each step);
+        `extra_params` are more infotext keys (a script's)."""
+        return self._generate(request, job, extra_params)
+
+    def _generate(self, request: GenerationRequest, job: Job, extra_params: dict | None = None) -> GenerationResult:
+        image_mode = bool(request.init_images)
         model = self.load(request.checkpoint)
-        if model.family == "sdxl_refiner":
+        if model.family == "sdxl_refiner" and not image_mode:
             raise JobError(f"{model.info.name} is an SDXL refiner: it refines images from a base model "
-                           "and cannot generate on its own. Choose an SDXL base checkpoint.")
+                           "and cannot generate on its own. Choose an SDXL base checkpoint, and this one as "
+                           "the Refiner.")
+        refiner = self._refiner_for(request, model)
         pipe = model.pipeline
         prepared = extra_networks.prepare_prompt(request.prompt, request.negative_prompt, request.styles,
                                                  self.networks)
         vae_info, external_vae = self._vae_for(request, model)
         self.networks.embeddings.refresh()   # cheap: re-reads only files that changed, as A1111 picks up new ones
-        embeddings, _ = self.networks.embeddings.for_model(textual_inversion.encoder_widths(pipe))
         clip_skip = request.clip_skip or int(self.options.CLIP_stop_at_last_layers)
-        encoder = conditioning.TextEncoder(pipe, model.family, clip_skip=clip_skip, emphasis=self.options.emphasis,
-                                           embeddings=embeddings)
+        encoder = self._encoder(model, clip_skip)
         seed = noise.resolve_seed(request.seed)
         subseed = noise.resolve_seed(request.subseed)
         job.image_count = request.n_iter
         job.textinfo = "Encoding prompt"
-        vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-        latent_shape = (pipe.vae.config.latent_channels, request.height // vae_scale, request.width // vae_scale)
         resize_from = None
         if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0:
             resize_from = (request.seed_resize_from_h, request.seed_resize_from_w)
+        inputs = None
+        if image_mode:
+            inputs = img2img.prepare(request, background=self.options.img2img_background_color,
+                                     upscale=self._img2img_upscaler())
+        hires = _HiresPlan.of(request) if request.enable_hr and not image_mode else None
 
         result_images, infotexts, seeds, subseeds = [], [], [], []
         saved: list[str] = []
+        outdir = "img2img" if image_mode else "txt2img"
         with contextlib.ExitStack() as stack:
             # LoRAs and the VAE are applied for this job only and removed on the way out, even on errors.
             applied_loras = stack.enter_context(
@@ -270,8 +385,14 @@ class Generator:
             warnings = prepared.warnings + list(applied_loras) + list(stack.enter_context(
                 hypernetwork.applied(pipe, prepared.hypernetworks, self.networks.hypernetwork_cache)))
             stack.enter_context(swapped_vae(pipe, external_vae))
-            plan = conditioning.schedule(encoder, prepared.text, prepared.negative_text, request.steps)
+            first_steps = request.steps
+            if image_mode:
+                first_steps = sampling.steps_for_strength(request.steps, request.denoising_strength,
+                                                          exact=bool(self.options.img2img_fix_steps))
+            runs = first_steps if not image_mode else int(first_steps * request.denoising_strength)
+            plan = conditioning.schedule(encoder, prepared.text, prepared.negative_text, max(runs, 1))
             job_params = self._job_params(applied_loras.loras, encoder, vae_info)
+            encoded = self._encode_inputs(model, inputs) if inputs is not None else None
             for warning in warnings:
                 log.warning("%s", warning)
             for batch_index in range(request.n_iter):
@@ -282,15 +403,34 @@ class Generator:
                 first = batch_index * request.batch_size
                 batch_seeds = [seed + first + i for i in range(request.batch_size)]
                 batch_subseeds = [subseed + first + i for i in range(request.batch_size)]
-                latents = noise.batch_noise(batch_seeds, batch_subseeds, request.subseed_strength, latent_shape,
-                                            resize_from, pipe.unet.device, self.options.randn_source)
-                with circular_padding([pipe.unet, pipe.vae], request.tiling):
-                    decoded = self._decode(model, self._sample(model, request, job, plan, latents))
+
+                def seed_noise(width: int, height: int) -> torch.Tensor:
+                    scale = sampling.vae_scale(pipe)
+                    shape = (pipe.vae.config.latent_channels, height // scale, width // scale)
+                    return noise.batch_noise(batch_seeds, batch_subseeds, request.subseed_strength, shape,
+                                             resize_from, pipe.unet.device, self.options.randn_source)
+
+                first_noise = seed_noise(request.width, request.height)
+                step = sampling.Pass(request.sampler_name, request.scheduler, first_steps, request.cfg_scale,
+                                     request.width, request.height, plan, first_noise, seeds=batch_seeds)
+                if encoded is not None:
+                    self._add_image(step, request, inputs, encoded, first, first_noise)
+                last_pass = hires is None
+                with sampling.circular_padding([pipe.unet, pipe.vae], request.tiling):
+                    latents = self._run_pass(model, step, job, refiner if last_pass else None, prepared)
+                    if hires is not None and not job.interrupted:
+                        latents = self._hires_pass(model, request, hires, latents, job, encoder, prepared,
+                                                   seed_noise, batch_seeds, refiner)
+                    decoded = sampling.decode(pipe, latents, nan_check=self.manager.devices.nan_check)
+                extra = {**img2img.infotext_params(request), **(hires.infotext(request) if hires else {}),
+                         **self._refiner_params(request, refiner), **(extra_params or {})}
                 for index, image in enumerate(decoded):
+                    if inputs is not None:
+                        image = img2img.finish(image, inputs, first + index)
                     text = self._infotext(model, request, prepared, job_params, clip_skip, batch_seeds[index],
-                                          batch_subseeds[index])
+                                          batch_subseeds[index], extra, image_mode or hires is not None)
                     if request.save_images and self.options.samples_save:
-                        saved.append(str(self._save(image, "outdir_txt2img_samples", batch_seeds[index], text)))
+                        saved.append(str(self.save(image, f"outdir_{outdir}_samples", batch_seeds[index], text)))
                     image.info["parameters"] = text
                     result_images.append(image)
                     infotexts.append(text)
@@ -302,7 +442,7 @@ class Generator:
         if request.save_grid and len(result_images) > 1 and self.options.grid_save:
             grid = images.make_grid(result_images)
             text = infotexts[0]
-            saved.append(str(self._save(grid, "outdir_txt2img_grids", seeds[0], text, grid=True)))
+            saved.append(str(self.save(grid, f"outdir_{outdir}_grids", seeds[0], text, grid=True)))
             grid.info["parameters"] = text
             result_images.insert(0, grid)
             infotexts.insert(0, text)
@@ -314,6 +454,8 @@ class Generator:
                                   warnings=warnings)
         result.info = self._info_dict(model, request, prepared, vae_info, result, clip_skip)
         return result
+
+    # ------------------------------------------------------------- the parts of a generation
 
     def _vae_for(self, request: GenerationRequest, model: LoadedModel):
         """The external VAE this job uses (None: the checkpoint's own), A1111's `sd_vae` rules."""
@@ -327,84 +469,132 @@ class Generator:
             raise JobError(f"VAE: {error}", status=422) from None
         return info, loaded
 
-    # ------------------------------------------------------------- sampling
 
-    def _sample(self, model: LoadedModel, request, job: Job, plan: conditioning.ScheduledConditioning,
-                latents) -> torch.Tensor:
+    def _encoder(self, model: LoadedModel, clip_skip: int) -> conditioning.TextEncoder:
+        embeddings, _ = self.networks.embeddings.for_model(textual_inversion.encoder_widths(model.pipeline))
+        return conditioning.TextEncoder(model.pipeline, model.family, clip_skip=clip_skip,
+                                        emphasis=self.options.emphasis, embeddings=embeddings)
+
+    def _img2img_upscaler(self):
+        """A1111's upscaler_for_img2img: used when a resize enlarges the input ("None" = Lanczos)."""
+        name = self.options.upscaler_for_img2img
+        if self.upscalers is None or not name or name == "None" or self.upscalers.find(name) is None:
+            return None
+        return lambda image, scale: self.upscalers.upscale(image, scale, self.upscalers.find(name))
+
+    def _encode_inputs(self, model: LoadedModel, inputs: img2img.ImageInputs) -> dict:
+        """Each distinct init image encoded once per job (and its masked version for inpainting models)."""
         pipe = model.pipeline
-        pipe.scheduler = samplers.create_scheduler(request.sampler_name, request.scheduler, model.scheduler_config,
-                                                   steps=request.steps)
-        batch = latents.shape[0]
-        dtype = pipe.unet.dtype
-        sdxl = model.family.startswith("sdxl")
-        cond, uncond = plan.at(0)
-        kwargs: dict[str, Any] = dict(
-            prompt_embeds=cond.embeds.repeat(batch, 1, 1).to(dtype),
-            negative_prompt_embeds=uncond.embeds.repeat(batch, 1, 1).to(dtype),
-            latents=latents.to(dtype), num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
-            height=request.height, width=request.width, output_type="latent",
-            **samplers.call_kwargs(request.sampler_name),
-        )
-        if sdxl:
-            kwargs.update(pooled_prompt_embeds=cond.pooled.repeat(batch, 1).to(dtype),
-                          negative_pooled_prompt_embeds=uncond.pooled.repeat(batch, 1).to(dtype))
-        if model.spec.inpainting:
-            # txt2img on an inpainting model: everything masked, as A1111 conditions it.
-            kwargs.update(image=Image.new("RGB", (request.width, request.height), (127, 127, 127)),
-                          mask_image=Image.new("L", (request.width, request.height), 255), strength=1.0)
-        tensor_inputs = ["latents"]
-        if plan.changes:
-            tensor_inputs += ["prompt_embeds", "add_text_embeds"] if sdxl else ["prompt_embeds"]
-        preview_every = int(self.options.show_progress_every_n_steps)
-        job.set_progress(0, request.steps)
+        latents = [sampling.encode(pipe, [image]) for image in inputs.images]
+        masked = ([sampling.encode_masked(pipe, [image], inputs.mask) for image in inputs.images]
+                  if model.spec.inpainting else None)
+        return {"latents": latents, "masked": masked}
 
-        def step_conditioning(pipeline, step: int, callback_kwargs: dict) -> None:
-            """Prompt editing and alternation: hand the pipeline the next step's conditioning (its CFG layout)."""
-            cond, uncond = plan.at(step)
-            embeds = [cond.embeds.repeat(batch, 1, 1)]
-            pooled = [cond.pooled.repeat(batch, 1)] if sdxl else []
-            if pipeline.do_classifier_free_guidance:
-                embeds.insert(0, uncond.embeds.repeat(batch, 1, 1))
-                pooled[:0] = [uncond.pooled.repeat(batch, 1)] if sdxl else []
-            previous = callback_kwargs["prompt_embeds"]
-            callback_kwargs["prompt_embeds"] = torch.cat(embeds).to(previous.device, previous.dtype)
-            if sdxl:
-                callback_kwargs["add_text_embeds"] = torch.cat(pooled).to(previous.device, previous.dtype)
+    def _add_image(self, step: sampling.Pass, request: GenerationRequest, inputs: img2img.ImageInputs,
+                   encoded: dict, first: int, batch_noise: torch.Tensor) -> None:
+        """Make `step` an img2img/inpaint pass from the job's init images (cycled over the batch)."""
+        count = batch_noise.shape[0]
+        picks = [(first + i) % len(inputs.images) for i in range(count)]
+        latents = torch.cat([encoded["latents"][i] for i in picks]).to(batch_noise.device)
+        if latents.shape[2:] != batch_noise.shape[2:]:   # "Just resize (latent upscale)"
+            latents = upscale_latents(latents, batch_noise.shape[2], batch_noise.shape[3], "Latent")
+        step.init_latents = img2img.fill_latents(latents, inputs.mask, request.inpainting_fill, batch_noise)
+        step.mask = inputs.mask
+        if encoded["masked"] is not None:
+            step.masked_image_latents = torch.cat([encoded["masked"][i] for i in picks]).to(batch_noise.device)
+        step.strength = request.denoising_strength
 
-        current = {"step": 0}
+    def _run_pass(self, model: LoadedModel, step: sampling.Pass, job: Job, refiner: "_Refiner | None",
+                  prepared) -> torch.Tensor:
+        """One pass; with a refiner, the base stops at "switch at" and the refiner does the remaining steps."""
+        live = bool(self.options.live_previews_enable)
+        every = int(self.options.show_progress_every_n_steps)
+        runs = step.runs_steps
+        if runs < 1:   # denoising strength 0: nothing to denoise, the image stays as it is
+            return step.init_latents
+        switch = int(runs * refiner.switch_at) if refiner is not None else runs
+        if refiner is None or switch >= runs:
+            return sampling.denoise(model, model.pipeline, step, job, live_previews=live, preview_every=every)
+        latents = step.init_latents
+        if switch > 0:
+            step.stop_after = switch
+            latents = sampling.denoise(model, model.pipeline, step, job, live_previews=live, preview_every=every,
+                                       progress_total=runs)
+        if job.should_stop:
+            return latents
+        job.textinfo = f"Refiner: {refiner.model.info.name}"
+        encoder = self._encoder(refiner.model, 1)
+        remaining = runs - switch
+        refined = dataclasses.replace(
+            step, plan=conditioning.schedule(encoder, prepared.text, prepared.negative_text, remaining),
+            init_latents=step.init_latents if step.init_latents is not None else latents, start_latents=latents,
+            masked_image_latents=None, strength=sampling.strength_for_remaining(remaining, step.steps),
+            stop_after=None)
+        return sampling.denoise(refiner.model, refiner.model.pipeline, refined, job, live_previews=live, preview_every=every,
+                                progress_offset=switch, progress_total=runs)
 
-        def on_step_end(pipeline, step, timestep, callback_kwargs):
-            current["step"] = step + 1
-            job.set_progress(step + 1, request.steps)
-            if self.options.live_previews_enable and preview_every > 0 and (step + 1) % preview_every == 0:
-                job.set_preview(latent_preview(callback_kwargs["latents"][0], model.family))
-            if job.should_stop:
-                pipeline._interrupt = True   # diffusers skips the remaining steps; what we have is decoded
-            elif step + 1 < request.steps and not plan.composable and plan.changes_at(step + 1):
-                step_conditioning(pipeline, step + 1, callback_kwargs)
-            return callback_kwargs
+    def _refiner_for(self, request: GenerationRequest, model: LoadedModel) -> "_Refiner | None":
+        if not request.refiner_checkpoint or request.refiner_switch_at >= 1.0:
+            return None
+        refiner = self.load(request.refiner_checkpoint, make_current=False)
+        if refiner.info.name == model.info.name:
+            return None
+        if refiner.family.startswith("sdxl") != model.family.startswith("sdxl") or refiner.spec.inpainting:
+            raise JobError(f"refiner_checkpoint: {refiner.info.name} ({refiner.spec.label}) cannot refine "
+                           f"{model.info.name} ({model.spec.label})")
+        return _Refiner(refiner, request.refiner_switch_at)
 
-        with contextlib.ExitStack() as stack:
-            if plan.composable:   # AND: the UNet answers with the weighted parts (they follow the steps themselves)
-                stack.enter_context(composable_unet(
-                    pipe.unet, lambda: (plan.parts_at(current["step"]), plan.at(current["step"])[1]),
-                    guided=request.cfg_scale > 1))
-                tensor_inputs = ["latents"]
-            return pipe(**kwargs, callback_on_step_end=on_step_end,
-                        callback_on_step_end_tensor_inputs=tensor_inputs).images
+    def _refiner_params(self, request: GenerationRequest, refiner: "_Refiner | None") -> dict:
+        if refiner is None:
+            return {}
+        return {"Refiner": f"{refiner.model.info.name} [{refiner.model.info.shorthash}]"
+                if refiner.model.info.shorthash else refiner.model.info.name,
+                "Refiner switch at": refiner.switch_at}
 
-    def _decode(self, model: LoadedModel, latents: torch.Tensor) -> list[Image.Image]:
-        vae = model.pipeline.vae
-        with torch.inference_mode():
-            scaled = latents.to(vae.dtype) / vae.config.scaling_factor
-            if getattr(vae.config, "shift_factor", None):
-                scaled = scaled + vae.config.shift_factor
-            decoded = vae.decode(scaled).sample
-            if self.manager.devices.nan_check and vae.dtype != torch.float32 and torch.isnan(decoded).any():
-                log.warning("VAE produced NaNs in %s; decoding again in fp32", vae.dtype)
-                vae.to(torch.float32)
-                decoded = vae.decode(scaled.float()).sample
-        return model.pipeline.image_processor.postprocess(decoded.float(), output_type="pil")
+    def _hires_pass(self, model: LoadedModel, request: GenerationRequest, hires: "_HiresPlan",
+                    latents: torch.Tensor, job: Job, encoder, prepared, seed_noise, seeds: list[int],
+                    refiner) -> torch.Tensor:
+        """Upscale the first pass (in latent space, or decoded, upscaled and encoded again) and denoise again."""
+        pipe = model.pipeline
+        job.textinfo = "Hires fix"
+        width, height = hires.target
+        if self.upscalers is not None and self.upscalers.is_latent(request.hr_upscaler):
+            scale = sampling.vae_scale(pipe)
+            cover_w, cover_h = hires.cover
+            upscaled = upscale_latents(latents, cover_h // scale, cover_w // scale, request.hr_upscaler)
+            top, left = (cover_h - height) // scale // 2, (cover_w - width) // scale // 2
+            upscaled = upscaled[:, :, top:top + height // scale, left:left + width // scale]
+        else:
+            decoded = sampling.decode(pipe, latents, nan_check=self.manager.devices.nan_check)
+            pictures = [self._upscale_to(image, width, height, request.hr_upscaler) for image in decoded]
+            upscaled = torch.cat([sampling.encode(pipe, [picture]) for picture in pictures])
+        steps = request.hr_second_pass_steps or request.steps
+        schedule = sampling.steps_for_strength(steps, request.denoising_strength, exact=True)
+        runs = int(schedule * request.denoising_strength)
+        text, negative = prepared.text, prepared.negative_text
+        if request.hr_prompt or request.hr_negative_prompt:
+            hr = extra_networks.prepare_prompt(request.hr_prompt or request.prompt,
+                                               request.hr_negative_prompt or request.negative_prompt,
+                                               request.styles, self.networks)
+            text, negative = hr.text, hr.negative_text
+        plan = conditioning.schedule(encoder, text, negative, max(runs, 1))
+        step = sampling.Pass(request.hr_sampler_name or request.sampler_name,
+                             request.hr_scheduler or request.scheduler, schedule, request.cfg_scale, width, height,
+                             plan, seed_noise(width, height), init_latents=upscaled.to(pipe.unet.device),
+                             strength=request.denoising_strength, seeds=seeds)
+        if model.spec.inpainting:   # the whole image is repainted: its conditioning image is all blank
+            blank = sampling.encode_masked(pipe, [Image.new("RGB", (width, height))], None)
+            step.masked_image_latents = blank.repeat(upscaled.shape[0], 1, 1, 1)
+        return self._run_pass(model, step, job, refiner, prepared)
+
+    def _upscale_to(self, image: Image.Image, width: int, height: int, upscaler: str) -> Image.Image:
+        """A pixel upscaler to cover width×height, then A1111's crop to the exact size."""
+        from modules import masking
+
+        scale = max(width / image.width, height / image.height)
+        if self.upscalers is not None and upscaler not in ("None", None):
+            image = self.upscalers.upscale(image, scale, upscaler)
+        return masking.resize_image(1, image, width, height)
 
     # ------------------------------------------------------------- infotext and files
 
@@ -423,7 +613,7 @@ class Generator:
         }
 
     def _infotext(self, model: LoadedModel, request: GenerationRequest, prepared, job_params: dict, clip_skip: int,
-                  seed: int, subseed: int) -> str:
+                  seed: int, subseed: int, extra: dict, denoised: bool) -> str:
         opts = self.options
         variation = request.subseed_strength > 0
         params = {
@@ -441,12 +631,13 @@ class Generator:
             "Variation seed strength": request.subseed_strength if variation else None,
             "Seed resize from": (f"{request.seed_resize_from_w}x{request.seed_resize_from_h}"
                                  if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0 else None),
+            "Denoising strength": request.denoising_strength if denoised else None,
             "Clip skip": clip_skip if clip_skip > 1 and not model.family.startswith("sdxl") else None,
             "RNG": opts.randn_source if opts.randn_source != "GPU" else None,
             "Tiling": True if request.tiling else None,
             "Version": INFOTEXT_VERSION if opts.add_version_to_infotext else None,
         }
-        return infotext.create_infotext(prepared.prompt, prepared.negative, params, job_params["extra"])
+        return infotext.create_infotext(prepared.prompt, prepared.negative, params, {**extra, **job_params["extra"]})
 
     def _pnginfo(self, text: str) -> str | None:
         return text if self.options.enable_pnginfo else None
@@ -456,7 +647,7 @@ class Generator:
         folder = self.paths.data / configured
         return folder.resolve()
 
-    def _save(self, image: Image.Image, option: str, seed: int, text: str, *, grid: bool = False):
+    def save(self, image: Image.Image, option: str, seed: int, text: str, *, grid: bool = False):
         opts = self.options
         save = images.save_grid if grid else images.save_image
         try:
@@ -488,7 +679,8 @@ class Generator:
             "sd_vae_name": vae_info.stem if vae_info else None,
             "sd_vae_hash": vae_info.shorthash() if vae_info else None,
             "seed_resize_from_w": request.seed_resize_from_w, "seed_resize_from_h": request.seed_resize_from_h,
-            "denoising_strength": None, "extra_generation_params": {},
+            "denoising_strength": request.denoising_strength if request.init_images or request.enable_hr else None,
+            "extra_generation_params": {},
             "index_of_first_image": result.index_of_first_image, "infotexts": result.infotexts,
             "styles": list(request.styles), "warnings": result.warnings, "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": clip_skip,
             "is_using_inpainting_conditioning": model.spec.inpainting, "version": INFOTEXT_VERSION,

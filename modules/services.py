@@ -9,6 +9,7 @@ import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modules import devices, extra_networks, paths as paths_module
 from modules.cmd_args import parse_args
@@ -17,7 +18,12 @@ from modules.models.manager import ModelManager
 from modules.models.registry import CheckpointRegistry, HashCache
 from modules.options import Options
 from modules.paths import Paths
+from modules.face_restoration import FaceRestorers
 from modules.processing import GenerationRequest, Generator
+from modules.upscalers import Upscalers
+
+if TYPE_CHECKING:
+    from modules.postprocessing import ExtrasRequest
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +39,27 @@ class Services:
     queue: JobQueue
     generator: Generator
     networks: extra_networks.ExtraNetworks
+    upscalers: Upscalers
+    restorers: FaceRestorers
 
     def submit_txt2img(self, request: GenerationRequest, job_id: str | None = None) -> Job:
         return self.queue.submit("txt2img", lambda job: self.generator.txt2img(request, job), job_id=job_id)
+
+    def submit_img2img(self, request: GenerationRequest, job_id: str | None = None) -> Job:
+        return self.queue.submit("img2img", lambda job: self.generator.img2img(request, job), job_id=job_id)
+
+    def submit_extras(self, request: "ExtrasRequest", inputs: list, job_id: str | None = None) -> Job:
+        """Extras (upscale, face restoration) on [(image, file name)]; runs on the worker, which owns the device."""
+        from modules import postprocessing
+
+        def run(job: Job):
+            try:
+                return postprocessing.run_extras(request, inputs, upscalers=self.upscalers, restorers=self.restorers,
+                                                 options=self.options, paths=self.paths, job=job)
+            except ValueError as error:   # an unknown upscaler, a broken model file, an over-large result
+                raise JobError(str(error), status=422) from None
+
+        return self.queue.submit("extras", run, job_id=job_id)
 
     def submit_model_switch(self, name: str) -> Job:
         """Load a checkpoint on the worker, the only thread that touches models; the job's result is its title."""
@@ -102,7 +126,11 @@ def create(args: argparse.Namespace | None = None) -> Services:
                                      hashing=not args.no_hashing)
     manager = ModelManager(registry, device_config, options)
     queue = JobQueue(max_waiting=int(options.queue_max_size))
-    generator = Generator(manager, options, paths, networks, prompt_history=not args.no_prompt_history)
+    upscalers = Upscalers(paths.models, device_config.device, device_config.dtype, options)
+    restorers = FaceRestorers(paths.models, device_config.device, device_config.dtype)
+    generator = Generator(manager, options, paths, networks, upscalers=upscalers,
+                          prompt_history=not args.no_prompt_history)
     return Services(args=args, paths=paths, options=options, devices=device_config, registry=registry,
-                    models=manager, queue=queue, generator=generator, networks=networks)
+                    models=manager, queue=queue, generator=generator, networks=networks, upscalers=upscalers,
+                    restorers=restorers)
 

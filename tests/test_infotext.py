@@ -216,6 +216,8 @@ def test_request_fields_conversion():
         "subseed": 9, "subseed_strength": 0.25, "seed_resize_from_w": 320, "seed_resize_from_h": 256,
         "clip_skip": 2, "tiling": True, "denoising_strength": 0.4, "hr_scale": 1.5,
         "hr_resize_x": 0, "hr_resize_y": 0, "enable_hr": True,
+        # A1111's defaults for the inpainting keys, filled in when the infotext lacks them
+        "inpainting_mask_invert": 0, "inpainting_fill": 1, "inpaint_full_res": False, "inpaint_full_res_padding": 32,
     }
     assert isinstance(result["fields"]["steps"], int) and isinstance(result["fields"]["cfg_scale"], float)
 
@@ -241,3 +243,14 @@ def test_request_fields_report_bad_values():
     assert result["fields"]["sampler_name"] == "Euler"
     for field in ("steps", "cfg_scale", "seed", "width", "height", "tiling", "subseed_strength"):
         assert field not in result["fields"]
+
+
+def test_inpainting_keys_map_to_request_fields():
+    text = create_infotext("a cat", "", {"Steps": 20, "Seed": 1, "Size": "512x512"}, {
+        "Mask blur": 8, "Mask mode": "Inpaint not masked", "Masked content": "latent noise",
+        "Inpaint area": "Only masked", "Masked area padding": 16})
+    fields = infotext_to_request_fields(parse_infotext(text))["fields"]
+    assert (fields["mask_blur"], fields["inpainting_mask_invert"], fields["inpainting_fill"],
+            fields["inpaint_full_res"], fields["inpaint_full_res_padding"]) == (8, 1, 2, True, 16)
+    bad = infotext_to_request_fields(parse_infotext(text.replace("latent noise", "sparkles")))
+    assert "Masked content" in bad["errors"] and "inpainting_fill" not in bad["fields"]

@@ -27,13 +27,13 @@ from modules.services import Services
 
 # Request fields this version cannot honour yet: asking for them is a clear 422, not a silent no-op.
 NOT_YET_SUPPORTED = {
-    "enable_hr": "hires fix is not available yet",
-    "restore_faces": "face restoration is not available yet",
-    "script_name": "scripts are not available yet",
+    "restore_faces": "face restoration during generation is not available; use /sdapi/v1/extra-single-image",
     "alwayson_scripts": "always-on scripts (ControlNet, ...) are not available yet",
-    "refiner_checkpoint": "the refiner is not available yet",
-    "firstpass_image": "hires fix is not available yet",
+    "firstpass_image": "starting hires fix from a given first-pass image is not available",
+    "latent_mask": "a separate latent mask is not available; send the mask in `mask`",
 }
+# Values of those fields that mean "not used".
+UNSET = (None, False, "", [], {}, "None", "Use same checkpoint")
 # override_settings keys that map onto request fields.
 OVERRIDE_FIELDS = {"sd_model_checkpoint": "checkpoint", "CLIP_stop_at_last_layers": "clip_skip", "sd_vae": "vae"}
 # Where a GenerationRequest field came from in the A1111 request, to name it in errors.
@@ -47,12 +47,69 @@ def validation_error(loc: list, message: str, kind: str = "value_error") -> HTTP
 
 
 def _wanted(value: Any) -> bool:
-    return value not in (None, False, "", [], {}, "None")
+    return value not in UNSET
+
+
+def _decode_image(value: str, loc: list):
+    try:
+        return images.decode_base64_image(value)
+    except ValueError as error:
+        raise validation_error(loc, str(error)) from None
+
+
+def _image_fields(body: models.Img2ImgRequest, services: Services) -> dict[str, Any]:
+    """img2img's own fields, images decoded (base64 or data URIs; URLs are refused)."""
+    if not body.init_images:
+        raise validation_error(["init_images"], "img2img needs at least one init image (base64 or data URI)")
+    if len(body.init_images) > 64:
+        raise validation_error(["init_images"], "at most 64 init images")
+    if body.initial_noise_multiplier not in (None, 1.0):
+        raise validation_error(["initial_noise_multiplier"], "only 1.0 (no extra noise) is supported",
+                               "not_supported")
+    fields: dict[str, Any] = {
+        "init_images": [_decode_image(value, ["init_images", index]) for index, value in enumerate(body.init_images)],
+        "mask": _decode_image(body.mask, ["mask"]) if body.mask else None,
+        "resize_mode": body.resize_mode,
+        "mask_blur": body.mask_blur if body.mask_blur is not None else body.mask_blur_x,
+        "inpainting_fill": body.inpainting_fill, "inpaint_full_res": bool(body.inpaint_full_res),
+        "inpaint_full_res_padding": body.inpaint_full_res_padding,
+        "inpainting_mask_invert": body.inpainting_mask_invert,
+    }
+    return fields
+
+
+def _hires_fields(body: models.Txt2ImgRequest) -> dict[str, Any]:
+    fields = {name: getattr(body, name) for name in (
+        "enable_hr", "hr_scale", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "hr_sampler_name",
+        "hr_scheduler", "hr_prompt", "hr_negative_prompt")}
+    fields["hr_upscaler"] = body.hr_upscaler or "Latent"
+    if _wanted(body.hr_checkpoint_name):
+        raise validation_error(["hr_checkpoint_name"], "a separate hires checkpoint is not available; use the "
+                               "refiner", "not_supported")
+    return fields
+
+
+def _script_fields(body, services: Services, image_mode: bool) -> dict[str, Any]:
+    from modules import img2img_scripts
+
+    if not _wanted(body.script_name):
+        return {}
+    name = img2img_scripts.find(body.script_name)
+    if name is None or not image_mode:
+        choices = list(img2img_scripts.SCRIPTS) if image_mode else []
+        raise validation_error(["script_name"], f"unknown script {body.script_name!r}; available: {choices}")
+    try:
+        named = img2img_scripts.positional_args(name, list(body.script_args or []), services.upscalers.names())
+        img2img_scripts.check_args(name, named, services.upscalers)
+    except ValueError as error:
+        raise validation_error(["script_args"], str(error)) from None
+    return {"script_name": name, "script_args": named}
 
 
 def to_generation_request(body: models.Txt2ImgRequest, services: Services) -> GenerationRequest:
+    image_mode = isinstance(body, models.Img2ImgRequest)
     for name, reason in NOT_YET_SUPPORTED.items():
-        if _wanted(getattr(body, name)):
+        if hasattr(body, name) and _wanted(getattr(body, name)):
             raise validation_error([name], reason, "not_supported")
     data: dict[str, Any] = {}
     if body.infotext:
@@ -72,6 +129,18 @@ def to_generation_request(body: models.Txt2ImgRequest, services: Services) -> Ge
         data["scheduler"] = body.scheduler or "Automatic"
     if "tiling" in explicit or "tiling" not in data:
         data["tiling"] = bool(body.tiling)
+    if body.denoising_strength is not None and ("denoising_strength" in explicit or "denoising_strength" not in data):
+        data["denoising_strength"] = body.denoising_strength
+    if image_mode:
+        data.update(_image_fields(body, services))
+    else:
+        data.update({k: v for k, v in _hires_fields(body).items()
+                     if k in explicit or k not in data or k == "hr_upscaler" and "hr_upscaler" not in data})
+    if _wanted(body.refiner_checkpoint):
+        data["refiner_checkpoint"] = body.refiner_checkpoint
+        if body.refiner_switch_at is not None:
+            data["refiner_switch_at"] = body.refiner_switch_at
+    data.update(_script_fields(body, services, image_mode))
     save = body.save_images
     data["save_images"] = save and not body.do_not_save_samples
     data["save_grid"] = save and not body.do_not_save_grid
@@ -81,7 +150,7 @@ def to_generation_request(body: models.Txt2ImgRequest, services: Services) -> Ge
             raise validation_error(["override_settings", key], reason)
         data[OVERRIDE_FIELDS[key]] = value
     try:
-        return validate_request(data, services.registry, services.networks)
+        return validate_request(data, services.registry, services.networks, services.upscalers)
     except ValidationError as error:
         raise request_validation_error(error) from None
 
@@ -149,11 +218,10 @@ def create_router(services: Services) -> APIRouter:
             await asyncio.sleep(0.02)
         return job
 
-    @router.post("/txt2img", response_model=models.ImageResponse)
-    async def txt2img(body: models.Txt2ImgRequest):
-        request = to_generation_request(body, services)
+    async def finished(submit, job_id: str | None = None) -> Job | JSONResponse:
+        """Submit, wait without holding a thread, and turn a failed job into A1111's error body."""
         try:
-            job = services.submit_txt2img(request, job_id=body.force_task_id)
+            job = submit(job_id=job_id)
         except QueueFull as error:
             raise HTTPException(status_code=429, detail=str(error)) from None
         await wait_for(job)
@@ -162,9 +230,90 @@ def create_router(services: Services) -> APIRouter:
         if job.state == "failed":
             return JSONResponse(status_code=job.error_status, content={"error": "GenerationError",
                                                                        "detail": job.error})
+        return job
+
+    @router.post("/txt2img", response_model=models.ImageResponse)
+    async def txt2img(body: models.Txt2ImgRequest):
+        request = to_generation_request(body, services)
+        job = await finished(lambda job_id: services.submit_txt2img(request, job_id=job_id), body.force_task_id)
+        if isinstance(job, JSONResponse):
+            return job
         result = job.result
         encoded = [encode_image(image) for image in result.images] if body.send_images else []
         return models.ImageResponse(images=encoded, parameters=body.model_dump(), info=result.info_json())
+
+    @router.post("/img2img", response_model=models.ImageResponse)
+    async def img2img(body: models.Img2ImgRequest):
+        request = to_generation_request(body, services)
+        job = await finished(lambda job_id: services.submit_img2img(request, job_id=job_id), body.force_task_id)
+        if isinstance(job, JSONResponse):
+            return job
+        result = job.result
+        pictures = list(result.images) + (list(request.init_images) if body.include_init_images else [])
+        encoded = [encode_image(image) for image in pictures] if body.send_images else []
+        parameters = body.model_dump()
+        if not body.include_init_images:   # A1111 does not echo the (large) images back
+            parameters.update(init_images=None, mask=None)
+        return models.ImageResponse(images=encoded, parameters=parameters, info=result.info_json())
+
+    def extras_request(body: models.ExtrasOptions):
+        from modules.postprocessing import validate_extras
+
+        data = body.model_dump(exclude={"image", "imageList"})
+        data["save_images"] = False   # A1111's API returns the images without saving them
+        try:
+            return validate_extras(data, services.upscalers)
+        except ValidationError as error:
+            raise request_validation_error(error) from None
+
+    async def run_extras(request, inputs) -> Job | JSONResponse:
+        return await finished(lambda job_id: services.submit_extras(request, inputs, job_id=job_id))
+
+    @router.post("/extra-single-image", response_model=models.ExtrasSingleImageResponse)
+    async def extra_single_image(body: models.ExtrasSingleImageRequest):
+        request = extras_request(body)
+        if not body.image:
+            raise validation_error(["image"], "an image is required (base64 or data URI)")
+        job = await run_extras(request, [(_decode_image(body.image, ["image"]), "")])
+        if isinstance(job, JSONResponse):
+            return job
+        result = job.result
+        image = result.images[0] if result.images else None
+        return models.ExtrasSingleImageResponse(html_info=result.html_info,
+                                                image=encode_image(image) if image is not None else None)
+
+    @router.post("/extra-batch-images", response_model=models.ExtrasBatchImagesResponse)
+    async def extra_batch_images(body: models.ExtrasBatchImagesRequest):
+        request = extras_request(body)
+        inputs = [(_decode_image(item.data, ["imageList", index, "data"]), item.name)
+                  for index, item in enumerate(body.imageList)]
+        job = await run_extras(request, inputs)
+        if isinstance(job, JSONResponse):
+            return job
+        result = job.result
+        return models.ExtrasBatchImagesResponse(html_info=result.html_info,
+                                                images=[encode_image(image) for image in result.images])
+
+    @router.get("/upscalers")
+    def upscalers():
+        services.upscalers.refresh()
+        return services.upscalers.api_list()
+
+    @router.get("/latent-upscale-modes")
+    def latent_upscale_modes():
+        from modules.upscalers import latent_api_list
+
+        return latent_api_list()
+
+    @router.get("/face-restorers")
+    def face_restorers():
+        return services.restorers.api_list()
+
+    @router.get("/scripts")
+    def scripts():
+        from modules import img2img_scripts
+
+        return {"txt2img": [], "img2img": [name.lower() for name in img2img_scripts.SCRIPTS]}
 
     @router.get("/progress", response_model=models.ProgressResponse)
     def progress(skip_current_image: bool = False, id: str | None = None):

@@ -72,6 +72,70 @@ class Txt2ImgRequest(BaseModel):
     infotext: str | None = None
 
 
+class Img2ImgRequest(Txt2ImgRequest):
+    """A1111's StableDiffusionImg2ImgProcessingAPI: txt2img's fields (hires fix excepted) plus the image ones,
+    with the API's defaults (which differ from the UI's: fill, only masked, no padding)."""
+
+    init_images: list[str] | None = None
+    resize_mode: int = 0
+    image_cfg_scale: float | None = None
+    mask: str | None = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_blur: int | None = None
+    mask_round: bool = True
+    inpainting_fill: int = 0
+    inpaint_full_res: bool | int = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+    latent_mask: str | None = None
+    include_init_images: bool = False
+    denoising_strength: float | None = 0.75
+
+
+class ExtrasOptions(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    resize_mode: int = 0
+    show_extras_results: bool = True
+    gfpgan_visibility: float = 0.0
+    codeformer_visibility: float = 0.0
+    codeformer_weight: float = 0.0
+    upscaling_resize: float = 2.0
+    upscaling_resize_w: int = 512
+    upscaling_resize_h: int = 512
+    upscaling_crop: bool = True
+    upscaler_1: str = "None"
+    upscaler_2: str = "None"
+    extras_upscaler_2_visibility: float = 0.0
+    upscale_first: bool = False
+
+
+class ExtrasSingleImageRequest(ExtrasOptions):
+    image: str = Field("", description="base64 image or data URI")
+
+
+class FileData(BaseModel):
+    model_config = ConfigDict(strict=True)
+    data: str = Field(..., description="base64 image or data URI")
+    name: str = Field("", max_length=1024)
+
+
+class ExtrasBatchImagesRequest(ExtrasOptions):
+    imageList: list[FileData] = Field(..., max_length=64)
+
+
+class ExtrasSingleImageResponse(BaseModel):
+    html_info: str
+    image: str | None = None
+
+
+class ExtrasBatchImagesResponse(BaseModel):
+    html_info: str
+    images: list[str]
+
+
 class ImageResponse(BaseModel):
     images: list[str] | None = Field(None, description="base64 PNG images with the infotext chunk")
     parameters: dict[str, Any]

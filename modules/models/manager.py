@@ -82,8 +82,12 @@ class ModelManager:
                 "and press the refresh button")
         return next((info for info in items if info.name not in self._failed), items[0])
 
-    def get(self, name: str | None = None) -> LoadedModel:
-        """Make the checkpoint current (loading it or taking it from the RAM cache) and return it."""
+    def get(self, name: str | None = None, *, make_current: bool = True) -> LoadedModel:
+        """Make the checkpoint current (loading it or taking it from the RAM cache) and return it.
+
+        With `make_current=False` (a refiner, used beside the current model for one job) it is loaded and put
+        on the device, but the current model and the remembered choice stay as they are.
+        """
         info = self.resolve(name)
         with self._lock:
             model = self._loaded.get(info.name)
@@ -98,7 +102,10 @@ class ModelManager:
                 self._failed.discard(info.name)
                 self._loaded[info.name] = model
             self._loaded.move_to_end(info.name)
-            if model is not self._current:
+            if not make_current:
+                model.pipeline.to(self.devices.device)
+                self._evict()
+            elif model is not self._current:
                 self._activate(model)
                 self._evict()
             return model
@@ -148,8 +155,12 @@ class ModelManager:
         limit = max(1, int(self.options.sd_checkpoints_limit))
         if len(self._loaded) <= limit:
             return
-        while len(self._loaded) > limit:
-            name, _ = self._loaded.popitem(last=False)
+        for name in list(self._loaded):   # least recently used first; the current model always stays
+            if len(self._loaded) <= limit:
+                break
+            if self._loaded[name] is self._current:
+                continue
+            del self._loaded[name]
             log.info("Unloaded %s from the RAM cache", name)
         self.release_memory()
 

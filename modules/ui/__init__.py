@@ -11,7 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from modules.ui import topbar, txt2img
+from modules.ui import extras, img2img, pnginfo, send_to, topbar, txt2img
 
 HERE = Path(__file__).resolve().parent
 
@@ -19,9 +19,17 @@ HERE = Path(__file__).resolve().parent
 def create_ui(services) -> gr.Blocks:
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
         bar = topbar.create_topbar(demo, services)
-        with gr.Tabs(elem_id="tabs"):
+        with gr.Tabs(elem_id="tabs") as tabs:   # A1111's order and tab ids
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
-                txt2img.create_tab(services, demo=demo, topbar=bar)
+                txt2img_tab = txt2img.create_tab(services, demo=demo, topbar=bar)
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+                img2img_tab = img2img.create_tab(services, demo=demo, topbar=bar)
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
+                extras_tab = extras.create_tab(services, demo=demo)
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
+                pnginfo_tab = pnginfo.create_tab()
+        send_to.connect(services, tabs=tabs, topbar=bar, txt2img=txt2img_tab, img2img=img2img_tab,
+                        extras=extras_tab, pnginfo=pnginfo_tab)
     return demo
 
 

@@ -1,7 +1,7 @@
 """The output panel of a generation tab: progress, live preview, gallery and infotext (A1111 ui_common)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 
@@ -16,6 +16,12 @@ class OutputPanel:
     info: gr.HTML
     generation: gr.State     # what the last result needs later: infotexts, seeds, subseeds, first image index
     selected: gr.State       # index of the gallery image the user picked (None = the first one)
+    send_buttons: dict[str, gr.Button] = field(default_factory=dict)   # target ("img2img", …) → button; send_to.py
+
+
+# The "Send to" buttons under each gallery, as A1111 (plus txt2img from img2img and extras).
+SEND_TARGETS = {"txt2img": ("img2img", "inpaint", "extras"), "img2img": ("txt2img", "img2img", "inpaint", "extras"),
+                "extras": ("txt2img", "img2img", "inpaint")}
 
 
 def infotext_html(text: str, seconds: float | None = None) -> str:
@@ -38,10 +44,14 @@ def create_output_panel(tabname: str) -> OutputPanel:
                            visible=False, format="jpeg", buttons=[], height=512)
         gallery = gr.Gallery(label="Output", show_label=False, elem_id=f"{tabname}_gallery", columns=4,
                              format="png", object_fit="contain", preview=True, height=512, interactive=False)
+        with gr.Row(elem_id=f"{tabname}_send_buttons", elem_classes=["send-buttons"]):
+            send_buttons = {target: gr.Button(f"Send to {target}", elem_id=f"{tabname}_send_to_{target}",
+                                              size="sm", min_width=0)
+                            for target in SEND_TARGETS.get(tabname, ())}
         info = gr.HTML("", elem_id=f"html_info_{tabname}", elem_classes=["infotext-panel"], js_on_load=None)
     generation = gr.State({})
     selected = gr.State(None)
-    panel = OutputPanel(progress, preview, gallery, info, generation, selected)
+    panel = OutputPanel(progress, preview, gallery, info, generation, selected, send_buttons)
 
     def show_selected(generation: dict, evt: gr.SelectData):
         infotexts = (generation or {}).get("infotexts") or []

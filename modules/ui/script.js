@@ -70,3 +70,121 @@
 
     new MutationObserver(applyTitles).observe(document.documentElement, {childList: true, subtree: true});
 })();
+
+// ---- img2img tab, Hires. fix and Refiner (modules/ui/img2img.py, txt2img.py) ----------------------------
+(function () {
+    "use strict";
+
+    // Which of `panels` ({key: elem_id of a gr.Tab}) is shown; A1111 reads the mode of img2img the same way.
+    window.img2imgSelectedTab = function (panels, fallback) {
+        for (const [key, id] of Object.entries(panels)) {
+            const panel = document.getElementById(id);
+            if (panel && panel.offsetParent !== null) {
+                return key;
+            }
+        }
+        return fallback;
+    };
+
+    // The inpaint controls are shown on the inpaint sub-tabs only (style.css keys on this attribute).
+    window.img2imgShowModeControls = function () {
+        const modes = {
+            img2img: "img2img_img2img_tab", sketch: "img2img_img2img_sketch_tab", inpaint: "img2img_inpaint_tab",
+            inpaint_sketch: "img2img_inpaint_sketch_tab", inpaint_upload: "img2img_inpaint_upload_tab",
+            batch: "img2img_batch_tab",
+        };
+        // The newly selected panel is laid out on the next frame.
+        requestAnimationFrame(function () {
+            document.body.dataset.img2imgMode = window.img2imgSelectedTab(modes, "img2img");
+        });
+    };
+
+    // A1111's InputAccordion: a checkbox in the accordion header that enables it (Hires. fix, Refiner). The
+    // value lives in a hidden gr.Checkbox (class "for-<accordion id>"); opening the accordion ticks it until
+    // the header checkbox is used directly.
+    function parts(accordion) {
+        return {
+            labelWrap: accordion.querySelector(".label-wrap"),
+            hidden: document.querySelector(".for-" + accordion.id + " input[type=checkbox]"),
+        };
+    }
+
+    function setHidden(accordion, checked) {
+        const hidden = parts(accordion).hidden;
+        if (hidden && hidden.checked !== checked) {
+            hidden.click();
+        }
+    }
+
+    function setupInputAccordion(accordion) {
+        const {labelWrap, hidden} = parts(accordion);
+        if (accordion.visibleCheckbox || !labelWrap || !hidden) {
+            return;
+        }
+        const box = document.createElement("input");
+        box.type = "checkbox";
+        box.id = accordion.id + "-visible-checkbox";
+        box.className = "input-accordion-checkbox";
+        box.checked = hidden.checked;
+        labelWrap.insertBefore(box, labelWrap.firstChild);
+        accordion.visibleCheckbox = box;
+        accordion.linked = true;
+        box.addEventListener("click", function (event) {
+            event.stopPropagation();   // ticking the box does not fold the accordion
+            accordion.linked = false;
+            setHidden(accordion, box.checked);
+        });
+        new MutationObserver(function () {
+            const open = labelWrap.classList.contains("open");
+            if (accordion.linked && open !== box.checked) {
+                box.checked = open;
+                setHidden(accordion, open);
+            }
+        }).observe(labelWrap, {attributes: true, attributeFilter: ["class"]});
+    }
+
+    // Called when the hidden checkbox changes (a click, or ↙️ paste): the header shows it, and it opens.
+    window.inputAccordionChecked = function (id, checked) {
+        const accordion = document.getElementById(id);
+        if (!accordion) {
+            return;
+        }
+        setupInputAccordion(accordion);
+        if (accordion.visibleCheckbox) {
+            accordion.visibleCheckbox.checked = checked;
+        }
+        const labelWrap = accordion.querySelector(".label-wrap");
+        if (checked && labelWrap && !labelWrap.classList.contains("open")) {
+            labelWrap.click();
+        }
+    };
+
+    new MutationObserver(function () {
+        document.querySelectorAll(".input-accordion").forEach(setupInputAccordion);
+    }).observe(document.documentElement, {childList: true, subtree: true});
+})();
+// ---- end img2img / Hires. fix / Refiner -------------------------------------------------------------------
+
+// ---- PNG Info, Extras and "Send to" (modules/ui/pnginfo.py, extras.py, send_to.py): hover texts -------------
+(function () {
+    "use strict";
+    const titles = {
+        "txt2img_tab": "Send the image's generation parameters to txt2img",
+        "img2img_tab": "Send the image and its generation parameters to img2img",
+        "inpaint_tab": "Send the image and its generation parameters to img2img's Inpaint tab",
+        "extras_tab": "Send the image to Extras",
+        "extras_generate": "Upscale and restore faces",
+        "upscaling_res_switch_btn": "Switch width/height",
+        "extras_refresh_upscalers": "Rescan the upscaler model folders",
+    };
+    function applyTitles() {
+        for (const [id, title] of Object.entries(titles)) {
+            const element = document.getElementById(id);
+            if (element && !element.title) {
+                element.title = title;
+            }
+        }
+    }
+    new MutationObserver(applyTitles).observe(document.documentElement, {childList: true, subtree: true});
+})();
+// ---- end PNG Info / Extras / Send to ------------------------------------------------------------------------

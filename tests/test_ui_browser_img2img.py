@@ -1,0 +1,129 @@
+"""The img2img tab and the Hires. fix accordion in a real browser (Playwright + Debian's Chromium, headless).
+
+Set SKIP_BROWSER_TESTS=1 to skip these where no Chromium can be installed.
+"""
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from tests.fixtures.server import start_server
+from tests.fixtures.tiny_checkpoints import build_tiny_model, write_safetensors
+
+GENERATE_TIMEOUT = 180   # seconds for the first image (includes loading the tiny checkpoint)
+
+
+@pytest.fixture
+def server(tmp_path):
+    checkpoint = tmp_path / "models" / "Stable-diffusion" / "tiny-sd1.safetensors"
+    checkpoint.parent.mkdir(parents=True)
+    write_safetensors(build_tiny_model("sd1"), checkpoint)
+    running = start_server(tmp_path)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def page(browser, server):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.goto(server.url, wait_until="domcontentloaded")
+    page.wait_for_function(
+        "() => (document.querySelector('#setting_sd_model_checkpoint input') || {}).value?.includes('tiny-sd1')",
+        timeout=60_000)
+    yield page
+    page.close()
+
+
+def _set_slider(page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+    box.blur()
+
+
+def _saved_sizes(folder) -> list[tuple[int, int]]:
+    sizes = []
+    for path in sorted(folder.rglob("*.png")):
+        with Image.open(path) as image:
+            sizes.append(image.size)
+    return sizes
+
+
+def _wait_idle(page, tab: str) -> None:
+    page.wait_for_function(f"() => document.querySelector('#{tab}_generate').offsetParent !== null"
+                           f" && !document.querySelector('#{tab}_interrupt')?.offsetParent", timeout=30_000)
+
+
+def test_inpaint_with_a_painted_mask(page, server, tmp_path):
+    try:
+        picture = tmp_path / "input.png"
+        Image.new("RGB", (96, 64), (200, 30, 30)).save(picture)
+        page.get_by_role("tab", name="img2img", exact=True).first.click()
+        page.locator("#img2img_prompt textarea").fill("a red wall")
+
+        # Generate without an image: a clear error, and the tab is idle again.
+        page.locator("#img2img_generate").click()
+        page.get_by_text("img2img: upload an image first").wait_for(timeout=20_000)
+        _wait_idle(page, "img2img")
+        for close in page.locator(".toast-close").all():
+            close.click()
+
+        page.get_by_role("tab", name="Inpaint", exact=True).click()
+        page.locator("#inpaint_controls").first.wait_for(state="visible", timeout=10_000)
+        page.locator("#img2maskimg input[type=file]").set_input_files(str(picture))
+        canvas = page.locator("#img2maskimg canvas").first
+        canvas.wait_for(timeout=20_000)
+        page.wait_for_timeout(1000)   # the editor fits the picture into the canvas
+        box = canvas.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x - 60, y - 30)   # the brush is the editor's tool after an upload
+        page.mouse.down()
+        for step in range(1, 11):
+            page.mouse.move(x - 60 + step * 12, y - 30 + step * 6)
+        page.mouse.up()
+
+        _set_slider(page, "img2img_width", 64)
+        _set_slider(page, "img2img_height", 64)
+        _set_slider(page, "img2img_steps", 2)
+        page.locator("#img2img_generate").click()
+        page.locator("#img2img_gallery img").first.wait_for(timeout=GENERATE_TIMEOUT * 1000)
+        page.wait_for_function(
+            "() => document.querySelector('#html_info_img2img').innerText.includes('Steps:')", timeout=30_000)
+        text = page.locator("#html_info_img2img").inner_text()
+        assert "Denoising strength: 0.75" in text, text
+        assert "Mask blur: 4" in text, text
+        assert "Size: 64x64" in text, text
+        _wait_idle(page, "img2img")
+        assert _saved_sizes(tmp_path / "outputs" / "img2img-images") == [(64, 64)]
+        assert not page.errors, page.errors
+    except Exception:
+        print(server.log())
+        raise
+
+
+def test_txt2img_hires_fix_doubles_the_size(page, server, tmp_path):
+    try:
+        page.locator("#txt2img_prompt textarea").fill("a lighthouse")
+        _set_slider(page, "txt2img_width", 64)
+        _set_slider(page, "txt2img_height", 64)
+        _set_slider(page, "txt2img_steps", 2)
+        page.locator("#txt2img_hr-visible-checkbox").check()   # the checkbox in the accordion header
+        page.get_by_text("to 128x128").wait_for(timeout=10_000)
+        _set_slider(page, "txt2img_hires_steps", 2)
+
+        page.locator("#txt2img_generate").click()
+        page.locator("#txt2img_gallery img").first.wait_for(timeout=GENERATE_TIMEOUT * 1000)
+        page.wait_for_function(
+            "() => document.querySelector('#html_info_txt2img').innerText.includes('Steps:')", timeout=30_000)
+        text = page.locator("#html_info_txt2img").inner_text()
+        assert "Size: 64x64" in text and "Hires upscale: 2" in text and "Hires upscaler: Latent" in text, text
+        _wait_idle(page, "txt2img")
+        assert _saved_sizes(tmp_path / "outputs" / "txt2img-images") == [(128, 128)]
+        width = page.locator("#txt2img_gallery img").first.evaluate("img => img.naturalWidth")
+        assert width == 128
+        assert not page.errors, page.errors
+    except Exception:
+        print(server.log())
+        raise
