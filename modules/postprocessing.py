@@ -138,7 +138,8 @@ def _postprocessing_text(info: dict) -> str:
     return ", ".join(f"{key}: {infotext.quote(str(value))}" for key, value in info.items())
 
 
-def _save(image: Image.Image, name: str, text: str, parameters: str | None, options, paths) -> Path:
+def _save(image: Image.Image, name: str, text: str, parameters: str | None, options, paths,
+          output_dir: Path | None = None) -> Path:
     """A1111 saves Extras results as outputs/extras-images/NNNNN.png (no date folder, no seed), or
     <original name>-NNNN.png when the input had a file name."""
     extension = options.samples_format
@@ -147,15 +148,16 @@ def _save(image: Image.Image, name: str, text: str, parameters: str | None, opti
     # PNG keeps "parameters" and gains "postprocessing"/"extras" from image.info; JPEG and WebP have one
     # comment, which gets the postprocessing text as in A1111.
     comment = parameters if extension == "png" else text
-    folder = (paths.data / options.outdir_extras_samples).resolve()
+    folder = output_dir or (paths.data / options.outdir_extras_samples).resolve()
     basename = Path(name).stem if name else ""
     return images.save_numbered(image, folder, basename=basename, extension=extension,
                                 infotext=comment if options.enable_pnginfo else None)
 
 
 def run_extras(request: ExtrasRequest, inputs: list[tuple[Image.Image, str]], *, upscalers, restorers, options,
-               paths, job=None) -> ExtrasResult:
-    """Run the Extras operations on each (image, original file name or "") and save the results.
+               paths, job=None, output_dir: Path | None = None) -> ExtrasResult:
+    """Run the Extras operations on each (image, original file name or "") and save the results (in
+    `output_dir` when given: Batch from Directory's output folder).
 
     Raises ValueError for outputs over the size limit before any image is processed. An interrupted job
     stops after the current image; the images done so far are returned.
@@ -183,7 +185,7 @@ def run_extras(request: ExtrasRequest, inputs: list[tuple[Image.Image, str]], *,
         image.info = {**existing, **({"parameters": parameters} if parameters else {}),
                       "postprocessing": text, "extras": text}
         if request.save_images:
-            result.saved.append(str(_save(image, name, text, parameters, options, paths)))
+            result.saved.append(str(_save(image, name, text, parameters, options, paths, output_dir)))
         result.images.append(image)
         result.infotexts.append(text)
     if result.infotexts:

@@ -48,14 +48,17 @@ class Services:
     def submit_img2img(self, request: GenerationRequest, job_id: str | None = None) -> Job:
         return self.queue.submit("img2img", lambda job: self.generator.img2img(request, job), job_id=job_id)
 
-    def submit_extras(self, request: "ExtrasRequest", inputs: list, job_id: str | None = None) -> Job:
-        """Extras (upscale, face restoration) on [(image, file name)]; runs on the worker, which owns the device."""
+    def submit_extras(self, request: "ExtrasRequest", inputs: list, job_id: str | None = None,
+                      output_dir: Path | None = None) -> Job:
+        """Extras (upscale, face restoration) on [(image, file name)]; runs on the worker, which owns the device.
+        `output_dir`: save there instead of outputs/extras-images (Batch from Directory)."""
         from modules import postprocessing
 
         def run(job: Job):
             try:
                 return postprocessing.run_extras(request, inputs, upscalers=self.upscalers, restorers=self.restorers,
-                                                 options=self.options, paths=self.paths, job=job)
+                                                 options=self.options, paths=self.paths, job=job,
+                                                 output_dir=output_dir)
             except ValueError as error:   # an unknown upscaler, a broken model file, an over-large result
                 raise JobError(str(error), status=422) from None
 

@@ -11,11 +11,14 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import spandrel
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:   # spandrel is imported when the first model runs: it takes seconds
+    import spandrel
 
 from modules.models import files
 
@@ -61,6 +64,8 @@ def latent_api_list() -> list[dict]:
 def _registry() -> spandrel.ArchRegistry:
     """spandrel's architectures plus the extra ones (CodeFormer, SRFormer, ...), in a private copy so
     spandrel's global registry is never changed."""
+    import spandrel
+
     global _REGISTRY
     with _REGISTRY_LOCK:
         if _REGISTRY is None:
@@ -79,6 +84,8 @@ _REGISTRY_LOCK = threading.Lock()
 def load_descriptor(path: Path, device: torch.device, dtype: torch.dtype) -> spandrel.ModelDescriptor:
     """A spandrel model from a file read safely, on `device`, in `dtype` when the architecture supports it
     (else fp32). Raises UpscalerError naming the file and the reason. Shared with face restoration."""
+    import spandrel
+
     try:
         data = files.load_object(path)
     except files.ModelFileError as error:
@@ -273,6 +280,8 @@ class Upscalers:
 
     def _run_tiled(self, model: spandrel.ImageModelDescriptor, image: Image.Image, job) -> Image.Image:
         """One model pass over `image`, in overlapping tiles blended with feathered weights."""
+        import spandrel
+
         tile = int(self.options.ESRGAN_tile)
         overlap = int(self.options.ESRGAN_tile_overlap)
         source = image_to_tensor(image, model.device, model.dtype)

@@ -1,4 +1,5 @@
 """The Extras backend: validation, sizes, upscaler 2 blend, infotext, saving; face restoration's crop/paste."""
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -7,8 +8,8 @@ import torch
 from PIL import Image, PngImagePlugin
 from pydantic import ValidationError
 
+from modules.face_detection import FACE_TEMPLATE
 from modules.face_restoration import (
-    FACE_TEMPLATE,
     FaceRestorationError,
     FaceRestorers,
     restore_with,
@@ -195,3 +196,17 @@ def test_png_without_pnginfo_has_no_text(env):
     with Image.open(result.saved[0]) as png:
         assert isinstance(png, PngImagePlugin.PngImageFile) and "parameters" not in png.info
         assert "postprocessing" not in png.info
+
+
+def test_batch_from_a_directory_can_save_to_its_own_output_folder(tmp_path):
+    from modules.options import Options
+
+    options = Options(None)
+    upscalers = Upscalers(tmp_path / "models", torch.device("cpu"), torch.float32, options)
+    request = validate_extras({"upscaling_resize": 2.0, "upscaler_1": "Lanczos"}, upscalers)
+    target = tmp_path / "chosen"
+    result = run_extras(request, [(Image.new("RGB", (20, 10), "red"), "holiday.jpg")], upscalers=upscalers,
+                        restorers=None, options=options, paths=SimpleNamespace(data=tmp_path), output_dir=target)
+    saved = [Path(path) for path in result.saved]
+    assert [path.parent for path in saved] == [target] and saved[0].name.startswith("holiday")
+    assert Image.open(saved[0]).size == (40, 20)

@@ -70,6 +70,7 @@ def test_inpaint_with_a_painted_mask(page, server, tmp_path):
         for close in page.locator(".toast-close").all():
             close.click()
 
+        assert not page.locator("#inpaint_controls").first.is_visible()   # shown on the inpaint sub-tabs only
         page.get_by_role("tab", name="Inpaint", exact=True).click()
         page.locator("#inpaint_controls").first.wait_for(state="visible", timeout=10_000)
         page.locator("#img2maskimg input[type=file]").set_input_files(str(picture))

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from modules import images, infotext, samplers
-from modules.ui import pnginfo, send_to
+from modules.ui import paste, pnginfo, send_to
 
 HIRES_INFOTEXT = (
     "a castle on a hill, (masterpiece:1.2)\n"
@@ -140,12 +140,12 @@ def test_values_are_shaped_for_the_receiving_components():
         sampler = gr.Dropdown(samplers.sampler_names())
         steps = gr.Slider(1, 150, step=1)
     warnings: list[str] = []
-    assert send_to.component_value("inpainting_fill", by_index, 2, warnings) == "latent noise"
-    assert send_to.component_value("inpaint_full_res", by_label, True, warnings) == "Only masked"
-    assert send_to.component_value("sampler_name", sampler, "Euler a", warnings) == "Euler a"
+    assert paste.component_value("inpainting_fill", by_index, 2, warnings) == "latent noise"
+    assert paste.component_value("inpaint_full_res", by_label, True, warnings) == "Only masked"
+    assert paste.component_value("sampler_name", sampler, "Euler a", warnings) == "Euler a"
     assert not warnings
-    assert send_to.component_value("sampler_name", sampler, "Mystery", warnings) is None
-    assert send_to.component_value("steps", steps, 400, warnings) == 150
+    assert paste.component_value("sampler_name", sampler, "Mystery", warnings) is None
+    assert paste.component_value("steps", steps, 400, warnings) == 150
     assert len(warnings) == 2 and "Mystery" in warnings[0] and "400" in warnings[1]
 
 

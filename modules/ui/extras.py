@@ -112,6 +112,9 @@ def create_tab(services, demo: gr.Blocks | None = None) -> ExtrasTab:
                     input_dir = gr.Textbox(label="Input directory", interactive=not hide_dirs,
                                            placeholder="A folder on the machine the server runs on.",
                                            elem_id="extras_batch_input_dir")
+                    output_dir = gr.Textbox(label="Output directory", interactive=not hide_dirs,
+                                            placeholder="Leave blank to save images to the default path.",
+                                            elem_id="extras_batch_output_dir")
                     show_results = gr.Checkbox(True, label="Show result images", elem_id="extras_show_extras_results")
             with gr.Group(elem_id="extras_upscale"):
                 with gr.Tabs(elem_id="extras_resize_mode"):
@@ -196,7 +199,7 @@ def create_tab(services, demo: gr.Blocks | None = None) -> ExtrasTab:
         return {generate: gr.update(visible=True), interrupt: gr.update(visible=False),
                 output.progress: gr.update(visible=False, value=""), job_id: None}
 
-    async def run(current_mode, image, batch_files, folder, *values):
+    async def run(current_mode, image, batch_files, folder, out_folder, *values):
         data = request_data(dict(zip(names, values)))
         try:
             request = validate_extras(data, services.upscalers)
@@ -211,8 +214,14 @@ def create_tab(services, demo: gr.Blocks | None = None) -> ExtrasTab:
             inputs = collect_inputs(current_mode, image, batch_files, folder, hide_dirs)
         except ValueError as error:
             raise gr.Error(escape_multiline(str(error)), title="Extras", print_exception=False) from None
+        target = None
+        if current_mode == DIRECTORY and (out_folder or "").strip():
+            target = Path(out_folder.strip()).expanduser()
+            if target.exists() and not target.is_dir():
+                raise gr.Error(html.escape(f"Output directory {out_folder.strip()!r} is a file, not a folder"),
+                               title="Extras", print_exception=False)
         try:
-            job = services.submit_extras(request, inputs)
+            job = services.submit_extras(request, inputs, output_dir=target)
         except QueueFull as error:
             raise gr.Error(html.escape(str(error)), title="Queue full", print_exception=False) from None
         yield {generate: gr.update(visible=False), interrupt: gr.update(visible=True), job_id: job.id,
@@ -237,7 +246,7 @@ def create_tab(services, demo: gr.Blocks | None = None) -> ExtrasTab:
                                        "seconds": seconds},
                    output.selected: None}
 
-    event = generate.click(run, inputs=[mode, image, files, input_dir, *fields.values()],
+    event = generate.click(run, inputs=[mode, image, files, input_dir, output_dir, *fields.values()],
                            outputs=outputs, show_progress="hidden", concurrency_limit=None, api_visibility=PRIVATE)
     event.failure(idle, outputs=busy_outputs, queue=False, show_progress="hidden", api_visibility=PRIVATE)
     interrupt.click(lambda current: services.queue.interrupt(current) if current else None, inputs=[job_id],

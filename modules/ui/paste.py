@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
+
 from modules import infotext, samplers
 
 # A1111's inpaint infotext values, in the order of the request's integer fields (inpainting_fill 0–3,
@@ -57,26 +59,31 @@ def parsed_fields(parsed: dict, warnings: list[str]) -> dict[str, Any]:
     return fields
 
 
-def inpaint_fields(parsed: dict, warnings: list[str]) -> dict[str, Any]:
-    """A1111's inpaint keys (Mask blur, Mask mode, Masked content, Inpaint area, Masked area padding) →
-    request fields (integers and a bool, as the request takes them); parse_infotext fills in A1111's defaults
-    for the ones an infotext lacks."""
-    fields: dict[str, Any] = {}
-    for key, field, labels in (("Masked content", "inpainting_fill", MASKED_CONTENT),
-                               ("Mask mode", "inpainting_mask_invert", MASK_MODES),
-                               ("Inpaint area", "inpaint_full_res", INPAINT_AREAS)):
-        if key not in parsed:
-            continue
-        if parsed[key] in labels:
-            index = labels.index(parsed[key])
-            fields[field] = bool(index) if field == "inpaint_full_res" else index
-        else:
-            warnings.append(f"{key}: not one of {', '.join(labels)}: {parsed[key]!r}")
-    for key, field in (("Mask blur", "mask_blur"), ("Masked area padding", "inpaint_full_res_padding")):
-        if key in parsed:
-            text = str(parsed[key]).strip()
-            if text.isdigit():
-                fields[field] = int(text)
-            else:
-                warnings.append(f"{key}: not a whole number: {parsed[key]!r}")
-    return fields
+# Radio labels for request fields that the request holds as indices (or a bool).
+CHOICE_LABELS = {"inpainting_fill": MASKED_CONTENT, "inpainting_mask_invert": MASK_MODES,
+                 "inpaint_full_res": INPAINT_AREAS}
+
+
+def component_value(name: str, component, value, warnings: list[str]):
+    """A request value as `component` takes it; None when it cannot show it (then `warnings` says so)."""
+    choices = getattr(component, "choices", None)
+    if isinstance(component, (gr.Radio, gr.Dropdown)) and choices is not None:
+        offered = [choice[1] if isinstance(choice, tuple) else choice for choice in choices]
+        labels = CHOICE_LABELS.get(name)
+        if getattr(component, "type", "value") == "index" and isinstance(value, (int, bool)):
+            return offered[int(value)] if 0 <= int(value) < len(offered) else None
+        if labels is not None and isinstance(value, (int, bool)) and labels[int(value)] in offered:
+            return labels[int(value)]
+        if getattr(component, "multiselect", False) or getattr(component, "allow_custom_value", False):
+            return value
+        if value not in offered:
+            warnings.append(f"{getattr(component, 'label', None) or name}: {value!r} is not available here")
+            return None
+        return value
+    if isinstance(component, gr.Slider):
+        low, high = component.minimum, component.maximum
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
+            clamped = min(max(value, low), high)
+            warnings.append(f"{component.label or name}: {value} is outside {low}–{high}; using {clamped}")
+            return clamped
+    return value

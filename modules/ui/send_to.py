@@ -37,8 +37,6 @@ HIRES_FIELDS = frozenset({"enable_hr", "hr_scale", "hr_upscaler", "hr_second_pas
                           "hr_resize_y", "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt"})
 
 # Request values that are indexes into a list of labels, for a radio that shows the labels.
-CHOICE_LABELS = {"inpainting_fill": paste.MASKED_CONTENT, "inpainting_mask_invert": paste.MASK_MODES,
-                 "inpaint_full_res": paste.INPAINT_AREAS}
 
 
 # ---------------------------------------------------------------- infotext → values (no Gradio)
@@ -55,7 +53,6 @@ def field_values(services, parsed: dict, target: str, warnings: list[str], *,
     if parsed:   # no infotext: only the image's size
         values = {"extra": False, "enable_hr": False, "enable_refiner": False}
         values.update(txt2img.pasted_values(services, paste.parsed_fields(parsed, warnings)))
-        values.update(paste.inpaint_fields(parsed, warnings))
     if target != "txt2img":
         values = {name: value for name, value in values.items() if name not in HIRES_FIELDS}
     if image_size is not None:
@@ -77,31 +74,6 @@ def checkpoint_title(parsed: dict, registry, shown: str | None, warnings: list[s
             return info.title if info.title != shown else None
     warnings.append(f"Model: {' '.join(named)} is not in the checkpoint folder; keeping the current checkpoint")
     return None
-
-
-def component_value(name: str, component, value, warnings: list[str]):
-    """A request value as `component` takes it; None when it cannot show it (then `warnings` says so)."""
-    choices = getattr(component, "choices", None)
-    if isinstance(component, (gr.Radio, gr.Dropdown)) and choices is not None:
-        offered = [choice[1] if isinstance(choice, tuple) else choice for choice in choices]
-        labels = CHOICE_LABELS.get(name)
-        if getattr(component, "type", "value") == "index" and isinstance(value, (int, bool)):
-            return offered[int(value)] if 0 <= int(value) < len(offered) else None
-        if labels is not None and isinstance(value, (int, bool)) and labels[int(value)] in offered:
-            return labels[int(value)]
-        if getattr(component, "multiselect", False) or getattr(component, "allow_custom_value", False):
-            return value
-        if value not in offered:
-            warnings.append(f"{getattr(component, 'label', None) or name}: {value!r} is not available here")
-            return None
-        return value
-    if isinstance(component, gr.Slider):
-        low, high = component.minimum, component.maximum
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
-            clamped = min(max(value, low), high)
-            warnings.append(f"{component.label or name}: {value} is outside {low}–{high}; using {clamped}")
-            return clamped
-    return value
 
 
 # ---------------------------------------------------------------- the wiring
@@ -148,7 +120,7 @@ def _updates(services, target: Target, name: str, parsed: dict, image: Image.Ima
         component = target.fields.get(field)
         if component is None or value is None:
             continue
-        value = component_value(field, component, value, warnings)
+        value = paste.component_value(field, component, value, warnings)
         if value is not None:
             updates[component] = value
     if target.image is not None and image is not None:

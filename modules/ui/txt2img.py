@@ -514,7 +514,13 @@ def paste_handler(services, fields: dict):
             log.warning("could not parse infotext: %s", error)
             gr.Warning(html.escape(f"Could not read generation parameters: {error}"), title="Paste")
             return {}
+        updates = {}
+        for name, value in pasted_values(services, parsed).items():
+            if name in fields:   # as the component takes it (a radio's label, a slider's range)
+                shown = paste.component_value(name, fields[name], value, warnings)
+                if shown is not None:
+                    updates[fields[name]] = shown
         if warnings:
             gr.Warning(escape_multiline("Not pasted: " + "\n".join(warnings)), title="Paste")
-        return {fields[name]: value for name, value in pasted_values(services, parsed).items() if name in fields}
+        return updates
     return handler
