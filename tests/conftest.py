@@ -86,3 +86,17 @@ def browser():
             yield instance
         finally:
             instance.close()
+
+
+@pytest.fixture
+def tiny_sd1_server(tmp_path):
+    """webui.py serving a data dir (tmp_path) with one tiny SD1 checkpoint, tiny-sd1.safetensors."""
+    from tests.fixtures.server import start_server
+    from tests.fixtures.tiny_checkpoints import build_tiny_model, write_safetensors
+
+    checkpoint = tmp_path / "models" / "Stable-diffusion" / "tiny-sd1.safetensors"
+    checkpoint.parent.mkdir(parents=True)
+    write_safetensors(build_tiny_model("sd1"), checkpoint)
+    server = start_server(tmp_path)
+    yield server
+    server.stop()

@@ -304,3 +304,20 @@ def test_samplers_that_add_noise_each_step_repeat_with_the_same_seed(services, s
     image = run(services, init_images=[photo()], sampler_name=sampler, seed=21).images[0]
     assert np.array_equal(pixels(image), pixels(run(services, init_images=[photo()], sampler_name=sampler,
                                                     seed=21).images[0]))
+
+
+@pytest.mark.parametrize("model", ["tiny_esrgan_2x", "tiny_compact_x4"])
+def test_hires_fix_and_img2img_resizing_with_an_upscaler_model(services, model):
+    from tests.fixtures.tiny_upscalers import write_upscaler_models
+
+    write_upscaler_models(services.paths.models)
+    services.upscalers.refresh()
+    result = run(services, kind="txt2img", enable_hr=True, hr_upscaler=model, hr_scale=2.0)
+    assert result.images[0].size == (128, 128)
+    assert f"Hires upscaler: {model}" in result.images[0].info["parameters"]
+    # and as img2img's upscaler for enlarging inputs (A1111's upscaler_for_img2img setting)
+    services.options.update({"upscaler_for_img2img": model})
+    try:
+        assert run(services, init_images=[photo(32, 32)]).images[0].size == (64, 64)
+    finally:
+        services.options.update({"upscaler_for_img2img": "None"})

@@ -7,20 +7,14 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from tests.fixtures.server import start_server
-from tests.fixtures.tiny_checkpoints import build_tiny_model, write_safetensors
+from tests.fixtures.ui import set_slider
 
-GENERATE_TIMEOUT = 180   # seconds for the first image (includes loading the tiny checkpoint)
+GENERATE_TIMEOUT = 120  # seconds for the first image (includes loading the tiny checkpoint)
 
 
 @pytest.fixture
-def server(tmp_path):
-    checkpoint = tmp_path / "models" / "Stable-diffusion" / "tiny-sd1.safetensors"
-    checkpoint.parent.mkdir(parents=True)
-    write_safetensors(build_tiny_model("sd1"), checkpoint)
-    running = start_server(tmp_path)
-    yield running
-    running.stop()
+def server(tiny_sd1_server):
+    return tiny_sd1_server
 
 
 @pytest.fixture
@@ -34,13 +28,6 @@ def page(browser, server):
         timeout=60_000)
     yield page
     page.close()
-
-
-def _set_slider(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()
 
 
 def _saved_sizes(folder) -> list[tuple[int, int]]:
@@ -73,7 +60,8 @@ def test_inpaint_with_a_painted_mask(page, server, tmp_path):
         assert not page.locator("#inpaint_controls").first.is_visible()   # shown on the inpaint sub-tabs only
         page.get_by_role("tab", name="Inpaint", exact=True).click()
         page.locator("#inpaint_controls").first.wait_for(state="visible", timeout=10_000)
-        page.locator("#img2maskimg input[type=file]").set_input_files(str(picture))
+        with page.expect_response(lambda response: "/upload" in response.url, timeout=30_000):
+            page.locator("#img2maskimg input[type=file]").set_input_files(str(picture))
         canvas = page.locator("#img2maskimg canvas").first
         canvas.wait_for(timeout=20_000)
         page.wait_for_timeout(1000)   # the editor fits the picture into the canvas
@@ -85,11 +73,14 @@ def test_inpaint_with_a_painted_mask(page, server, tmp_path):
             page.mouse.move(x - 60 + step * 12, y - 30 + step * 6)
         page.mouse.up()
 
-        _set_slider(page, "img2img_width", 64)
-        _set_slider(page, "img2img_height", 64)
-        _set_slider(page, "img2img_steps", 2)
+        set_slider(page, "img2img_width", 64)
+        set_slider(page, "img2img_height", 64)
+        set_slider(page, "img2img_steps", 2)
         page.locator("#img2img_generate").click()
-        page.locator("#img2img_gallery img").first.wait_for(timeout=GENERATE_TIMEOUT * 1000)
+        page.wait_for_function("() => document.querySelector('#img2img_gallery img') || "
+                               "document.querySelector('.toast-body')", timeout=GENERATE_TIMEOUT * 1000)
+        toasts = page.locator(".toast-body").all_inner_texts()
+        assert not toasts, toasts
         page.wait_for_function(
             "() => document.querySelector('#html_info_img2img').innerText.includes('Steps:')", timeout=30_000)
         text = page.locator("#html_info_img2img").inner_text()
@@ -101,18 +92,19 @@ def test_inpaint_with_a_painted_mask(page, server, tmp_path):
         assert not page.errors, page.errors
     except Exception:
         print(server.log())
+        print("img2img info:", page.locator("#html_info_img2img").inner_html(), page.locator(".toast-body").all_inner_texts())
         raise
 
 
 def test_txt2img_hires_fix_doubles_the_size(page, server, tmp_path):
     try:
         page.locator("#txt2img_prompt textarea").fill("a lighthouse")
-        _set_slider(page, "txt2img_width", 64)
-        _set_slider(page, "txt2img_height", 64)
-        _set_slider(page, "txt2img_steps", 2)
+        set_slider(page, "txt2img_width", 64)
+        set_slider(page, "txt2img_height", 64)
+        set_slider(page, "txt2img_steps", 2)
         page.locator("#txt2img_hr-visible-checkbox").check()   # the checkbox in the accordion header
         page.get_by_text("to 128x128").wait_for(timeout=10_000)
-        _set_slider(page, "txt2img_hires_steps", 2)
+        set_slider(page, "txt2img_hires_steps", 2)
 
         page.locator("#txt2img_generate").click()
         page.locator("#txt2img_gallery img").first.wait_for(timeout=GENERATE_TIMEOUT * 1000)

@@ -11,21 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.fixtures.server import start_server
-from tests.fixtures.tiny_checkpoints import build_tiny_model, write_safetensors
+from tests.fixtures.ui import pick, set_slider
 
 GENERATE_TIMEOUT = 180   # seconds for the first image (includes loading the tiny checkpoint)
 PROMPT = 'a lighthouse <img src=x onerror="window.hacked=1"> at dusk'
 
 
 @pytest.fixture
-def server(tmp_path):
-    checkpoint = tmp_path / "models" / "Stable-diffusion" / "tiny-sd1.safetensors"
-    checkpoint.parent.mkdir(parents=True)
-    write_safetensors(build_tiny_model("sd1"), checkpoint)
-    server = start_server(tmp_path)
-    yield server
-    server.stop()
+def server(tiny_sd1_server):
+    return tiny_sd1_server
 
 
 @pytest.fixture
@@ -47,20 +41,6 @@ def page(browser, server):
         page.close()
 
 
-def _set_slider(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()
-
-
-def _pick(page, elem_id: str, option: str) -> None:
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
-    page.wait_for_function(f"() => document.querySelector('#{elem_id} input').value === {option!r}",
-                           timeout=10_000)
-
-
 def _value(page, selector: str) -> str:
     return page.locator(selector).input_value()
 
@@ -80,10 +60,10 @@ def test_generate_read_send_to_txt2img_and_generate_the_same_image(page, server,
     outputs = tmp_path / "outputs" / "txt2img-images"
     page.locator("#txt2img_prompt textarea").fill(PROMPT)
     page.locator("#txt2img_neg_prompt textarea").fill("fog")
-    _pick(page, "txt2img_sampling", "Euler")
-    _set_slider(page, "txt2img_width", 64)
-    _set_slider(page, "txt2img_height", 64)
-    _set_slider(page, "txt2img_steps", 3)
+    pick(page, "txt2img_sampling", "Euler")
+    set_slider(page, "txt2img_width", 64)
+    set_slider(page, "txt2img_height", 64)
+    set_slider(page, "txt2img_steps", 3)
     page.locator("#txt2img_seed input").fill("4321")
     page.locator("#txt2img_generate").click()
     first = _wait_for_files(outputs, 1, server)[0]
@@ -92,9 +72,9 @@ def test_generate_read_send_to_txt2img_and_generate_the_same_image(page, server,
     # Change everything the round trip must restore.
     page.locator("#txt2img_prompt textarea").fill("something else")
     page.locator("#txt2img_neg_prompt textarea").fill("")
-    _pick(page, "txt2img_sampling", "DPM++ 2M")
-    _set_slider(page, "txt2img_width", 128)
-    _set_slider(page, "txt2img_steps", 9)
+    pick(page, "txt2img_sampling", "DPM++ 2M")
+    set_slider(page, "txt2img_width", 128)
+    set_slider(page, "txt2img_steps", 9)
     page.locator("#txt2img_seed input").fill("-1")
 
     # PNG Info shows the parameters as text: the <img> in the prompt is not rendered.
@@ -144,8 +124,8 @@ def test_extras_upscales_an_uploaded_image_by_two(page, server, tmp_path):
     page.get_by_role("tab", name="Extras").click()
     page.locator("#extras_image input[type=file]").set_input_files(str(source))
     page.locator("#extras_image img").first.wait_for(timeout=20_000)
-    _set_slider(page, "extras_upscaling_resize", 2)
-    _pick(page, "extras_upscaler_1", "Lanczos")
+    set_slider(page, "extras_upscaling_resize", 2)
+    pick(page, "extras_upscaler_1", "Lanczos")
     page.locator("#extras_generate").click()
     page.locator("#extras_gallery img").first.wait_for(timeout=GENERATE_TIMEOUT * 1000)
     saved = _wait_for_files(tmp_path / "outputs" / "extras-images", 1, server)

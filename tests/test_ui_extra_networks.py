@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.fixtures.server import start_server
+from tests.fixtures.ui import pick, set_slider
 from tests.fixtures.tiny_checkpoints import build_tiny_model, write_safetensors
 from tests.fixtures.tiny_embeddings import random_vectors, write_safetensors_emb_params
 from tests.fixtures.tiny_loras import kohya_lora, write_lora
@@ -41,21 +42,9 @@ def server(tmp_path):
     running.stop()
 
 
-def _set_slider(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()
-
-
 def _prompt_is(page, expected: str, timeout: int = 15_000) -> None:
     page.wait_for_function("(expected) => document.querySelector('#txt2img_prompt textarea').value === expected",
                            arg=expected, timeout=timeout)
-
-
-def _pick(page, elem_id: str, option: str) -> None:
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
 
 
 def test_extra_networks_styles_and_vae_in_the_browser(browser, server, tmp_path):
@@ -92,7 +81,7 @@ def test_extra_networks_styles_and_vae_in_the_browser(browser, server, tmp_path)
         editor = page.locator("#txt2img_extra_networks_edit")
         editor.wait_for(state="visible", timeout=10_000)
         editor.locator("#txt2img_extra_edit_activation_text textarea").fill("tiny style")
-        _set_slider(page, "txt2img_extra_edit_preferred_weight", 0.5)
+        set_slider(page, "txt2img_extra_edit_preferred_weight", 0.5)
         editor.locator("#txt2img_extra_edit_save").click()
         editor.wait_for(state="hidden", timeout=10_000)
         metadata = json.loads((tmp_path / "models" / "Lora" / "tinystyle.json").read_text(encoding="utf-8"))
@@ -112,10 +101,10 @@ def test_extra_networks_styles_and_vae_in_the_browser(browser, server, tmp_path)
                 arg=name + ".safetensors", timeout=60_000)
 
         # A style picked in the Styles dropdown goes with the request and shows in the infotext.
-        _pick(page, "txt2img_styles", "fancy")
-        _set_slider(page, "txt2img_width", 64)
-        _set_slider(page, "txt2img_height", 64)
-        _set_slider(page, "txt2img_steps", 2)
+        pick(page, "txt2img_styles", "fancy")
+        set_slider(page, "txt2img_width", 64)
+        set_slider(page, "txt2img_height", 64)
+        set_slider(page, "txt2img_steps", 2)
         page.locator("#txt2img_generate").click()
         page.wait_for_function(
             "() => document.querySelector('#html_info_txt2img').innerText.includes('Steps:')",
@@ -134,7 +123,7 @@ def test_extra_networks_styles_and_vae_in_the_browser(browser, server, tmp_path)
         assert page.locator("#txt2img_styles").get_by_text("fancy").count() == 0
 
         # SD VAE in the quicksettings: "None" is stored in config.json.
-        _pick(page, "setting_sd_vae", "None")
+        pick(page, "setting_sd_vae", "None")
         page.wait_for_function("() => document.querySelector('#setting_sd_vae input').value === 'None'",
                                timeout=10_000)
         config = tmp_path / "config.json"

@@ -14,7 +14,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from modules import images, infotext, samplers
+from modules import images, infotext, masking, samplers
 from modules.ui import txt2img
 from modules.ui.common import PRIVATE, number, tool_button
 from modules.ui.output import OutputPanel, create_output_panel
@@ -73,15 +73,6 @@ class InputError(ValueError):
 
 # ------------------------------------------------------------------ pure helpers: images, masks, sizes
 
-def flatten(image: Image.Image, background: str = "#ffffff") -> Image.Image:
-    """RGB for the model: transparent parts take the img2img background colour (A1111's setting)."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        base = Image.new("RGBA", rgba.size, background)
-        return Image.alpha_composite(base, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
 def painted_mask(editor: dict | None) -> Image.Image | None:
     """The union of the ImageEditor's painted layers as an "L" mask (255 where painted), None if nothing was."""
     layers = [layer for layer in (editor or {}).get("layers") or [] if layer is not None]
@@ -101,20 +92,10 @@ def painted_mask(editor: dict | None) -> Image.Image | None:
 
 def sketch_mask(background: Image.Image, composite: Image.Image, transparency: float = 0) -> Image.Image | None:
     """Inpaint sketch: repaint where the sketch changed the picture; "Mask transparency" (0–100) dims the mask."""
-    before = np.asarray(flatten(background))
-    after = np.asarray(flatten(composite).resize(background.size))
-    changed = np.any(before != after, axis=-1)
-    if not changed.any():
+    changed = masking.sketch_mask(masking.flatten(background), masking.flatten(composite).resize(background.size))
+    if changed.getbbox() is None:
         return None
-    mask = Image.fromarray(changed.astype(np.uint8) * 255, "L")
-    return ImageEnhance.Brightness(mask).enhance(1 - float(transparency or 0) / 100)
-
-
-def binary_mask(image: Image.Image) -> Image.Image:
-    """An uploaded mask as A1111 reads it: the alpha channel when it has transparency, else its greyscale."""
-    if image.mode == "RGBA" and image.getextrema()[-1] != (255, 255):
-        return image.getchannel("A").point(lambda value: 255 if value > 128 else 0)
-    return image.convert("L")
+    return ImageEnhance.Brightness(changed).enhance(1 - float(transparency or 0) / 100)
 
 
 def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
@@ -130,31 +111,31 @@ def init_and_mask(mode: str, values: dict[str, Any], background: str = "#ffffff"
         image = values.get("init_img")
         if image is None:
             raise InputError("img2img: upload an image first.")
-        return flatten(image, background), None
+        return masking.flatten(image, background), None
     if mode in ("sketch", "inpaint", "inpaint_sketch"):
         editor = values.get({"sketch": "sketch", "inpaint": "init_img_with_mask",
                              "inpaint_sketch": "inpaint_color_sketch"}[mode]) or {}
         if editor.get("background") is None:
             raise InputError(f"{mode.replace('_', ' ').capitalize()}: upload an image first.")
         if mode == "sketch":
-            return flatten(editor.get("composite") or editor["background"], background), None
+            return masking.flatten(editor.get("composite") or editor["background"], background), None
         if mode == "inpaint":
             mask = painted_mask(editor)
             if mask is None:
                 raise InputError("Inpaint: paint over the part of the image to repaint first.")
-            return flatten(editor["background"], background), mask
+            return masking.flatten(editor["background"], background), mask
         composite = editor.get("composite") or editor["background"]
         mask = sketch_mask(editor["background"], composite, values.get("mask_alpha") or 0)
         if mask is None:
             raise InputError("Inpaint sketch: draw over the part of the image to repaint first.")
-        return flatten(composite, background), mask
+        return masking.flatten(composite, background), mask
     if mode == "inpaint_upload":
         image, mask = values.get("init_img_inpaint"), values.get("init_mask_inpaint")
         if image is None:
             raise InputError("Inpaint upload: upload an image first.")
         if mask is None:
             raise InputError("Inpaint upload: upload a mask too (white = repaint).")
-        return flatten(image, background), binary_mask(mask).resize(image.size)
+        return masking.flatten(image, background), mask   # alpha or grey, resized by the backend
     raise InputError(f"unknown img2img mode {mode!r}")
 
 
@@ -526,14 +507,14 @@ def batch_submissions(services, data: dict, values: dict, background: str):
             try:
                 image = images.load_image_file(path)
                 mask_path = _mask_for(mask_dir, path) if mask_dir else None
-                mask = binary_mask(images.load_image_file(mask_path)).resize(image.size) if mask_path else None
+                mask = images.load_image_file(mask_path) if mask_path else None
                 text = None
                 if props:
                     source = Path(info_dir).expanduser() / path.name if info_dir else path
                     text = images.read_info(images.load_image_file(source) if source != path else image)[0]
             except (OSError, ValueError) as error:
                 raise gr.Error(html.escape(f"{path.name}: {error}"), print_exception=False) from None
-            file_data = {**data, "init_images": [flatten(image, background)], "mask": mask}
+            file_data = {**data, "init_images": [masking.flatten(image, background)], "mask": mask}
             if values.get("resize_tab") == "by":
                 file_data["width"], file_data["height"] = scaled_size(image.size, float(values.get("scale_by") or 1))
             file_data = png_info_overrides(file_data, text, props, services.registry)
