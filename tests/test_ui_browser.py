@@ -12,19 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.server import start_server as _start
-from tests.fixtures.tiny_checkpoints import build_tiny_model, write_safetensors
 
 GENERATE_TIMEOUT = 180   # seconds for the first image (includes loading the tiny checkpoint)
 
 
 @pytest.fixture
-def server_with_checkpoint(tmp_path):
-    checkpoint = tmp_path / "models" / "Stable-diffusion" / "tiny-sd1.safetensors"
-    checkpoint.parent.mkdir(parents=True)
-    write_safetensors(build_tiny_model("sd1"), checkpoint)
-    server = _start(tmp_path)
-    yield server
-    server.stop()
+def server_with_checkpoint(tiny_sd1_server):
+    return tiny_sd1_server
 
 
 @pytest.fixture

@@ -57,6 +57,14 @@
         "txt2img_style_copy_from_prompt": "Copy the main prompts into the style",
         "txt2img_extra_sort_order": "Invert sort order",
         "txt2img_extra_refresh": "Refresh the lists of textual inversions, checkpoints and LoRAs",
+        "txt2img_tab": "Send the image's generation parameters to txt2img",
+        "img2img_tab": "Send the image and its generation parameters to img2img",
+        "inpaint_tab": "Send the image and its generation parameters to img2img's Inpaint tab",
+        "extras_tab": "Send the image to Extras",
+        "extras_generate": "Upscale and restore faces",
+        "upscaling_res_switch_btn": "Switch width/height",
+        "extras_refresh_upscalers": "Rescan the upscaler model folders",
+    
     };
 
     function applyTitles() {
@@ -164,27 +172,3 @@
     }).observe(document.documentElement, {childList: true, subtree: true});
 })();
 // ---- end img2img / Hires. fix / Refiner -------------------------------------------------------------------
-
-// ---- PNG Info, Extras and "Send to" (modules/ui/pnginfo.py, extras.py, send_to.py): hover texts -------------
-(function () {
-    "use strict";
-    const titles = {
-        "txt2img_tab": "Send the image's generation parameters to txt2img",
-        "img2img_tab": "Send the image and its generation parameters to img2img",
-        "inpaint_tab": "Send the image and its generation parameters to img2img's Inpaint tab",
-        "extras_tab": "Send the image to Extras",
-        "extras_generate": "Upscale and restore faces",
-        "upscaling_res_switch_btn": "Switch width/height",
-        "extras_refresh_upscalers": "Rescan the upscaler model folders",
-    };
-    function applyTitles() {
-        for (const [id, title] of Object.entries(titles)) {
-            const element = document.getElementById(id);
-            if (element && !element.title) {
-                element.title = title;
-            }
-        }
-    }
-    new MutationObserver(applyTitles).observe(document.documentElement, {childList: true, subtree: true});
-})();
-// ---- end PNG Info / Extras / Send to ------------------------------------------------------------------------
