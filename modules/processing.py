@@ -512,14 +512,13 @@ class Generator:
         runs = step.runs_steps
         if runs < 1:   # denoising strength 0: nothing to denoise, the image stays as it is
             return step.init_latents
-        switch = int(runs * refiner.switch_at) if refiner is not None else runs
+        # The base does at least one step, so there is always something for the refiner to continue from.
+        switch = max(1, int(runs * refiner.switch_at)) if refiner is not None else runs
         if refiner is None or switch >= runs:
             return sampling.denoise(model, model.pipeline, step, job, live_previews=live, preview_every=every)
-        latents = step.init_latents
-        if switch > 0:
-            step.stop_after = switch
-            latents = sampling.denoise(model, model.pipeline, step, job, live_previews=live, preview_every=every,
-                                       progress_total=runs)
+        step.stop_after = switch
+        latents = sampling.denoise(model, model.pipeline, step, job, live_previews=live, preview_every=every,
+                                   progress_total=runs)
         if job.should_stop:
             return latents
         job.textinfo = f"Refiner: {refiner.model.info.name}"
@@ -530,8 +529,8 @@ class Generator:
             init_latents=step.init_latents if step.init_latents is not None else latents, start_latents=latents,
             masked_image_latents=None, strength=sampling.strength_for_remaining(remaining, step.steps),
             stop_after=None)
-        return sampling.denoise(refiner.model, refiner.model.pipeline, refined, job, live_previews=live, preview_every=every,
-                                progress_offset=switch, progress_total=runs)
+        return sampling.denoise(refiner.model, refiner.model.pipeline, refined, job, live_previews=live,
+                                preview_every=every, progress_offset=switch, progress_total=runs)
 
     def _refiner_for(self, request: GenerationRequest, model: LoadedModel) -> "_Refiner | None":
         if not request.refiner_checkpoint or request.refiner_switch_at >= 1.0:
@@ -682,7 +681,8 @@ class Generator:
             "denoising_strength": request.denoising_strength if request.init_images or request.enable_hr else None,
             "extra_generation_params": {},
             "index_of_first_image": result.index_of_first_image, "infotexts": result.infotexts,
-            "styles": list(request.styles), "warnings": result.warnings, "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": clip_skip,
+            "styles": list(request.styles), "warnings": result.warnings,
+            "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": clip_skip,
             "is_using_inpainting_conditioning": model.spec.inpainting, "version": INFOTEXT_VERSION,
             "scheduler": request.scheduler,
         }

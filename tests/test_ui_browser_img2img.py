@@ -77,9 +77,17 @@ def test_inpaint_with_a_painted_mask(page, server, tmp_path):
         page.locator("#inpaint_controls").first.wait_for(state="visible", timeout=10_000)
         canvas = page.locator("#img2maskimg canvas").first
         for attempt in range(3):
-            # A file set while the freshly shown editor is still mounting can be dropped: set it again.
+            # A file set before Gradio's editor has set itself up is dropped with a script error in the page
+            # ("reading 'reset_layers'"): wait for it, and should it still happen, load the page again.
+            if attempt:
+                page.reload(wait_until="domcontentloaded")
+                page.errors.clear()   # the editor's errors on the page load we gave up on
+                page.get_by_role("tab", name="img2img", exact=True).first.click()
+                page.locator("#img2img_prompt textarea").fill("a red wall")
+                page.get_by_role("tab", name="Inpaint", exact=True).click()
+            canvas.wait_for(state="visible", timeout=20_000)   # the editor mounts when its tab is first shown
+            page.wait_for_timeout(1000)
             page.locator("#img2maskimg input[type=file]").set_input_files(str(picture))
-            canvas.wait_for(timeout=20_000)
             if _shown(canvas, (200, 30, 30)):
                 break
         else:

@@ -470,7 +470,8 @@ def add_request_guards(app: FastAPI, allowed_origins: str | None) -> None:
         length = request.headers.get("content-length", "0")
         if not length.isdigit() or int(length) > MAX_BODY_BYTES:
             return JSONResponse(status_code=413, content={"error": "PayloadTooLarge",
-                                                          "detail": f"request bodies are limited to {MAX_BODY_BYTES} bytes"})
+                                                          "detail": f"request bodies are limited to "
+                                                                    f"{MAX_BODY_BYTES} bytes"})
         origin = request.headers.get("origin")
         if request.method not in ("GET", "HEAD", "OPTIONS") and origin and request.url.path.startswith("/sdapi/"):
             own = f"{request.url.scheme}://{request.headers.get('host', '')}"
