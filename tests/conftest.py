@@ -100,3 +100,18 @@ def tiny_sd1_server(tmp_path):
     server = start_server(tmp_path)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def tiny_sd1_page(browser, tiny_sd1_server):
+    """A browser page on `tiny_sd1_server` once tiny-sd1 is the loaded model; script errors of the page
+    collect in `page.errors`."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.goto(tiny_sd1_server.url, wait_until="domcontentloaded")
+    page.wait_for_function(
+        "() => (document.querySelector('#setting_sd_model_checkpoint input') || {}).value?.includes('tiny-sd1')",
+        timeout=60_000)
+    yield page
+    page.close()

@@ -18,16 +18,8 @@ def server(tiny_sd1_server):
 
 
 @pytest.fixture
-def page(browser, server):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.errors = []
-    page.on("pageerror", lambda error: page.errors.append(str(error)))
-    page.goto(server.url, wait_until="domcontentloaded")
-    page.wait_for_function(
-        "() => (document.querySelector('#setting_sd_model_checkpoint input') || {}).value?.includes('tiny-sd1')",
-        timeout=60_000)
-    yield page
-    page.close()
+def page(tiny_sd1_page):
+    return tiny_sd1_page
 
 
 def _saved_sizes(folder) -> list[tuple[int, int]]:

@@ -23,22 +23,13 @@ def server(tiny_sd1_server):
 
 
 @pytest.fixture
-def page(browser, server):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(server.url, wait_until="domcontentloaded")
-    page.wait_for_function(
-        "() => (document.querySelector('#setting_sd_model_checkpoint input') || {}).value?.includes('tiny-sd1')",
-        timeout=60_000)
+def page(tiny_sd1_page, server):
     try:
-        yield page
-        assert not errors, errors
+        yield tiny_sd1_page
+        assert not tiny_sd1_page.errors, tiny_sd1_page.errors
     except BaseException:
         print(server.log())
         raise
-    finally:
-        page.close()
 
 
 def _value(page, selector: str) -> str:
