@@ -133,6 +133,8 @@ def test_txt2img_hires_fix_doubles_the_size(page, server, tmp_path):
         assert "Size: 64x64" in text and "Hires upscale: 2" in text and "Hires upscaler: Latent" in text, text
         _wait_idle(page, "txt2img")
         assert _saved_sizes(tmp_path / "outputs" / "txt2img-images") == [(128, 128)]
+        page.wait_for_function("() => { const img = document.querySelector('#txt2img_gallery img');"
+                               " return img && img.complete && img.naturalWidth > 0; }", timeout=30_000)
         width = page.locator("#txt2img_gallery img").first.evaluate("img => img.naturalWidth")
         assert width == 128
         assert not page.errors, page.errors

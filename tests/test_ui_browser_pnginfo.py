@@ -122,6 +122,8 @@ def test_extras_upscales_an_uploaded_image_by_two(page, server, tmp_path):
     saved = _wait_for_files(tmp_path / "outputs" / "extras-images", 1, server)
     with Image.open(saved[0]) as result:
         assert result.size == (80, 48)
+    page.wait_for_function("() => { const img = document.querySelector('#extras_gallery img');"
+                           " return img && img.complete && img.naturalWidth > 0; }", timeout=30_000)
     size = page.evaluate("() => { const img = document.querySelector('#extras_gallery img');"
                          " return [img.naturalWidth, img.naturalHeight]; }")
     assert size == [80, 48]
