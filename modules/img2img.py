@@ -14,7 +14,6 @@ from PIL import Image
 from modules import masking
 
 MASKED_CONTENT = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
-RESIZE_MODES = {0: "Just resize", 1: "Crop and resize", 2: "Resize and fill", 3: "Just resize (latent upscale)"}
 LATENT_UPSCALE = 3
 
 
@@ -24,13 +23,9 @@ class ImageInputs:
     mask: Image.Image | None           # "L" at that size, white = repaint; None = the whole image
     overlays: list[Image.Image | None]  # per init image: the original to paste over results (RGBA), or None
     region: tuple[int, int, int, int] | None   # "Only masked": where the processed crop goes back
-    encode_size: tuple[int, int]       # (width, height) the images are encoded at (differs for latent upscale)
 
     def overlay_for(self, index: int) -> Image.Image | None:
         return self.overlays[index % len(self.overlays)]
-
-    def image_for(self, index: int) -> Image.Image:
-        return self.images[index % len(self.images)]
 
 
 def _multiple_of_8(size: tuple[int, int]) -> tuple[int, int]:
@@ -62,14 +57,14 @@ def prepare(request, *, background: str, upscale=None) -> ImageInputs:
             mask = overlay_mask = masking.resize_image(request.resize_mode, mask, width, height)
 
     images, overlays = [], []
-    encode_size = (width, height)
     for original in request.init_images:
         image = masking.flatten(original, background)
         if region is None and request.resize_mode != LATENT_UPSCALE:
             image = masking.resize_image(request.resize_mode, image, width, height, upscale)
         elif request.resize_mode == LATENT_UPSCALE and region is None:
-            encode_size = _multiple_of_8(image.size)
-            image = image.resize(encode_size, Image.LANCZOS) if image.size != encode_size else image
+            # encoded at its own size (to a multiple of 8); the latents are resized to W×H afterwards
+            size = _multiple_of_8(image.size)
+            image = image.resize(size, Image.LANCZOS) if image.size != size else image
         if overlay_mask is None:
             overlays.append(None)
         else:   # the overlay matches the result: the model's size, or the original's for Only masked
@@ -80,7 +75,7 @@ def prepare(request, *, background: str, upscale=None) -> ImageInputs:
         if mask is not None and request.inpainting_fill != 1:
             image = masking.fill(image, mask)
         images.append(image.convert("RGB"))
-    return ImageInputs(images=images, mask=mask, overlays=overlays, region=region, encode_size=encode_size)
+    return ImageInputs(images=images, mask=mask, overlays=overlays, region=region)
 
 
 def fill_latents(latents: torch.Tensor, mask: Image.Image | None, fill: int, noise: torch.Tensor) -> torch.Tensor:

@@ -113,7 +113,7 @@ def run(generator, request, job: Job):
     return _outpaint(generator, base, job, args, mk2=name == "Outpainting mk2")
 
 
-def _gathered(generator, request, results: list, job: Job):
+def _gathered(generator, request, results: list):
     """One result from several runs; a grid of them when there is more than one image, as A1111 returns."""
     first = results[0]
     pictures = [image for result in results for image in result.images[result.index_of_first_image:]]
@@ -163,7 +163,7 @@ def _loopback(generator, request, job: Job, args: dict):
             current = result.images[result.index_of_first_image:]
     if not results:
         raise JobError("interrupted before the first loop", status=409)
-    return _gathered(generator, request, results, job)
+    return _gathered(generator, request, results)
 
 
 def _outpaint(generator, request, job: Job, args: dict, *, mk2: bool):
@@ -220,5 +220,5 @@ def _sd_upscale(generator, request, job: Job, args: dict):
             first_result.saved = [str(generator.save(combined, "outdir_img2img_samples", request.seed + batch, text))]
         first_result.images, first_result.infotexts = [combined], [text]
         outputs.append(first_result)
-    return _gathered(generator, request, outputs, job)
+    return _gathered(generator, request, outputs)
 

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from modules import extra_networks, images, img2img, infotext, noise, samplers, sampling
+from modules import extra_networks, images, img2img, img2img_scripts, infotext, masking, noise, samplers, sampling
 from modules.networks import hypernetwork, lora, textual_inversion, vae
 from modules.networks.cards import read_user_metadata
 from modules.networks.vae import VaeLoadError, swapped_vae
@@ -27,6 +27,7 @@ from modules.models.manager import CheckpointLoadError, CheckpointNotFound, Load
 from modules.options import Options
 from modules.paths import Paths
 from modules.prompts import conditioning
+from modules.upscalers import upscale_latents
 from modules.version import INFOTEXT_VERSION
 
 log = logging.getLogger(__name__)
@@ -151,8 +152,6 @@ class GenerationRequest(BaseModel):
     @field_validator("script_name")
     @classmethod
     def _known_script(cls, value: str | None) -> str | None:
-        from modules import img2img_scripts
-
         if not value or value == "None":
             return None
         found = img2img_scripts.find(value)
@@ -213,8 +212,6 @@ class GenerationRequest(BaseModel):
         if self.mask is not None and not self.init_images:
             raise ValueError("mask: a mask needs an init image")
         if self.script_name is not None:
-            from modules import img2img_scripts
-
             self.script_args = img2img_scripts.check_args(self.script_name, self.script_args)
         return self
 
@@ -295,12 +292,6 @@ class _HiresPlan:
         return params
 
 
-def upscale_latents(latents: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor:
-    from modules.upscalers import upscale_latents as upscale   # imported on first use, with the upscaler code
-
-    return upscale(latents, height, width, mode)
-
-
 class Generator:
     """Runs requests on the models of a ModelManager; lives in the job worker."""
 
@@ -324,16 +315,14 @@ class Generator:
     def txt2img(self, request: GenerationRequest, job: Job) -> GenerationResult:
         if request.init_images:
             raise JobError("init_images: txt2img takes no init image; use img2img", status=422)
-        return self._guarded(self._generate, request, job)
+        return self._guarded(self.generate, request, job)
 
     def img2img(self, request: GenerationRequest, job: Job) -> GenerationResult:
         if not request.init_images:
             raise JobError("init_images: img2img needs an image to start from", status=422)
         if request.script_name:
-            from modules import img2img_scripts
-
             return self._guarded(img2img_scripts.run, self, request, job)
-        return self._guarded(self._generate, request, job)
+        return self._guarded(self.generate, request, job)
 
     def _guarded(self, run, *args):
         try:
@@ -345,9 +334,6 @@ class Generator:
     def generate(self, request: GenerationRequest, job: Job, extra_params: dict | None = None) -> GenerationResult:
         """One request, txt2img or img2img by whether it has init images (scripts call this for each step);
         `extra_params` are more infotext keys (a script's)."""
-        return self._generate(request, job, extra_params)
-
-    def _generate(self, request: GenerationRequest, job: Job, extra_params: dict | None = None) -> GenerationResult:
         image_mode = bool(request.init_images)
         model = self.load(request.checkpoint)
         if model.family == "sdxl_refiner" and not image_mode:
@@ -588,8 +574,6 @@ class Generator:
 
     def _upscale_to(self, image: Image.Image, width: int, height: int, upscaler: str) -> Image.Image:
         """A pixel upscaler to cover width×height, then A1111's crop to the exact size."""
-        from modules import masking
-
         scale = max(width / image.width, height / image.height)
         if self.upscalers is not None and upscaler not in ("None", None):
             image = self.upscalers.upscale(image, scale, upscaler)

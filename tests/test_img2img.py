@@ -316,8 +316,11 @@ def test_hires_fix_and_img2img_resizing_with_an_upscaler_model(services, model):
     assert result.images[0].size == (128, 128)
     assert f"Hires upscaler: {model}" in result.images[0].info["parameters"]
     # and as img2img's upscaler for enlarging inputs (A1111's upscaler_for_img2img setting)
+    lanczos = run(services, init_images=[photo(32, 32)], denoising_strength=0.3).images[0]
     services.options.update({"upscaler_for_img2img": model})
     try:
-        assert run(services, init_images=[photo(32, 32)]).images[0].size == (64, 64)
+        upscaled = run(services, init_images=[photo(32, 32)], denoising_strength=0.3).images[0]
     finally:
         services.options.update({"upscaler_for_img2img": "None"})
+    assert upscaled.size == (64, 64)
+    assert not np.array_equal(pixels(upscaled), pixels(lanczos))   # the model, not Lanczos, enlarged the input

@@ -28,7 +28,6 @@ MODES = {"img2img": "img2img_img2img_tab", "sketch": "img2img_img2img_sketch_tab
          "inpaint": "img2img_inpaint_tab", "inpaint_sketch": "img2img_inpaint_sketch_tab",
          "inpaint_upload": "img2img_inpaint_upload_tab", "batch": "img2img_batch_tab"}
 INPAINT_MODES = ("inpaint", "inpaint_sketch", "inpaint_upload")
-RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]
 MASK_MODES = ["Inpaint masked", "Inpaint not masked"]
 FILL_MODES = ["fill", "original", "latent noise", "latent nothing"]
 AREAS = ["Whole picture", "Only masked"]
@@ -296,7 +295,8 @@ def _create_batch(services) -> dict[str, gr.components.Component]:
             "<br>Add inpaint batch mask directory to enable inpaint batch processing.</p>"
             + ("<p><b>Disabled by the --hide-ui-dir-config flag.</b></p>" if hidden else ""), js_on_load=None)
     fields = {
-        "batch_input_dir": gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir", interactive=not hidden),
+        "batch_input_dir": gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir",
+                                      interactive=not hidden),
         "batch_output_dir": gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir",
                                        interactive=not hidden),
         "batch_inpaint_mask_dir": gr.Textbox(label="Inpaint batch mask directory (required for inpaint batch "
@@ -348,7 +348,8 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Img2ImgT
             fields["mode"] = gr.Textbox("img2img", visible="hidden", elem_id=f"{TAB}_selected_mode")
             fields["resize_tab"] = gr.Textbox("to", visible="hidden", elem_id=f"{TAB}_selected_resize_tab")
 
-            fields["resize_mode"] = gr.Radio(RESIZE_MODES, value=RESIZE_MODES[0], type="index", label="Resize mode",
+            fields["resize_mode"] = gr.Radio(list(masking.RESIZE_MODES), value=masking.RESIZE_MODES[0], type="index",
+                                             label="Resize mode",
                                              elem_id="resize_mode")
             with gr.Row(elem_id=f"sampler_selection_{TAB}"):
                 fields["sampler_name"] = gr.Dropdown(samplers.sampler_names(), value=samplers.sampler_names()[0],
