@@ -25,13 +25,14 @@ log = logging.getLogger("webui")
 
 def create_app(services: services_module.Services) -> FastAPI:
     """The ASGI app: /sdapi/v1 when --api or --nowebui, the Gradio UI at / unless --nowebui."""
-    from modules.api.api import add_request_guards, add_request_log, create_router
+    from modules.api.api import add_request_guards, add_request_log, create_routers
 
     args = services.args
     app = FastAPI(title="Stable Diffusion web UI API", version=VERSION, docs_url="/docs", redoc_url="/redoc")
     add_request_guards(app, args.cors_allow_origins)
     if args.api or args.nowebui:
-        app.include_router(create_router(services))
+        for router in create_routers(services):
+            app.include_router(router)
         if args.api_log:
             add_request_log(app)
     if not args.nowebui:

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--embeddings-dir", type=str, default=None, help="folder of textual-inversion embeddings")
     add("--hypernetwork-dir", type=str, default=None, help="folder of hypernetworks")
     add("--controlnet-dir", type=str, default=None, help="folder of ControlNet models")
+    add("--controlnet-annotator-models-path", type=str, default=None,
+        help="folder of ControlNet preprocessor weights (default models/annotators)")
 
     # Device and precision
     add("--use-cpu", nargs="+", default=[], help="run these parts on the CPU ('all' for everything)")

@@ -12,6 +12,8 @@ import json
 import math
 import re
 
+from modules.controlnet.units import MAX_UNITS as MAX_CONTROLNET_UNITS, parse_infotext_value as parse_controlnet_value
+
 # A1111's fixed key order. Keys not listed here (A1111's extra_generation_params)
 # are written in insertion order between "Tiling" and "Version".
 INFOTEXT_KEY_ORDER: tuple[str, ...] = (
@@ -341,6 +343,19 @@ def infotext_to_request_fields(parsed: dict) -> dict:
     for key in ("Size", "Hires resize", "Seed resize from"):
         if key in parsed and f"{key}-1" not in parsed:
             errors[key] = f"not WIDTHxHEIGHT: {parsed[key]!r}"
+
+    # The ControlNet extension's "ControlNet 0: "Module: ..., Model: ..."" keys, numbered over enabled units.
+    units = []
+    for number in range(MAX_CONTROLNET_UNITS):
+        value = parsed.get(f"ControlNet {number}")
+        if value is None:
+            break
+        try:
+            units.append({"enabled": True, **parse_controlnet_value(str(value))})
+        except ValueError as exc:
+            errors[f"ControlNet {number}"] = str(exc)
+    if units:
+        fields["controlnet_units"] = units
 
     # A1111's txt2img paste rule for the hires checkbox.
     # (A1111 also counts "Hires resize-1", which its defaults always fill in; we

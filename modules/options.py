@@ -117,6 +117,15 @@ OPTIONS: dict[str, OptionInfo] = {
                                               maximum=32),
     # Queue
     "queue_max_size": OptionInfo(64, "Maximum number of waiting jobs", "system", minimum=1, maximum=10000),
+    # ControlNet (the sd-webui-controlnet extension's keys)
+    "control_net_unit_count": OptionInfo(3, "Multi-ControlNet: ControlNet unit number (requires restart)",
+                                         "control_net", minimum=1, maximum=10),
+    "control_net_model_cache_size": OptionInfo(2, "Model cache size (requires restart)", "control_net",
+                                               minimum=1, maximum=10),
+    "control_net_no_detectmap": OptionInfo(False, "Do not append detectmap to output", "control_net"),
+    "control_net_detectmap_autosaving": OptionInfo(False, "Allow detectmap auto saving", "control_net"),
+    "control_net_detectedmap_dir": OptionInfo("outputs/detected_maps", "Directory for detected maps auto saving",
+                                              "control_net", restrict_api=True),
 }
 
 

@@ -40,6 +40,7 @@ class Paths:
     embeddings: Path
     hypernetworks: Path
     controlnet: Path
+    annotators: Path
     outputs: Path
     extensions: Path
 
@@ -62,7 +63,7 @@ class Paths:
     def ensure(self) -> None:
         """Create the folders users expect, each model folder with a README saying what goes there."""
         for folder in (self.models, self.checkpoints, self.vae, self.lora, self.embeddings,
-                       self.hypernetworks, self.controlnet, self.outputs, self.extensions):
+                       self.hypernetworks, self.controlnet, self.annotators, self.outputs, self.extensions):
             folder.mkdir(parents=True, exist_ok=True)
         for name, text in MODEL_FOLDERS.items():
             folder = self.models / name
@@ -92,6 +93,7 @@ def from_args(args) -> Paths:
         embeddings=pick(args.embeddings_dir, data / "embeddings"),
         hypernetworks=pick(args.hypernetwork_dir, models / "hypernetworks"),
         controlnet=pick(args.controlnet_dir, models / "ControlNet"),
+        annotators=pick(args.controlnet_annotator_models_path, models / "annotators"),
         outputs=data / "outputs",
         extensions=data / "extensions",
     )

@@ -19,6 +19,8 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from modules import extra_networks, images, img2img, img2img_scripts, infotext, masking, noise, samplers, sampling
+from modules.controlnet import plan as controlnet_plan
+from modules.controlnet.units import MAX_UNITS, ControlNetUnit
 from modules.networks import hypernetwork, lora, textual_inversion, vae
 from modules.networks.cards import read_user_metadata
 from modules.networks.vae import VaeLoadError, swapped_vae
@@ -96,6 +98,9 @@ class GenerationRequest(BaseModel):
     # "SD upscale"; script_args holds that script's arguments by name.
     script_name: str | None = None
     script_args: dict[str, Any] = Field(default_factory=dict)
+
+    # ControlNet units (the extension's alwayson script); images are PIL, decoded at the edge
+    controlnet_units: list[ControlNetUnit] = Field(default_factory=list, max_length=MAX_UNITS)
 
     @field_validator("width", "height")
     @classmethod
@@ -216,10 +221,11 @@ class GenerationRequest(BaseModel):
         return self
 
 
-def validate_request(data: dict, registry=None, networks=None, upscalers=None) -> GenerationRequest:
+def validate_request(data: dict, registry=None, networks=None, upscalers=None, controlnet=None
+                     ) -> GenerationRequest:
     """The one validator shared by the UI and the API (raises pydantic.ValidationError)."""
     return GenerationRequest.model_validate(data, context={"registry": registry, "networks": networks,
-                                                          "upscalers": upscalers})
+                                                          "upscalers": upscalers, "controlnet": controlnet})
 
 
 @dataclass
@@ -233,6 +239,7 @@ class GenerationResult:
     saved: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)   # add-ons that could not be used, said before sampling
     info: dict = field(default_factory=dict)
+    detected_maps: list[Image.Image] = field(default_factory=list)   # ControlNet annotations, shown after images
 
     def info_json(self) -> str:
         return json.dumps(self.info, ensure_ascii=False)
@@ -296,8 +303,10 @@ class Generator:
     """Runs requests on the models of a ModelManager; lives in the job worker."""
 
     def __init__(self, manager: ModelManager, options: Options, paths: Paths,
-                 networks: extra_networks.ExtraNetworks, *, upscalers=None, prompt_history: bool = True):
+                 networks: extra_networks.ExtraNetworks, *, upscalers=None, controlnet=None,
+                 prompt_history: bool = True):
         self.manager = manager
+        self.controlnet = controlnet
         self.networks = networks
         self.options = options
         self.paths = paths
@@ -360,6 +369,12 @@ class Generator:
             inputs = img2img.prepare(request, background=self.options.img2img_background_color,
                                      upscale=self._img2img_upscaler())
         hires = _HiresPlan.of(request) if request.enable_hr and not image_mode else None
+        controls = self._controls(request, model, inputs)
+        first_controls = [c for c in (unit.for_pass(request.width, request.height, hires_pass=False,
+                                                    hires_enabled=hires is not None,
+                                                    region=inputs.region if inputs else None,
+                                                    source_size=request.init_images[0].size if inputs else None)
+                                      for unit in controls) if c is not None]
 
         result_images, infotexts, seeds, subseeds = [], [], [], []
         saved: list[str] = []
@@ -398,7 +413,8 @@ class Generator:
 
                 first_noise = seed_noise(request.width, request.height)
                 step = sampling.Pass(request.sampler_name, request.scheduler, first_steps, request.cfg_scale,
-                                     request.width, request.height, plan, first_noise, seeds=batch_seeds)
+                                     request.width, request.height, plan, first_noise, seeds=batch_seeds,
+                                     controls=first_controls)
                 if encoded is not None:
                     self._add_image(step, request, inputs, encoded, first, first_noise)
                 last_pass = hires is None
@@ -406,10 +422,11 @@ class Generator:
                     latents = self._run_pass(model, step, job, refiner if last_pass else None, prepared)
                     if hires is not None and not job.interrupted:
                         latents = self._hires_pass(model, request, hires, latents, job, encoder, prepared,
-                                                   seed_noise, batch_seeds, refiner)
+                                                   seed_noise, batch_seeds, refiner, controls)
                     decoded = sampling.decode(pipe, latents, nan_check=self.manager.devices.nan_check)
                 extra = {**img2img.infotext_params(request), **(hires.infotext(request) if hires else {}),
-                         **self._refiner_params(request, refiner), **(extra_params or {})}
+                         **self._refiner_params(request, refiner), **(extra_params or {}),
+                         **controlnet_plan.infotext_params(controls, hires is not None)}
                 for index, image in enumerate(decoded):
                     if inputs is not None:
                         image = img2img.finish(image, inputs, first + index)
@@ -437,7 +454,7 @@ class Generator:
             self._write_params(infotexts[-1])
         result = GenerationResult(images=result_images, infotexts=infotexts, seeds=seeds, subseeds=subseeds,
                                   request=request, index_of_first_image=index_of_first, saved=saved,
-                                  warnings=warnings)
+                                  warnings=warnings, detected_maps=self._detected_maps(controls, outdir, seed))
         result.info = self._info_dict(model, request, prepared, vae_info, result, clip_skip)
         return result
 
@@ -460,6 +477,29 @@ class Generator:
         embeddings, _ = self.networks.embeddings.for_model(textual_inversion.encoder_widths(model.pipeline))
         return conditioning.TextEncoder(model.pipeline, model.family, clip_skip=clip_skip,
                                         emphasis=self.options.emphasis, embeddings=embeddings)
+
+    def _controls(self, request: GenerationRequest, model: LoadedModel, inputs) -> list:
+        """The job's ControlNet units, annotated and loaded once (each pass resizes their maps)."""
+        if not any(unit.enabled for unit in request.controlnet_units):
+            return []
+        if self.controlnet is None:
+            raise JobError("controlnet_units: ControlNet is not available in this server", status=422)
+        init_image = request.init_images[0].convert("RGB") if request.init_images else None
+        try:
+            return self.controlnet.prepare(request.controlnet_units, model.family, request.width, request.height,
+                                           init_image)
+        except controlnet_plan.ControlNetError as error:
+            raise JobError(f"controlnet_units: {error}", status=422) from None
+
+    def _detected_maps(self, controls: list, outdir: str, seed: int) -> list[Image.Image]:
+        """The annotations to show after the images (the extension's side-by-side view), saved if asked."""
+        if self.options.control_net_no_detectmap:
+            return []
+        maps = [unit.detected_map for unit in controls if unit.unit.save_detected_map]
+        if self.options.control_net_detectmap_autosaving:
+            for detected in maps:
+                self.save(detected, "control_net_detectedmap_dir", seed, "")
+        return maps
 
     def _img2img_upscaler(self):
         """A1111's upscaler_for_img2img: used when a resize enlarges the input ("None" = Lanczos)."""
@@ -514,7 +554,7 @@ class Generator:
             step, plan=conditioning.schedule(encoder, prepared.text, prepared.negative_text, remaining),
             init_latents=step.init_latents if step.init_latents is not None else latents, start_latents=latents,
             masked_image_latents=None, strength=sampling.strength_for_remaining(remaining, step.steps),
-            stop_after=None)
+            stop_after=None, controls=[])   # ControlNets fit the base model's UNet, not the refiner's
         return sampling.denoise(refiner.model, refiner.model.pipeline, refined, job, live_previews=live,
                                 preview_every=every, progress_offset=switch, progress_total=runs)
 
@@ -538,7 +578,7 @@ class Generator:
 
     def _hires_pass(self, model: LoadedModel, request: GenerationRequest, hires: "_HiresPlan",
                     latents: torch.Tensor, job: Job, encoder, prepared, seed_noise, seeds: list[int],
-                    refiner) -> torch.Tensor:
+                    refiner, controls: list) -> torch.Tensor:
         """Upscale the first pass (in latent space, or decoded, upscaled and encoded again) and denoise again."""
         pipe = model.pipeline
         job.textinfo = "Hires fix"
@@ -566,7 +606,9 @@ class Generator:
         step = sampling.Pass(request.hr_sampler_name or request.sampler_name,
                              request.hr_scheduler or request.scheduler, schedule, request.cfg_scale, width, height,
                              plan, seed_noise(width, height), init_latents=upscaled.to(pipe.unet.device),
-                             strength=request.denoising_strength, seeds=seeds)
+                             strength=request.denoising_strength, seeds=seeds,
+                             controls=[c for c in (unit.for_pass(width, height, hires_pass=True, hires_enabled=True)
+                                                   for unit in controls) if c is not None])
         if model.spec.inpainting:   # the whole image is repainted: its conditioning image is all blank
             blank = sampling.encode_masked(pipe, [Image.new("RGB", (width, height))], None)
             step.masked_image_latents = blank.repeat(upscaled.shape[0], 1, 1, 1)

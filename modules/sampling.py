@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from modules import samplers
+from modules.controlnet.control import PassControl, controlled_unet
 from modules.jobs import Job
 from modules.models.manager import LoadedModel
 from modules.prompts import conditioning
@@ -80,6 +81,7 @@ class Pass:
     start_latents: torch.Tensor | None = None  # a refiner continuing: latents already at the first step's level
     stop_after: int | None = None    # stop after this many of the pass's steps (where a refiner takes over)
     seeds: list[int] | None = None   # per image: seeds the noise ancestral samplers add at each step
+    controls: list[PassControl] = field(default_factory=list)   # ControlNet units guiding this pass
 
     @property
     def runs_steps(self) -> int:
@@ -182,6 +184,7 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, live_previews: bo
         return callback_kwargs
 
     with contextlib.ExitStack() as stack:
+        stack.enter_context(controlled_unet(pipe.unet, step.controls, lambda: current["step"] / max(runs, 1), batch))
         if plan.composable:   # AND: the UNet answers with the weighted parts (they follow the steps themselves)
             stack.enter_context(composable_unet(
                 pipe.unet, lambda: (plan.parts_at(current["step"]), plan.at(current["step"])[1]),

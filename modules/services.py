@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 from modules import devices, extra_networks, paths as paths_module
 from modules.cmd_args import parse_args
 from modules.jobs import Job, JobError, JobQueue
+from modules.controlnet.models import ControlNetCache, ControlNetRegistry
+from modules.controlnet.plan import ControlNet
+from modules.controlnet.preprocessors import Preprocessors
 from modules.models.manager import ModelManager
 from modules.models.registry import CheckpointRegistry, HashCache
 from modules.options import Options
@@ -23,6 +26,7 @@ from modules.processing import GenerationRequest, Generator
 from modules.upscalers import Upscalers
 
 if TYPE_CHECKING:
+    from modules.controlnet.units import ControlNetUnit
     from modules.postprocessing import ExtrasRequest
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,7 @@ class Services:
     networks: extra_networks.ExtraNetworks
     upscalers: Upscalers
     restorers: FaceRestorers
+    controlnet: ControlNet
 
     def submit_txt2img(self, request: GenerationRequest, job_id: str | None = None) -> Job:
         return self.queue.submit("txt2img", lambda job: self.generator.txt2img(request, job), job_id=job_id)
@@ -63,6 +68,20 @@ class Services:
                 raise JobError(str(error), status=422) from None
 
         return self.queue.submit("extras", run, job_id=job_id)
+
+    def submit_detect(self, unit: "ControlNetUnit", pictures: list, job_id: str | None = None) -> Job:
+        """Run a ControlNet unit's preprocessor on each picture, on the worker (it owns the device);
+        the job's result is the list of maps."""
+        from modules.controlnet.plan import ControlNetError
+
+        def run(job: Job):
+            try:
+                return [self.controlnet.detect(unit, picture, picture.width, picture.height)[0]
+                        for picture in pictures]
+            except ControlNetError as error:   # unknown module, missing annotator weights
+                raise JobError(str(error), status=422) from None
+
+        return self.queue.submit("controlnet-detect", run, job_id=job_id)
 
     def submit_model_switch(self, name: str) -> Job:
         """Load a checkpoint on the worker, the only thread that touches models; the job's result is its title."""
@@ -131,9 +150,15 @@ def create(args: argparse.Namespace | None = None) -> Services:
     queue = JobQueue(max_waiting=int(options.queue_max_size))
     upscalers = Upscalers(paths.models, device_config.device, device_config.dtype, options)
     restorers = FaceRestorers(paths.models, device_config.device, device_config.dtype)
-    generator = Generator(manager, options, paths, networks, upscalers=upscalers,
+    controlnets = ControlNetRegistry(paths.controlnet, hashing=not args.no_hashing)
+    controlnet = ControlNet(
+        registry=controlnets,
+        models=ControlNetCache(controlnets, device_config.device, device_config.dtype,
+                               size=lambda: int(options.control_net_model_cache_size)),
+        preprocessors=Preprocessors(paths.annotators, device_config.device))
+    generator = Generator(manager, options, paths, networks, upscalers=upscalers, controlnet=controlnet,
                           prompt_history=not args.no_prompt_history)
     return Services(args=args, paths=paths, options=options, devices=device_config, registry=registry,
                     models=manager, queue=queue, generator=generator, networks=networks, upscalers=upscalers,
-                    restorers=restorers)
+                    restorers=restorers, controlnet=controlnet)
 

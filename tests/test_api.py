@@ -90,7 +90,9 @@ def test_save_images_writes_files_and_grid(server):
     ({"override_settings": {"sd_model_checkpoint": "missing.safetensors"}}, "sd_model_checkpoint"),
     ({"override_settings": {"outdir_txt2img_samples": "/tmp"}}, "outdir_txt2img_samples"),
     ({"enable_hr": True, "hr_upscaler": "Sparkle 9x"}, "hr_upscaler"),
-    ({"alwayson_scripts": {"controlnet": {"args": []}}}, "alwayson_scripts"),
+    ({"alwayson_scripts": {"Dynamic Prompts": {"args": []}}}, "alwayson_scripts"),
+    ({"alwayson_scripts": {"controlnet": {"args": [{"module": "canny", "model": "missing [0000]"}]}}},
+     "model"),
     ({"width": 2048, "height": 2048, "batch_size": 8}, "batch_size"),
 ])
 def test_bad_requests_get_422_naming_the_field(server, payload, field):

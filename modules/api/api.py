@@ -18,7 +18,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import ValidationError
 
 from modules import images, infotext, samplers
-from modules.api import models
+from modules.api import controlnet as controlnet_api, models
 from modules.cmd_args import public_flags
 from modules.jobs import Job, QueueFull
 from modules.options import OPTIONS
@@ -28,7 +28,6 @@ from modules.services import Services
 # Request fields this version cannot honour yet: asking for them is a clear 422, not a silent no-op.
 NOT_YET_SUPPORTED = {
     "restore_faces": "face restoration during generation is not available; use /sdapi/v1/extra-single-image",
-    "alwayson_scripts": "always-on scripts (ControlNet, ...) are not available yet",
     "firstpass_image": "starting hires fix from a given first-pass image is not available",
     "latent_mask": "a separate latent mask is not available; send the mask in `mask`",
 }
@@ -39,7 +38,8 @@ OVERRIDE_FIELDS = {"sd_model_checkpoint": "checkpoint", "CLIP_stop_at_last_layer
 # Where a GenerationRequest field came from in the A1111 request, to name it in errors.
 FIELD_LOCATIONS = {"checkpoint": ["override_settings", "sd_model_checkpoint"],
                    "clip_skip": ["override_settings", "CLIP_stop_at_last_layers"],
-                   "vae": ["override_settings", "sd_vae"]}
+                   "vae": ["override_settings", "sd_vae"],
+                   "controlnet_units": ["alwayson_scripts", "controlnet", "args"]}
 
 
 def validation_error(loc: list, message: str, kind: str = "value_error") -> HTTPException:
@@ -141,6 +141,10 @@ def to_generation_request(body: models.Txt2ImgRequest, services: Services) -> Ge
         if body.refiner_switch_at is not None:
             data["refiner_switch_at"] = body.refiner_switch_at
     data.update(_script_fields(body, services, image_mode))
+    try:
+        data.update(controlnet_api.alwayson_fields(body.alwayson_scripts or {}))
+    except controlnet_api.ApiError as error:
+        raise validation_error(error.loc, str(error)) from None
     save = body.save_images
     data["save_images"] = save and not body.do_not_save_samples
     data["save_grid"] = save and not body.do_not_save_grid
@@ -150,7 +154,8 @@ def to_generation_request(body: models.Txt2ImgRequest, services: Services) -> Ge
             raise validation_error(["override_settings", key], reason)
         data[OVERRIDE_FIELDS[key]] = value
     try:
-        return validate_request(data, services.registry, services.networks, services.upscalers)
+        return validate_request(data, services.registry, services.networks, services.upscalers,
+                                services.controlnet)
     except ValidationError as error:
         raise request_validation_error(error) from None
 
@@ -160,9 +165,9 @@ def request_validation_error(error: ValidationError) -> HTTPException:
     for item in error.errors(include_url=False, include_context=False, include_input=False):
         loc = list(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
-        if not loc and ": " in message:  # cross-field rule: "field: reason"
-            field, message = message.split(": ", 1)
-            loc = [field]
+        field, _, reason = message.partition(": ")
+        if reason and field.isidentifier() and (not loc or loc[-1] != field):   # cross-field rule: "field: reason"
+            loc, message = [*loc, field], reason
         if loc and loc[0] in FIELD_LOCATIONS:
             loc = FIELD_LOCATIONS[loc[0]] + loc[1:]
         details.append({"loc": ["body", *loc], "msg": message, "type": item["type"]})
@@ -209,14 +214,22 @@ def _auth_dependency(credentials: str | None):
     return [Depends(check)]
 
 
-def create_router(services: Services) -> APIRouter:
-    router = APIRouter(prefix="/sdapi/v1", dependencies=_auth_dependency(services.args.api_auth))
+async def wait_for(job: Job) -> Job:
+    # Poll instead of blocking a thread: waiting requests must not starve /progress (no thread held).
+    while not job.done.is_set():
+        await asyncio.sleep(0.02)
+    return job
 
-    async def wait_for(job: Job) -> Job:
-        # Poll instead of blocking a thread: waiting requests must not starve /progress (no thread held).
-        while not job.done.is_set():
-            await asyncio.sleep(0.02)
-        return job
+
+def create_routers(services: Services) -> list[APIRouter]:
+    """/sdapi/v1 and the ControlNet extension's /controlnet, both behind --api-auth."""
+    auth = _auth_dependency(services.args.api_auth)
+    return [create_router(services, auth),
+            controlnet_api.create_router(services, wait_for, encode_image, auth)]
+
+
+def create_router(services: Services, auth: list) -> APIRouter:
+    router = APIRouter(prefix="/sdapi/v1", dependencies=auth)
 
     async def finished(submit, job_id: str | None = None) -> Job | JSONResponse:
         """Submit, wait without holding a thread, and turn a failed job into A1111's error body."""
@@ -239,7 +252,8 @@ def create_router(services: Services) -> APIRouter:
         if isinstance(job, JSONResponse):
             return job
         result = job.result
-        encoded = [encode_image(image) for image in result.images] if body.send_images else []
+        pictures = list(result.images) + result.detected_maps   # the ControlNet extension appends its maps
+        encoded = [encode_image(image) for image in pictures] if body.send_images else []
         return models.ImageResponse(images=encoded, parameters=body.model_dump(), info=result.info_json())
 
     @router.post("/img2img", response_model=models.ImageResponse)
@@ -249,7 +263,8 @@ def create_router(services: Services) -> APIRouter:
         if isinstance(job, JSONResponse):
             return job
         result = job.result
-        pictures = list(result.images) + (list(request.init_images) if body.include_init_images else [])
+        pictures = (list(result.images) + result.detected_maps
+                    + (list(request.init_images) if body.include_init_images else []))
         encoded = [encode_image(image) for image in pictures] if body.send_images else []
         parameters = body.model_dump()
         if not body.include_init_images:   # A1111 does not echo the (large) images back

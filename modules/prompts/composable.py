@@ -37,6 +37,7 @@ def composable_unet(unet, conditioning_now: Callable[[], tuple[list[tuple[float,
     `conditioning_now()` gives the current step's ([(weight, cond)...], uncond); `guided` is whether the
     pipeline runs classifier-free guidance (its batch is then [uncond, cond]).
     """
+    previous = unet.__dict__.get("forward")   # another wrapper (ControlNet) may already be in place
     original = unet.forward
 
     def forward(sample, timestep, encoder_hidden_states, *args, added_cond_kwargs=None, return_dict=True, **kwargs):
@@ -66,4 +67,7 @@ def composable_unet(unet, conditioning_now: Callable[[], tuple[list[tuple[float,
     try:
         yield
     finally:
-        del unet.forward   # back to the class's forward
+        if previous is None:
+            del unet.forward   # back to the class's forward
+        else:
+            unet.forward = previous
