@@ -13,7 +13,9 @@ MODEL_FOLDERS = {
     "A `<name>.yaml` next to a checkpoint with `parameterization: \"v\"` marks it as v-prediction.\n",
     "VAE": "VAE files (.safetensors, .pt, .ckpt) to use instead of the one inside a checkpoint.\n",
     "Lora": "LoRA and LyCORIS files (.safetensors), used with <lora:name:weight> in the prompt.\n",
-    "ControlNet": "ControlNet models (.safetensors, .pth) for guided generation.\n",
+    "ControlNet": "ControlNet models for guided generation: the original files (control_v11p_sd15_canny.pth, "
+    "SD 2.1 and SDXL ones; .safetensors, .pth), single-file diffusers ControlNets, or diffusers folders "
+    "(config.json + weights). Each is offered with checkpoints of its family (SD 1.x, SD 2.x, SDXL).\n",
     "hypernetworks": "Hypernetworks (.pt), used with <hypernet:name:weight> in the prompt.\n",
     "ESRGAN": "Upscaler models (.pth, .safetensors) for hires fix and Extras: ESRGAN and any other architecture "
     "spandrel loads (Real-ESRGAN, SwinIR, DAT, HAT, ...).\n",
@@ -26,7 +28,12 @@ MODEL_FOLDERS = {
     "detection_Resnet50_Final.pth.\n",
     "Codeformer": "CodeFormer face restoration: codeformer-v0.1.0.pth (it also needs "
     "models/GFPGAN/detection_Resnet50_Final.pth, the face detector).\n",
-    "annotators": "Weights for ControlNet preprocessors (HED, depth, ...).\n",
+    "annotators": "Weights for ControlNet preprocessors, under the names lllyasviel/Annotators uses: "
+    "ControlNetHED.pth, table5_pidinet.pth, dpt_hybrid-midas-501f0c75.pt, res101.pth, ZoeD_M12_N.pt, "
+    "mlsd_large_512_fp32.pth, sk_model.pth, sk_model2.pth, netG.pth, scannet.pt, body_pose_model.pth, "
+    "hand_pose_model.pth, facenet.pth; folders depth-anything-small-hf/ and upernet-convnext-small/ "
+    "(config.json + model.safetensors). The README's ControlNet section says which preprocessor needs "
+    "which. Canny, invert, xdog, shuffle, tile and the other simple ones need none.\n",
 }
 
 

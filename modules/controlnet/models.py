@@ -26,7 +26,7 @@ from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING, conver
 
 from modules.models.detect import FAMILY_LABELS
 from modules.models.files import ModelFileError, file_kind, load_state_dict, read_safetensors_header
-from modules.models.loader import ModelLoadError, _bundled, _indices, _materialise
+from modules.models.loader import ModelLoadError, bundled_config, key_indices, materialise
 from modules.models.registry import old_hash
 
 log = logging.getLogger(__name__)
@@ -175,8 +175,8 @@ def to_diffusers(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     if layout == "diffusers":
         return state_dict
     ldm = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
-    downsamplers = _indices(ldm, r"input_blocks\.(\d+)\.0\.op\.weight")
-    layers_per_block = downsamplers[0] - 1 if downsamplers else len(_indices(ldm, r"input_blocks\.(\d+)\.")) - 1
+    downsamplers = key_indices(ldm, r"input_blocks\.(\d+)\.0\.op\.weight")
+    layers_per_block = downsamplers[0] - 1 if downsamplers else len(key_indices(ldm, r"input_blocks\.(\d+)\.")) - 1
     converted = convert_controlnet_checkpoint(ldm, {"layers_per_block": layers_per_block})
     # diffusers' converter leaves SDXL's label_emb out; its own mapping table names it.
     for diffusers_key, ldm_key in DIFFUSERS_TO_LDM_MAPPING["controlnet"]["addition_embed_type"].items():
@@ -199,14 +199,14 @@ def _time_id_width(projection_in: int) -> int:
 
 def controlnet_config(shapes: Shapes, family: str, *, global_pool: bool = False) -> dict:
     """The diffusers ControlNetModel config for weights under diffusers' names (see `to_diffusers`)."""
-    config = {k: v for k, v in _bundled(FAMILY_CONFIGS[family], "unet").items() if k in _CONTROLNET_PARAMETERS}
+    config = {k: v for k, v in bundled_config(FAMILY_CONFIGS[family], "unet").items() if k in _CONTROLNET_PARAMETERS}
     levels = []
-    for i in _indices(shapes, r"down_blocks\.(\d+)\."):
+    for i in key_indices(shapes, r"down_blocks\.(\d+)\."):
         levels.append({
             "channels": shapes[f"down_blocks.{i}.resnets.0.conv1.weight"][0],
-            "resnets": len(_indices(shapes, rf"down_blocks\.{i}\.resnets\.(\d+)\.")),
+            "resnets": len(key_indices(shapes, rf"down_blocks\.{i}\.resnets\.(\d+)\.")),
             "attention": any(key.startswith(f"down_blocks.{i}.attentions.") for key in shapes),
-            "depth": len(_indices(shapes, rf"down_blocks\.{i}\.attentions\.0\.transformer_blocks\.(\d+)\.")),
+            "depth": len(key_indices(shapes, rf"down_blocks\.{i}\.attentions\.0\.transformer_blocks\.(\d+)\.")),
         })
     if not levels:
         raise ControlNetLoadError("no down blocks found")
@@ -214,13 +214,13 @@ def controlnet_config(shapes: Shapes, family: str, *, global_pool: bool = False)
     if len(resnets) != 1:
         raise ControlNetLoadError(f"levels have different numbers of ResBlocks: {sorted(resnets)}")
     mid_attention = any(key.startswith("mid_block.attentions.") for key in shapes)
-    mid_depth = len(_indices(shapes, r"mid_block\.attentions\.0\.transformer_blocks\.(\d+)\."))
+    mid_depth = len(key_indices(shapes, r"mid_block\.attentions\.0\.transformer_blocks\.(\d+)\."))
     if levels[-1]["attention"] and mid_attention and levels[-1]["depth"] != mid_depth:
         raise ControlNetLoadError("the middle block's depth differs from the last level's")
     channels = [level["channels"] for level in levels]
     hint = [shapes["controlnet_cond_embedding.conv_in.weight"][0]]
     hint += [shapes[f"controlnet_cond_embedding.blocks.{i}.weight"][0]
-             for i in _indices(shapes, r"controlnet_cond_embedding\.blocks\.(\d+)\.")[1::2]]   # the stride-2 convs
+             for i in key_indices(shapes, r"controlnet_cond_embedding\.blocks\.(\d+)\.")[1::2]]   # the stride-2 convs
     config.update(
         in_channels=shapes["conv_in.weight"][1],
         conditioning_channels=shapes["controlnet_cond_embedding.conv_in.weight"][1],
@@ -275,7 +275,7 @@ def _build(weights: dict[str, torch.Tensor], config: dict, path: Path, dtype: to
     try:
         with init_empty_weights():
             model = ControlNetModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
-        return _materialise(model, weights, "ControlNet", dtype)
+        return materialise(model, weights, "ControlNet", dtype)
     except (ModelLoadError, ValueError, TypeError) as error:
         raise ControlNetLoadError(f"{path.name}: {error}") from None
 

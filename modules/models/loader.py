@@ -64,14 +64,14 @@ def config_variant(spec: ModelSpec) -> str:
 
 
 @lru_cache(maxsize=64)
-def _bundled(variant: str, part: str) -> dict:
+def bundled_config(variant: str, part: str) -> dict:
     name = "scheduler_config.json" if part == "scheduler" else "config.json"
     return json.loads((CONFIG_ROOT / variant / part / name).read_text(encoding="utf-8"))
 
 
 def scheduler_config(spec: ModelSpec) -> dict:
     """The model's DDPM training schedule, the base every sampler's scheduler is built from."""
-    config = {k: v for k, v in _bundled(config_variant(spec), "scheduler").items() if not k.startswith("_")}
+    config = {k: v for k, v in bundled_config(config_variant(spec), "scheduler").items() if not k.startswith("_")}
     config["prediction_type"] = spec.prediction_type
     if spec.zero_terminal_snr:
         config["rescale_betas_zero_snr"] = True
@@ -80,20 +80,20 @@ def scheduler_config(spec: ModelSpec) -> dict:
 
 # ---------------------------------------------------------------- shapes → configs
 
-def _indices(state_dict, pattern: str) -> list[int]:
+def key_indices(state_dict, pattern: str) -> list[int]:
     """Sorted distinct integers N of keys matching `pattern` with one `(\\d+)` group."""
     regex = re.compile(pattern)
     return sorted({int(m.group(1)) for key in state_dict if (m := regex.match(key))})
 
 
 def unet_config(state_dict, spec: ModelSpec) -> dict:
-    config = dict(_bundled(config_variant(spec), "unet"))
+    config = dict(bundled_config(config_variant(spec), "unet"))
     first = state_dict[UNET + "input_blocks.0.0.weight"]
 
     # Walk the input blocks: ResBlocks (with an optional SpatialTransformer) until a Downsample ends a level.
     levels: list[dict] = []
     level = {"channels": None, "resnets": 0, "depth": 0}
-    for index in _indices(state_dict, re.escape(UNET) + r"input_blocks\.(\d+)\.")[1:]:
+    for index in key_indices(state_dict, re.escape(UNET) + r"input_blocks\.(\d+)\.")[1:]:
         prefix = f"{UNET}input_blocks.{index}."
         if prefix + "0.op.weight" in state_dict:
             levels.append(level)
@@ -101,13 +101,13 @@ def unet_config(state_dict, spec: ModelSpec) -> dict:
             continue
         level["channels"] = state_dict[prefix + "0.out_layers.3.weight"].shape[0]
         level["resnets"] += 1
-        level["depth"] = len(_indices(state_dict, re.escape(prefix) + r"1\.transformer_blocks\.(\d+)\."))
+        level["depth"] = len(key_indices(state_dict, re.escape(prefix) + r"1\.transformer_blocks\.(\d+)\."))
     levels.append(level)
 
     resnets = {lvl["resnets"] for lvl in levels}
     if len(resnets) != 1:
         raise ModelLoadError(f"UNet levels have different numbers of ResBlocks: {sorted(resnets)}")
-    mid_depth = len(_indices(state_dict, re.escape(UNET) + r"middle_block\.1\.transformer_blocks\.(\d+)\."))
+    mid_depth = len(key_indices(state_dict, re.escape(UNET) + r"middle_block\.1\.transformer_blocks\.(\d+)\."))
     if levels[-1]["depth"] and levels[-1]["depth"] != mid_depth:
         raise ModelLoadError("the UNet's middle block depth differs from its last level's")
     channels = [lvl["channels"] for lvl in levels]
@@ -150,11 +150,11 @@ def _pooled_width(state_dict, spec: ModelSpec) -> int:
 
 
 def vae_config(state_dict, spec: ModelSpec) -> dict:
-    config = dict(_bundled(config_variant(spec), "vae"))
-    levels = _indices(state_dict, re.escape(VAE) + r"encoder\.down\.(\d+)\.")
+    config = dict(bundled_config(config_variant(spec), "vae"))
+    levels = key_indices(state_dict, re.escape(VAE) + r"encoder\.down\.(\d+)\.")
     if not levels:
         raise ModelLoadError("no VAE found (no first_stage_model.* weights)")
-    per_level = len(_indices(state_dict, re.escape(VAE) + r"encoder\.down\.0\.block\.(\d+)\."))
+    per_level = len(key_indices(state_dict, re.escape(VAE) + r"encoder\.down\.0\.block\.(\d+)\."))
     config.update(
         in_channels=state_dict[VAE + "encoder.conv_in.weight"].shape[1],
         out_channels=state_dict[VAE + "decoder.conv_out.weight"].shape[0],
@@ -181,7 +181,7 @@ def _clip_config(base: dict, *, width: int, vocab: int, positions: int, layers: 
 
 # ---------------------------------------------------------------- weights → modules
 
-def _materialise(module: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, dtype) -> torch.nn.Module:
+def materialise(module: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, dtype) -> torch.nn.Module:
     """Load weights into a module created on the meta device; every parameter must be covered."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in weights and expected[k].is_meta]
@@ -206,14 +206,14 @@ def build_unet(state_dict, spec: ModelSpec, dtype) -> UNet2DConditionModel:
     config = unet_config(state_dict, spec)
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
-    return _materialise(unet, convert_ldm_unet_checkpoint(state_dict, unet.config), "UNet", dtype)
+    return materialise(unet, convert_ldm_unet_checkpoint(state_dict, unet.config), "UNet", dtype)
 
 
 def build_vae(state_dict, spec: ModelSpec, dtype) -> AutoencoderKL:
     config = vae_config(state_dict, spec)
     with init_empty_weights():
         vae = AutoencoderKL.from_config({k: v for k, v in config.items() if not k.startswith("_")})
-    return _materialise(vae, convert_ldm_vae_checkpoint(state_dict, vae.config), "VAE", dtype)
+    return materialise(vae, convert_ldm_vae_checkpoint(state_dict, vae.config), "VAE", dtype)
 
 
 def _unwrap_text_model(module, weights: dict) -> dict:
@@ -230,18 +230,18 @@ def build_clip_l(state_dict, prefix: str, base: dict, dtype) -> CLIPTextModel:
     config = _clip_config(
         base, width=embedding.shape[1], vocab=embedding.shape[0],
         positions=state_dict[p + "embeddings.position_embedding.weight"].shape[0],
-        layers=len(_indices(state_dict, re.escape(p) + r"encoder\.layers\.(\d+)\.")),
+        layers=len(key_indices(state_dict, re.escape(p) + r"encoder\.layers\.(\d+)\.")),
         intermediate=state_dict[p + "encoder.layers.0.mlp.fc1.weight"].shape[0], projection=None)
     with init_empty_weights():
         model = CLIPTextModel(config)
     weights = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(p) and "position_ids" not in k}
-    return _materialise(model, _unwrap_text_model(model, weights), "text encoder", dtype)
+    return materialise(model, _unwrap_text_model(model, weights), "text encoder", dtype)
 
 
 def build_open_clip(state_dict, prefix: str, base: dict, dtype, *, with_projection: bool, drop_last_layer: bool):
     """An OpenCLIP text encoder (`<prefix>transformer.resblocks.*`), converted by diffusers' converter."""
     embedding = state_dict[prefix + "token_embedding.weight"]
-    layers = len(_indices(state_dict, re.escape(prefix) + r"transformer\.resblocks\.(\d+)\."))
+    layers = len(key_indices(state_dict, re.escape(prefix) + r"transformer\.resblocks\.(\d+)\."))
     projection = state_dict.get(prefix + "text_projection")
     config = _clip_config(
         base, width=embedding.shape[1], vocab=embedding.shape[0],
@@ -258,7 +258,7 @@ def build_open_clip(state_dict, prefix: str, base: dict, dtype, *, with_projecti
     source = {k: v for k, v in state_dict.items()
               if k.startswith(prefix) and not (drop_last_layer and k.startswith(last))}
     weights = convert_open_clip_checkpoint(model, source, prefix=prefix)
-    return _materialise(model, _unwrap_text_model(model, weights), "text encoder", dtype)
+    return materialise(model, _unwrap_text_model(model, weights), "text encoder", dtype)
 
 
 @dataclass
@@ -273,19 +273,19 @@ class Components:
 def build_components(state_dict, spec: ModelSpec, dtype: torch.dtype, vae_dtype: torch.dtype) -> Components:
     variant = config_variant(spec)
     if spec.family == "sd1":
-        te = build_clip_l(state_dict, "cond_stage_model.transformer.", _bundled(variant, "text_encoder"), dtype)
+        te = build_clip_l(state_dict, "cond_stage_model.transformer.", bundled_config(variant, "text_encoder"), dtype)
         te2 = None
     elif spec.family == "sd2":
-        te = build_open_clip(state_dict, "cond_stage_model.model.", _bundled(variant, "text_encoder"), dtype,
+        te = build_open_clip(state_dict, "cond_stage_model.model.", bundled_config(variant, "text_encoder"), dtype,
                              with_projection=False, drop_last_layer=True)
         te2 = None
     elif spec.family == "sdxl":
-        te = build_clip_l(state_dict, "conditioner.embedders.0.transformer.", _bundled(variant, "text_encoder"), dtype)
-        te2 = build_open_clip(state_dict, "conditioner.embedders.1.model.", _bundled(variant, "text_encoder_2"),
+        te = build_clip_l(state_dict, "conditioner.embedders.0.transformer.", bundled_config(variant, "text_encoder"), dtype)
+        te2 = build_open_clip(state_dict, "conditioner.embedders.1.model.", bundled_config(variant, "text_encoder_2"),
                               dtype, with_projection=True, drop_last_layer=False)
     else:
         te = None
-        te2 = build_open_clip(state_dict, "conditioner.embedders.0.model.", _bundled(variant, "text_encoder_2"),
+        te2 = build_open_clip(state_dict, "conditioner.embedders.0.model.", bundled_config(variant, "text_encoder_2"),
                               dtype, with_projection=True, drop_last_layer=False)
     return Components(unet=build_unet(state_dict, spec, dtype), vae=build_vae(state_dict, spec, vae_dtype),
                       text_encoder=te, text_encoder_2=te2)
