@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--controlnet-dir", type=str, default=None, help="folder of ControlNet models")
     add("--controlnet-annotator-models-path", type=str, default=None,
         help="folder of ControlNet preprocessor weights (default models/annotators)")
+    add("--no-half-controlnet", action="store_true", help="run ControlNet models in fp32")
 
     # Device and precision
     add("--use-cpu", nargs="+", default=[], help="run these parts on the CPU ('all' for everything)")

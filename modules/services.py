@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+
 from modules import devices, extra_networks, paths as paths_module
 from modules.cmd_args import parse_args
 from modules.jobs import Job, JobError, JobQueue
@@ -153,7 +155,8 @@ def create(args: argparse.Namespace | None = None) -> Services:
     controlnets = ControlNetRegistry(paths.controlnet, hashing=not args.no_hashing)
     controlnet = ControlNet(
         registry=controlnets,
-        models=ControlNetCache(controlnets, device_config.device, device_config.dtype,
+        models=ControlNetCache(controlnets, device_config.device,
+                               torch.float32 if args.no_half_controlnet else device_config.dtype,
                                size=lambda: int(options.control_net_model_cache_size)),
         preprocessors=Preprocessors(paths.annotators, device_config.device))
     generator = Generator(manager, options, paths, networks, upscalers=upscalers, controlnet=controlnet,
