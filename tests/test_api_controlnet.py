@@ -76,6 +76,10 @@ def test_routes_answer_in_the_extensions_shapes(server):
     modules = server.get("/controlnet/module_list").json()
     assert "canny" in modules["module_list"] and modules["module_list"][0] == "none"
     assert modules["module_detail"]["canny"]["sliders"]
+    assert "depth" in modules["module_list"] and "depth_midas" not in modules["module_list"]   # internal names
+    labels = server.get("/controlnet/module_list", params={"alias_names": True}).json()
+    assert "depth_midas" in labels["module_list"] and "depth" not in labels["module_list"]
+    assert labels["module_detail"]["depth_midas"]["sliders"]
     types = server.get("/controlnet/control_types").json()["control_types"]
     assert "canny" in types["Canny"]["module_list"]
     assert any(title.startswith("control_v11p_sd15_canny") for title in types["Canny"]["model_list"])

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 from pydantic import ValidationError
 
 from modules import cmd_args, services as services_module
+from modules.controlnet.models import load_controlnet
+from modules.controlnet.plan import PreparedUnit
+from modules.controlnet.units import ControlNetUnit
 from modules.infotext import infotext_to_request_fields, parse_infotext
 from modules.processing import validate_request
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
@@ -131,6 +135,22 @@ def test_control_modes_differ_from_balanced(services, mode):
     other = run(services, controlnet_units=[unit(control_mode=mode)])
     assert differs(balanced, other.images[0])
     assert f"Control Mode: {mode}" in other.images[0].info["parameters"]
+
+
+def test_pooled_shuffle_controlnets_guide_only_the_prompt_half(tmp_path):
+    """As in the extension (and diffusers' guess mode), a globally pooled ControlNet leaves the negative
+    prompt's half of the CFG batch alone, like "ControlNet is more important" does."""
+    path = write_controlnet(build_tiny_controlnet("sd1"), tmp_path / "control_v11e_sd15_shuffle.safetensors")
+    model = load_controlnet(path, torch.float32)[0]
+    prepared = PreparedUnit(index=0, unit=ControlNetUnit(module="shuffle", model="shuffle"), model=model,
+                            title="shuffle", detected_map=photo(), processor_res=64, thresholds=(None, None))
+    control = prepared.for_pass(64, 64, hires_pass=False, hires_enabled=False)
+    generator = torch.Generator().manual_seed(0)
+    context = torch.randn(2, 8, model.config.cross_attention_dim, generator=generator)
+    with torch.no_grad():
+        down, mid = control.residuals(torch.randn(2, 4, 8, 8, generator=generator), torch.tensor(500), context,
+                                      None, images=1)
+    assert all(residual[0].abs().max() == 0 and residual[1].abs().max() > 0 for residual in [*down, mid])
 
 
 def test_multi_controlnet(services):

@@ -108,7 +108,9 @@ def test_thresholds_change_the_map(tmp_path):
     gentle = preprocessors.run("blur_gaussian", photo(), threshold_a=1.0)
     strong = preprocessors.run("blur_gaussian", photo(), threshold_a=20.0)
     assert gentle.tobytes() != strong.tobytes()
-    assert preprocessors.run("tile_resample", photo(), resolution=256, threshold_a=2.0).size == (192, 128)
+    # As in the extension, tile_resample has no resolution: it down-samples the picture at its own size.
+    assert preprocessors.find("tile_resample").resolution is None
+    assert preprocessors.run("tile_resample", photo(), resolution=256, threshold_a=2.0).size == (150, 100)
 
 
 WEIGHTED_IN_FIXTURE = ["softedge_hed", "softedge_hedsafe", "scribble_hed", "softedge_pidinet", "softedge_pidisafe",

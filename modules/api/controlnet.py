@@ -124,13 +124,15 @@ def create_router(services: Services, wait_for, encode_image, dependencies) -> A
 
     @router.get("/module_list")
     def module_list(alias_names: bool = False):
-        names = controlnet.preprocessors.names()
+        # The extension lists its internal names ("depth", "hed", "invert") unless alias_names asks for the UI's.
+        preprocessors = [controlnet.preprocessors.find(name) for name in controlnet.preprocessors.names()]
+        names = [p.aliases[0] if p.aliases and not alias_names else p.name for p in preprocessors]
         return {"module_list": names,
                 "module_detail": {name: controlnet.preprocessors.module_detail(name) for name in names}}
 
     @router.get("/control_types")
     def control_types():
-        return controlnet.preprocessors.control_types(["None", *controlnet.registry.titles()])
+        return controlnet.preprocessors.control_types(controlnet.registry.titles())
 
     @router.get("/settings")
     def settings():
@@ -152,8 +154,9 @@ def create_router(services: Services, wait_for, encode_image, dependencies) -> A
                                   threshold_a=body.controlnet_threshold_a, threshold_b=body.controlnet_threshold_b)
         except ApiError as error:
             raise _error(error) from None
-        except ValidationError as error:
-            raise HTTPException(status_code=422, detail=error.errors(include_url=False, include_input=False)) from None
+        except ValidationError as error:   # e.g. an infinite threshold; the context may hold exceptions (not JSON)
+            raise HTTPException(status_code=422, detail=error.errors(include_url=False, include_context=False,
+                                                                     include_input=False)) from None
         if controlnet.preprocessors.find(unit.module) is None:
             raise _error(ApiError(["controlnet_module"], f"unknown preprocessor {unit.module!r}; "
                                                         "see /controlnet/module_list"))

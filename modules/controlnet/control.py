@@ -21,7 +21,11 @@ from PIL import Image
 
 from modules import masking
 
-SOFT_WEIGHT_BASE = 0.825   # the extension's soft injection: layer i of n gets weight × 0.825^(n-1-i)
+# The extension's soft injection: output i gets weight × 0.825^(12-i), written for SD1's 13 outputs (12 down, then
+# the middle) and cut to the first 10 for SDXL, whose middle output so gets 0.825^3. Kept as it is, since users'
+# settings are tuned to it.
+SOFT_WEIGHT_BASE = 0.825
+SOFT_WEIGHT_LAYERS = 13
 
 
 def pixel_perfect_resolution(image_size: tuple[int, int], width: int, height: int, resize_mode: int) -> int:
@@ -63,8 +67,8 @@ class PassControl:
     weight: float
     start: float
     end: float
-    soft: bool               # per-layer soft weights ("My prompt is more important"; hires canny/MLSD)
-    cond_only: bool          # control only the conditional half ("ControlNet is more important")
+    soft: bool               # per-layer soft weights (a Control Mode other than Balanced; hires canny/MLSD)
+    cond_only: bool          # control only the conditional half ("ControlNet is more important"; shuffle)
 
     def active(self, fraction: float) -> bool:
         return self.weight > 0 and self.start <= fraction <= self.end
@@ -80,8 +84,8 @@ class PassControl:
         down, mid = model(x.to(dtype), timestep, encoder_hidden_states=encoder_hidden_states.to(dtype),
                           controlnet_cond=hint, conditioning_scale=1.0, added_cond_kwargs=extra, return_dict=False)
         outputs = [*down, mid]
-        count = len(outputs)
-        scales = [self.weight * (SOFT_WEIGHT_BASE ** (count - 1 - i) if self.soft else 1.0) for i in range(count)]
+        scales = [self.weight * (SOFT_WEIGHT_BASE ** (SOFT_WEIGHT_LAYERS - 1 - i) if self.soft else 1.0)
+                  for i in range(len(outputs))]
         outputs = [output * scale for output, scale in zip(outputs, scales)]
         if self.cond_only and x.shape[0] == 2 * images:   # the CFG batch is [uncond, cond]
             keep = torch.ones(x.shape[0], 1, 1, 1, device=x.device, dtype=dtype)

@@ -51,17 +51,15 @@ class PreparedUnit:
         image = resize_map(detected, self.unit.resize_mode, width, height)
         module = self.unit.module
         soft = self.unit.control_mode != 0 or (hires_pass and any(name in module for name in _HIRES_SOFT_MODULES))
+        # Globally pooled models (shuffle) guide only the conditional half too, as the extension and diffusers do.
+        cond_only = self.unit.control_mode == 2 or bool(getattr(self.model.config, "global_pool_conditions", False))
         return PassControl(model=self.model, hint=hint_tensor(image), weight=self.unit.weight,
                            start=self.unit.guidance_start, end=self.unit.guidance_end, soft=soft,
-                           cond_only=self.unit.control_mode == 2)
+                           cond_only=cond_only)
 
     def infotext(self, hires: bool) -> str:
         return infotext_value(self.unit, model_title=self.title, processor_res=self.processor_res,
                               thresholds=self.thresholds, hires=hires)
-
-
-def _base_family(checkpoint_family: str) -> str:
-    return "sdxl" if checkpoint_family.startswith("sdxl") else checkpoint_family
 
 
 @dataclass
@@ -118,7 +116,7 @@ class ControlNet:
             family = self.registry.family(info)
         except ControlNetLoadError as error:
             raise ControlNetError(f"model: {error}") from None
-        if family != _base_family(checkpoint_family):
+        if family != checkpoint_family:
             raise ControlNetError(
                 f"model: {info.title} is a ControlNet for {FAMILY_LABELS.get(family, family)} and cannot guide "
                 f"a {FAMILY_LABELS.get(checkpoint_family, checkpoint_family)} checkpoint")

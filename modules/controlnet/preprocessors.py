@@ -63,7 +63,7 @@ class Preprocessor:
     threshold_a: Slider | None
     threshold_b: Slider | None
     weight_files: tuple[str, ...]   # needed under the annotator folder; () = works out of the box
-    aliases: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()   # the extension's internal name first, where it differs from `name`
 
 
 # How a map is made: the network it needs (a key of annotators.NETWORKS, or None) and a function of
@@ -150,7 +150,7 @@ _ENTRIES = [
     _entry("softedge_pidisafe", "SoftEdge", _detector("pidinet", safe=True), aliases=("pidinet_safe",)),
     _entry("threshold", "All", _simple(annotators.threshold, "a"), Slider("Binarization Threshold", 127, 0, 255)),
     _entry("tile_resample", "Tile/Blur", _simple(annotators.tile_resample, "a"),
-           Slider("Down Sampling Rate", 1.0, 1.0, 8.0, 0.01)),
+           Slider("Down Sampling Rate", 1.0, 1.0, 8.0, 0.01), resolution=None),
 ]
 PREPROCESSORS: tuple[Preprocessor, ...] = tuple(preprocessor for preprocessor, _ in _ENTRIES)
 _RECIPES: dict[str, _Recipe] = {preprocessor.name: recipe for preprocessor, recipe in _ENTRIES}

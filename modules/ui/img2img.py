@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from modules import images, infotext, masking, samplers
-from modules.ui import txt2img
+from modules.ui import controlnet, txt2img
 from modules.ui.common import PRIVATE, number, tool_button
 from modules.ui.output import OutputPanel, create_output_panel
 from modules.ui.txt2img import Submission, slider
@@ -408,6 +408,7 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Img2ImgT
                                                                 label="Only masked padding, pixels",
                                                                 elem_id=f"{TAB}_inpaint_full_res_padding")
             fields.update(txt2img.create_refiner(services, TAB))
+            fields.update(controlnet.create_panel(services, TAB, width, height, demo=demo, topbar=topbar).fields)
             fields["script_name"], script_fields = _create_scripts(services)
             fields.update(script_fields)
             fields["styles"] = top.styles

@@ -66,6 +66,11 @@
         "extras_refresh_upscalers": "Rescan the upscaler model folders",
     
     };
+    // Buttons repeated per tab and ControlNet unit: hover text by the end of their elem_id.
+    const suffixTitles = {
+        "_controlnet_trigger_preprocessor": "Run preprocessor",
+        "_controlnet_refresh_models": "Refresh models",
+    };
 
     function applyTitles() {
         for (const [id, title] of Object.entries(titles)) {
@@ -73,6 +78,11 @@
             if (element && !element.title) {
                 element.title = title;
             }
+        }
+        for (const [suffix, title] of Object.entries(suffixTitles)) {
+            document.querySelectorAll(`[id$="${suffix}"]:not([title])`).forEach(function (element) {
+                element.title = title;
+            });
         }
     }
 

@@ -19,7 +19,7 @@ import gradio as gr
 from PIL import Image
 
 from modules import images, infotext
-from modules.ui import extras as extras_module, paste, topbar as topbar_module, txt2img
+from modules.ui import controlnet, extras as extras_module, paste, topbar as topbar_module, txt2img
 from modules.ui.common import PRIVATE, escape_multiline
 
 log = logging.getLogger(__name__)
@@ -45,13 +45,14 @@ def field_values(services, parsed: dict, target: str, warnings: list[str], *,
                  image_size: tuple[int, int] | None = None, only: Collection[str] | None = None) -> dict[str, Any]:
     """Request field names (plus the UI's "extra", "enable_hr", "enable_refiner") → values for `target` from a
     parsed infotext, as ↙️ paste gives them (txt2img.pasted_values), plus the inpaint settings, and the
-    checkboxes unticked when the image had no such settings (as A1111). `image_size` (the sent image's) sets
-    width/height, as A1111's send_size; `only` limits the fields (a gallery send)."""
+    checkboxes unticked when the image had no such settings (as A1111; without ControlNet units,
+    `controlnet_units` is empty). `image_size` (the sent image's) sets width/height, as A1111's send_size;
+    `only` limits the fields (a gallery send)."""
     if target == "extras" or (not parsed and image_size is None):
         return {}
     values: dict[str, Any] = {}
     if parsed:   # no infotext: only the image's size
-        values = {"extra": False, "enable_hr": False, "enable_refiner": False}
+        values = {"extra": False, "enable_hr": False, "enable_refiner": False, "controlnet_units": []}
         values.update(txt2img.pasted_values(services, paste.parsed_fields(parsed, warnings)))
     if target != "txt2img":
         values = {name: value for name, value in values.items() if name not in HIRES_FIELDS}
@@ -123,6 +124,8 @@ def _updates(services, target: Target, name: str, parsed: dict, image: Image.Ima
         value = paste.component_value(field, component, value, warnings)
         if value is not None:
             updates[component] = value
+    updates.update(controlnet.paste_updates(services, values.get("controlnet_units"), target.fields, warnings,
+                                            untick_others=True))
     if target.image is not None and image is not None:
         updates[target.image] = image
     if target.mode_tabs is not None:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from modules import samplers
 from modules.jobs import Job, QueueFull
 from modules.processing import validate_request
-from modules.ui import extra_networks, paste, progress, styles
+from modules.ui import controlnet, extra_networks, paste, progress, styles
 from modules.ui.common import PRIVATE, escape_multiline, number, token_counter_text, tool_button
 from modules.ui.output import (OutputPanel, create_output_panel, error_html, generation_state, infotext_html,
                                seed_of_selected)
@@ -79,15 +79,21 @@ def request_data(values: dict[str, Any]) -> dict[str, Any]:
     refiner_on = bool(data.pop("enable_refiner", False))
     if "refiner_checkpoint" in data and not (refiner_on and data["refiner_checkpoint"]):
         data["refiner_checkpoint"] = None
+    units = controlnet.take_units(data)
+    if units:
+        data["controlnet_units"] = units
     return data
 
 
 def validation_message(error: ValidationError, labels: dict[str, str] = LABELS) -> str:
     lines = []
     for item in error.errors(include_url=False, include_context=False, include_input=False):
-        field = str(item["loc"][0]) if item.get("loc") else ""
+        location = item.get("loc") or ()
+        field = str(location[0]) if location else ""
         label = labels.get(field, field)
         message = item["msg"].removeprefix("Value error, ")
+        if field == "controlnet_units" and len(location) > 1:   # "ControlNet Unit 0 › Model: ..."
+            label, message = controlnet.error_label(location[1:], message)
         lines.append(f"{label}: {message}" if label else message)
     return "\n".join(lines)
 
@@ -95,7 +101,7 @@ def validation_message(error: ValidationError, labels: dict[str, str] = LABELS) 
 def validated(services, data: dict, labels: dict[str, str] = LABELS):
     """`validate_request`, its error shown as a gr.Error naming each field by its label."""
     try:
-        return validate_request(data, services.registry, services.networks)
+        return validate_request(data, services.registry, services.networks, controlnet=services.controlnet)
     except ValidationError as error:
         raise gr.Error(escape_multiline(validation_message(error, labels)), title="Invalid settings",
                        print_exception=False) from None
@@ -350,12 +356,13 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Txt2ImgT
                                    elem_id=f"{TAB}_clip_skip", scale=3)
             hires = create_hires(services, TAB, width, height)
             refiner = create_refiner(services, TAB)
+            control = controlnet.create_panel(services, TAB, width, height, demo=demo, topbar=topbar)
         output = create_output_panel(TAB)
 
     fields = {"prompt": top.prompt, "negative_prompt": top.negative, "sampler_name": sampler,
               "scheduler": scheduler, "steps": steps, "width": width, "height": height, "n_iter": n_iter,
               "batch_size": batch_size, "cfg_scale": cfg_scale, **seed_row.fields, "tiling": tiling,
-              "clip_skip": clip_skip, "styles": top.styles, **hires, **refiner}
+              "clip_skip": clip_skip, "styles": top.styles, **hires, **refiner, **control.fields}
     tab = Txt2ImgTab(fields, top.generate, top.interrupt, top.skip, output)
 
     swap.click(None, inputs=[width, height], outputs=[width, height], js="(w, h) => [h, w]")
@@ -441,7 +448,9 @@ def connect_generation(services, top: Toprow, output: OutputPanel, inputs: list,
         if not collected:
             yield {**idle(), output.info: error_html(failure or "Nothing to do.")}
             return
+        # ControlNet's annotation maps follow the images, as the extension shows them side by side.
         images = [image for result, _ in collected for image in result.images]
+        images += [image for result, _ in collected for image in result.detected_maps]
         last, seconds = collected[-1]
         total = sum(seconds for _, seconds in collected)
         generation = generation_state(last, total)
@@ -520,6 +529,8 @@ def paste_handler(services, fields: dict):
                 shown = paste.component_value(name, fields[name], value, warnings)
                 if shown is not None:
                     updates[fields[name]] = shown
+        updates.update(controlnet.paste_updates(services, parsed.get("controlnet_units"), fields, warnings,
+                                                untick_others=False))
         if warnings:
             gr.Warning(escape_multiline("Not pasted: " + "\n".join(warnings)), title="Paste")
         return updates
