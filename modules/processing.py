@@ -454,7 +454,7 @@ class Generator:
             self._write_params(infotexts[-1])
         result = GenerationResult(images=result_images, infotexts=infotexts, seeds=seeds, subseeds=subseeds,
                                   request=request, index_of_first_image=index_of_first, saved=saved,
-                                  warnings=warnings, detected_maps=self._detected_maps(controls, outdir, seed))
+                                  warnings=warnings, detected_maps=self._detected_maps(controls, seed))
         result.info = self._info_dict(model, request, prepared, vae_info, result, clip_skip)
         return result
 
@@ -491,7 +491,7 @@ class Generator:
         except controlnet_plan.ControlNetError as error:
             raise JobError(f"controlnet_units: {error}", status=422) from None
 
-    def _detected_maps(self, controls: list, outdir: str, seed: int) -> list[Image.Image]:
+    def _detected_maps(self, controls: list, seed: int) -> list[Image.Image]:
         """The annotations to show after the images (the extension's side-by-side view), saved if asked."""
         if self.options.control_net_no_detectmap:
             return []

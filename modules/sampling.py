@@ -184,7 +184,9 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, live_previews: bo
         return callback_kwargs
 
     with contextlib.ExitStack() as stack:
-        stack.enter_context(controlled_unet(pipe.unet, step.controls, lambda: current["step"] / max(runs, 1), batch))
+        # Guidance start/end are fractions of the whole pass, also where a refiner takes over part-way.
+        stack.enter_context(controlled_unet(pipe.unet, step.controls, lambda: current["step"] / max(step.runs_steps, 1),
+                                            batch))
         if plan.composable:   # AND: the UNet answers with the weighted parts (they follow the steps themselves)
             stack.enter_context(composable_unet(
                 pipe.unet, lambda: (plan.parts_at(current["step"]), plan.at(current["step"])[1]),

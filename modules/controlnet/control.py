@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from modules import masking
+from modules.unet_forward import replaced_forward
 
 # The extension's soft injection: output i gets weight × 0.825^(12-i), written for SD1's 13 outputs (12 down, then
 # the middle) and cut to the first 10 for SDXL, whose middle output so gets 0.825^3. Kept as it is, since users'
@@ -103,7 +104,6 @@ def controlled_unet(unet, controls: list[PassControl], fraction: Callable[[], fl
     if not controls:
         yield
         return
-    previous = unet.__dict__.get("forward")   # another wrapper (composable prompts) may already be in place
     original = unet.forward
 
     def forward(sample, timestep, encoder_hidden_states, *args, **kwargs):
@@ -122,11 +122,5 @@ def controlled_unet(unet, controls: list[PassControl], fraction: Callable[[], fl
             kwargs["mid_block_additional_residual"] = mid.to(dtype)
         return original(sample, timestep, encoder_hidden_states, *args, **kwargs)
 
-    unet.forward = forward
-    try:
+    with replaced_forward(unet, forward):
         yield
-    finally:
-        if previous is None:
-            del unet.forward   # back to the class's forward
-        else:
-            unet.forward = previous

@@ -106,7 +106,8 @@ class ControlNetUnit(BaseModel):
         if self.guidance_end < self.guidance_start:
             raise ValueError("guidance_end must not be below guidance_start")
         if self.enabled and self.model == "None":
-            raise ValueError("model: an enabled unit needs a ControlNet model; see /controlnet/model_list")
+            raise ValueError("model: an enabled unit needs a ControlNet model (pick one in its Model list; "
+                             "/controlnet/model_list over the API)")
         return self
 
     @property

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from modules.prompts.conditioning import Conditioning
+from modules.unet_forward import replaced_forward
 
 
 def _predict(forward, sample, timestep, cond: Conditioning, dtype, args, kwargs, added_cond_kwargs):
@@ -37,7 +38,6 @@ def composable_unet(unet, conditioning_now: Callable[[], tuple[list[tuple[float,
     `conditioning_now()` gives the current step's ([(weight, cond)...], uncond); `guided` is whether the
     pipeline runs classifier-free guidance (its batch is then [uncond, cond]).
     """
-    previous = unet.__dict__.get("forward")   # another wrapper (ControlNet) may already be in place
     original = unet.forward
 
     def forward(sample, timestep, encoder_hidden_states, *args, added_cond_kwargs=None, return_dict=True, **kwargs):
@@ -63,11 +63,5 @@ def composable_unet(unet, conditioning_now: Callable[[], tuple[list[tuple[float,
             return UNet2DConditionOutput(sample=out)
         return (out,)
 
-    unet.forward = forward
-    try:
+    with replaced_forward(unet, forward):
         yield
-    finally:
-        if previous is None:
-            del unet.forward   # back to the class's forward
-        else:
-            unet.forward = previous

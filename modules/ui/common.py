@@ -11,6 +11,11 @@ from modules.prompts import conditioning
 PRIVATE = "private"
 
 
+def slider(*args, **kwargs) -> gr.Slider:
+    """A slider without Gradio's reset button (A1111's look)."""
+    return gr.Slider(*args, buttons=[], **kwargs)
+
+
 def tool_button(label: str, elem_id: str, **kwargs) -> gr.Button:
     """A1111's square emoji button (🔄, 🎲, ♻️, ⇅, ↙️); its hover text is set in script.js by elem_id."""
     return gr.Button(label, elem_id=elem_id, elem_classes=["tool"], size="sm", min_width=0, scale=0, **kwargs)

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from modules.controlnet.plan import ControlNetError
 from modules.controlnet.units import CONTROL_MODES, HIRES_OPTIONS, RESIZE_MODES, ControlNetUnit
 from modules.ui import paste
-from modules.ui.common import PRIVATE, number, tool_button
+from modules.ui.common import PRIVATE, number, slider, tool_button
 
 PREFIX = "controlnet_units."
 ALL_TYPES = "All"
@@ -32,11 +32,6 @@ LABELS = {"enabled": "Enable", "module": "Preprocessor", "model": "Model", "weig
           "threshold_a": "Threshold A", "threshold_b": "Threshold B", "guidance_start": "Starting Control Step",
           "guidance_end": "Ending Control Step", "pixel_perfect": "Pixel Perfect", "control_mode": "Control Mode",
           "hr_option": "Hires-Fix Option", "low_vram": "Low VRAM"}
-
-
-def slider(*args, **kwargs) -> gr.Slider:
-    """txt2img.slider (which imports this module, so it cannot be imported from there)."""
-    return gr.Slider(*args, buttons=[], **kwargs)
 
 
 def unit_key(index: int, name: str) -> str:

@@ -16,9 +16,9 @@ from PIL import Image, ImageEnhance
 
 from modules import images, infotext, masking, samplers
 from modules.ui import controlnet, txt2img
-from modules.ui.common import PRIVATE, number, tool_button
+from modules.ui.common import PRIVATE, number, slider, tool_button
 from modules.ui.output import OutputPanel, create_output_panel
-from modules.ui.txt2img import Submission, slider
+from modules.ui.txt2img import Submission
 
 log = logging.getLogger(__name__)
 

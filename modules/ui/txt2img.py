@@ -18,7 +18,7 @@ from modules import samplers
 from modules.jobs import Job, QueueFull
 from modules.processing import validate_request
 from modules.ui import controlnet, extra_networks, paste, progress, styles
-from modules.ui.common import PRIVATE, escape_multiline, number, token_counter_text, tool_button
+from modules.ui.common import PRIVATE, escape_multiline, number, slider, token_counter_text, tool_button
 from modules.ui.output import (OutputPanel, create_output_panel, error_html, generation_state, infotext_html,
                                seed_of_selected)
 
@@ -145,10 +145,6 @@ class Txt2ImgTab:
     interrupt: gr.Button
     skip: gr.Button
     output: OutputPanel
-
-
-def slider(*args, **kwargs) -> gr.Slider:
-    return gr.Slider(*args, buttons=[], **kwargs)
 
 
 def _prompt_box(elem_id: str, label: str, placeholder: str, counter_id: str) -> tuple[gr.Textbox, gr.HTML]:
