@@ -337,6 +337,9 @@ class Generator:
         try:
             return run(*args)
         except torch.OutOfMemoryError:
+            if self.controlnet is not None:   # ControlNets and annotators load again when next needed
+                self.controlnet.models.clear()
+                self.controlnet.preprocessors.unload()
             self.manager.release_memory()   # nothing of the failed job may stay allocated
             raise JobError("out of GPU memory: lower the size or batch size, or use --medvram", status=507) from None
 
@@ -370,11 +373,11 @@ class Generator:
                                      upscale=self._img2img_upscaler())
         hires = _HiresPlan.of(request) if request.enable_hr and not image_mode else None
         controls = self._controls(request, model, inputs)
-        first_controls = [c for c in (unit.for_pass(request.width, request.height, hires_pass=False,
-                                                    hires_enabled=hires is not None,
-                                                    region=inputs.region if inputs else None,
-                                                    source_size=request.init_images[0].size if inputs else None)
-                                      for unit in controls) if c is not None]
+        first_controls = controlnet_plan.pass_controls(
+            controls, request.width, request.height, hires_pass=False, hires_enabled=hires is not None,
+            region=inputs.region if inputs else None, source_size=request.init_images[0].size if inputs else None)
+        hires_controls = (controlnet_plan.pass_controls(controls, *hires.target, hires_pass=True, hires_enabled=True)
+                          if hires else [])
 
         result_images, infotexts, seeds, subseeds = [], [], [], []
         saved: list[str] = []
@@ -422,7 +425,7 @@ class Generator:
                     latents = self._run_pass(model, step, job, refiner if last_pass else None, prepared)
                     if hires is not None and not job.interrupted:
                         latents = self._hires_pass(model, request, hires, latents, job, encoder, prepared,
-                                                   seed_noise, batch_seeds, refiner, controls)
+                                                   seed_noise, batch_seeds, refiner, hires_controls)
                     decoded = sampling.decode(pipe, latents, nan_check=self.manager.devices.nan_check)
                 extra = {**img2img.infotext_params(request), **(hires.infotext(request) if hires else {}),
                          **self._refiner_params(request, refiner), **(extra_params or {}),
@@ -607,8 +610,7 @@ class Generator:
                              request.hr_scheduler or request.scheduler, schedule, request.cfg_scale, width, height,
                              plan, seed_noise(width, height), init_latents=upscaled.to(pipe.unet.device),
                              strength=request.denoising_strength, seeds=seeds,
-                             controls=[c for c in (unit.for_pass(width, height, hires_pass=True, hires_enabled=True)
-                                                   for unit in controls) if c is not None])
+                             controls=controls)
         if model.spec.inpainting:   # the whole image is repainted: its conditioning image is all blank
             blank = sampling.encode_masked(pipe, [Image.new("RGB", (width, height))], None)
             step.masked_image_latents = blank.repeat(upscaled.shape[0], 1, 1, 1)

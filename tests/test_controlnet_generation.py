@@ -142,7 +142,7 @@ def test_pooled_shuffle_controlnets_guide_only_the_prompt_half(tmp_path):
     prompt's half of the CFG batch alone, like "ControlNet is more important" does."""
     path = write_controlnet(build_tiny_controlnet("sd1"), tmp_path / "control_v11e_sd15_shuffle.safetensors")
     model = load_controlnet(path, torch.float32)[0]
-    prepared = PreparedUnit(index=0, unit=ControlNetUnit(module="shuffle", model="shuffle"), model=model,
+    prepared = PreparedUnit(unit=ControlNetUnit(module="shuffle", model="shuffle"), model=model,
                             title="shuffle", detected_map=photo(), processor_res=64, thresholds=(None, None))
     control = prepared.for_pass(64, 64, hires_pass=False, hires_enabled=False)
     generator = torch.Generator().manual_seed(0)

@@ -155,19 +155,12 @@ def _mlsd(read: Reader):
     return MLSDdetector(_ready(MobileV2_MLSD_Large(), read("mlsd_large_512_fp32.pth")))
 
 
-def _lineart(read: Reader):
+def _lineart(file: str, read: Reader):
     from controlnet_aux.lineart import Generator, LineartDetector
 
     # The detector holds a fine and a coarse network; each preprocessor needs only its own file,
     # so both slots get the same one.
-    net = _ready(Generator(3, 1, 3), read("sk_model.pth"))
-    return LineartDetector(net, net)
-
-
-def _lineart_coarse(read: Reader):
-    from controlnet_aux.lineart import Generator, LineartDetector
-
-    net = _ready(Generator(3, 1, 3), read("sk_model2.pth"))
+    net = _ready(Generator(3, 1, 3), read(file))
     return LineartDetector(net, net)
 
 
@@ -283,8 +276,8 @@ NETWORKS: dict[str, Network] = {
     "hed": Network(("ControlNetHED.pth",), _hed),
     "pidinet": Network(("table5_pidinet.pth",), _pidinet),
     "mlsd": Network(("mlsd_large_512_fp32.pth",), _mlsd),
-    "lineart": Network(("sk_model.pth",), _lineart),
-    "lineart_coarse": Network(("sk_model2.pth",), _lineart_coarse),
+    "lineart": Network(("sk_model.pth",), functools.partial(_lineart, "sk_model.pth")),
+    "lineart_coarse": Network(("sk_model2.pth",), functools.partial(_lineart, "sk_model2.pth")),
     "lineart_anime": Network(("netG.pth",), _lineart_anime),
     "normal_bae": Network(("scannet.pt",), _normal_bae),
     "midas": Network(("dpt_hybrid-midas-501f0c75.pt",), _midas),

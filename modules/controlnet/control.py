@@ -78,7 +78,9 @@ class PassControl:
         model = self.model
         dtype = model.dtype
         x = sample[:, :model.config.in_channels]   # 9-channel inpainting UNets: the ControlNet sees the latents
-        hint = self.hint.to(x.device, dtype).expand(x.shape[0], -1, -1, -1)
+        if self.hint.device != x.device or self.hint.dtype != dtype:   # once per pass, not at every step
+            self.hint = self.hint.to(x.device, dtype)
+        hint = self.hint.expand(x.shape[0], -1, -1, -1)
         extra = None
         if added_cond_kwargs is not None:
             extra = {key: value.to(dtype) for key, value in added_cond_kwargs.items()}

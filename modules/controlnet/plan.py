@@ -29,7 +29,6 @@ class ControlNetError(Exception):
 
 @dataclass
 class PreparedUnit:
-    index: int
     unit: ControlNetUnit
     model: torch.nn.Module
     title: str
@@ -102,12 +101,12 @@ class ControlNet:
             if not unit.enabled:
                 continue
             try:
-                prepared.append(self._prepare_one(index, unit, checkpoint_family, width, height, init_image))
+                prepared.append(self._prepare_one(unit, checkpoint_family, width, height, init_image))
             except ControlNetError as error:
                 raise ControlNetError(f"ControlNet unit {index}: {error}") from None
         return prepared
 
-    def _prepare_one(self, index: int, unit: ControlNetUnit, checkpoint_family: str, width: int, height: int,
+    def _prepare_one(self, unit: ControlNetUnit, checkpoint_family: str, width: int, height: int,
                      init_image: Image.Image | None) -> PreparedUnit:
         info = self.registry.find(unit.model)
         if info is None:
@@ -128,8 +127,17 @@ class ControlNet:
             model = self.models.get(info)
         except ControlNetLoadError as error:
             raise ControlNetError(f"model: {error}") from None
-        return PreparedUnit(index=index, unit=unit, model=model, title=info.title, detected_map=detected,
+        return PreparedUnit(unit=unit, model=model, title=info.title, detected_map=detected,
                             processor_res=resolution, thresholds=thresholds)
+
+
+def pass_controls(prepared: list[PreparedUnit], width: int, height: int, *, hires_pass: bool, hires_enabled: bool,
+                  region: tuple[int, int, int, int] | None = None,
+                  source_size: tuple[int, int] | None = None) -> list[PassControl]:
+    """The controls of one pass (see `PreparedUnit.for_pass`), leaving out units its hires option skips."""
+    controls = (unit.for_pass(width, height, hires_pass=hires_pass, hires_enabled=hires_enabled, region=region,
+                              source_size=source_size) for unit in prepared)
+    return [control for control in controls if control is not None]
 
 
 def infotext_params(prepared: list[PreparedUnit], hires: bool) -> dict:

@@ -232,9 +232,6 @@ class Preprocessors:
     def find(self, name: str) -> Preprocessor | None:
         return self._by_name.get((name or "").strip().lower())
 
-    def missing_weights(self, name: str) -> list[str]:
-        return [file for file in self._get(name).weight_files if not (self.annotator_dir / file).is_file()]
-
     def run(self, name: str, image: PIL.Image.Image, resolution: int = 512,
             threshold_a: float | None = None, threshold_b: float | None = None) -> PIL.Image.Image:
         """The map for `image` (RGB), its short side `resolution` rounded as controlnet_aux rounds it."""

@@ -63,7 +63,7 @@ class ControlNetUnit(BaseModel):
         if value == 3:   # "Just Resize (Latent upscale)" is plain Just Resize for a control image
             return 0
         return _index_of(value, RESIZE_MODES, "resize_mode",
-                         {"Just Resize": 0, "Inner Fit": 1, "Outer Fit": 2, "Scale to Fit": 1, "Envelope": 2})
+                         {"Just Resize": 0, "Inner Fit": 1, "Outer Fit": 2, "Envelope": 2})
 
     @field_validator("control_mode", mode="before")
     @classmethod
