@@ -25,7 +25,8 @@ log = logging.getLogger("webui")
 
 def create_app(services: services_module.Services) -> FastAPI:
     """The ASGI app: /sdapi/v1 when --api or --nowebui, the Gradio UI at / unless --nowebui."""
-    from modules.api.api import add_request_guards, add_request_log, create_routers
+    from modules.api.api import create_routers
+    from modules.api.middleware import add_request_guards, add_request_log
 
     args = services.args
     app = FastAPI(title="Stable Diffusion web UI API", version=VERSION, docs_url="/docs", redoc_url="/redoc")

@@ -215,9 +215,9 @@ def test_api_auth_and_origin_guard(tmp_path):
 
 
 def test_oversized_bodies_refused(server, monkeypatch):
-    from modules.api import api
+    from modules.api import middleware
 
-    monkeypatch.setattr(api, "MAX_BODY_BYTES", 100)
+    monkeypatch.setattr(middleware, "MAX_BODY_BYTES", 100)
     response = server.post("/sdapi/v1/txt2img", json={"prompt": "x" * 200})
     assert response.status_code == 413
     monkeypatch.undo()

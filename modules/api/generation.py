@@ -1,0 +1,156 @@
+"""A1111 txt2img/img2img request bodies → our GenerationRequest: defaults, infotext, scripts, overrides.
+
+The conversion happens at the edge so the backend sees one validated request type, whoever sent it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException
+from pydantic import ValidationError
+
+from modules import infotext
+from modules.api import controlnet as controlnet_api, models
+from modules.api.errors import validation_error
+from modules.api.image_inputs import decode_image_field
+from modules.options import OPTIONS
+from modules.processing import GenerationRequest, validate_request
+from modules.services import Services
+
+# Request fields this version cannot honour yet: asking for them is a clear 422, not a silent no-op.
+NOT_YET_SUPPORTED = {
+    "restore_faces": "face restoration during generation is not available; use /sdapi/v1/extra-single-image",
+    "firstpass_image": "starting hires fix from a given first-pass image is not available",
+    "latent_mask": "a separate latent mask is not available; send the mask in `mask`",
+}
+# Values of those fields that mean "not used".
+UNSET = (None, False, "", [], {}, "None", "Use same checkpoint")
+# override_settings keys that map onto request fields.
+OVERRIDE_FIELDS = {"sd_model_checkpoint": "checkpoint", "CLIP_stop_at_last_layers": "clip_skip", "sd_vae": "vae"}
+# Where a GenerationRequest field came from in the A1111 request, to name it in errors.
+FIELD_LOCATIONS = {"checkpoint": ["override_settings", "sd_model_checkpoint"],
+                   "clip_skip": ["override_settings", "CLIP_stop_at_last_layers"],
+                   "vae": ["override_settings", "sd_vae"],
+                   "controlnet_units": ["alwayson_scripts", "controlnet", "args"]}
+
+
+
+def _wanted(value: Any) -> bool:
+    return value not in UNSET
+
+
+def _image_fields(body: models.Img2ImgRequest, services: Services) -> dict[str, Any]:
+    """img2img's own fields, images decoded (base64 or data URIs; URLs are refused)."""
+    if not body.init_images:
+        raise validation_error(["init_images"], "img2img needs at least one init image (base64 or data URI)")
+    if len(body.init_images) > 64:
+        raise validation_error(["init_images"], "at most 64 init images")
+    if body.initial_noise_multiplier not in (None, 1.0):
+        raise validation_error(["initial_noise_multiplier"], "only 1.0 (no extra noise) is supported",
+                               "not_supported")
+    fields: dict[str, Any] = {
+        "init_images": [decode_image_field(value, ["init_images", index]) for index, value in enumerate(body.init_images)],
+        "mask": decode_image_field(body.mask, ["mask"]) if body.mask else None,
+        "resize_mode": body.resize_mode,
+        "mask_blur": body.mask_blur if body.mask_blur is not None else body.mask_blur_x,
+        "inpainting_fill": body.inpainting_fill, "inpaint_full_res": bool(body.inpaint_full_res),
+        "inpaint_full_res_padding": body.inpaint_full_res_padding,
+        "inpainting_mask_invert": body.inpainting_mask_invert,
+    }
+    return fields
+
+
+def _hires_fields(body: models.Txt2ImgRequest) -> dict[str, Any]:
+    fields = {name: getattr(body, name) for name in (
+        "enable_hr", "hr_scale", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "hr_sampler_name",
+        "hr_scheduler", "hr_prompt", "hr_negative_prompt")}
+    fields["hr_upscaler"] = body.hr_upscaler or "Latent"
+    if _wanted(body.hr_checkpoint_name):
+        raise validation_error(["hr_checkpoint_name"], "a separate hires checkpoint is not available; use the "
+                               "refiner", "not_supported")
+    return fields
+
+
+def _script_fields(body, services: Services, image_mode: bool) -> dict[str, Any]:
+    from modules import img2img_scripts
+
+    if not _wanted(body.script_name):
+        return {}
+    name = img2img_scripts.find(body.script_name)
+    if name is None or not image_mode:
+        choices = list(img2img_scripts.SCRIPTS) if image_mode else []
+        raise validation_error(["script_name"], f"unknown script {body.script_name!r}; available: {choices}")
+    try:
+        named = img2img_scripts.positional_args(name, list(body.script_args or []), services.upscalers.names())
+        img2img_scripts.check_args(name, named, services.upscalers)
+    except ValueError as error:
+        raise validation_error(["script_args"], str(error)) from None
+    return {"script_name": name, "script_args": named}
+
+
+def to_generation_request(body: models.Txt2ImgRequest, services: Services) -> GenerationRequest:
+    image_mode = isinstance(body, models.Img2ImgRequest)
+    for name, reason in NOT_YET_SUPPORTED.items():
+        if hasattr(body, name) and _wanted(getattr(body, name)):
+            raise validation_error([name], reason, "not_supported")
+    data: dict[str, Any] = {}
+    if body.infotext:
+        # A1111's Api.apply_infotext: fill fields the client did not set from pasted infotext.
+        parsed = infotext.infotext_to_request_fields(infotext.parse_infotext(body.infotext))["fields"]
+        data.update({k: v for k, v in parsed.items()
+                     if k in GenerationRequest.model_fields and k not in body.model_fields_set})
+    explicit = body.model_fields_set
+    data["styles"] = list(body.styles or [])
+    for name in ("prompt", "negative_prompt", "seed", "subseed", "subseed_strength", "seed_resize_from_h",
+                 "seed_resize_from_w", "batch_size", "n_iter", "steps", "cfg_scale", "width", "height"):
+        if name in explicit or name not in data:
+            data[name] = getattr(body, name)
+    if explicit & {"sampler_name", "sampler_index"} or "sampler_name" not in data:
+        data["sampler_name"] = body.sampler_name or body.sampler_index   # A1111: sampler_index is the fallback
+    if "scheduler" in explicit or "scheduler" not in data:
+        data["scheduler"] = body.scheduler or "Automatic"
+    if "tiling" in explicit or "tiling" not in data:
+        data["tiling"] = bool(body.tiling)
+    if body.denoising_strength is not None and ("denoising_strength" in explicit or "denoising_strength" not in data):
+        data["denoising_strength"] = body.denoising_strength
+    if image_mode:
+        data.update(_image_fields(body, services))
+    else:
+        data.update({k: v for k, v in _hires_fields(body).items()
+                     if k in explicit or k not in data or k == "hr_upscaler" and "hr_upscaler" not in data})
+    if _wanted(body.refiner_checkpoint):
+        data["refiner_checkpoint"] = body.refiner_checkpoint
+        if body.refiner_switch_at is not None:
+            data["refiner_switch_at"] = body.refiner_switch_at
+    data.update(_script_fields(body, services, image_mode))
+    try:
+        data.update(controlnet_api.alwayson_fields(body.alwayson_scripts or {}))
+    except controlnet_api.ApiError as error:
+        raise validation_error(error.loc, str(error)) from None
+    save = body.save_images
+    data["save_images"] = save and not body.do_not_save_samples
+    data["save_grid"] = save and not body.do_not_save_grid
+    for key, value in (body.override_settings or {}).items():
+        if key not in OVERRIDE_FIELDS:
+            reason = "unknown option" if key not in OPTIONS else "cannot be overridden per request yet"
+            raise validation_error(["override_settings", key], reason)
+        data[OVERRIDE_FIELDS[key]] = value
+    try:
+        return validate_request(data, services.registry, services.networks, services.upscalers,
+                                services.controlnet)
+    except ValidationError as error:
+        raise request_validation_error(error) from None
+
+
+def request_validation_error(error: ValidationError) -> HTTPException:
+    details = []
+    for item in error.errors(include_url=False, include_context=False, include_input=False):
+        loc = list(item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        field, _, reason = message.partition(": ")
+        if reason and field.isidentifier() and (not loc or loc[-1] != field):   # cross-field rule: "field: reason"
+            loc, message = [*loc, field], reason
+        if loc and loc[0] in FIELD_LOCATIONS:
+            loc = FIELD_LOCATIONS[loc[0]] + loc[1:]
+        details.append({"loc": ["body", *loc], "msg": message, "type": item["type"]})
+    return HTTPException(status_code=422, detail=details)
