@@ -26,16 +26,14 @@ log = logging.getLogger("webui")
 def create_app(services: services_module.Services) -> FastAPI:
     """The ASGI app: /sdapi/v1 when --api or --nowebui, the Gradio UI at / unless --nowebui."""
     from modules.api.api import create_routers
-    from modules.api.middleware import add_request_guards, add_request_log
+    from modules.api.middleware import install_middleware
 
     args = services.args
     app = FastAPI(title="Stable Diffusion web UI API", version=VERSION, docs_url="/docs", redoc_url="/redoc")
-    add_request_guards(app, args.cors_allow_origins)
+    install_middleware(app, args)
     if args.api or args.nowebui:
         for router in create_routers(services):
             app.include_router(router)
-        if args.api_log:
-            add_request_log(app)
     if not args.nowebui:
         import gradio as gr
 

@@ -115,6 +115,10 @@ OPTIONS: dict[str, OptionInfo] = {
     "live_previews_enable": OptionInfo(True, "Show live previews of the created image", "ui"),
     "show_progress_every_n_steps": OptionInfo(10, "Live preview display period (steps)", "ui", minimum=-1,
                                               maximum=32),
+    # API (security switches: never changeable through the API itself)
+    "api_enable_requests": OptionInfo(True, "Allow http:// and https:// URLs for input images in the API",
+                                      "api", restrict_api=True),
+    "api_useragent": OptionInfo("", "User agent for API image requests", "api", restrict_api=True),
     # Queue
     "queue_max_size": OptionInfo(64, "Maximum number of waiting jobs", "system", minimum=1, maximum=10000),
     # ControlNet (the sd-webui-controlnet extension's keys)

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from modules import images, infotext, samplers
 from modules.api import controlnet as controlnet_api, models
-from modules.api.errors import validation_error
+from modules.api.errors import error_body, validation_error
 from modules.api.generation import request_validation_error, to_generation_request
 from modules.api.image_inputs import decode_image_field
 from modules.cmd_args import public_flags
@@ -94,8 +94,8 @@ def create_router(services: Services, auth: list) -> APIRouter:
         if job.state == "cancelled":
             raise HTTPException(status_code=409, detail="the job was interrupted before it started")
         if job.state == "failed":
-            return JSONResponse(status_code=job.error_status, content={"error": "GenerationError",
-                                                                       "detail": job.error})
+            return JSONResponse(status_code=job.error_status,
+                                content=error_body("GenerationError", job.error, job.error))
         return job
 
     @router.post("/txt2img", response_model=models.ImageResponse)
@@ -249,8 +249,8 @@ def create_router(services: Services, auth: list) -> APIRouter:
                 raise HTTPException(status_code=429, detail=str(error)) from None
             await wait_for(job)
             if job.state == "failed":
-                return JSONResponse(status_code=job.error_status, content={"error": "ModelLoadError",
-                                                                           "detail": job.error})
+                return JSONResponse(status_code=job.error_status,
+                                    content=error_body("ModelLoadError", job.error, job.error))
         services.update_options(checked, from_api=True)
         return {}
 

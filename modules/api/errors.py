@@ -1,8 +1,47 @@
-"""Errors in A1111's API shape: a 4xx names the field and the rule."""
+"""Errors in A1111's API shape, `{error, detail, body, errors}`: a 4xx names the field and the rule."""
 from __future__ import annotations
 
-from fastapi import HTTPException
+import logging
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+log = logging.getLogger("api")
 
 
 def validation_error(loc: list, message: str, kind: str = "value_error") -> HTTPException:
     return HTTPException(status_code=422, detail=[{"loc": ["body", *loc], "msg": message, "type": kind}])
+
+
+def error_body(error: str, detail, summary: str) -> dict:
+    """A1111's body: `detail` keeps FastAPI's meaning (a message, or a list of {loc, msg, type});
+    `body` is never an echo of the request, which may hold megabytes of base64."""
+    return {"error": error, "detail": detail, "body": "", "errors": summary}
+
+
+def _summary(detail) -> str:
+    if isinstance(detail, list):
+        return "; ".join(f"{'.'.join(str(part) for part in item.get('loc', []))}: {item.get('msg', '')}"
+                         for item in detail if isinstance(item, dict))
+    return str(detail)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException):
+        return JSONResponse(status_code=error.status_code, headers=error.headers,
+                            content=error_body(type(error).__name__, error.detail, _summary(error.detail)))
+
+    @app.exception_handler(RequestValidationError)
+    async def request_error(request: Request, error: RequestValidationError):
+        # Only loc, msg and type: FastAPI's items also carry the offending input, which may be huge.
+        detail = [{"loc": list(item.get("loc", [])), "msg": item.get("msg", ""), "type": item.get("type", "")}
+                  for item in error.errors()]
+        return JSONResponse(status_code=422, content=error_body("RequestValidationError", detail, _summary(detail)))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, error: Exception):
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse(status_code=500, content=error_body(type(error).__name__, "internal error; see the "
+                                                                 "server log", str(error)))
