@@ -6,6 +6,7 @@ over the API, as in A1111, because a writable output path is a file-write primit
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from dataclasses import dataclass
@@ -140,6 +141,9 @@ class Options:
         self._path = path
         self._frozen = frozen
         self._lock = threading.Lock()
+        # Per-request values (A1111's override_settings), seen only by the thread running that request:
+        # other requests, the UI and GET /options keep seeing the saved values.
+        self._local = threading.local()
         self._values: dict[str, Any] = {key: info.default for key, info in OPTIONS.items()}
         if path is not None and path.exists():
             self._load(path)
@@ -159,13 +163,27 @@ class Options:
     def __getattr__(self, key: str) -> Any:
         if key.startswith("_"):
             raise AttributeError(key)
+        overrides = getattr(self._local, "overrides", {})
+        if key in overrides:
+            return overrides[key]
         try:
             return self._values[key]
         except KeyError:
             raise AttributeError(key) from None
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self._values.get(key, default)
+        overrides = getattr(self._local, "overrides", {})
+        return overrides[key] if key in overrides else self._values.get(key, default)
+
+    @contextlib.contextmanager
+    def overridden(self, values: dict[str, Any]):
+        """Within the block, and on this thread only, read `values` (already validated) instead of the saved ones."""
+        before = getattr(self._local, "overrides", {})
+        self._local.overrides = {**before, **values}
+        try:
+            yield
+        finally:
+            self._local.overrides = before
 
     def as_dict(self) -> dict[str, Any]:
         with self._lock:

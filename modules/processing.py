@@ -102,6 +102,10 @@ class GenerationRequest(BaseModel):
     # ControlNet units (the extension's alwayson script); images are PIL, decoded at the edge
     controlnet_units: list[ControlNetUnit] = Field(default_factory=list, max_length=MAX_UNITS)
 
+    # Settings for this request only (A1111's override_settings), validated against the options registry
+    # at the edge; the worker reads them instead of the saved values while the job runs.
+    option_overrides: dict[str, Any] = Field(default_factory=dict)
+
     @field_validator("width", "height")
     @classmethod
     def _multiple_of_8(cls, value: int) -> int:
@@ -313,9 +317,9 @@ class Generator:
         self.upscalers = upscalers
         self.prompt_history = prompt_history
 
-    def load(self, checkpoint: str | None, *, make_current: bool = True) -> LoadedModel:
+    def load(self, checkpoint: str | None, *, make_current: bool = True, remember: bool = True) -> LoadedModel:
         try:
-            return self.manager.get(checkpoint, make_current=make_current)
+            return self.manager.get(checkpoint, make_current=make_current, remember=remember)
         except CheckpointNotFound as error:
             raise JobError(str(error), status=404 if checkpoint else 409) from None
         except CheckpointLoadError as error:
@@ -324,30 +328,34 @@ class Generator:
     def txt2img(self, request: GenerationRequest, job: Job) -> GenerationResult:
         if request.init_images:
             raise JobError("init_images: txt2img takes no init image; use img2img", status=422)
-        return self._guarded(self.generate, request, job)
+        return self._guarded(request, self.generate, request, job)
 
     def img2img(self, request: GenerationRequest, job: Job) -> GenerationResult:
         if not request.init_images:
             raise JobError("init_images: img2img needs an image to start from", status=422)
         if request.script_name:
-            return self._guarded(img2img_scripts.run, self, request, job)
-        return self._guarded(self.generate, request, job)
+            return self._guarded(request, img2img_scripts.run, self, request, job)
+        return self._guarded(request, self.generate, request, job)
 
-    def _guarded(self, run, *args):
+    def _guarded(self, request: GenerationRequest, run, *args):
+        """Run with the request's option overrides; out of memory becomes a clear error with memory freed."""
         try:
-            return run(*args)
+            with self.options.overridden(request.option_overrides):
+                return run(*args)
         except torch.OutOfMemoryError:
-            if self.controlnet is not None:   # ControlNets and annotators load again when next needed
-                self.controlnet.models.clear()
-                self.controlnet.preprocessors.unload()
-            self.manager.release_memory()   # nothing of the failed job may stay allocated
-            raise JobError("out of GPU memory: lower the size or batch size, or use --medvram", status=507) from None
+            pass   # freed below, outside this block: the exception's traceback holds the failed job's tensors
+        if self.controlnet is not None:   # ControlNets and annotators load again when next needed
+            self.controlnet.models.clear()
+            self.controlnet.preprocessors.unload()
+        self.manager.release_memory()
+        raise JobError("out of GPU memory: lower the size or batch size, or use --medvram", status=507)
 
     def generate(self, request: GenerationRequest, job: Job, extra_params: dict | None = None) -> GenerationResult:
         """One request, txt2img or img2img by whether it has init images (scripts call this for each step);
         `extra_params` are more infotext keys (a script's)."""
         image_mode = bool(request.init_images)
-        model = self.load(request.checkpoint)
+        # A checkpoint named by the request is used for it, not remembered as the user's choice.
+        model = self.load(request.checkpoint, remember=False)
         if model.family == "sdxl_refiner" and not image_mode:
             raise JobError(f"{model.info.name} is an SDXL refiner: it refines images from a base model "
                            "and cannot generate on its own. Choose an SDXL base checkpoint, and this one as "

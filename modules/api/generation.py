@@ -4,6 +4,7 @@ The conversion happens at the edge so the backend sees one validated request typ
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import HTTPException
@@ -13,9 +14,11 @@ from modules import infotext
 from modules.api import controlnet as controlnet_api, models
 from modules.api.errors import validation_error
 from modules.api.image_inputs import decode_image_field
-from modules.options import OPTIONS
+from modules.jobs import QueueFull
 from modules.processing import GenerationRequest, validate_request
 from modules.services import Services
+
+log = logging.getLogger(__name__)
 
 # Request fields this version cannot honour yet: asking for them is a clear 422, not a silent no-op.
 NOT_YET_SUPPORTED = {
@@ -88,6 +91,25 @@ def _script_fields(body, services: Services, image_mode: bool) -> dict[str, Any]
     return {"script_name": name, "script_args": named}
 
 
+def _override_fields(overrides: dict[str, Any], services: Services) -> dict[str, Any]:
+    """override_settings → request fields (checkpoint, clip skip, VAE) and options for this request only.
+    Options the API may not change (paths, security switches) are refused here as in POST /options."""
+    fields: dict[str, Any] = {}
+    options = {}
+    for key, value in overrides.items():
+        if key in OVERRIDE_FIELDS:
+            fields[OVERRIDE_FIELDS[key]] = value
+        else:
+            options[key] = value
+    try:
+        fields["option_overrides"] = services.validate_options(options, from_api=True) if options else {}
+    except ValueError as error:
+        key, _, reason = str(error).partition(": ")
+        loc = ["override_settings", key] if key in options else ["override_settings"]
+        raise validation_error(loc, reason or str(error)) from None
+    return fields
+
+
 def to_generation_request(body: models.Txt2ImgRequest, services: Services) -> GenerationRequest:
     image_mode = isinstance(body, models.Img2ImgRequest)
     for name, reason in NOT_YET_SUPPORTED.items():
@@ -130,11 +152,7 @@ def to_generation_request(body: models.Txt2ImgRequest, services: Services) -> Ge
     save = body.save_images
     data["save_images"] = save and not body.do_not_save_samples
     data["save_grid"] = save and not body.do_not_save_grid
-    for key, value in (body.override_settings or {}).items():
-        if key not in OVERRIDE_FIELDS:
-            reason = "unknown option" if key not in OPTIONS else "cannot be overridden per request yet"
-            raise validation_error(["override_settings", key], reason)
-        data[OVERRIDE_FIELDS[key]] = value
+    data.update(_override_fields(body.override_settings or {}, services))
     try:
         return validate_request(data, services.registry, services.networks, services.upscalers,
                                 services.controlnet)
@@ -154,3 +172,18 @@ def request_validation_error(error: ValidationError) -> HTTPException:
             loc = FIELD_LOCATIONS[loc[0]] + loc[1:]
         details.append({"loc": ["body", *loc], "msg": message, "type": item["type"]})
     return HTTPException(status_code=422, detail=details)
+
+
+def keep_overrides(body: models.Txt2ImgRequest, services: Services) -> None:
+    """`override_settings_restore_afterwards: false`: after the job, the overrides stay as settings (A1111)."""
+    changes = dict(body.override_settings or {})
+    if not changes or body.override_settings_restore_afterwards:
+        return
+    checkpoint = changes.pop("sd_model_checkpoint", None)
+    if changes:
+        services.update_options(changes, from_api=True)
+    if checkpoint is not None:   # chosen as in the UI: queued behind this job, so the next request sees it
+        try:
+            services.submit_model_switch(checkpoint)
+        except QueueFull:
+            log.warning("override_settings_restore_afterwards: the queue is full; %s not kept", checkpoint)

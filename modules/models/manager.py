@@ -51,6 +51,7 @@ class ModelManager:
         self.options = options
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()   # key: checkpoint name; last = most recent
         self._current: LoadedModel | None = None
+        self._chosen: CheckpointInfo | None = None   # the checkpoint chosen in the UI or by options, not per request
         self._failed: set[str] = set()   # checkpoints whose last load failed: not picked as the default
         self._lock = threading.RLock()
 
@@ -69,6 +70,9 @@ class ModelManager:
             if info is None:
                 raise CheckpointNotFound(f"unknown checkpoint {name!r}; see /sdapi/v1/sd-models for valid titles")
             return info
+        chosen = self.registry.find(self._chosen.title) if self._chosen is not None else None
+        if chosen is not None:   # the user's choice, even after a request used another checkpoint
+            return chosen
         if self._current is not None:
             return self._current.info
         for candidate in (self.options.sd_model_checkpoint,):
@@ -82,11 +86,13 @@ class ModelManager:
                 "and press the refresh button")
         return next((info for info in items if info.name not in self._failed), items[0])
 
-    def get(self, name: str | None = None, *, make_current: bool = True) -> LoadedModel:
+    def get(self, name: str | None = None, *, make_current: bool = True, remember: bool = True) -> LoadedModel:
         """Make the checkpoint current (loading it or taking it from the RAM cache) and return it.
 
         With `make_current=False` (a refiner, used beside the current model for one job) it is loaded and put
-        on the device, but the current model and the remembered choice stay as they are.
+        on the device, but the current model and the remembered choice stay as they are. With
+        `remember=False` (a checkpoint one request names) it becomes current, but the remembered choice
+        (`sd_model_checkpoint`) stays, so the next request without one goes back to it.
         """
         info = self.resolve(name)
         with self._lock:
@@ -105,9 +111,12 @@ class ModelManager:
             if not make_current:
                 model.pipeline.to(self.devices.device)
                 self._evict()
-            elif model is not self._current:
-                self._activate(model)
-                self._evict()
+            else:
+                if model is not self._current:
+                    self._activate(model)
+                    self._evict()
+                if remember:
+                    self._remember(model)
             return model
 
     def _load(self, info: CheckpointInfo) -> LoadedModel:
@@ -146,6 +155,11 @@ class ModelManager:
                     other.pipeline.to("cpu")
         model.pipeline.to(self.devices.device)
         self._current = model
+
+    def _remember(self, model: LoadedModel) -> None:
+        if self._chosen is not None and self._chosen.filename == model.info.filename:
+            return
+        self._chosen = model.info
         try:  # remembered so the next start loads the same model, as A1111 does
             self.options.update({"sd_model_checkpoint": model.info.title})
         except ValueError:
