@@ -231,9 +231,31 @@ def decode(pipe, latents: torch.Tensor, *, nan_check: bool) -> list[Image.Image]
         scaled = latents.to(vae.dtype) / vae.config.scaling_factor
         if getattr(vae.config, "shift_factor", None):
             scaled = scaled + vae.config.shift_factor
-        decoded = vae.decode(scaled).sample
+        decoded = _decode_fitting(vae, scaled)
         if nan_check and vae.dtype != torch.float32 and torch.isnan(decoded).any():
             log.warning("VAE produced NaNs in %s; decoding again in fp32", vae.dtype)
             vae.to(torch.float32)
-            decoded = vae.decode(scaled.float()).sample
+            decoded = _decode_fitting(vae, scaled.float())
     return pipe.image_processor.postprocess(decoded.float(), output_type="pil")
+
+
+def _decode_fitting(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Decode at once; when that runs out of memory, decode again in tiles, one image at a time (as ComfyUI
+    does) instead of losing the sampled job. A still-failing decode raises out-of-memory to the caller."""
+    try:
+        return vae.decode(latents).sample
+    except torch.OutOfMemoryError:
+        pass   # retried outside this block: the exception's traceback holds the failed attempt's tensors
+    log.warning("out of memory decoding %s latents; decoding again in tiles", tuple(latents.shape))
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    tiling, slicing = vae.use_tiling, vae.use_slicing
+    vae.enable_tiling()
+    vae.enable_slicing()
+    try:
+        decoded = vae.decode(latents).sample
+    finally:
+        vae.use_tiling, vae.use_slicing = tiling, slicing
+    if decoded.shape[-2:] == latents.shape[-2:] or torch.isnan(decoded).all():   # sanity check of the retry
+        raise torch.OutOfMemoryError("the tiled VAE decode gave no image")
+    return decoded

@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -106,6 +107,64 @@ def test_out_of_memory_is_reported_and_the_next_job_runs(client, monkeypatch):
     monkeypatch.setattr(pipe_unet, "forward", oom)
     response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 1, **SMALL})
     assert response.status_code == 507 and "out of GPU memory" in response.json()["detail"]
+    monkeypatch.undo()
+    assert client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 1, **SMALL}).status_code == 200
+
+
+def test_out_of_memory_frees_what_the_failed_job_held(client, monkeypatch):
+    held = []
+
+    def oom(*args, **kwargs):
+        activations = torch.ones(256, 256)   # what a real UNet call would hold when CUDA runs out
+        held.append(weakref.ref(activations))
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    manager = client.services.models
+    freed_at_release = []
+    real_release = manager.release_memory
+
+    def release_memory():   # where CUDA's cache is emptied: the failed job's tensors must be gone by then
+        freed_at_release.append(bool(held) and held[0]() is None)
+        real_release()
+
+    client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 1, **SMALL})
+    monkeypatch.setattr(manager.current.pipeline.unet, "forward", oom)
+    monkeypatch.setattr(manager, "release_memory", release_memory)
+    assert client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 1, **SMALL}).status_code == 507
+    assert freed_at_release == [True]   # no reference kept alive through the exception's traceback
+
+
+def test_vae_out_of_memory_is_retried_in_tiles(client, monkeypatch):
+    client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 1, **SMALL})
+    vae = client.services.models.current.pipeline.vae
+    real_decode, tiling_seen = vae.decode, []
+
+    def decode_once_out_of_memory(*args, **kwargs):
+        tiling_seen.append(vae.use_tiling)
+        if len(tiling_seen) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real_decode(*args, **kwargs)
+
+    expected = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 2, **SMALL}).json()["images"]
+    monkeypatch.setattr(vae, "decode", decode_once_out_of_memory)
+    response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 2, **SMALL})
+    assert response.status_code == 200, response.text
+    assert tiling_seen == [False, True] and vae.use_tiling is False   # tiled for the retry only
+    # a 64x64 image fits in one tile, so the retry gives the same pixels
+    assert response.json()["images"] == expected
+
+
+def test_vae_out_of_memory_twice_fails_the_job_and_the_next_one_runs(client, monkeypatch):
+    client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 1, **SMALL})
+    vae = client.services.models.current.pipeline.vae
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(vae, "decode", oom)
+    response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 1, **SMALL})
+    assert response.status_code == 507 and "out of GPU memory" in response.json()["detail"]
+    assert vae.use_tiling is False
     monkeypatch.undo()
     assert client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 1, **SMALL}).status_code == 200
 
