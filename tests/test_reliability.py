@@ -73,12 +73,17 @@ def test_progress_answers_while_a_job_runs(client):
     deadline = time.time() + 60
     while (services.queue.get("slow") is None or services.queue.get("slow").step == 0) and time.time() < deadline:
         time.sleep(0.02)
-    started = time.perf_counter()
-    for _ in range(5):
-        assert client.get("/sdapi/v1/progress").status_code == 200
-        assert client.get("/sdapi/v1/options").status_code == 200
-    # generous bound: the point is that nothing waits for the job (A1111 blocks these behind its lock)
-    assert time.perf_counter() - started < 5
+    durations = []
+    for _ in range(10):
+        for path in ("/sdapi/v1/progress", "/sdapi/v1/options"):
+            started = time.perf_counter()
+            assert client.get(path).status_code == 200
+            durations.append(time.perf_counter() - started)
+    # nothing waits for the job (A1111 blocks these behind its lock); the median meets the 100 ms,
+    # the worst case is bounded loosely because the sampling thread competes for this machine's two cores
+    print(f"progress/options while sampling: median {sorted(durations)[len(durations) // 2] * 1000:.1f} ms, "
+          f"max {max(durations) * 1000:.1f} ms")
+    assert sorted(durations)[len(durations) // 2] < 0.1 and max(durations) < 2
     client.post("/sdapi/v1/interrupt", params={"id": "slow"})
     thread.join(120)
 
