@@ -17,6 +17,9 @@ from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
+# A finished job's result stays at least this long, whatever the count: its client is still collecting it.
+RESULT_GRACE_SECONDS = 60.0
+
 
 class QueueFull(Exception):
     pass
@@ -89,11 +92,15 @@ class Job:
 
 
 class JobQueue:
-    def __init__(self, max_waiting: int = 64, history: int = 100):
+    def __init__(self, max_waiting: int = 64, history: int = 100, kept_results: int = 16):
         self.max_waiting = max_waiting
         self._waiting: collections.deque[Job] = collections.deque()
         self._jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
         self._history = history
+        # Finished jobs keep their images for a client that comes back by job id (one that disconnected);
+        # only the most recent ones, so that history does not hold hundreds of images in memory.
+        self._kept_results = kept_results
+        self._with_results: collections.deque[Job] = collections.deque()
         self._current: Job | None = None
         self._cond = threading.Condition()
         self._stopping = False
@@ -197,6 +204,11 @@ class JobQueue:
         job.state = state
         job.finished = time.time()
         job.done.set()
+        self._with_results.append(job)
+        while len(self._with_results) > self._kept_results and \
+                time.time() - self._with_results[0].finished > RESULT_GRACE_SECONDS:
+            oldest = self._with_results.popleft()
+            oldest.result = oldest.preview = None
 
     def _trim_history(self) -> None:
         while len(self._jobs) > self._history + len(self._waiting) + 1:

@@ -183,3 +183,16 @@ def test_corrupt_checkpoint_switch_keeps_the_server_and_model(client):
     assert response.status_code == 422 and "corrupt.safetensors" in response.json()["detail"]
     assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == before
     assert client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 1, **SMALL}).status_code == 200
+
+
+def test_history_keeps_only_recent_results(monkeypatch):
+    from modules import jobs
+
+    monkeypatch.setattr(jobs, "RESULT_GRACE_SECONDS", 0.0)
+    queue = JobQueue(kept_results=2)
+    done = [queue.submit("x", lambda job, n=n: f"images of {n}") for n in range(5)]
+    assert done[-1].done.wait(10)
+    time.sleep(0.05)
+    assert [job.result for job in done] == [None, None, None, "images of 3", "images of 4"]
+    assert all(queue.get(job.id).state == "done" for job in done)   # the record stays, only the images go
+    queue.shutdown()
