@@ -21,10 +21,13 @@ from modules import cmd_args, services as services_module  # noqa: E402
 from modules.version import VERSION  # noqa: E402
 
 log = logging.getLogger("webui")
+# How long a stop waits for open requests; the UI's event streams never end on their own.
+GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
-def create_app(services: services_module.Services) -> FastAPI:
-    """The ASGI app: /sdapi/v1 when --api or --nowebui, the Gradio UI at / unless --nowebui."""
+def create_app(services: services_module.Services, server_control=None) -> FastAPI:
+    """The ASGI app: /sdapi/v1 when --api or --nowebui, the Gradio UI at / unless --nowebui.
+    `server_control` (modules.api.server.ServerControl) serves the --api-server-stop routes."""
     from modules.api.api import create_routers
     from modules.api.middleware import install_middleware
 
@@ -32,7 +35,7 @@ def create_app(services: services_module.Services) -> FastAPI:
     app = FastAPI(title="Stable Diffusion web UI API", version=VERSION, docs_url="/docs", redoc_url="/redoc")
     install_middleware(app, args)
     if args.api or args.nowebui:
-        for router in create_routers(services):
+        for router in create_routers(services, server_control):
             app.include_router(router)
     if not args.nowebui:
         import gradio as gr
@@ -44,9 +47,24 @@ def create_app(services: services_module.Services) -> FastAPI:
     return app
 
 
+def exposure_warnings(args) -> list[str]:
+    """Loud warnings for a server other machines can reach without a password."""
+    if not cmd_args.is_non_local(args):
+        return []
+    open_parts = []
+    if (args.api or args.nowebui) and not args.api_auth:
+        open_parts.append("the API (/sdapi/v1) has no --api-auth")
+    if not args.nowebui and not cmd_args.gradio_credentials(args):
+        open_parts.append("the UI has no --gradio-auth")
+    banner = "*" * 78
+    return [f"{banner}\n  WARNING: listening on the network and {part}: anyone who can reach this machine can "
+            f"use it.\n{banner}" for part in open_parts]
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = cmd_args.parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = cmd_args.parse_args(argv)
     if sys.version_info < (3, 10) and not args.skip_python_version_check:
         sys.exit("Python 3.10 or newer is needed (3.11 is tested); --skip-python-version-check to try anyway")
     services = services_module.create(args)
@@ -55,24 +73,35 @@ def main(argv: list[str] | None = None) -> None:
         log.warning("No checkpoint found. Put a .safetensors or .ckpt file in %s, then press the refresh "
                     "button next to the checkpoint list.", services.paths.checkpoints)
     services.load_initial_model()
-    app = create_app(services)
+    from modules.api.server import ServerControl
+
+    control = ServerControl()
+    app = create_app(services, control)
 
     import uvicorn
 
     host = args.server_name or ("0.0.0.0" if args.listen else "127.0.0.1")
-    if cmd_args.is_non_local(args) and args.api and not args.api_auth:
-        log.warning("The API is reachable from other machines without --api-auth: anyone on the network "
-                    "can use it.")
+    for warning in exposure_warnings(args):
+        log.warning("%s", warning)
     log.info("Starting on http://%s:%d (set up in %.1fs)", host, args.port, time.perf_counter() - STARTED)
     if args.autolaunch and not args.nowebui:
         import threading
         import webbrowser
 
         threading.Timer(2.0, webbrowser.open, args=(f"http://127.0.0.1:{args.port}/",)).start()
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=args.port, log_level="warning",
+                                           timeout_keep_alive=args.timeout_keep_alive,
+                                           timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS))
+    control.server = server
     try:
-        uvicorn.run(app, host=host, port=args.port, log_level="warning", timeout_keep_alive=30)
+        server.run()
     finally:
         services.shutdown()
+    if control.restart_requested:
+        log.info("Restarting")
+        # __main__.__file__ is absolute (Python 3.9+); argv[0] may be relative to a directory launch.py has left.
+        script = sys.modules["__main__"].__file__
+        os.execv(sys.executable, [sys.executable, script, *argv])
 
 
 if __name__ == "__main__":

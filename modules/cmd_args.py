@@ -29,8 +29,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("--nowebui", action="store_true", help="serve only the API, no UI")
     add("--api-auth", type=str, default=None, help="HTTP Basic credentials for the API: user:pass[,user2:pass2]")
     add("--gradio-auth", type=str, default=None, help="login for the UI: user:pass[,user2:pass2]")
+    add("--gradio-auth-path", type=str, default=None,
+        help="file of UI logins (user:pass, one per line or comma-separated), added to --gradio-auth")
+    add("--gradio-allowed-path", action="append", default=[],
+        help="a folder the UI may serve files from, besides outputs; may be repeated")
     add("--api-log", action="store_true", help="log every API request")
+    add("--api-server-stop", action="store_true",
+        help="add the /sdapi/v1/server-stop, server-restart and server-kill API routes")
+    add("--timeout-keep-alive", type=int, default=30,
+        help="seconds an idle HTTP keep-alive connection stays open")
     add("--cors-allow-origins", type=str, default=None, help="comma-separated origins allowed by CORS")
+    add("--cors-allow-origins-regex", type=str, default=None, help="regular expression of origins allowed by CORS")
+    add("--share", action="store_true",
+        help="A1111's public gradio.live link; refused here, because it needs the network (use --listen)")
     add("--autolaunch", action="store_true", help="open the UI in the system browser on start")
 
     # Installer
@@ -85,10 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse flags from COMMANDLINE_ARGS followed by argv (argv wins on repeats)."""
     env_args = shlex.split(os.environ.get("COMMANDLINE_ARGS", ""))
-    args = build_parser().parse_args(env_args + list(argv or []))
+    parser = build_parser()
+    args = parser.parse_args(env_args + list(argv or []))
+    if args.share:   # a public tunnel is a connection to a third-party server: this UI never makes one
+        parser.error("--share is not supported: a public gradio.live link needs the network, which this web UI "
+                     "never uses. Use --listen (with --gradio-auth or --api-auth) to serve your own network.")
+    if args.gradio_auth_path and not os.path.isfile(args.gradio_auth_path):
+        parser.error(f"--gradio-auth-path: no such file: {args.gradio_auth_path}")
+    if args.timeout_keep_alive < 1:
+        parser.error("--timeout-keep-alive must be at least 1 second")
     if args.port is None:
         args.port = 7861 if args.nowebui else 7860
     return args
+
+
+def gradio_credentials(args: argparse.Namespace) -> str:
+    """--gradio-auth merged with the lines of --gradio-auth-path, as "user:pass,user2:pass2" (A1111's
+    `get_gradio_auth_creds`: each line may hold several comma-separated logins; blank lines are skipped)."""
+    logins = [args.gradio_auth] if args.gradio_auth else []
+    if args.gradio_auth_path:
+        with open(args.gradio_auth_path, encoding="utf-8") as file:
+            logins += [line.strip() for line in file if line.strip()]
+    return ",".join(logins)
 
 
 def is_non_local(args: argparse.Namespace) -> bool:

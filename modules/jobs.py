@@ -38,6 +38,7 @@ class Job:
     id: str
     kind: str
     run: Callable[["Job"], Any]
+    owner: str = ""                  # who submitted it (API: address and user), to find "my job" again
     state: str = "queued"            # queued → running → done | failed | interrupted | cancelled
     created: float = field(default_factory=time.time)
     started: float | None = None
@@ -109,11 +110,11 @@ class JobQueue:
 
     # ------------------------------------------------------------- submitting and looking up
 
-    def submit(self, kind: str, run: Callable[[Job], Any], job_id: str | None = None) -> Job:
+    def submit(self, kind: str, run: Callable[[Job], Any], job_id: str | None = None, owner: str = "") -> Job:
         with self._cond:
             if len(self._waiting) >= self.max_waiting:
                 raise QueueFull(f"the queue is full ({self.max_waiting} jobs waiting); try again later")
-            job = Job(id=job_id or uuid.uuid4().hex, kind=kind, run=run)
+            job = Job(id=job_id or uuid.uuid4().hex, kind=kind, run=run, owner=owner)
             self._waiting.append(job)
             self._jobs[job.id] = job
             self._trim_history()
@@ -127,6 +128,12 @@ class JobQueue:
     @property
     def current(self) -> Job | None:
         return self._current
+
+    def latest_of(self, owner: str) -> Job | None:
+        """The owner's most recently submitted job that is still queued or running."""
+        with self._cond:
+            return next((job for job in reversed(self._jobs.values())
+                         if job.owner == owner and not job.done.is_set()), None)
 
     def pending(self) -> list[Job]:
         with self._cond:

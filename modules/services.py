@@ -49,11 +49,13 @@ class Services:
     restorers: FaceRestorers
     controlnet: ControlNet
 
-    def submit_txt2img(self, request: GenerationRequest, job_id: str | None = None) -> Job:
-        return self.queue.submit("txt2img", lambda job: self.generator.txt2img(request, job), job_id=job_id)
+    def submit_txt2img(self, request: GenerationRequest, job_id: str | None = None, owner: str = "") -> Job:
+        return self.queue.submit("txt2img", lambda job: self.generator.txt2img(request, job), job_id=job_id,
+                                 owner=owner)
 
-    def submit_img2img(self, request: GenerationRequest, job_id: str | None = None) -> Job:
-        return self.queue.submit("img2img", lambda job: self.generator.img2img(request, job), job_id=job_id)
+    def submit_img2img(self, request: GenerationRequest, job_id: str | None = None, owner: str = "") -> Job:
+        return self.queue.submit("img2img", lambda job: self.generator.img2img(request, job), job_id=job_id,
+                                 owner=owner)
 
     def submit_extras(self, request: "ExtrasRequest", inputs: list, job_id: str | None = None,
                       output_dir: Path | None = None) -> Job:
@@ -88,6 +90,15 @@ class Services:
     def submit_model_switch(self, name: str) -> Job:
         """Load a checkpoint on the worker, the only thread that touches models; the job's result is its title."""
         return self.queue.submit("load-model", lambda job: self.generator.load(name).info.title)
+
+    def submit_model_unload(self) -> Job:
+        """Free every loaded checkpoint (on the worker, after the jobs before it); the next job loads one again."""
+        return self.queue.submit("unload-model", lambda job: self.models.unload_all())
+
+    def submit_model_reload(self) -> Job:
+        """Load the configured checkpoint (`sd_model_checkpoint`, else the default one); the result is its title."""
+        return self.queue.submit(
+            "load-model", lambda job: self.generator.load(self.options.sd_model_checkpoint or None).info.title)
 
     def switch_model(self, name: str, timeout: float | None = None) -> Job:
         job = self.submit_model_switch(name)

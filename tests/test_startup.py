@@ -68,3 +68,19 @@ def test_options_persist_and_validate(tmp_path):
         Options(tmp_path / "config.json", frozen=True).update({"samples_format": "png"})
     (tmp_path / "broken.json").write_text("{not json")
     assert Options(tmp_path / "broken.json").samples_format == "png"     # a damaged file falls back to defaults
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ([], []),
+    (["--listen"], ["the UI has no --gradio-auth"]),
+    (["--listen", "--api"], ["the API (/sdapi/v1) has no --api-auth", "the UI has no --gradio-auth"]),
+    (["--listen", "--nowebui", "--api-auth", "a:b"], []),
+    (["--server-name", "example.lan", "--gradio-auth", "a:b", "--api"], ["the API (/sdapi/v1) has no --api-auth"]),
+])
+def test_a_reachable_server_without_passwords_warns_loudly(flags, expected):
+    from webui import exposure_warnings
+
+    warnings = exposure_warnings(cmd_args.parse_args(flags))
+    assert len(warnings) == len(expected)
+    for warning, part in zip(warnings, expected):
+        assert part in warning and "WARNING" in warning and "anyone" in warning

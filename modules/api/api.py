@@ -14,14 +14,16 @@ import time
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from starlette.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from modules import images, infotext, samplers
-from modules.api import controlnet as controlnet_api, models
+from modules.api import controlnet as controlnet_api, models, scripts as scripts_api, server as server_api
 from modules.api.errors import error_body, validation_error
-from modules.api.generation import request_validation_error, to_generation_request
+from modules.api.generation import keep_overrides, request_validation_error, to_generation_request
 from modules.api.image_inputs import decode_image_field
 from modules.cmd_args import public_flags
+from modules.extensions import list_extensions
 from modules.jobs import Job, QueueFull
 from modules.options import OPTIONS
 from modules.services import Services
@@ -29,6 +31,18 @@ from modules.services import Services
 
 def encode_image(image) -> str:
     return images.encode_base64_png(image, image.info.get("parameters"))
+
+
+def caller(http: Request) -> str:
+    """Who is calling, to tell their job from others': the client's address and, with --api-auth, the user."""
+    user = ""
+    scheme, _, encoded = http.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            user = base64.b64decode(encoded).decode("utf-8", "replace").partition(":")[0]
+        except ValueError:
+            pass
+    return f"{http.client.host if http.client else ''}|{user}"
 
 
 def progress_of(job: Job | None, services: Services, skip_image: bool) -> models.ProgressResponse:
@@ -74,17 +88,29 @@ async def wait_for(job: Job) -> Job:
     return job
 
 
-def create_routers(services: Services) -> list[APIRouter]:
-    """/sdapi/v1 and the ControlNet extension's /controlnet, both behind --api-auth."""
+def create_routers(services: Services, server_control: server_api.ServerControl | None = None) -> list[APIRouter]:
+    """/sdapi/v1, /internal/ping and the ControlNet extension's /controlnet, all behind --api-auth; with
+    --api-server-stop also the server-* routes, acting through `server_control`."""
     auth = _auth_dependency(services.args.api_auth)
-    return [create_router(services, auth),
-            controlnet_api.create_router(services, wait_for, encode_image, auth)]
+    routers = [create_router(services, auth), controlnet_api.create_router(services, wait_for, encode_image, auth)]
+    internal = APIRouter(prefix="/internal", dependencies=auth)
+
+    @internal.get("/ping")
+    def ping():   # "is the server up?", e.g. after a restart
+        return {}
+
+    routers.append(internal)
+    if services.args.api_server_stop:
+        if server_control is None:
+            raise ValueError("--api-server-stop needs the server's control (webui.main passes it)")
+        routers.append(server_api.create_router(services, server_control, auth))
+    return routers
 
 
 def create_router(services: Services, auth: list) -> APIRouter:
     router = APIRouter(prefix="/sdapi/v1", dependencies=auth)
 
-    async def finished(submit, job_id: str | None = None) -> Job | JSONResponse:
+    async def finished(submit, job_id: str | None = None, error_name: str = "GenerationError") -> Job | JSONResponse:
         """Submit, wait without holding a thread, and turn a failed job into A1111's error body."""
         try:
             job = submit(job_id=job_id)
@@ -95,26 +121,32 @@ def create_router(services: Services, auth: list) -> APIRouter:
             raise HTTPException(status_code=409, detail="the job was interrupted before it started")
         if job.state == "failed":
             return JSONResponse(status_code=job.error_status,
-                                content=error_body("GenerationError", job.error, job.error))
+                                content=error_body(error_name, job.error, job.error))
         return job
 
     @router.post("/txt2img", response_model=models.ImageResponse)
-    async def txt2img(body: models.Txt2ImgRequest):
-        request = to_generation_request(body, services)
-        job = await finished(lambda job_id: services.submit_txt2img(request, job_id=job_id), body.force_task_id)
+    async def txt2img(body: models.Txt2ImgRequest, http: Request):
+        # in a thread: decoding (or fetching) images must not hold up other requests such as /progress
+        request = await run_in_threadpool(to_generation_request, body, services)
+        job = await finished(lambda job_id: services.submit_txt2img(request, job_id=job_id, owner=caller(http)),
+                             body.force_task_id)
         if isinstance(job, JSONResponse):
             return job
+        keep_overrides(body, services)
         result = job.result
         pictures = list(result.images) + result.detected_maps   # the ControlNet extension appends its maps
         encoded = [encode_image(image) for image in pictures] if body.send_images else []
         return models.ImageResponse(images=encoded, parameters=body.model_dump(), info=result.info_json())
 
     @router.post("/img2img", response_model=models.ImageResponse)
-    async def img2img(body: models.Img2ImgRequest):
-        request = to_generation_request(body, services)
-        job = await finished(lambda job_id: services.submit_img2img(request, job_id=job_id), body.force_task_id)
+    async def img2img(body: models.Img2ImgRequest, http: Request):
+        # in a thread: decoding (or fetching) images must not hold up other requests such as /progress
+        request = await run_in_threadpool(to_generation_request, body, services)
+        job = await finished(lambda job_id: services.submit_img2img(request, job_id=job_id, owner=caller(http)),
+                             body.force_task_id)
         if isinstance(job, JSONResponse):
             return job
+        keep_overrides(body, services)
         result = job.result
         pictures = (list(result.images) + result.detected_maps
                     + (list(request.init_images) if body.include_init_images else []))
@@ -177,26 +209,62 @@ def create_router(services: Services, auth: list) -> APIRouter:
     def face_restorers():
         return services.restorers.api_list()
 
-    @router.get("/scripts")
+    @router.get("/scripts", response_model=models.ScriptsList)
     def scripts():
-        from modules import img2img_scripts
+        return scripts_api.script_lists()
 
-        return {"txt2img": [], "img2img": [name.lower() for name in img2img_scripts.SCRIPTS]}
+    @router.get("/script-info", response_model=list[models.ScriptInfo])
+    def script_info():
+        return scripts_api.script_infos(services)
+
+    @router.get("/extensions", response_model=list[models.ExtensionItem])
+    def extensions():
+        return [extension.as_dict() for extension in list_extensions(services.paths.extensions)]
+
+    @router.get("/realesrgan-models", response_model=list[models.RealesrganItem])
+    def realesrgan_models():
+        services.upscalers.refresh()
+        return [{"name": item["name"], "path": item["model_path"], "scale": item["scale"]}
+                for item in services.upscalers.api_list() if item["model_name"] == "RealESRGAN"]
+
+    def job_of(http: Request, job_id: str | None) -> Job | None:
+        """The job a call is about: the one named by id; else the caller's own queued or running job
+        (A1111 clients send no id); else, as in A1111, the running one."""
+        if job_id:
+            return services.queue.get(job_id)
+        return services.queue.latest_of(caller(http)) or services.queue.current
 
     @router.get("/progress", response_model=models.ProgressResponse)
-    def progress(skip_current_image: bool = False, id: str | None = None):
-        job = services.queue.get(id) if id else services.queue.current
+    def progress(http: Request, skip_current_image: bool = False, id: str | None = None):
+        job = job_of(http, id)
         if id and job is None:
             raise HTTPException(status_code=404, detail=f"no job with id {id!r}")
         return progress_of(job, services, skip_current_image)
 
     @router.post("/interrupt")
-    def interrupt(id: str | None = None):
-        return {"interrupted": services.queue.interrupt(id)}
+    def interrupt(http: Request, id: str | None = None):
+        job = job_of(http, id)
+        return {"interrupted": job is not None and services.queue.interrupt(job.id)}
 
     @router.post("/skip")
-    def skip(id: str | None = None):
-        return {"skipped": services.queue.skip(id)}
+    def skip(http: Request, id: str | None = None):
+        job = job_of(http, id)
+        return {"skipped": job is not None and services.queue.skip(job.id)}
+
+    @router.get("/jobs/{job_id}", response_model=models.JobResultResponse)
+    def job_result(job_id: str):
+        """Ours: a job's outcome and images by id, for a client that lost its connection while waiting."""
+        job = services.queue.get(job_id)
+        if job is None:
+            raise HTTPException(status_code=404, detail=f"no job with id {job_id!r}")
+        generated = job.kind in ("txt2img", "img2img") and job.state in ("done", "interrupted")
+        result = job.result if generated else None
+        if generated and result is None:
+            raise HTTPException(status_code=410, detail=f"the images of job {job_id!r} are no longer kept; "
+                                                        "only the most recent jobs' images are")
+        return models.JobResultResponse(
+            id=job.id, status=job.state, error=job.error, info=result.info_json() if result else None,
+            images=[encode_image(image) for image in result.images] if result else [])
 
     @router.get("/sd-models", response_model=list[models.SDModelItem])
     def sd_models():
@@ -204,6 +272,17 @@ def create_router(services: Services, auth: list) -> APIRouter:
                                    sha256=info.sha256, filename=str(info.filename),
                                    config=str(info.sidecar_yaml) if info.sidecar_yaml.is_file() else None)
                 for info in services.registry.items()]
+
+    @router.post("/unload-checkpoint")
+    async def unload_checkpoint():
+        """Free the loaded checkpoints, on the queue after the jobs before it; the next job loads its model."""
+        job = await finished(lambda job_id: services.submit_model_unload(), error_name="ModelLoadError")
+        return job if isinstance(job, JSONResponse) else {}
+
+    @router.post("/reload-checkpoint")
+    async def reload_checkpoint():
+        job = await finished(lambda job_id: services.submit_model_reload(), error_name="ModelLoadError")
+        return job if isinstance(job, JSONResponse) else {}
 
     @router.post("/refresh-checkpoints")
     def refresh_checkpoints():

@@ -181,6 +181,15 @@ class ProgressResponse(BaseModel):
     error: str | None = None
 
 
+class JobResultResponse(BaseModel):
+    """Ours: GET /sdapi/v1/jobs/{id}."""
+    id: str
+    status: str
+    error: str | None = None
+    images: list[str] = []
+    info: str | None = None
+
+
 class SamplerItem(BaseModel):
     name: str
     aliases: list[str]
@@ -202,3 +211,40 @@ class SDModelItem(BaseModel):
     sha256: str | None
     filename: str
     config: str | None = None
+
+
+class ScriptsList(BaseModel):
+    txt2img: list[str]
+    img2img: list[str]
+
+
+class ScriptArg(BaseModel):
+    label: str | None = None
+    value: Any = None
+    minimum: Any = None
+    maximum: Any = None
+    step: Any = None
+    choices: list[str] | None = None
+
+
+class ScriptInfo(BaseModel):
+    name: str
+    is_alwayson: bool
+    is_img2img: bool
+    args: list[ScriptArg]
+
+
+class ExtensionItem(BaseModel):
+    name: str
+    remote: str
+    branch: str
+    commit_hash: str
+    version: str
+    commit_date: str
+    enabled: bool
+
+
+class RealesrganItem(BaseModel):
+    name: str
+    path: str | None = None
+    scale: int | None = None

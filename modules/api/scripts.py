@@ -1,0 +1,47 @@
+"""What /sdapi/v1/scripts and /sdapi/v1/script-info report: the img2img scripts and ControlNet.
+
+Names are A1111's `script.name` (the title in lower case, what `script_name` and `alwayson_scripts` match).
+As in A1111, /scripts lists the always-on scripts too; here that is ControlNet, in both modes.
+"""
+from __future__ import annotations
+
+from modules import img2img_scripts
+from modules.api import models
+from modules.controlnet.units import ControlNetUnit
+from modules.services import Services
+
+CONTROLNET = "controlnet"
+
+
+def script_lists() -> models.ScriptsList:
+    selectable = [name.lower() for name in img2img_scripts.SCRIPTS]
+    return models.ScriptsList(txt2img=[CONTROLNET], img2img=[*selectable, CONTROLNET])
+
+
+def script_infos(services: Services) -> list[models.ScriptInfo]:
+    """txt2img's scripts, then img2img's, as A1111 lists them."""
+    controlnet_args = _controlnet_args(int(services.options.control_net_unit_count))
+    selectable = [models.ScriptInfo(name=name.lower(), is_alwayson=False, is_img2img=True,
+                                    args=_img2img_script_args(name, services.upscalers.names()))
+                  for name in img2img_scripts.SCRIPTS]
+    return [models.ScriptInfo(name=CONTROLNET, is_alwayson=True, is_img2img=False, args=controlnet_args),
+            *selectable,
+            models.ScriptInfo(name=CONTROLNET, is_alwayson=True, is_img2img=True, args=controlnet_args)]
+
+
+def _img2img_script_args(name: str, upscaler_names: list[str]) -> list[models.ScriptArg]:
+    """One entry per positional `script_args` slot, in A1111's order; a slot this project ignores (an
+    info text, Loopback's interrogation) has no label. img2img_scripts declares no slider ranges, so
+    minimum, maximum and step stay unset."""
+    choices = {"denoising_curve": list(img2img_scripts.CURVES), "direction": list(img2img_scripts.DIRECTIONS),
+               "upscaler": upscaler_names}
+    defaults = img2img_scripts.SCRIPTS[name]
+    return [models.ScriptArg() if key is None else
+            models.ScriptArg(label=key, value=defaults[key], choices=choices.get(key))
+            for key in img2img_scripts.POSITIONAL[name]]
+
+
+def _controlnet_args(unit_count: int) -> list[models.ScriptArg]:
+    # The extension's arguments are its units, each a dict of unit fields; the default one is switched off.
+    unit = ControlNetUnit(enabled=False).model_dump()
+    return [models.ScriptArg(label=f"ControlNet Unit {index}", value=unit) for index in range(unit_count)]
