@@ -323,7 +323,12 @@ def decode_base64_image(data: str, *, max_pixels: int = 4096 * 4096) -> Image.Im
     except (binascii.Error, ValueError):
         raise ValueError("image data is not valid base64") from None
 
-    return _decode(io.BytesIO(raw), max_pixels)
+    return decode_image_bytes(raw, max_pixels=max_pixels)
+
+
+def decode_image_bytes(data: bytes, *, max_pixels: int = 4096 * 4096) -> Image.Image:
+    """An encoded image from a user (the bytes of a file, or a download), with the checks above."""
+    return _decode(io.BytesIO(data), max_pixels)
 
 
 def load_image_file(path: str | Path, *, max_pixels: int = 4096 * 4096) -> Image.Image:

@@ -174,7 +174,8 @@ def create_router(services: Services, auth: list) -> APIRouter:
         request = extras_request(body)
         if not body.image:
             raise validation_error(["image"], "an image is required (base64 or data URI)")
-        job = await run_extras(request, [(decode_image_field(body.image, ["image"]), "")])
+        image = await run_in_threadpool(decode_image_field, body.image, ["image"], services.options)
+        job = await run_extras(request, [(image, "")])
         if isinstance(job, JSONResponse):
             return job
         result = job.result
@@ -185,7 +186,8 @@ def create_router(services: Services, auth: list) -> APIRouter:
     @router.post("/extra-batch-images", response_model=models.ExtrasBatchImagesResponse)
     async def extra_batch_images(body: models.ExtrasBatchImagesRequest):
         request = extras_request(body)
-        inputs = [(decode_image_field(item.data, ["imageList", index, "data"]), item.name)
+        inputs = [(await run_in_threadpool(decode_image_field, item.data, ["imageList", index, "data"],
+                                           services.options), item.name)
                   for index, item in enumerate(body.imageList)]
         job = await run_extras(request, inputs)
         if isinstance(job, JSONResponse):
@@ -339,8 +341,8 @@ def create_router(services: Services, auth: list) -> APIRouter:
 
     @router.post("/png-info", response_model=models.PngInfoResponse)
     def png_info(body: models.PngInfoRequest):
+        image = decode_image_field(body.image, ["image"], services.options)   # a sync route: in a thread already
         try:
-            image = images.decode_base64_image(body.image)
             text, items = images.read_info(image)
         except ValueError as error:
             raise validation_error(["image"], str(error)) from None

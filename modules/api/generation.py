@@ -52,8 +52,9 @@ def _image_fields(body: models.Img2ImgRequest, services: Services) -> dict[str, 
         raise validation_error(["initial_noise_multiplier"], "only 1.0 (no extra noise) is supported",
                                "not_supported")
     fields: dict[str, Any] = {
-        "init_images": [decode_image_field(value, ["init_images", index]) for index, value in enumerate(body.init_images)],
-        "mask": decode_image_field(body.mask, ["mask"]) if body.mask else None,
+        "init_images": [decode_image_field(value, ["init_images", index], services.options)
+                        for index, value in enumerate(body.init_images)],
+        "mask": decode_image_field(body.mask, ["mask"], services.options) if body.mask else None,
         "resize_mode": body.resize_mode,
         "mask_blur": body.mask_blur if body.mask_blur is not None else body.mask_blur_x,
         "inpainting_fill": body.inpainting_fill, "inpaint_full_res": bool(body.inpaint_full_res),

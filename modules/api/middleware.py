@@ -1,37 +1,157 @@
-"""Middleware around the API: body size limit, cross-site request refusal, timing header, request log."""
+"""Middleware around the app: body size limit, cross-site request refusal, CORS, served-file headers, timing
+header, request log."""
 from __future__ import annotations
 
 import logging
+import re
 import time
+from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.middleware.cors import CORSMiddleware
 
 from modules.api.errors import error_body, install_error_handlers
 
 MAX_BODY_BYTES = 128 * 1024 * 1024   # room for several base64 images in later img2img/ControlNet requests
+# Every path a client may change state through outside the UI; auth and the Origin check cover them all.
+API_PREFIXES = ("/sdapi/", "/controlnet/", "/internal/")
+GRADIO_FILE_PREFIX = "/gradio_api/file="
+# Served inline from /gradio_api/file=; anything else (SVG, HTML, …) could run script on this origin if
+# opened as a page, so it is sent as a download.
+INLINE_FILE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif", "image/avif", "image/bmp"}
 
 
-def add_request_guards(app: FastAPI, allowed_origins: str | None) -> None:
-    """Refuse oversized bodies, and state-changing API calls from other sites' pages (CSRF).
+class OriginPolicy:
+    """Which web pages may call the API from a browser: this server's own, and those allowed by
+    --cors-allow-origins (exact) or --cors-allow-origins-regex (whole origin, as starlette matches it)."""
 
-    No permissive CORS middleware is ever added (A1111 removes Gradio's for the same reason).
-    """
-    allowed = {origin.strip() for origin in (allowed_origins or "").split(",") if origin.strip()}
+    def __init__(self, origins: str | None, origin_regex: str | None):
+        self.origins = [origin.strip() for origin in (origins or "").split(",") if origin.strip()]
+        try:
+            self.regex = re.compile(origin_regex) if origin_regex else None
+        except re.error as error:
+            raise ValueError(f"--cors-allow-origins-regex is not a valid regular expression: {error}") from None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.origins or self.regex)
+
+    def allows(self, origin: str, host: str) -> bool:
+        """`host`: the Host header. The scheme is not compared: behind a TLS proxy the page is https and the
+        request reaching us http, with the same host."""
+        if origin == "null":   # sandboxed frames and file:// pages: anyone can make one
+            return False
+        return (bool(host) and urlsplit(origin).netloc == host or origin in self.origins
+                or (self.regex is not None and self.regex.fullmatch(origin) is not None))
+
+
+class BodyLimit:
+    """Bodies over MAX_BODY_BYTES get a 413: at once when Content-Length says so, and while they arrive when
+    it is absent (chunked uploads), so no handler ever holds more. Pure ASGI: it has to wrap `receive`.
+    Starlette's RequestBodyLimitMiddleware answers in plain text; this raises our HTTPException in the
+    handler reading the body, so the A1111 error body comes back. It must be the innermost middleware: a
+    BaseHTTPMiddleware inside it would turn the exception into an ExceptionGroup."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = MAX_BODY_BYTES
+        message = f"request bodies are limited to {limit} bytes"
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            response = JSONResponse(status_code=413, content=error_body("PayloadTooLarge", message, message))
+            return await response(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            event = await receive()
+            if event["type"] == "http.request":
+                received += len(event.get("body", b""))
+                if received > limit:   # raised inside the handler's body read: the error handlers answer
+                    raise HTTPException(status_code=413, detail=message)
+            return event
+
+        await self.app(scope, limited_receive, send)
+
+
+def add_origin_check(app: FastAPI, policy: OriginPolicy) -> None:
+    """Refuse state-changing calls from other sites' pages (CSRF), to the API and to the UI's own routes
+    alike: a browser always sends Origin with them, and a page on another site cannot forge it."""
 
     @app.middleware("http")
-    async def request_guard(request: Request, call_next):
-        length = request.headers.get("content-length", "0")
-        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-            message = f"request bodies are limited to {MAX_BODY_BYTES} bytes"
-            return JSONResponse(status_code=413, content=error_body("PayloadTooLarge", message, message))
+    async def origin_check(request: Request, call_next):
         origin = request.headers.get("origin")
-        if request.method not in ("GET", "HEAD", "OPTIONS") and origin and request.url.path.startswith("/sdapi/"):
-            own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-            if origin != own and origin not in allowed:
-                message = f"cross-origin request from {origin}"
-                return JSONResponse(status_code=403, content=error_body("Forbidden", message, message))
+        if (origin is not None and request.method not in ("GET", "HEAD", "OPTIONS")
+                and not policy.allows(origin, request.headers.get("host", ""))):
+            message = (f"cross-origin request from {origin} refused; allow the site with --cors-allow-origins "
+                       "or --cors-allow-origins-regex")
+            return JSONResponse(status_code=403, content=error_body("Forbidden", message, message))
         return await call_next(request)
+
+
+class NoCorsHeaders:
+    """Without CORS flags no Access-Control-* header leaves the server: Gradio's own CORS middleware answers
+    any origin once the server is reached by a non-local name (A1111 removes it for that reason).
+    Pure ASGI, headers only, so Gradio's event streams pass untouched."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_without_cors(message):
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name in [name for name in headers if name.lower().startswith("access-control-")]:
+                    del headers[name]
+            await send(message)
+
+        await self.app(scope, receive, send_without_cors)
+
+
+class ServedFileRules:
+    """/gradio_api/file=: `nosniff` on every file, anything but a plain image sent as a download, and no
+    `file=<url>` at all: Gradio would fetch the URL itself, asking dns.google when the name does not resolve
+    to a public address, and this UI never shows remote files. Pure ASGI, as above."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith(GRADIO_FILE_PREFIX):
+            return await self.app(scope, receive, send)
+        if scope["path"][len(GRADIO_FILE_PREFIX):].lower().startswith(("http:", "https:")):
+            message = "this server fetches no URLs for the UI"
+            return await JSONResponse(status_code=403, content=error_body("Forbidden", message, message))(
+                scope, receive, send)
+
+        async def send_with_rules(message):
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Content-Type-Options"] = "nosniff"
+                media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+                if message["status"] < 300 and media_type not in INLINE_FILE_TYPES:
+                    _, sep, parameters = headers.get("content-disposition", "").partition(";")
+                    headers["Content-Disposition"] = "attachment" + sep + parameters
+            await send(message)
+
+        await self.app(scope, receive, send_with_rules)
+
+
+def add_cors(app: FastAPI, policy: OriginPolicy) -> None:
+    """A1111's CORS: starlette's middleware with exactly the operator's origins. Gradio sees it on the app and
+    leaves CORS to it."""
+    app.add_middleware(CORSMiddleware, allow_origins=policy.origins,
+                       allow_origin_regex=policy.regex.pattern if policy.regex else None,
+                       allow_credentials=True, allow_methods=["*"], allow_headers=["*"])
 
 
 def add_request_log(app: FastAPI) -> None:
@@ -42,7 +162,7 @@ def add_request_log(app: FastAPI) -> None:
     async def request_log(request: Request, call_next):
         started = time.perf_counter()
         response = await call_next(request)
-        if request.url.path.startswith("/sdapi/"):
+        if request.url.path.startswith(API_PREFIXES):
             log.info("%s %s -> %d in %.3fs", request.method, request.url.path, response.status_code,
                      time.perf_counter() - started)
         return response
@@ -60,9 +180,17 @@ def add_process_time(app: FastAPI) -> None:
 
 
 def install_middleware(app: FastAPI, args) -> None:
-    """Everything the API's app gets around its routes, from the flags."""
+    """Everything the app gets around its routes (and the UI mounted later), from the flags. Added last is
+    outermost: CORS answers preflights before the guards, and sees (or strips) every response's headers."""
+    policy = OriginPolicy(args.cors_allow_origins, args.cors_allow_origins_regex)
     install_error_handlers(app)
+    app.add_middleware(BodyLimit)
     add_process_time(app)
-    add_request_guards(app, args.cors_allow_origins)
+    add_origin_check(app, policy)
     if args.api_log:
         add_request_log(app)
+    app.add_middleware(ServedFileRules)
+    if policy.configured:
+        add_cors(app, policy)
+    else:
+        app.add_middleware(NoCorsHeaders)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from modules.cmd_args import gradio_credentials
 from modules.ui import extras, img2img, pnginfo, send_to, topbar, txt2img
 
 HERE = Path(__file__).resolve().parent
@@ -53,10 +54,22 @@ def head_html(services) -> str:
     return f"<script>window.webuiSettings = {json.dumps(settings)};\n{script}</script>"
 
 
+def served_paths(services) -> tuple[list[str], list[str]]:
+    """Gradio's allowed and blocked paths for /gradio_api/file=: outputs and every --gradio-allowed-path
+    (Gradio adds its own temp and upload folders). The settings file and the --gradio-auth-path logins stay
+    blocked even inside an allowed folder (A1111 users often allow the whole data folder)."""
+    args = services.args
+    allowed = [str(services.paths.outputs), *(str(Path(path).resolve()) for path in args.gradio_allowed_path)]
+    secrets = [services.paths.config_file, args.gradio_auth_path]
+    return allowed, [str(Path(path).resolve()) for path in secrets if path]
+
+
 def launch_options(services) -> dict:
     """Keyword arguments for `gr.mount_gradio_app`: login, served folders, look; nothing that reaches the network."""
+    allowed, blocked = served_paths(services)
     options = {
-        "allowed_paths": [str(services.paths.outputs)],
+        "allowed_paths": allowed,
+        "blocked_paths": blocked,
         "theme": gr.themes.Default(),   # built in; its fonts are served locally
         "css": (HERE / "style.css").read_text(encoding="utf-8"),
         "head": head_html(services),
@@ -68,7 +81,7 @@ def launch_options(services) -> dict:
         "pwa": False,
         "show_error": True,
     }
-    auth = parse_auth(getattr(services.args, "gradio_auth", None))
+    auth = parse_auth(gradio_credentials(services.args))   # --gradio-auth and --gradio-auth-path
     if auth:
         options["auth"] = auth
     return options
