@@ -17,25 +17,10 @@ from PIL import Image
 from modules import cmd_args, services as services_module
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.server import start_server
+from tests.fixtures.server_control import RecordingControl
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
-
-
-class FakeServerControl:
-    """Records what the server-* routes asked for, instead of stopping the test process."""
-
-    def __init__(self):
-        self.calls = []
-
-    def stop(self):
-        self.calls.append("stop")
-
-    def restart(self):
-        self.calls.append("restart")
-
-    def kill(self):
-        self.calls.append("kill")
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +29,7 @@ def server(tmp_path_factory):
         "tiny-sd1.safetensors": build_tiny_model("sd1"), "other-sd1.safetensors": build_tiny_model("sd1", seed=1)})
     args = cmd_args.parse_args(["--data-dir", str(data), "--nowebui", "--api-server-stop"])
     services = services_module.create(args)
-    control = FakeServerControl()
+    control = RecordingControl()
     from webui import create_app
 
     with TestClient(create_app(services, control)) as client:
@@ -222,7 +207,7 @@ def test_server_routes_need_the_flag_and_the_api_auth(server):
     from webui import create_app
 
     without_flag = dataclasses.replace(services, args=cmd_args.parse_args(["--nowebui"]))
-    control = FakeServerControl()
+    control = RecordingControl()
     with TestClient(create_app(without_flag, control)) as client:
         for route in ("server-stop", "server-restart", "server-kill"):
             assert client.post(f"/sdapi/v1/{route}").status_code == 404

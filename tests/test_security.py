@@ -20,7 +20,7 @@ from PIL import Image
 
 from modules import cmd_args, services as services_module, url_images
 from modules.api.image_inputs import decode_image_field
-from modules.api.server import ServerControl
+from tests.fixtures.server_control import RecordingControl
 from modules.options import Options
 
 A1111_ERROR_KEYS = {"error", "detail", "body", "errors"}
@@ -39,23 +39,6 @@ def png_declaring(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
             + chunk(b"IEND", b""))
-
-
-class RecordingControl(ServerControl):
-    """--api-server-stop's routes act on this instead of the test process."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def stop(self):
-        self.calls.append("stop")
-
-    def restart(self):
-        self.calls.append("restart")
-
-    def kill(self):
-        self.calls.append("kill")
 
 
 # ---------------------------------------------------------------- CORS and cross-site requests
