@@ -25,6 +25,10 @@ class QueueFull(Exception):
     pass
 
 
+class JobIdInUse(Exception):
+    """A job id (A1111's force_task_id) given again while the job with that id is still queued or running."""
+
+
 class JobError(Exception):
     """A failure the user can act on (bad model, unsupported request); `status` is the HTTP code to report."""
 
@@ -114,6 +118,8 @@ class JobQueue:
         with self._cond:
             if len(self._waiting) >= self.max_waiting:
                 raise QueueFull(f"the queue is full ({self.max_waiting} jobs waiting); try again later")
+            if job_id and job_id in self._jobs and not self._jobs[job_id].done.is_set():
+                raise JobIdInUse(f"a job with id {job_id!r} is already queued or running")
             job = Job(id=job_id or uuid.uuid4().hex, kind=kind, run=run, owner=owner)
             self._waiting.append(job)
             self._jobs[job.id] = job

@@ -332,3 +332,14 @@ def test_progress_and_interrupt_without_an_id_concern_the_callers_own_job(tmp_pa
             assert client.post("/sdapi/v1/interrupt", auth=("ann", "1")).json() == {"interrupted": True}
             assert ann.result().status_code == 200
     services.shutdown()
+
+
+def test_a_job_id_in_use_is_refused(server):
+    thread, result = start_long_job(server, "taken")
+    again = server.post("/sdapi/v1/txt2img", json={"prompt": "x", **SMALL, "force_task_id": "taken"})
+    assert again.status_code == 409 and "force_task_id" in again.json()["detail"]
+    server.post("/sdapi/v1/interrupt", params={"id": "taken"})
+    thread.join(60)
+    assert result["response"].status_code == 200
+    # once finished, the id may be used again
+    assert server.post("/sdapi/v1/txt2img", json={"prompt": "x", **SMALL, "force_task_id": "taken"}).status_code == 200

@@ -24,7 +24,7 @@ from modules.api.generation import keep_overrides, request_validation_error, to_
 from modules.api.image_inputs import decode_image_field
 from modules.cmd_args import public_flags
 from modules.extensions import list_extensions
-from modules.jobs import Job, QueueFull
+from modules.jobs import Job, JobIdInUse, QueueFull
 from modules.options import OPTIONS
 from modules.services import Services
 
@@ -116,6 +116,8 @@ def create_router(services: Services, auth: list) -> APIRouter:
             job = submit(job_id=job_id)
         except QueueFull as error:
             raise HTTPException(status_code=429, detail=str(error)) from None
+        except JobIdInUse as error:
+            raise HTTPException(status_code=409, detail=f"force_task_id: {error}") from None
         await wait_for(job)
         if job.state == "cancelled":
             raise HTTPException(status_code=409, detail="the job was interrupted before it started")
@@ -310,7 +312,7 @@ def create_router(services: Services, auth: list) -> APIRouter:
     async def set_options(request: Request):
         try:
             changes = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):   # not JSON, or nested deeper than the parser goes
             raise validation_error([], "the body must be a JSON object") from None
         if not isinstance(changes, dict):
             raise validation_error([], "the body must be a JSON object")

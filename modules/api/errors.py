@@ -6,6 +6,7 @@ import logging
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("api")
 
@@ -28,8 +29,10 @@ def _summary(detail) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException):
+    # starlette's class: FastAPI's derives from it, and starlette raises its own for 404, 405 and bodies
+    # it cannot parse.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
         return JSONResponse(status_code=error.status_code, headers=error.headers,
                             content=error_body(type(error).__name__, error.detail, _summary(error.detail)))
 

@@ -63,10 +63,13 @@ def file_kind(path: Path) -> str:
         raise ModelFileError(f"{path.name}: cannot be read ({error.strerror or error})") from None
     if len(head) == 0:
         raise ModelFileError(f"{path.name}: the file is empty")
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
-        return "pickle"
+    # safetensors first: a header length whose low byte is 0x80 (one file in 256) looks like a pickle PROTO.
+    # Taking a pickle for safetensors is harmless (the safetensors parser runs no code); the reverse refused
+    # good files.
     if len(head) == 9 and head[8:9] == b"{":
         return "safetensors"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "pickle"
     raise ModelFileError(f"{path.name}: not a safetensors or PyTorch checkpoint file")
 
 
@@ -146,6 +149,8 @@ def _unpickle(path: Path):
         except Exception as error:  # noqa: BLE001 - any unpickling failure is a refusal, never a retry
             reason = str(error).strip().splitlines()
             detail = next((line for line in reason if "GLOBAL" in line or "Unsupported" in line), reason[0] if reason else "")
+            # torch goes on to suggest allowlisting the global: not advice to pass on about an untrusted file.
+            detail = detail.split(" Please use `torch.serialization")[0].removeprefix("\tWeightsUnpickler error: ")
             raise ModelFileError(
                 f"{path.name}: refused to load: the file needs code that is not allowed in a weights file "
                 f"(it may be malicious, or it is not a checkpoint). {detail}"

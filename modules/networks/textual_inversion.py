@@ -271,13 +271,9 @@ class EmbeddingDatabase:
         found: list[Path] = []
         if not self.folder.is_dir():
             return found
-        seen_dirs: set[str] = set()
-        for root, dirs, names in os.walk(self.folder, followlinks=True):
-            real = os.path.realpath(root)
-            if real in seen_dirs:        # a symlink loop
-                dirs[:] = []
-                continue
-            seen_dirs.add(real)
+        # Linked folders are not entered (as in every other model folder): a link cannot pull a tree from
+        # outside the models root into the scan, nor loop.
+        for root, dirs, names in os.walk(self.folder, followlinks=False):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in names:
                 if not name.startswith(".") and name.lower().endswith(EMBEDDING_EXTENSIONS):
