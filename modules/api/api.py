@@ -33,6 +33,11 @@ def encode_image(image) -> str:
     return images.encode_base64_png(image, image.info.get("parameters"))
 
 
+async def encode_images(pictures: list) -> list[str]:
+    """PNG-encoded in a thread: large images take a while, and /progress must not wait for them."""
+    return await run_in_threadpool(lambda: [encode_image(image) for image in pictures])
+
+
 def caller(http: Request) -> str:
     """Who is calling, to tell their job from others': the client's address and, with --api-auth, the user."""
     user = ""
@@ -137,7 +142,7 @@ def create_router(services: Services, auth: list) -> APIRouter:
         keep_overrides(body, services)
         result = job.result
         pictures = list(result.images) + result.detected_maps   # the ControlNet extension appends its maps
-        encoded = [encode_image(image) for image in pictures] if body.send_images else []
+        encoded = await encode_images(pictures) if body.send_images else []
         return models.ImageResponse(images=encoded, parameters=body.model_dump(), info=result.info_json())
 
     @router.post("/img2img", response_model=models.ImageResponse)
@@ -152,7 +157,7 @@ def create_router(services: Services, auth: list) -> APIRouter:
         result = job.result
         pictures = (list(result.images) + result.detected_maps
                     + (list(request.init_images) if body.include_init_images else []))
-        encoded = [encode_image(image) for image in pictures] if body.send_images else []
+        encoded = await encode_images(pictures) if body.send_images else []
         parameters = body.model_dump()
         if not body.include_init_images:   # A1111 does not echo the (large) images back
             parameters.update(init_images=None, mask=None)
