@@ -131,15 +131,20 @@ def create_router(services: Services, auth: list) -> APIRouter:
                                 content=error_body(error_name, job.error, job.error))
         return job
 
-    @router.post("/txt2img", response_model=models.ImageResponse)
-    async def txt2img(body: models.Txt2ImgRequest, http: Request):
+    async def generated(body: models.Txt2ImgRequest, http: Request, submit):
+        """A txt2img/img2img request run on the queue: (its GenerationRequest, the finished job) or an error."""
         # in a thread: decoding (or fetching) images must not hold up other requests such as /progress
         request = await run_in_threadpool(to_generation_request, body, services)
-        job = await finished(lambda job_id: services.submit_txt2img(request, job_id=job_id, owner=caller(http)),
-                             body.force_task_id)
+        job = await finished(lambda job_id: submit(request, job_id=job_id, owner=caller(http)), body.force_task_id)
+        if not isinstance(job, JSONResponse):
+            keep_overrides(body, services)
+        return request, job
+
+    @router.post("/txt2img", response_model=models.ImageResponse)
+    async def txt2img(body: models.Txt2ImgRequest, http: Request):
+        _, job = await generated(body, http, services.submit_txt2img)
         if isinstance(job, JSONResponse):
             return job
-        keep_overrides(body, services)
         result = job.result
         pictures = list(result.images) + result.detected_maps   # the ControlNet extension appends its maps
         encoded = await encode_images(pictures) if body.send_images else []
@@ -147,13 +152,9 @@ def create_router(services: Services, auth: list) -> APIRouter:
 
     @router.post("/img2img", response_model=models.ImageResponse)
     async def img2img(body: models.Img2ImgRequest, http: Request):
-        # in a thread: decoding (or fetching) images must not hold up other requests such as /progress
-        request = await run_in_threadpool(to_generation_request, body, services)
-        job = await finished(lambda job_id: services.submit_img2img(request, job_id=job_id, owner=caller(http)),
-                             body.force_task_id)
+        request, job = await generated(body, http, services.submit_img2img)
         if isinstance(job, JSONResponse):
             return job
-        keep_overrides(body, services)
         result = job.result
         pictures = (list(result.images) + result.detected_maps
                     + (list(request.init_images) if body.include_init_images else []))
