@@ -4,8 +4,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from modules import cmd_args, services as services_module
 from modules.infotext import parse_infotext
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
+from tests.fixtures.png_bombs import png_declaring
 
 SMALL = {"width": 64, "height": 64, "steps": 3}
 
@@ -95,19 +94,10 @@ def test_include_init_images_returns_them_too(server):
     assert len(body["images"]) == 2 and decode(body["images"][1]).size == (64, 64)
 
 
-def _bomb_png() -> bytes:
-    """A tiny PNG whose header declares 20000x20000 pixels."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100))
-            + chunk(b"IEND", b""))
-
-
 @pytest.mark.parametrize("image, field", [
     (base64.b64encode(b"this is not an image").decode(), "init_images"),
     (b64(photo())[:200], "init_images"),                            # truncated
-    (base64.b64encode(_bomb_png()).decode(), "init_images"),        # decompression bomb
+    (base64.b64encode(png_declaring(20000, 20000)).decode(), "init_images"),        # decompression bomb
     ("https://example.com/cat.png", "init_images"),                 # URLs are not fetched
 ])
 def test_bad_init_images_get_422_naming_the_field(server, image, field):

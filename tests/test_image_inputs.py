@@ -1,25 +1,16 @@
 """Pictures from users' folders (batch from directory) and from the UI: the
 same guards and conversions as base64 API images."""
 import io
-import struct
 import time
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from modules.images import check_user_image, load_image_file
+from tests.fixtures.png_bombs import png_declaring
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A ~100-byte PNG whose header claims width x height RGB pixels."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:

@@ -4,10 +4,8 @@ import datetime
 import errno
 import io
 import os
-import struct
 import threading
 import zipfile
-import zlib
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ from modules.images import (
     decode_base64_image, encode_base64_png, image_to_png_bytes, make_grid, read_info, save_grid,
     save_image,
 )
+from tests.fixtures.png_bombs import png_declaring
 
 INFOTEXT = 'a cat, "quoted"\nNegative prompt: ugly\nSteps: 20, Sampler: Euler a, Seed: 1234, Lora hashes: "x: 1, y: 2"'
 DAY = datetime.date(2024, 7, 27)
@@ -235,14 +234,6 @@ def test_read_info_refuses_huge_metadata():
 
 
 # ---------------------------------------------------------------- decoding
-
-def png_declaring(width, height) -> bytes:
-    """A tiny PNG whose header claims width x height RGB pixels."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
 
 def zip_bytes() -> bytes:
     out = io.BytesIO()

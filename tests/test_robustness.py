@@ -24,7 +24,6 @@ import sys
 import time
 import tracemalloc
 import zipfile
-import zlib
 from pathlib import Path
 
 import pytest
@@ -42,6 +41,7 @@ from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model, write_malicious_pickle, write_safetensors
 from tests.fixtures.tiny_embeddings import random_vectors, write_a1111_pt
 from tests.fixtures.tiny_hypernetworks import write_hypernetwork
+from tests.fixtures.png_bombs import png_declaring
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"prompt": "a cube", "width": 64, "height": 64, "steps": 2}
@@ -85,14 +85,6 @@ def png(image: Image.Image, **save) -> bytes:
 
 def photo() -> str:
     return b64(png(Image.new("RGB", (64, 64), (200, 120, 40))))
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A ~100-byte PNG whose header claims width x height RGB pixels."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def zip_named_png() -> bytes:

@@ -7,10 +7,8 @@ import http.server
 import io
 import re
 import socket
-import struct
 import threading
 import time
-import zlib
 
 import pytest
 from fastapi import HTTPException
@@ -22,6 +20,7 @@ from modules import cmd_args, services as services_module, url_images
 from modules.api.image_inputs import decode_image_field
 from tests.fixtures.server_control import RecordingControl
 from modules.options import Options
+from tests.fixtures.png_bombs import png_declaring
 
 A1111_ERROR_KEYS = {"error", "detail", "body", "errors"}
 
@@ -30,15 +29,6 @@ def png_bytes(size=(8, 6), colour=(200, 30, 30)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A ~100-byte PNG whose header claims width x height pixels."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
 
 
 # ---------------------------------------------------------------- CORS and cross-site requests
