@@ -367,9 +367,9 @@ def test_robustness_corpus(name):
         parser._parse_prompt.cache_clear()
         parser._parse_region.cache_clear()
         # CPU time of this process: the bound is about our work, not about other load on the machine.
-        start = time.process_time()
+        start = time.thread_time()
         result = call()
-        elapsed = time.process_time() - start
+        elapsed = time.thread_time() - start
         assert elapsed < 1.0, f"{call_name} on {name!r} took {elapsed:.2f} s"
         assert result is not None
 
@@ -385,9 +385,9 @@ def test_worst_case_lark_inputs_stay_fast():
             prompt = prefix + "[" + unit * k + ":b:1]"
             parser._parse_prompt.cache_clear()
             parser._parse_region.cache_clear()
-            start = time.process_time()
+            start = time.thread_time()
             result = get_schedules([prompt], 20)[0]
-            elapsed = time.process_time() - start
+            elapsed = time.thread_time() - start
             assert elapsed < 1.0, f"{prompt[:40]!r}… took {elapsed:.2f} s"
             assert len(result) >= 2   # within the guards the edit is still honoured
 
@@ -398,10 +398,10 @@ def test_guard_beyond_budget_is_literal():
 
 
 def test_huge_step_counts_are_bounded():
-    start = time.process_time()
+    start = time.thread_time()
     assert get_schedules(["[a|b]"], 10**9) == [[(10**9, "[a|b]")]]
     assert get_schedules(["[a:b:0.5]"], 10**9) == [[(5 * 10**8, "a"), (10**9, "b")]]
-    assert time.process_time() - start < 1.0
+    assert time.thread_time() - start < 1.0
 
 
 def test_deep_nesting_attention_matches_sequential_products():
