@@ -87,6 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--no-hashing", action="store_true", help="do not compute sha256 of checkpoints")
     add("--no-prompt-history", action="store_true", help="do not write params.txt")
     add("--freeze-settings", action="store_true", help="refuse every settings change")
+    add("--freeze-settings-in-sections", type=str, default=None,
+        help="comma-separated settings sections whose options cannot be changed")
+    add("--freeze-specific-settings", type=str, default=None, help="comma-separated option keys that cannot be changed")
+    add("--ui-settings-file", type=str, default=None, help="settings file (default <data-dir>/config.json)")
+    add("--ui-config-file", type=str, default=None, help="UI defaults file (default <data-dir>/ui-config.json)")
+
+    # Extensions
+    add("--disable-all-extensions", action="store_true", help="load no extension, built-in ones included")
+    add("--disable-extra-extensions", action="store_true", help="load only the built-in extensions")
+    add("--enable-insecure-extension-access", action="store_true",
+        help="allow installing and changing extensions from the UI even when the server is reachable from the "
+             "network (--listen, --server-name)")
     add("--hide-ui-dir-config", action="store_true", help="hide directory settings from the UI and API")
     add("--theme", choices=["light", "dark"], default=None, help="UI theme")
     add("--ui-debug-mode", action="store_true", help="start the UI without loading a model")

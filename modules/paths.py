@@ -49,11 +49,11 @@ class Paths:
     controlnet: Path
     annotators: Path
     outputs: Path
-    extensions: Path
-
-    @property
-    def config_file(self) -> Path:
-        return self.data / "config.json"
+    extensions: Path                 # the user's extensions (A1111's extensions/)
+    config_file: Path                # settings (--ui-settings-file)
+    ui_config_file: Path             # default values of UI controls (--ui-config-file)
+    extensions_builtin: Path = PROJECT_ROOT / "extensions-builtin"   # the project's own extensions
+    builtin_scripts: Path = PROJECT_ROOT / "scripts"                 # X/Y/Z plot, prompt matrix, ... (A1111's scripts/)
 
     @property
     def cache_file(self) -> Path:
@@ -103,4 +103,6 @@ def from_args(args) -> Paths:
         annotators=pick(args.controlnet_annotator_models_path, models / "annotators"),
         outputs=data / "outputs",
         extensions=data / "extensions",
+        config_file=pick(args.ui_settings_file, data / "config.json"),
+        ui_config_file=pick(args.ui_config_file, data / "ui-config.json"),
     )
