@@ -79,6 +79,23 @@ def ensure_chromium() -> None:
               flush=True)
 
 
+# A1111's helpers that extensions' install.py files call (`import launch; launch.is_installed(...)`).
+def is_installed(package: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def run_pip(command: str, desc: str | None = None, live: bool = False) -> None:
+    """`launch.run_pip("install foo", "foo")`: pip in this interpreter's environment."""
+    import shlex
+
+    run([sys.executable, "-m", "pip", *shlex.split(command), "--prefer-binary"], f"installing {desc or command}")
+
+
 def main() -> None:
     argv = sys.argv[1:]
     testing = "--run-tests" in argv

@@ -16,6 +16,7 @@ os.environ.setdefault("DIFFUSERS_OFFLINE", "1")
 STARTED = time.perf_counter()
 
 from fastapi import FastAPI  # noqa: E402
+from starlette.routing import Mount  # noqa: E402
 
 from modules import cmd_args, services as services_module  # noqa: E402
 from modules.version import VERSION  # noqa: E402
@@ -32,19 +33,46 @@ def create_app(services: services_module.Services, server_control=None) -> FastA
     from modules.api.middleware import install_middleware
 
     args = services.args
+    services.load_scripts()
     app = FastAPI(title="Stable Diffusion web UI API", version=VERSION, docs_url="/docs", redoc_url="/redoc")
     install_middleware(app, args)
     if args.api or args.nowebui:
         for router in create_routers(services, server_control):
             app.include_router(router)
+    blocks = None
     if not args.nowebui:
         import gradio as gr
 
         from modules.ui import create_ui, launch_options
 
-        blocks = create_ui(services)
+        blocks = create_ui(services, server_control=server_control)
         app = gr.mount_gradio_app(app, blocks, path="/", **launch_options(services))
+    else:   # the scripts' default args come from their ui(), built off-page
+        from modules.ui.scripts import record_defaults
+
+        record_defaults(services.scripts)
+    services.scripts.callbacks.fire("app_started", blocks, app)   # extensions add their routes here
+    # The UI is mounted at "/", which would answer for every path added after it: it goes last.
+    mounts = [route for route in app.router.routes if isinstance(route, Mount) and route.path == ""]
+    app.router.routes[:] = [route for route in app.router.routes if route not in mounts] + mounts
     return app
+
+
+def prepare_extensions(parser, known) -> None:
+    """Before the flags are parsed: run enabled extensions' install.py (unless --skip-install) and their
+    preload.py, which may add flags. Failures are reported, never fatal."""
+    from modules import extensions, json_file, paths as paths_module, script_loading
+
+    paths = paths_module.from_args(known)
+    settings = json_file.read_json_object(paths.config_file) if paths.config_file.is_file() else {}
+    found = [extension for extension in extensions.discover(paths, settings, known) if extension.enabled]
+    if not known.skip_install:
+        for extension in found:
+            ok, output = extensions.run_installer(extension)
+            if not ok:
+                log.error("Extension %s: install.py failed; the extension may not work:\n%s", extension.name,
+                          output)
+    script_loading.preload(parser, found)
 
 
 def exposure_warnings(args) -> list[str]:
@@ -64,7 +92,7 @@ def exposure_warnings(args) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = cmd_args.parse_args(argv)
+    args = cmd_args.parse_args(argv, preload=prepare_extensions)
     if sys.version_info < (3, 10) and not args.skip_python_version_check:
         sys.exit("Python 3.10 or newer is needed (3.11 is tested); --skip-python-version-check to try anyway")
     services = services_module.create(args)

@@ -105,10 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse flags from COMMANDLINE_ARGS followed by argv (argv wins on repeats)."""
+def parse_args(argv: list[str] | None = None, preload=None) -> argparse.Namespace:
+    """Parse flags from COMMANDLINE_ARGS followed by argv (argv wins on repeats). `preload(parser, known)` may
+    add flags first (extensions' preload.py), given the flags known so far (where the extensions are)."""
     env_args = shlex.split(os.environ.get("COMMANDLINE_ARGS", ""))
     parser = build_parser()
+    if preload is not None:
+        preload(parser, parser.parse_known_args(env_args + list(argv or []))[0])
     args = parser.parse_args(env_args + list(argv or []))
     if args.share:   # a public tunnel is a connection to a third-party server: this UI never makes one
         parser.error("--share is not supported: a public gradio.live link needs the network, which this web UI "

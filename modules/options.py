@@ -3,55 +3,180 @@
 Keys are A1111's (`modules/shared_options.py`) so `/sdapi/v1/options` clients and `override_settings`
 work unchanged. Options marked `restrict_api` (output folders, filename patterns) cannot be changed
 over the API, as in A1111, because a writable output path is a file-write primitive.
+
+`OPTIONS` is the built-in table; each `Options` object starts from it and takes more through `add_option`
+(extensions, from `on_ui_settings`). Everything that validates reads the object's own registry.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
+import logging
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping
 
 from modules.json_file import read_json_object, write_json_atomically
+
+log = logging.getLogger(__name__)
+
+# A1111's section ids and titles, in the order its Settings tab lists them; extensions add their own.
+SECTIONS: dict[str, str] = {
+    "saving-images": "Saving images/grids",
+    "saving-paths": "Paths for saving",
+    "saving-to-dirs": "Saving to a directory",
+    "upscaling": "Upscaling",
+    "face-restoration": "Face restoration",
+    "system": "System",
+    "profiler": "Profiler",
+    "api": "API",
+    "training": "Training",
+    "sd": "Stable Diffusion",
+    "sdxl": "Stable Diffusion XL",
+    "sd3": "Stable Diffusion 3",
+    "vae": "VAE",
+    "img2img": "img2img",
+    "optimizations": "Optimizations",
+    "compatibility": "Compatibility",
+    "interrogate": "Interrogate",
+    "extra_networks": "Extra Networks",
+    "ui_prompt_editing": "Prompt editing",
+    "ui_gallery": "Gallery",
+    "ui_alternatives": "UI alternatives",
+    "ui": "User interface",
+    "infotext": "Infotext",
+    "sampler-params": "Sampler parameters",
+    "postprocessing": "Postprocessing",
+    "canvas_hotkey": "Canvas Hotkeys",
+    "settings_in_ui": "Settings in UI",
+    "callbacks": "Callbacks",
+    "control_net": "ControlNet",
+}
+
+
+def comma_list(text: str | None) -> list[str]:
+    """A comma-separated flag value ("sd, ui") as a list, blanks dropped."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def _choice_value(choice: Any) -> Any:
+    """Gradio choices may be (label, value) pairs; the stored value is the second."""
+    return choice[1] if isinstance(choice, (tuple, list)) and len(choice) == 2 else choice
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
 class OptionInfo:
-    default: Any
-    label: str
-    section: str
+    """One setting. The fields after `restrict_api` keep A1111's names, for extensions and the Settings tab:
+    `component` is a UI class (opaque to the backend) made with `component_args` (a dict, or a callable giving
+    one, whose minimum/maximum/choices also bound the value); `onchange()` runs after the value changes;
+    `refresh()` is the Settings tab's 🔄; the comments are HTML shown before and after the label. A section is
+    an id from SECTIONS, or A1111's (id, title) / (id, title, category) which `Options.add_option` registers;
+    an option without a section is not shown in the Settings tab (A1111's hidden options)."""
+    default: Any = None
+    label: str = ""
+    section: str | tuple | None = None
     choices: tuple | None = None
     minimum: float | None = None
     maximum: float | None = None
     restrict_api: bool = False
+    component: Any = None
+    component_args: dict | Callable[[], dict] | None = None
+    onchange: Callable[[], Any] | None = None
+    refresh: Callable[[], Any] | None = None
+    comment_before: str = ""
+    comment_after: str = ""
+    infotext: str | None = None
+    category_id: str | None = None
+
+    # A1111's chainable helpers (HTML by design: extensions put links in them); each returns a changed copy.
+    def info(self, text: str) -> "OptionInfo":
+        return replace(self, comment_after=f"{self.comment_after}<span class='info'>({text})</span>")
+
+    def html(self, text: str) -> "OptionInfo":
+        return replace(self, comment_after=self.comment_after + text)
+
+    def link(self, label: str, url: str) -> "OptionInfo":
+        return replace(self, comment_before=f"{self.comment_before}[<a href='{url}' target='_blank'>{label}</a>]")
+
+    def js(self, label: str, js_func: str) -> "OptionInfo":
+        link = f"[<a onclick='{js_func}(); return false'>{label}</a>]"
+        return replace(self, comment_before=self.comment_before + link)
+
+    def needs_restart(self) -> "OptionInfo":
+        return replace(self, comment_after=f"{self.comment_after} <span class='info'>(requires restart)</span>")
+
+    def needs_reload_ui(self) -> "OptionInfo":
+        # The page is built once at start here, so what A1111 rebuilds on "Reload UI" needs a restart.
+        return self.needs_restart()
+
+    def ui_args(self) -> dict:
+        """`component_args` as a dict; a callable is called now (one that fails gives {} and a warning)."""
+        args = self.component_args
+        if callable(args):
+            try:
+                args = args()
+            except Exception as error:  # noqa: BLE001 - an extension's bug must not block settings
+                log.warning("component_args of %r failed: %s", self.label, error)
+                return {}
+        return dict(args) if isinstance(args, dict) else {}
+
+    def bounds(self) -> tuple[tuple | None, float | None, float | None]:
+        """(choices, minimum, maximum): the explicit ones, else those in `component_args`."""
+        args = self.ui_args()
+        choices = self.choices
+        if choices is None and isinstance(args.get("choices"), (list, tuple)) and not args.get("allow_custom_value"):
+            choices = tuple(_choice_value(choice) for choice in args["choices"])
+        minimum = self.minimum if self.minimum is not None else args.get("minimum")
+        maximum = self.maximum if self.maximum is not None else args.get("maximum")
+        return (choices, minimum if _is_number(minimum) else None, maximum if _is_number(maximum) else None)
 
     def validate(self, key: str, value: Any) -> Any:
         """Return the value coerced to the option's type, or raise ValueError naming the key."""
+        choices, minimum, maximum = self.bounds()
         kind = type(self.default)
+        if self.default is None and value is None:
+            return None   # an extension's option whose default is None (A1111's "not set")
         if kind is bool:
             if not isinstance(value, bool):
                 raise ValueError(f"{key}: expected true or false, got {value!r}")
         elif kind in (int, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not _is_number(value):
                 raise ValueError(f"{key}: expected a number, got {value!r}")
             if not math.isfinite(value):
                 raise ValueError(f"{key}: must be a finite number")
             if kind is int and value != int(value):
                 raise ValueError(f"{key}: expected an integer, got {value!r}")
             value = kind(value)
-            if self.minimum is not None and value < self.minimum:
-                raise ValueError(f"{key}: must be at least {self.minimum}")
-            if self.maximum is not None and value > self.maximum:
-                raise ValueError(f"{key}: must be at most {self.maximum}")
+            if minimum is not None and value < minimum:
+                raise ValueError(f"{key}: must be at least {minimum}")
+            if maximum is not None and value > maximum:
+                raise ValueError(f"{key}: must be at most {maximum}")
         elif kind is str:
             if not isinstance(value, str):
                 raise ValueError(f"{key}: expected a string, got {value!r}")
         elif kind is dict:
             if not isinstance(value, dict):
                 raise ValueError(f"{key}: expected an object, got {value!r}")
-        if self.choices is not None and value not in self.choices:
-            raise ValueError(f"{key}: must be one of {list(self.choices)}")
+        elif kind is list:
+            if not isinstance(value, list):
+                raise ValueError(f"{key}: expected a list, got {value!r}")
+            if all(isinstance(item, str) for item in self.default) and not all(isinstance(item, str) for item in value):
+                raise ValueError(f"{key}: expected a list of strings, got {value!r}")
+            for item in value if choices is not None else ():
+                if item not in choices:
+                    raise ValueError(f"{key}: {item!r} is not one of {list(choices)}")
+            return list(value)
+        elif self.default is not None and not isinstance(value, kind):
+            raise ValueError(f"{key}: expected {kind.__name__}, got {value!r}")
+        if choices is not None and value not in choices:
+            raise ValueError(f"{key}: must be one of {list(choices)}")
         return value
 
 
@@ -113,6 +238,9 @@ OPTIONS: dict[str, OptionInfo] = {
     "add_vae_hash_to_info": OptionInfo(True, "Add VAE hash to infotext", "infotext"),
     "add_version_to_infotext": OptionInfo(True, "Add program version to infotext", "infotext"),
     # Live previews
+    "quicksettings_list": OptionInfo(
+        ["sd_model_checkpoint", "sd_vae"], "Quicksettings list", "ui",
+    ).info("setting entries that appear at the top of page rather than in settings tab").needs_restart(),
     "live_previews_enable": OptionInfo(True, "Show live previews of the created image", "ui"),
     "show_progress_every_n_steps": OptionInfo(10, "Live preview display period (steps)", "ui", minimum=-1,
                                               maximum=32),
@@ -131,34 +259,123 @@ OPTIONS: dict[str, OptionInfo] = {
     "control_net_detectmap_autosaving": OptionInfo(False, "Allow detectmap auto saving", "control_net"),
     "control_net_detectedmap_dir": OptionInfo("outputs/detected_maps", "Directory for detected maps auto saving",
                                               "control_net", restrict_api=True),
+    # Hidden (no section): the Extensions tab writes them
+    "disabled_extensions": OptionInfo([], "Disable these extensions"),
+    "disable_all_extensions": OptionInfo("none", "Disable all extensions (preserves the list of disabled extensions)",
+                                         choices=("none", "extra", "all")),
 }
 
 
 class Options:
-    """Current values of every option; persisted to `config.json` atomically on change."""
+    """Current values of every option; persisted to `config.json` atomically on change.
 
-    def __init__(self, path: Path | None, frozen: bool = False):
+    Freezing (A1111's --freeze-settings, --freeze-settings-in-sections, --freeze-specific-settings) refuses
+    changes to all options, to those of the given section ids, or to the given keys."""
+
+    def __init__(self, path: Path | None, frozen: bool = False, frozen_sections: Iterable[str] = (),
+                 frozen_keys: Iterable[str] = ()):
         self._path = path
         self._frozen = frozen
+        self._frozen_sections = {section.lower() for section in frozen_sections}
+        self._frozen_keys = set(frozen_keys)
         self._lock = threading.Lock()
         # Per-request values (A1111's override_settings), seen only by the thread running that request:
         # other requests, the UI and GET /options keep seeing the saved values.
         self._local = threading.local()
-        self._values: dict[str, Any] = {key: info.default for key, info in OPTIONS.items()}
+        self._infos: dict[str, OptionInfo] = dict(OPTIONS)
+        self._section_titles: dict[str, str] = dict(SECTIONS)
+        self._values: dict[str, Any] = {key: copy.deepcopy(info.default) for key, info in OPTIONS.items()}
         if path is not None and path.exists():
             self._load(path)
 
     def _load(self, path: Path) -> None:
         # A damaged config.json falls back to defaults rather than blocking start-up.
         for key, value in read_json_object(path).items():
-            info = OPTIONS.get(key)
+            info = self._infos.get(key)
             if info is None:
-                self._values[key] = value  # keep unknown keys (extensions' settings) untouched
+                self._values[key] = value  # kept untouched: an extension may register it later (add_option)
                 continue
             try:
                 self._values[key] = info.validate(key, value)
-            except ValueError:
-                pass
+            except ValueError as error:
+                log.warning("config.json: %s; using the default", error)
+
+    # ---------------------------------------------------------------- the registry
+
+    def infos(self) -> dict[str, OptionInfo]:
+        """Every registered option: the built-in ones, then those added."""
+        return dict(self._infos)
+
+    @property
+    def data_labels(self) -> dict[str, OptionInfo]:
+        """A1111's name for the registry (extensions read it)."""
+        return self.infos()
+
+    def add_option(self, key: str, info: OptionInfo) -> None:
+        """Register an option (A1111's `opts.add_option`, which extensions call from `on_ui_settings`). A value
+        already saved in config.json for the key is kept when it is valid for the option, else the default."""
+        with self._lock:
+            info = self._with_section_id(info)
+            self._infos[key] = info
+            if key in self._values:
+                try:
+                    self._values[key] = info.validate(key, self._values[key])
+                    return
+                except ValueError as error:
+                    log.warning("config.json: %s; using the default", error)
+            self._values[key] = copy.deepcopy(info.default)
+
+    def _with_section_id(self, info: OptionInfo) -> OptionInfo:
+        """A1111's section (id, title[, category]) → the id, its title registered (a known id keeps ours)."""
+        section = info.section
+        if not isinstance(section, (tuple, list)):
+            return replace(info, section=self._known_section(section) if section else None)
+        if not section or section[0] is None:   # A1111's (None, "Hidden options")
+            return replace(info, section=None)
+        ident = self._known_section(str(section[0]))
+        if len(section) > 1:
+            self._section_titles.setdefault(ident, str(section[1]))
+        category = section[2] if len(section) > 2 else info.category_id
+        return replace(info, section=ident, category_id=category)
+
+    def _known_section(self, ident: str) -> str:
+        """A section id as registered, matched without case (A1111 spells our "api" "API")."""
+        return next((known for known in self._section_titles if known.lower() == ident.lower()), ident)
+
+    def section_title(self, section: str) -> str:
+        return self._section_titles.get(section, section)
+
+    def sections(self) -> list[tuple[str, str]]:
+        """(id, title) of every section that has options: A1111's order, then extensions' in the order added."""
+        used = list(dict.fromkeys(info.section for info in self._infos.values() if info.section))
+        order = list(SECTIONS)
+        used.sort(key=lambda section: order.index(section) if section in order else len(order))
+        return [(section, self.section_title(section)) for section in used]
+
+    def onchange(self, key: str, func: Callable[[], Any], call: bool = True) -> None:
+        """A1111's `opts.onchange`: run `func()` after each change of `key` (and now, unless call=False)."""
+        with self._lock:
+            info = self._infos.get(key)
+            if info is None:
+                raise ValueError(f"{key}: unknown option")
+            self._infos[key] = replace(info, onchange=func)
+        if call:
+            func()
+
+    def frozen_reason(self, key: str) -> str | None:
+        """Why `key` cannot be changed (a --freeze-* flag), or None."""
+        if self._frozen:
+            return "settings are frozen (--freeze-settings)"
+        if key in self._frozen_keys:
+            return "this setting is frozen (--freeze-specific-settings)"
+        info = self._infos.get(key)
+        section = info.section if info is not None else None
+        if section and section.lower() in self._frozen_sections:
+            return (f"settings in section '{self.section_title(section)}' ({section}) are frozen "
+                    f"(--freeze-settings-in-sections)")
+        return None
+
+    # ---------------------------------------------------------------- values
 
     def __getattr__(self, key: str) -> Any:
         if key.startswith("_"):
@@ -175,6 +392,11 @@ class Options:
         overrides = getattr(self._local, "overrides", {})
         return overrides[key] if key in overrides else self._values.get(key, default)
 
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """A1111's `opts.data`: the saved values, read-only (changes go through `update`)."""
+        return MappingProxyType(self._values)
+
     @contextlib.contextmanager
     def overridden(self, values: dict[str, Any]):
         """Within the block, and on this thread only, read `values` (already validated) instead of the saved ones."""
@@ -190,24 +412,37 @@ class Options:
             return dict(self._values)
 
     def validate(self, changes: dict[str, Any], *, from_api: bool) -> dict[str, Any]:
-        """Check a set of changes without applying them; raises ValueError naming the first bad key."""
-        if self._frozen:
-            raise ValueError("settings are frozen (--freeze-settings)")
+        """Check a set of changes without applying them; raises ValueError naming the first bad key.
+        Setting a frozen option to the value it has is not a change, so it is allowed (as in A1111)."""
         checked = {}
         for key, value in changes.items():
-            info = OPTIONS.get(key)
+            info = self._infos.get(key)
             if info is None:
                 raise ValueError(f"{key}: unknown option")
             if from_api and info.restrict_api:
                 raise ValueError(f"{key}: cannot be changed through the API")
             checked[key] = info.validate(key, value)
+            reason = self.frozen_reason(key)
+            if reason and checked[key] != self._values.get(key):
+                raise ValueError(f"{key}: cannot be changed: {reason}")
         return checked
 
-    def update(self, changes: dict[str, Any], *, from_api: bool = False) -> None:
+    def update(self, changes: dict[str, Any], *, from_api: bool = False) -> list[str]:
+        """Validate and save the changes (all or none); run the `onchange` of each option that changed,
+        and return their keys."""
         checked = self.validate(changes, from_api=from_api)
         with self._lock:
+            changed = [key for key, value in checked.items() if self._values.get(key) != value]
             self._values.update(checked)
             self._save()
+        for key in changed:
+            callback = self._infos[key].onchange
+            if callback is not None:
+                try:
+                    callback()
+                except Exception:  # noqa: BLE001 - the value is saved; an extension's hook failing is logged
+                    log.exception("%s: its onchange hook failed", key)
+        return changed
 
     def _save(self) -> None:
         if self._path is not None:

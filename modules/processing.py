@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from modules import extra_networks, images, img2img, img2img_scripts, infotext, masking, noise, samplers, sampling
+from modules import (extra_networks, images, img2img, img2img_scripts, infotext, masking, noise, samplers, sampling,
+                     script_processing)
 from modules.controlnet import plan as controlnet_plan
 from modules.controlnet.units import MAX_UNITS, ControlNetUnit
 from modules.networks import hypernetwork, lora, textual_inversion, vae
@@ -29,6 +30,12 @@ from modules.models.manager import CheckpointLoadError, CheckpointNotFound, Load
 from modules.options import Options
 from modules.paths import Paths
 from modules.prompts import conditioning
+from modules.script_callbacks import ImageSaveParams
+from modules.script_loading import ScriptHost
+# A1111's processing API for scripts and extensions (`from modules.processing import process_images, ...`)
+from modules.script_processing import (Processed, StableDiffusionProcessing,  # noqa: F401  (re-exported)
+                                       StableDiffusionProcessingImg2Img, StableDiffusionProcessingTxt2Img,
+                                       process_images)
 from modules.upscalers import upscale_latents
 from modules.version import INFOTEXT_VERSION
 
@@ -98,6 +105,11 @@ class GenerationRequest(BaseModel):
     # "SD upscale"; script_args holds that script's arguments by name.
     script_name: str | None = None
     script_args: dict[str, Any] = Field(default_factory=dict)
+
+    # Scripts loaded from scripts/ and extensions (modules.scripts): the chosen dropdown script's name, and the
+    # positional args of any script given some (A1111's script_args / alwayson_scripts[name]["args"]).
+    selected_script: str | None = None
+    extension_scripts: dict[str, list] = Field(default_factory=dict)
 
     # ControlNet units (the extension's alwayson script); images are PIL, decoded at the edge
     controlnet_units: list[ControlNetUnit] = Field(default_factory=list, max_length=MAX_UNITS)
@@ -224,12 +236,32 @@ class GenerationRequest(BaseModel):
             self.script_args = img2img_scripts.check_args(self.script_name, self.script_args)
         return self
 
+    @model_validator(mode="after")
+    def _known_extension_scripts(self, info: ValidationInfo) -> "GenerationRequest":
+        host = (info.context or {}).get("scripts")
+        if host is None:
+            return self
+        runner = host.runner(bool(self.init_images))
+        if self.selected_script is not None:
+            found = runner.find_selectable(self.selected_script)
+            if found is None:
+                raise ValueError(f"script_name: unknown script {self.selected_script!r}; choose one of "
+                                 f"{[script.name for script in runner.selectable_scripts]}")
+            self.selected_script = found.name
+        for name, args in self.extension_scripts.items():
+            script = runner.find_alwayson(name) or runner.find_selectable(name)
+            if script is None:
+                raise ValueError(f"alwayson_scripts: no script named {name!r} in this tab")
+            runner.args_for(script, args)   # raises when too many are given
+        return self
 
-def validate_request(data: dict, registry=None, networks=None, upscalers=None, controlnet=None
+
+def validate_request(data: dict, registry=None, networks=None, upscalers=None, controlnet=None, scripts=None
                      ) -> GenerationRequest:
     """The one validator shared by the UI and the API (raises pydantic.ValidationError)."""
     return GenerationRequest.model_validate(data, context={"registry": registry, "networks": networks,
-                                                          "upscalers": upscalers, "controlnet": controlnet})
+                                                          "upscalers": upscalers, "controlnet": controlnet,
+                                                          "scripts": scripts})
 
 
 @dataclass
@@ -316,6 +348,7 @@ class Generator:
         self.paths = paths
         self.upscalers = upscalers
         self.prompt_history = prompt_history
+        self.scripts = ScriptHost()   # replaced by the loaded one (services.load_scripts)
 
     def load(self, checkpoint: str | None, *, make_current: bool = True, remember: bool = True) -> LoadedModel:
         try:
@@ -328,14 +361,21 @@ class Generator:
     def txt2img(self, request: GenerationRequest, job: Job) -> GenerationResult:
         if request.init_images:
             raise JobError("init_images: txt2img takes no init image; use img2img", status=422)
-        return self._guarded(request, self.generate, request, job)
+        return self._guarded(request, self._run, request, job)
 
     def img2img(self, request: GenerationRequest, job: Job) -> GenerationResult:
         if not request.init_images:
             raise JobError("init_images: img2img needs an image to start from", status=422)
         if request.script_name:
             return self._guarded(request, img2img_scripts.run, self, request, job)
-        return self._guarded(request, self.generate, request, job)
+        return self._guarded(request, self._run, request, job)
+
+    def _run(self, request: GenerationRequest, job: Job) -> GenerationResult:
+        """Through the scripts when the tab has any that take part (always-on ones, or a chosen one)."""
+        runner = self.scripts.runner(bool(request.init_images))
+        if runner.alwayson_scripts or request.selected_script:
+            return script_processing.run_with_scripts(self, request, job, runner)
+        return self.generate(request, job)
 
     def _guarded(self, request: GenerationRequest, run, *args):
         """Run with the request's option overrides; out of memory becomes a clear error with memory freed."""
@@ -350,9 +390,10 @@ class Generator:
         self.manager.release_memory()
         raise JobError("out of GPU memory: lower the size or batch size, or use --medvram", status=507)
 
-    def generate(self, request: GenerationRequest, job: Job, extra_params: dict | None = None) -> GenerationResult:
+    def generate(self, request: GenerationRequest, job: Job, extra_params: dict | None = None,
+                 hooks: "script_processing.ScriptHooks | None" = None) -> GenerationResult:
         """One request, txt2img or img2img by whether it has init images (scripts call this for each step);
-        `extra_params` are more infotext keys (a script's)."""
+        `extra_params` are more infotext keys (a script's); `hooks` the scripts' per-batch and per-image hooks."""
         image_mode = bool(request.init_images)
         # A checkpoint named by the request is used for it, not remembered as the user's choice.
         model = self.load(request.checkpoint, remember=False)
@@ -428,6 +469,9 @@ class Generator:
                                      controls=first_controls)
                 if encoded is not None:
                     self._add_image(step, request, inputs, encoded, first, first_noise)
+                if hooks is not None:
+                    hooks.before_batch(batch_index, [prepared.prompt] * request.batch_size, batch_seeds,
+                                       batch_subseeds)
                 last_pass = hires is None
                 with sampling.circular_padding([pipe.unet, pipe.vae], request.tiling):
                     latents = self._run_pass(model, step, job, refiner if last_pass else None, prepared)
@@ -435,16 +479,21 @@ class Generator:
                         latents = self._hires_pass(model, request, hires, latents, job, encoder, prepared,
                                                    seed_noise, batch_seeds, refiner, hires_controls)
                     decoded = sampling.decode(pipe, latents, nan_check=self.manager.devices.nan_check)
+                if hooks is not None:
+                    decoded = hooks.after_batch(decoded, batch_index)
                 extra = {**img2img.infotext_params(request), **(hires.infotext(request) if hires else {}),
                          **self._refiner_params(request, refiner), **(extra_params or {}),
                          **controlnet_plan.infotext_params(controls, hires is not None)}
                 for index, image in enumerate(decoded):
                     if inputs is not None:
                         image = img2img.finish(image, inputs, first + index)
+                    if hooks is not None:
+                        image = hooks.postprocess_image(image)
                     text = self._infotext(model, request, prepared, job_params, clip_skip, batch_seeds[index],
                                           batch_subseeds[index], extra, image_mode or hires is not None)
                     if request.save_images and self.options.samples_save:
-                        saved.append(str(self.save(image, f"outdir_{outdir}_samples", batch_seeds[index], text)))
+                        saved.append(str(self.save(image, f"outdir_{outdir}_samples", batch_seeds[index], text,
+                                                   p=hooks.p if hooks else None)))
                     image.info["parameters"] = text
                     result_images.append(image)
                     infotexts.append(text)
@@ -456,7 +505,8 @@ class Generator:
         if request.save_grid and len(result_images) > 1 and self.options.grid_save:
             grid = images.make_grid(result_images)
             text = infotexts[0]
-            saved.append(str(self.save(grid, f"outdir_{outdir}_grids", seeds[0], text, grid=True)))
+            saved.append(str(self.save(grid, f"outdir_{outdir}_grids", seeds[0], text, grid=True,
+                                       p=hooks.p if hooks else None)))
             grid.info["parameters"] = text
             result_images.insert(0, grid)
             infotexts.insert(0, text)
@@ -552,10 +602,11 @@ class Generator:
         # The base does at least one step, so there is always something for the refiner to continue from.
         switch = max(1, int(runs * refiner.switch_at)) if refiner is not None else runs
         if refiner is None or switch >= runs:
-            return sampling.denoise(model, model.pipeline, step, job, live_previews=live, preview_every=every)
+            return sampling.denoise(model, model.pipeline, step, job, live_previews=live, preview_every=every,
+                                    callbacks=self.scripts.callbacks)
         step.stop_after = switch
         latents = sampling.denoise(model, model.pipeline, step, job, live_previews=live, preview_every=every,
-                                   progress_total=runs)
+                                   progress_total=runs, callbacks=self.scripts.callbacks)
         if job.should_stop:
             return latents
         job.textinfo = f"Refiner: {refiner.model.info.name}"
@@ -567,7 +618,8 @@ class Generator:
             masked_image_latents=None, strength=sampling.strength_for_remaining(remaining, step.steps),
             stop_after=None, controls=[])   # ControlNets fit the base model's UNet, not the refiner's
         return sampling.denoise(refiner.model, refiner.model.pipeline, refined, job, live_previews=live,
-                                preview_every=every, progress_offset=switch, progress_total=runs)
+                                preview_every=every, progress_offset=switch, progress_total=runs,
+                                callbacks=self.scripts.callbacks)
 
     def _refiner_for(self, request: GenerationRequest, model: LoadedModel) -> "_Refiner | None":
         if not request.refiner_checkpoint or request.refiner_switch_at >= 1.0:
@@ -682,15 +734,23 @@ class Generator:
         folder = self.paths.data / configured
         return folder.resolve()
 
-    def save(self, image: Image.Image, option: str, seed: int, text: str, *, grid: bool = False):
+    def save(self, image: Image.Image, option: str, seed: int, text: str, *, grid: bool = False, p=None):
+        """Save one image (or grid) where `option` says; extensions' before/after image-saved callbacks run
+        around it (they may replace the image or its infotext)."""
         opts = self.options
         save = images.save_grid if grid else images.save_image
+        folder = self._outdir(option)
+        params = ImageSaveParams(image, p, str(folder), {"parameters": text})
+        self.scripts.callbacks.before_image_saved(params)
         try:
-            return save(image, self._outdir(option), seed=seed, infotext=self._pnginfo(text),
+            path = save(params.image, folder, seed=seed, infotext=self._pnginfo(params.pnginfo.get("parameters", "")),
                         extension=opts.grid_format if grid else opts.samples_format,
                         save_to_dirs=opts.grid_save_to_dirs if grid else opts.save_to_dirs)
         except OSError as error:   # disk full, read-only folder...: nothing partial was left behind
             raise JobError(f"could not save the image: {error.strerror or error}", status=507) from None
+        params.filename = str(path)
+        self.scripts.callbacks.image_saved(params)
+        return path
 
     def _write_params(self, text: str) -> None:
         try:

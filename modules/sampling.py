@@ -22,6 +22,8 @@ from modules.jobs import Job
 from modules.models.manager import LoadedModel
 from modules.prompts import conditioning
 from modules.prompts.composable import composable_unet
+from modules.script_callbacks import AfterCFGCallbackParams, CallbackRegistry, CFGDenoisedParams, CFGDenoiserParams
+from modules.unet_forward import replaced_forward
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +112,10 @@ def strength_for_remaining(remaining: int, steps: int) -> float:
 
 
 def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, live_previews: bool, preview_every: int,
-            progress_offset: int = 0, progress_total: int | None = None) -> torch.Tensor:
-    """Run one pass; returns latents. `pipe` is the model's txt2img pipeline (image passes derive theirs)."""
+            progress_offset: int = 0, progress_total: int | None = None,
+            callbacks: CallbackRegistry | None = None) -> torch.Tensor:
+    """Run one pass; returns latents. `pipe` is the model's txt2img pipeline (image passes derive theirs);
+    `callbacks` holds extensions' cfg_denoiser / cfg_denoised / cfg_after_cfg callbacks."""
     image_pass = step.init_latents is not None or step.start_latents is not None
     if image_pass:
         from modules.pipelines import image_pipeline   # diffusers is imported with the first model, not at start
@@ -181,6 +185,10 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, live_previews: bo
             pipeline._interrupt = True   # diffusers skips the remaining steps; what we have is returned
         elif done < runs and not plan.composable and plan.changes_at(done):
             step_conditioning(pipeline, done, callback_kwargs)
+        if callbacks is not None and callbacks.has("cfg_after_cfg"):
+            after = AfterCFGCallbackParams(callback_kwargs["latents"], index, total)
+            callbacks.fire("cfg_after_cfg", after)
+            callback_kwargs["latents"] = after.x
         return callback_kwargs
 
     with contextlib.ExitStack() as stack:
@@ -192,8 +200,37 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, live_previews: bo
                 pipe.unet, lambda: (plan.parts_at(current["step"]), plan.at(current["step"])[1]),
                 guided=step.cfg_scale > 1))
             tensor_inputs = ["latents"]
+        stack.enter_context(cfg_callbacks(pipe.unet, callbacks, lambda: progress_offset + current["step"], total,
+                                          batch))
         return pipe(**kwargs, callback_on_step_end=on_step_end,
                     callback_on_step_end_tensor_inputs=tensor_inputs).images
+
+
+@contextlib.contextmanager
+def cfg_callbacks(unet, callbacks: CallbackRegistry | None, step_of, total: int, images: int):
+    """A1111's on_cfg_denoiser / on_cfg_denoised around each UNet call: the first sees (and may replace) the
+    UNet's input latents with the text conditioning split into cond and uncond, the second its output."""
+    if callbacks is None or not (callbacks.has("cfg_denoiser") or callbacks.has("cfg_denoised")):
+        yield
+        return
+    original = unet.forward
+
+    def forward(sample, timestep, encoder_hidden_states, *args, **kwargs):
+        guided = sample.shape[0] == 2 * images   # diffusers batches [uncond, cond] under CFG
+        uncond, cond = encoder_hidden_states.chunk(2) if guided else (None, encoder_hidden_states)
+        before = CFGDenoiserParams(sample, None, timestep, step_of(), total, cond, uncond)
+        callbacks.fire("cfg_denoiser", before)
+        output = original(before.x, timestep, encoder_hidden_states, *args, **kwargs)
+        prediction = output[0] if isinstance(output, tuple) else output.sample
+        after = CFGDenoisedParams(prediction, step_of(), total, unet)
+        callbacks.fire("cfg_denoised", after)
+        if isinstance(output, tuple):
+            return (after.x, *output[1:])
+        output.sample = after.x
+        return output
+
+    with replaced_forward(unet, forward):
+        yield
 
 
 def encode(pipe, images: list[Image.Image]) -> torch.Tensor:

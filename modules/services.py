@@ -21,14 +21,16 @@ from modules.controlnet.plan import ControlNet
 from modules.controlnet.preprocessors import Preprocessors
 from modules.models.manager import ModelManager
 from modules.models.registry import CheckpointRegistry, HashCache
-from modules.options import Options
+from modules.options import Options, comma_list
 from modules.paths import Paths
 from modules.face_restoration import FaceRestorers
 from modules.processing import GenerationRequest, Generator
+from modules.script_loading import ScriptHost
 from modules.upscalers import Upscalers
 
 if TYPE_CHECKING:
     from modules.controlnet.units import ControlNetUnit
+    from modules.merger import MergeRequest
     from modules.postprocessing import ExtrasRequest
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,11 @@ class Services:
     upscalers: Upscalers
     restorers: FaceRestorers
     controlnet: ControlNet
+
+    @property
+    def scripts(self) -> ScriptHost:
+        """Loaded scripts, extensions and their callbacks (the generator runs them)."""
+        return self.generator.scripts
 
     def submit_txt2img(self, request: GenerationRequest, job_id: str | None = None, owner: str = "") -> Job:
         return self.queue.submit("txt2img", lambda job: self.generator.txt2img(request, job), job_id=job_id,
@@ -100,6 +107,27 @@ class Services:
         return self.queue.submit(
             "load-model", lambda job: self.generator.load(self.options.sd_model_checkpoint or None).info.title)
 
+    def submit_merge(self, request: "MergeRequest") -> Job:
+        """The Checkpoint Merger, on the worker (after the jobs before it); the result is the new file's
+        CheckpointInfo, listed and hashed, or None when interrupted."""
+        from modules import merger
+
+        def run(job: Job):
+            try:
+                path = merger.merge(request, self.registry, self.networks.vaes, job=job)
+            except ValueError as error:   # a missing model, a bad name, regex or JSON, shapes that do not fit
+                raise JobError(str(error), status=422) from None
+            except OSError as error:      # the disk is full, the folder is read-only
+                raise JobError(f"could not write the merged checkpoint: {error}", status=507) from None
+            if path is None:
+                return None
+            self.registry.refresh()
+            info = self.registry.find(path.relative_to(self.registry.folder).as_posix())
+            self.models.forget(info.name)   # an overwritten file that is in the RAM cache loads anew
+            return self.registry.ensure_hash(info)
+
+        return self.queue.submit("model-merge", run)
+
     def switch_model(self, name: str, timeout: float | None = None) -> Job:
         job = self.submit_model_switch(name)
         job.done.wait(timeout)
@@ -145,7 +173,20 @@ class Services:
 
         self.queue.submit("load-model", load)
 
+    def load_scripts(self) -> None:
+        """Import our scripts/ and every enabled extension's scripts, then let them add settings
+        (on_ui_settings), so the API and the Settings tab both see extensions' options. Idempotent."""
+        if self.scripts.loaded:
+            return
+        from modules import extensions, script_loading, shared
+
+        shared.bind(self)   # A1111 extensions read modules.shared at import time
+        found = extensions.discover(self.paths, self.options, self.args)
+        script_loading.load(self.scripts, self.paths.builtin_scripts, found)
+        self.scripts.callbacks.fire("ui_settings")
+
     def shutdown(self) -> None:
+        self.scripts.unload()
         self.queue.shutdown()
 
 
@@ -153,7 +194,9 @@ def create(args: argparse.Namespace | None = None) -> Services:
     args = args if args is not None else parse_args([])
     paths = paths_module.from_args(args)
     paths.ensure()
-    options = Options(paths.config_file, frozen=args.freeze_settings)
+    options = Options(paths.config_file, frozen=args.freeze_settings,
+                      frozen_sections=comma_list(args.freeze_settings_in_sections),
+                      frozen_keys=comma_list(args.freeze_specific_settings))
     device_config = devices.from_args(args)
     hashes = HashCache(paths.cache_file)
     registry = CheckpointRegistry(paths.checkpoints, hashes, hashing=not args.no_hashing)
@@ -172,6 +215,7 @@ def create(args: argparse.Namespace | None = None) -> Services:
         preprocessors=Preprocessors(paths.annotators, device_config.device))
     generator = Generator(manager, options, paths, networks, upscalers=upscalers, controlnet=controlnet,
                           prompt_history=not args.no_prompt_history)
+    manager.on_loaded = lambda model: generator.scripts.callbacks.model_loaded(model)
     return Services(args=args, paths=paths, options=options, devices=device_config, registry=registry,
                     models=manager, queue=queue, generator=generator, networks=networks, upscalers=upscalers,
                     restorers=restorers, controlnet=controlnet)

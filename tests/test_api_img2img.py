@@ -162,8 +162,9 @@ def test_refiner_over_the_api(server):
 
 
 def test_scripts_take_a1111_positional_args(server):
-    assert server.get("/sdapi/v1/scripts").json()["img2img"] == [
-        "loopback", "poor man's outpainting", "outpainting mk2", "sd upscale", "controlnet"]
+    listed = server.get("/sdapi/v1/scripts").json()["img2img"]   # then scripts/ and extensions' ones
+    assert listed[:4] == ["loopback", "poor man's outpainting", "outpainting mk2", "sd upscale"]
+    assert listed[-1] == "controlnet" and "prompt suffix" in listed
     lanczos = server.get("/sdapi/v1/upscalers").json()
     index = [item["name"] for item in lanczos].index("Lanczos")
     response = img2img(server, script_name="sd upscale", script_args=["", 8, index, 2.0], denoising_strength=0.2)

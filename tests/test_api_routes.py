@@ -10,6 +10,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import git
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -111,14 +112,15 @@ def test_reload_without_any_checkpoint_says_where_to_put_one(tmp_path):
 
 def test_scripts_and_script_info_agree(server):
     names = server.get("/sdapi/v1/scripts").json()
-    assert names == {"txt2img": ["controlnet"],
-                     "img2img": ["loopback", "poor man's outpainting", "outpainting mk2", "sd upscale", "controlnet"]}
+    assert names["img2img"][:4] == ["loopback", "poor man's outpainting", "outpainting mk2", "sd upscale"]
+    for mode in ("txt2img", "img2img"):   # dropdown scripts, then always-on ones (the example extension's)
+        assert names[mode][-2:] == ["prompt suffix", "controlnet"]
     infos = server.get("/sdapi/v1/script-info").json()
     for mode, is_img2img in (("txt2img", False), ("img2img", True)):
         assert [info["name"] for info in infos if info["is_img2img"] is is_img2img] == names[mode]
     for info in infos:
         assert set(info) == {"name", "is_alwayson", "is_img2img", "args"}
-        assert info["is_alwayson"] is (info["name"] == "controlnet")
+        assert info["is_alwayson"] is (info["name"] in ("controlnet", "prompt suffix"))
         for arg in info["args"]:
             assert set(arg) == {"label", "value", "minimum", "maximum", "step", "choices"}
 
@@ -146,29 +148,30 @@ def test_script_info_defaults_are_valid_script_args(server):
 
 def test_extensions_lists_the_folders_with_their_git_facts(server):
     folder = server.services.paths.extensions
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    git = folder / "sd-webui-example" / ".git"
-    (git / "refs" / "heads").mkdir(parents=True)
-    (git / "HEAD").write_text("ref: refs/heads/main\n")
-    (git / "refs" / "heads" / "main").write_text(commit + "\n")
-    (git / "config").write_text('[core]\n\tbare = false\n[remote "origin"]\n'
-                                "\turl = https://someone:ghp_secret@github.com/someone/sd-webui-example.git\n"
-                                "\tfetch = +refs/heads/*:refs/remotes/origin/*\n")
-    packed = folder / "packed-ext" / ".git"
-    packed.mkdir(parents=True)
-    (packed / "HEAD").write_text("ref: refs/heads/dev\n")
-    (packed / "packed-refs").write_text(f"# pack-refs with: peeled\n{commit[::-1]} refs/heads/dev\n")
+    someone = git.Actor("someone", "someone@example.com")
+    example = git.Repo.init(folder / "sd-webui-example", initial_branch="main")
+    (folder / "sd-webui-example" / "README.md").write_text("x")
+    example.index.add(["README.md"])
+    commit = example.index.commit("first", author=someone, committer=someone)
+    example.create_remote("origin", "https://someone:ghp_secret@github.com/someone/sd-webui-example.git")
+    packed = git.Repo.init(folder / "packed-ext", initial_branch="dev")
+    packed_commit = packed.index.commit("empty", author=someone, committer=someone)
+    packed.git.pack_refs("--all")   # refs only in .git/packed-refs
     (folder / "copied-by-hand").mkdir()
     (folder / ".hidden").mkdir()
     (folder / "not-a-folder.txt").write_text("x")
 
     items = server.get("/sdapi/v1/extensions").json()
+    builtin = server.services.paths.extensions_builtin
+    builtin_names = {path.name for path in builtin.iterdir()} if builtin.is_dir() else set()
+    items = [item for item in items if item["name"] not in builtin_names]
     assert [item["name"] for item in items] == ["copied-by-hand", "packed-ext", "sd-webui-example"]
     by_name = {item["name"]: item for item in items}
     assert by_name["sd-webui-example"] == {
         "name": "sd-webui-example", "remote": "https://github.com/someone/sd-webui-example.git", "branch": "main",
-        "commit_hash": commit, "version": commit[:8], "commit_date": "", "enabled": False}
-    assert (by_name["packed-ext"]["branch"], by_name["packed-ext"]["commit_hash"]) == ("dev", commit[::-1])
+        "commit_hash": commit.hexsha, "version": commit.hexsha[:8], "commit_date": str(commit.committed_date),
+        "enabled": True}
+    assert (by_name["packed-ext"]["branch"], by_name["packed-ext"]["commit_hash"]) == ("dev", packed_commit.hexsha)
     assert by_name["copied-by-hand"]["remote"] == "" and by_name["copied-by-hand"]["commit_hash"] == ""
     assert "ghp_secret" not in json.dumps(items)
 

@@ -194,7 +194,7 @@ def test_paste_fills_the_hires_and_refiner_accordions():
 class _BatchServices:
     def __init__(self, hide=False):
         self.args = type("Args", (), {"hide_ui_dir_config": hide})()
-        self.registry = self.networks = self.controlnet = None
+        self.registry = self.networks = self.controlnet = self.scripts = None
         self.requests = []
 
     def submit_img2img(self, request):

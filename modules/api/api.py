@@ -23,9 +23,8 @@ from modules.api.errors import error_body, validation_error
 from modules.api.generation import keep_overrides, request_validation_error, to_generation_request
 from modules.api.image_inputs import decode_image_field
 from modules.cmd_args import public_flags
-from modules.extensions import list_extensions
+from modules import extensions as extensions_module
 from modules.jobs import Job, JobIdInUse, QueueFull
-from modules.options import OPTIONS
 from modules.services import Services
 
 
@@ -221,7 +220,7 @@ def create_router(services: Services, auth: list) -> APIRouter:
 
     @router.get("/scripts", response_model=models.ScriptsList)
     def scripts():
-        return scripts_api.script_lists()
+        return scripts_api.script_lists(services)
 
     @router.get("/script-info", response_model=list[models.ScriptInfo])
     def script_info():
@@ -229,7 +228,11 @@ def create_router(services: Services, auth: list) -> APIRouter:
 
     @router.get("/extensions", response_model=list[models.ExtensionItem])
     def extensions():
-        return [extension.as_dict() for extension in list_extensions(services.paths.extensions)]
+        # Built-in and user extensions; commit_date is a string of the unix time, as A1111's model has it.
+        return [{"name": item.name, "remote": item.remote, "branch": item.branch, "commit_hash": item.commit_hash,
+                 "version": item.version, "commit_date": "" if item.commit_date is None else str(item.commit_date),
+                 "enabled": item.enabled}
+                for item in extensions_module.discover(services.paths, services.options, services.args)]
 
     @router.get("/realesrgan-models", response_model=list[models.RealesrganItem])
     def realesrgan_models():
@@ -311,7 +314,8 @@ def create_router(services: Services, auth: list) -> APIRouter:
     def get_options():
         values = services.options.as_dict()
         if services.args.hide_ui_dir_config:
-            values = {k: v for k, v in values.items() if not (k in OPTIONS and OPTIONS[k].restrict_api)}
+            infos = services.options.infos()
+            values = {k: v for k, v in values.items() if not (k in infos and infos[k].restrict_api)}
         return values
 
     @router.post("/options")

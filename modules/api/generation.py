@@ -76,20 +76,57 @@ def _hires_fields(body: models.Txt2ImgRequest) -> dict[str, Any]:
 
 
 def _script_fields(body, services: Services, image_mode: bool) -> dict[str, Any]:
+    """`script_name` + positional `script_args`: one of our img2img scripts (arguments checked by name), or a
+    dropdown script from scripts/ or an extension (arguments passed on as given, after its defaults)."""
     from modules import img2img_scripts
 
     if not _wanted(body.script_name):
         return {}
-    name = img2img_scripts.find(body.script_name)
-    if name is None or not image_mode:
-        choices = list(img2img_scripts.SCRIPTS) if image_mode else []
-        raise validation_error(["script_name"], f"unknown script {body.script_name!r}; available: {choices}")
+    name = img2img_scripts.find(body.script_name) if image_mode else None
+    if name is None:
+        runner = services.scripts.runner(image_mode)
+        script = runner.find_selectable(body.script_name)
+        if script is None:
+            choices = (list(img2img_scripts.SCRIPTS) if image_mode else []) + [
+                s.name for s in runner.selectable_scripts]
+            raise validation_error(["script_name"], f"unknown script {body.script_name!r}; available: {choices}")
+        return {"selected_script": script.name, "extension_scripts": {script.name: list(body.script_args or [])}}
     try:
         named = img2img_scripts.positional_args(name, list(body.script_args or []), services.upscalers.names())
         img2img_scripts.check_args(name, named, services.upscalers)
     except ValueError as error:
         raise validation_error(["script_args"], str(error)) from None
     return {"script_name": name, "script_args": named}
+
+
+def _alwayson_fields(scripts: dict[str, Any], services: Services, image_mode: bool) -> dict[str, Any]:
+    """`alwayson_scripts`: ControlNet's units, and each always-on script's positional args by its name."""
+    controlnet = {title: value for title, value in scripts.items() if title.lower() == "controlnet"}
+    try:
+        fields = controlnet_api.alwayson_fields(controlnet)
+    except controlnet_api.ApiError as error:
+        raise validation_error(error.loc, str(error)) from None
+    runner = services.scripts.runner(image_mode)
+    given = {}
+    for title, value in scripts.items():
+        if title in controlnet:
+            continue
+        script = runner.find_alwayson(title)
+        if script is None:
+            choices = ["controlnet", *(s.name for s in runner.alwayson_scripts)]
+            raise validation_error(["alwayson_scripts", title],
+                                   f"unknown always-on script {title!r}; available: {choices}")
+        args = value.get("args", []) if isinstance(value, dict) else None
+        if not isinstance(args, list):
+            raise validation_error(["alwayson_scripts", title], 'expected {"args": [value, ...]}')
+        try:
+            runner.args_for(script, args)
+        except ValueError as error:
+            raise validation_error(["alwayson_scripts", title, "args"], str(error)) from None
+        given[script.name] = args
+    if given:
+        fields["extension_scripts"] = given
+    return fields
 
 
 def _override_fields(overrides: dict[str, Any], services: Services) -> dict[str, Any]:
@@ -145,18 +182,18 @@ def to_generation_request(body: models.Txt2ImgRequest, services: Services) -> Ge
         data["refiner_checkpoint"] = body.refiner_checkpoint
         if body.refiner_switch_at is not None:
             data["refiner_switch_at"] = body.refiner_switch_at
-    data.update(_script_fields(body, services, image_mode))
-    try:
-        data.update(controlnet_api.alwayson_fields(body.alwayson_scripts or {}))
-    except controlnet_api.ApiError as error:
-        raise validation_error(error.loc, str(error)) from None
+    selected = _script_fields(body, services, image_mode)
+    alwayson = _alwayson_fields(body.alwayson_scripts or {}, services, image_mode)
+    data.update(selected)
+    data.update(alwayson)
+    data["extension_scripts"] = {**alwayson.get("extension_scripts", {}), **selected.get("extension_scripts", {})}
     save = body.save_images
     data["save_images"] = save and not body.do_not_save_samples
     data["save_grid"] = save and not body.do_not_save_grid
     data.update(_override_fields(body.override_settings or {}, services))
     try:
         return validate_request(data, services.registry, services.networks, services.upscalers,
-                                services.controlnet)
+                                services.controlnet, services.scripts)
     except ValidationError as error:
         raise request_validation_error(error) from None
 

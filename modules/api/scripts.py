@@ -1,4 +1,5 @@
-"""What /sdapi/v1/scripts and /sdapi/v1/script-info report: the img2img scripts and ControlNet.
+"""What /sdapi/v1/scripts and /sdapi/v1/script-info report: our img2img scripts, the scripts loaded from
+scripts/ and extensions, and ControlNet.
 
 Names are A1111's `script.name` (the title in lower case, what `script_name` and `alwayson_scripts` match).
 As in A1111, /scripts lists the always-on scripts too; here that is ControlNet, in both modes.
@@ -13,9 +14,14 @@ from modules.services import Services
 CONTROLNET = "controlnet"
 
 
-def script_lists() -> models.ScriptsList:
-    selectable = [name.lower() for name in img2img_scripts.SCRIPTS]
-    return models.ScriptsList(txt2img=[CONTROLNET], img2img=[*selectable, CONTROLNET])
+def script_lists(services: Services) -> models.ScriptsList:
+    """Dropdown scripts, then always-on ones (ControlNet last), per tab, by name."""
+    def names(runner, own: list[str]) -> list[str]:
+        return [*own, *(s.name for s in runner.selectable_scripts), *(s.name for s in runner.alwayson_scripts),
+                CONTROLNET]
+    return models.ScriptsList(txt2img=names(services.scripts.txt2img, []),
+                              img2img=names(services.scripts.img2img,
+                                            [name.lower() for name in img2img_scripts.SCRIPTS]))
 
 
 def script_infos(services: Services) -> list[models.ScriptInfo]:
@@ -24,8 +30,14 @@ def script_infos(services: Services) -> list[models.ScriptInfo]:
     selectable = [models.ScriptInfo(name=name.lower(), is_alwayson=False, is_img2img=True,
                                     args=_img2img_script_args(name, services.upscalers.names()))
                   for name in img2img_scripts.SCRIPTS]
-    return [models.ScriptInfo(name=CONTROLNET, is_alwayson=True, is_img2img=False, args=controlnet_args),
-            *selectable,
+
+    def loaded(runner) -> list[models.ScriptInfo]:
+        return [models.ScriptInfo(name=script.name, is_alwayson=script.alwayson, is_img2img=runner.is_img2img,
+                                  args=[models.ScriptArg(**info) for info in runner.arg_infos.get(script.name, [])])
+                for script in [*runner.selectable_scripts, *runner.alwayson_scripts]]
+    return [*loaded(services.scripts.txt2img),
+            models.ScriptInfo(name=CONTROLNET, is_alwayson=True, is_img2img=False, args=controlnet_args),
+            *selectable, *loaded(services.scripts.img2img),
             models.ScriptInfo(name=CONTROLNET, is_alwayson=True, is_img2img=True, args=controlnet_args)]
 
 

@@ -11,6 +11,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -54,6 +55,7 @@ class ModelManager:
         self._chosen: CheckpointInfo | None = None   # the checkpoint chosen in the UI or by options, not per request
         self._failed: set[str] = set()   # checkpoints whose last load failed: not picked as the default
         self._lock = threading.RLock()
+        self.on_loaded: Callable[[LoadedModel], None] | None = None   # called with each newly loaded model
 
     @property
     def current(self) -> LoadedModel | None:
@@ -145,8 +147,11 @@ class ModelManager:
         elapsed = time.perf_counter() - started
         log.info("Loaded %s as %s (prediction: %s, from %s) in %.1fs", info.title, spec.label,
                  spec.prediction_type, spec.prediction_source, elapsed)
-        return LoadedModel(info=info, spec=spec, pipeline=pipeline, scheduler_config=base_scheduler,
-                           load_seconds=elapsed)
+        model = LoadedModel(info=info, spec=spec, pipeline=pipeline, scheduler_config=base_scheduler,
+                            load_seconds=elapsed)
+        if self.on_loaded is not None:   # extensions' on_model_loaded callbacks
+            self.on_loaded(model)
+        return model
 
     def _activate(self, model: LoadedModel) -> None:
         if self.devices.is_cuda and self.options.sd_checkpoints_keep_in_cpu:

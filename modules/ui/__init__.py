@@ -7,17 +7,26 @@ Only tabs that work are shown.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import gradio as gr
 
 from modules.cmd_args import gradio_credentials
-from modules.ui import extras, img2img, pnginfo, send_to, topbar, txt2img
+from modules.ui import extensions as extensions_tab, extras, img2img, pnginfo, send_to, topbar, txt2img
+from modules.ui import merger as merger_tab
+from modules.ui import settings, ui_config
 
 HERE = Path(__file__).resolve().parent
+RESERVED_TAB_IDS = {"txt2img", "img2img", "extras", "pnginfo", "modelmerger", "settings", "extensions"}
+log = logging.getLogger(__name__)
 
 
-def create_ui(services) -> gr.Blocks:
+def create_ui(services, server_control=None) -> gr.Blocks:
+    """`server_control` (modules.api.server.ServerControl) lets the Extensions tab restart the server."""
+    callbacks = services.scripts.callbacks
+    callbacks.fire("before_ui")
+    extension_tabs = callbacks.ui_tabs()   # built by the extensions outside the page, rendered in their tabs below
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
         bar = topbar.create_topbar(demo, services)
         with gr.Tabs(elem_id="tabs") as tabs:   # A1111's order and tab ids
@@ -29,8 +38,21 @@ def create_ui(services) -> gr.Blocks:
                 extras_tab = extras.create_tab(services, demo=demo)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 pnginfo_tab = pnginfo.create_tab()
+            with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
+                merger_tab.create_tab(services, demo=demo, topbar=bar)
+            for blocks, title, elem_id in extension_tabs:   # on_ui_tabs: (gr.Blocks, title, elem_id)
+                if elem_id in RESERVED_TAB_IDS:
+                    log.error("Extension tab %r skipped: its id %r is one of the web UI's own", title, elem_id)
+                    continue
+                with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
+                    blocks.render()
+            with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
+                settings.create_tab(services, demo=demo)
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
+                extensions_tab.create_tab(services, demo=demo, server_control=server_control)
         send_to.connect(services, tabs=tabs, topbar=bar, txt2img=txt2img_tab, img2img=img2img_tab,
                         extras=extras_tab, pnginfo=pnginfo_tab)
+        ui_config.apply_ui_config(services.paths.ui_config_file, tabs)   # the defaults saved in ui-config.json
     return demo
 
 
@@ -49,9 +71,27 @@ def parse_auth(text: str | None) -> list[tuple[str, str]]:
 
 
 def head_html(services) -> str:
+    """Our script, then each enabled extension's javascript/*.js (inlined: the page loads nothing else)."""
     script = (HERE / "script.js").read_text(encoding="utf-8")
     settings = {"theme": getattr(services.args, "theme", None)}
-    return f"<script>window.webuiSettings = {json.dumps(settings)};\n{script}</script>"
+    parts = [f"<script>window.webuiSettings = {json.dumps(settings)};\n{script}</script>"]
+    for path in services.scripts.javascript:
+        code = _read_text(path).replace("</script", "<\\/script")   # cannot close the tag early
+        parts.append(f"<script data-extension-file={json.dumps(path.name)}>\n{code}\n</script>")
+    return "\n".join(parts)
+
+
+def page_css(services) -> str:
+    """Our stylesheet, then each enabled extension's style.css."""
+    return "\n".join([(HERE / "style.css").read_text(encoding="utf-8"),
+                      *(_read_text(path) for path in services.scripts.stylesheets)])
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as error:   # an extension file that vanished: the page still loads
+        return f"/* {path.name}: {error.strerror} */"
 
 
 def served_paths(services) -> tuple[list[str], list[str]]:
@@ -71,7 +111,7 @@ def launch_options(services) -> dict:
         "allowed_paths": allowed,
         "blocked_paths": blocked,
         "theme": gr.themes.Default(),   # built in; its fonts are served locally
-        "css": (HERE / "style.css").read_text(encoding="utf-8"),
+        "css": page_css(services),
         "head": head_html(services),
         "footer_links": ["gradio", "settings"],
         "run_history": False,     # nothing about runs kept in the browser or offered for upload

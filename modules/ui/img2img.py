@@ -16,6 +16,7 @@ from PIL import Image, ImageEnhance
 
 from modules import images, infotext, masking, samplers
 from modules.ui import controlnet, txt2img
+from modules.ui import scripts as scripts_ui
 from modules.ui.common import PRIVATE, number, slider, tool_button
 from modules.ui.output import OutputPanel, create_output_panel
 from modules.ui.txt2img import Submission
@@ -239,7 +240,8 @@ def _image(elem_id: str, label: str) -> gr.Image:
 
 def _create_scripts(services) -> tuple[gr.Dropdown, dict[str, gr.components.Component]]:
     upscaler_names = services.upscalers.names()
-    script = gr.Dropdown(SCRIPTS, value="None", label="Script", elem_id="script_list")
+    script = gr.Dropdown(SCRIPTS + scripts_ui.titles(services.scripts.img2img), value="None", label="Script",
+                         elem_id="script_list")
     groups = {}
     fields: dict[str, gr.components.Component] = {}
     with gr.Group(visible=False, elem_id="script_loopback") as groups["Loopback"]:
@@ -411,6 +413,7 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Img2ImgT
             fields.update(controlnet.create_panel(services, TAB, width, height, demo=demo, topbar=topbar).fields)
             fields["script_name"], script_fields = _create_scripts(services)
             fields.update(script_fields)
+            script_controls = scripts_ui.create(services.scripts.img2img, chooser=fields["script_name"])
             fields["styles"] = top.styles
         output = create_output_panel(TAB)
 
@@ -469,17 +472,23 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Img2ImgT
         return Submission(lambda: services.submit_img2img(request))
 
     def submissions(*values):
+        script_values = list(values[len(names):])
         values = dict(zip(names, values))
+        chosen = values.get("script_name")
+        if chosen in scripts_ui.titles(services.scripts.img2img):   # a script from scripts/ or an extension
+            values["script_name"] = None
         try:
             data = request_data(values, background)
         except InputError as error:
             raise gr.Error(html.escape(str(error)), title="img2img", print_exception=False) from None
+        data.update(script_controls.request_fields(script_values, chosen))
         if values.get("mode") != "batch":
             return [submit(data)]
         return batch_submissions(services, data, values, background)
 
     js = _MODE_JS.format(mode=names.index("mode"), resize=names.index("resize_tab"), modes=json.dumps(MODES))
-    txt2img.connect_generation(services, top, output, [fields[name] for name in names], submissions, js=js)
+    txt2img.connect_generation(services, top, output, [fields[name] for name in names] + script_controls.components,
+                               submissions, js=js)
     return tab
 
 

@@ -1,4 +1,5 @@
-"""The bar above the tabs: A1111's quicksettings, the checkpoint and SD VAE dropdowns with their 🔄 buttons."""
+"""The bar above the tabs: A1111's quicksettings (`quicksettings_list`), the checkpoint and SD VAE dropdowns
+with their 🔄 buttons first among them by default."""
 from __future__ import annotations
 
 import html
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from modules.jobs import QueueFull
+from modules.ui import settings
 from modules.ui.common import PRIVATE, tool_button
 
 log = logging.getLogger(__name__)
@@ -120,31 +122,92 @@ def set_vae(services, value: str):
     return gr.skip()
 
 
+def quicksettings_keys(services) -> list[str]:
+    """The keys of `quicksettings_list` the bar shows, in order: unknown ones (an extension not loaded) and, with
+    --hide-ui-dir-config, folder options are skipped with a warning; the checkpoint is always there (first
+    unless listed elsewhere), since extra-network cards, "Send to" and ControlNet switch models through it."""
+    infos = services.options.infos()
+    hide_dirs = bool(getattr(services.args, "hide_ui_dir_config", False))
+    keys = []
+    for key in dict.fromkeys(services.options.quicksettings_list or []):
+        if key not in infos:
+            log.warning("quicksettings_list: unknown setting %r skipped", key)
+        elif hide_dirs and infos[key].restrict_api:
+            log.warning("quicksettings_list: %r is hidden by --hide-ui-dir-config", key)
+        else:
+            keys.append(key)
+    return keys if "sd_model_checkpoint" in keys else ["sd_model_checkpoint", *keys]
+
+
+def set_quicksetting(services, key: str, codec: str, value):
+    """Save one quicksetting as soon as it is changed; a refused value is named and the saved one shown again."""
+    info = services.options.infos()[key]
+    try:
+        new = settings.from_component(codec, info, key, value)
+        if new == services.options.get(key):
+            return gr.skip()     # Gradio may fire twice for one change
+        services.update_options({key: new}, from_api=False)
+    except ValueError as error:
+        log.warning("could not set %s to %r: %s", key, value, error)
+        gr.Warning(html.escape(str(error)), title=info.label or key)
+        return gr.update(value=settings.to_component(codec, services.options.get(key)))
+    log.info("%s set to %r", key, new)
+    gr.Info(html.escape(f"{info.label or key}: saved"), title="Settings")
+    return gr.skip()
+
+
+def _saver(services, key: str, codec: str):
+    def save(value):
+        return set_quicksetting(services, key, codec, value)
+    return save
+
+
+def _commit_events(component) -> list:
+    """When a quicksetting's component holds a finished value: a slider let go, a text confirmed, a pick made."""
+    if isinstance(component, gr.Slider):
+        return [component.release]
+    if isinstance(component, (gr.Textbox, gr.Number)):
+        return [component.submit, component.blur]
+    return [component.input] if hasattr(component, "input") else [component.change]
+
+
 @dataclass
 class TopBar:
     checkpoint: gr.Dropdown
     shown: gr.State          # {"title": shown checkpoint, "failed": (title, time) of the last failed pick}
-    vae: gr.Dropdown
+    vae: gr.Dropdown | None  # None when sd_vae is not in quicksettings_list
+    settings: dict           # other quicksettings: key → component
 
 
 def create_topbar(demo: gr.Blocks, services) -> TopBar:
-    """The checkpoint and SD VAE dropdowns with their refresh buttons and the "no checkpoint" message,
-    updated on each page load."""
+    """The quicksettings (`quicksettings_list`): the checkpoint dropdown with its 🔄 and prediction type, the SD VAE
+    dropdown with its 🔄, any other option by its type; and the "no checkpoint" message. Updated on each page load."""
     titles = checkpoint_titles(services)
+    vae = refresh_vae = None
+    others: dict[str, tuple] = {}
     with gr.Row(elem_id="quicksettings", equal_height=False):
-        dropdown = gr.Dropdown(choices=titles, value=current_checkpoint(services),
-                               label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint",
-                               interactive=True, filterable=True, allow_custom_value=True, min_width=400,
-                               scale=0)
-        refresh = tool_button("🔄", "refresh_sd_model_checkpoint")
-        vae = gr.Dropdown(choices=services.networks.vaes.choices(), value=services.options.sd_vae,
-                          label="SD VAE", elem_id="setting_sd_vae", interactive=True, filterable=True,
-                          allow_custom_value=True, min_width=240, scale=0)
-        refresh_vae = tool_button("🔄", "refresh_sd_vae")
-        # A visible per-model override for misdetected v-prediction models (A1111 needs a .yaml copied instead).
-        prediction = gr.Dropdown(choices=PREDICTION_CHOICES, value=prediction_override(services, dropdown.value),
-                                 label="Prediction type", elem_id="setting_prediction_type", interactive=True,
-                                 min_width=160, scale=0)
+        for key in quicksettings_keys(services):
+            if key == "sd_model_checkpoint":
+                dropdown = gr.Dropdown(choices=titles, value=current_checkpoint(services),
+                                       label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint",
+                                       interactive=True, filterable=True, allow_custom_value=True, min_width=400,
+                                       scale=0)
+                refresh = tool_button("🔄", "refresh_sd_model_checkpoint")
+                # A visible per-model override for misdetected v-prediction models (A1111 needs a .yaml copied).
+                # Each quicksetting without a 🔄 after it gets a column: side by side, Gradio would stack them.
+                with gr.Column(scale=0, min_width=160):
+                    prediction = gr.Dropdown(choices=PREDICTION_CHOICES,
+                                             value=prediction_override(services, dropdown.value),
+                                             label="Prediction type", elem_id="setting_prediction_type",
+                                             interactive=True, min_width=160)
+            elif key == "sd_vae":
+                vae = gr.Dropdown(choices=services.networks.vaes.choices(), value=services.options.sd_vae,
+                                  label="SD VAE", elem_id="setting_sd_vae", interactive=True, filterable=True,
+                                  allow_custom_value=True, min_width=240, scale=0)
+                refresh_vae = tool_button("🔄", "refresh_sd_vae")
+            else:
+                with gr.Column(scale=0, min_width=160):
+                    others[key] = settings.setting_component(services, key, services.options.infos()[key])
     missing = gr.HTML(no_checkpoint_html(services), elem_id="no_checkpoint_message", visible=not titles,
                       js_on_load=None)
     # What this page shows (to go back to when a switch fails) and the last failed pick (title, time).
@@ -152,8 +215,9 @@ def create_topbar(demo: gr.Blocks, services) -> TopBar:
 
     def list_and_message():
         titles, title = checkpoint_titles(services), current_checkpoint(services)
-        return (gr.update(choices=titles, value=title), gr.update(visible=not titles),
-                {"title": title, "failed": None}, vae_update(services))
+        updates = [gr.update(choices=titles, value=title), gr.update(visible=not titles),
+                   {"title": title, "failed": None}]
+        return updates + [vae_update(services)] if vae is not None else updates
 
     def refresh_list():
         services.refresh_checkpoints()
@@ -164,10 +228,9 @@ def create_topbar(demo: gr.Blocks, services) -> TopBar:
         services.networks.vaes.refresh()
         return vae_update(services)
 
-    outputs = [dropdown, missing, shown, vae]
+    outputs = [dropdown, missing, shown, *([vae] if vae is not None else [])]
     demo.load(list_and_message, outputs=outputs, show_progress="hidden", api_visibility=PRIVATE)
     refresh.click(refresh_list, outputs=outputs, show_progress="hidden", api_visibility=PRIVATE)
-    refresh_vae.click(refresh_vaes, outputs=[vae], show_progress="hidden", api_visibility=PRIVATE)
     # `input` fires when the user picks a checkpoint (mouse or keyboard), not when the server sets the value.
     dropdown.input(lambda title, state: switch_checkpoint(services, title, state), inputs=[dropdown, shown],
                    outputs=[dropdown, shown], show_progress="full", trigger_mode="once", api_visibility=PRIVATE)
@@ -176,6 +239,17 @@ def create_topbar(demo: gr.Blocks, services) -> TopBar:
     prediction.input(lambda choice, title: set_prediction_override(services, choice, title),
                      inputs=[prediction, dropdown], outputs=prediction, show_progress="full", trigger_mode="once",
                      api_visibility=PRIVATE)
-    vae.input(lambda value: set_vae(services, value), inputs=[vae], outputs=[vae], show_progress="hidden",
-              trigger_mode="once", api_visibility=PRIVATE)
-    return TopBar(dropdown, shown, vae)
+    if vae is not None:
+        refresh_vae.click(refresh_vaes, outputs=[vae], show_progress="hidden", api_visibility=PRIVATE)
+        vae.input(lambda value: set_vae(services, value), inputs=[vae], outputs=[vae], show_progress="hidden",
+                  trigger_mode="once", api_visibility=PRIVATE)
+    for key, (component, codec) in others.items():
+        gr.on(_commit_events(component), _saver(services, key, codec),
+              inputs=[component], outputs=[component], show_progress="hidden", trigger_mode="once",
+              api_visibility=PRIVATE)
+    if others:
+        demo.load(lambda: [settings.to_component(codec, services.options.get(key))
+                           for key, (_, codec) in others.items()],
+                  outputs=[component for component, _ in others.values()], show_progress="hidden",
+                  api_visibility=PRIVATE)
+    return TopBar(dropdown, shown, vae, {key: component for key, (component, _) in others.items()})

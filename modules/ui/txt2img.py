@@ -18,6 +18,8 @@ from modules import samplers
 from modules.jobs import Job, QueueFull
 from modules.processing import validate_request
 from modules.ui import controlnet, extra_networks, paste, progress, styles
+from modules.script_callbacks import BeforeTokenCounterParams
+from modules.ui import scripts as scripts_ui
 from modules.ui.common import PRIVATE, escape_multiline, number, slider, token_counter_text, tool_button
 from modules.ui.output import (OutputPanel, create_output_panel, error_html, generation_state, infotext_html,
                                seed_of_selected)
@@ -101,7 +103,8 @@ def validation_message(error: ValidationError, labels: dict[str, str] = LABELS) 
 def validated(services, data: dict, labels: dict[str, str] = LABELS):
     """`validate_request`, its error shown as a gr.Error naming each field by its label."""
     try:
-        return validate_request(data, services.registry, services.networks, controlnet=services.controlnet)
+        return validate_request(data, services.registry, services.networks, controlnet=services.controlnet,
+                                scripts=services.scripts)
     except ValidationError as error:
         raise gr.Error(escape_multiline(validation_message(error, labels)), title="Invalid settings",
                        print_exception=False) from None
@@ -189,9 +192,16 @@ def create_toprow(services, tab: str, demo: gr.Blocks | None, topbar, paste_id: 
 
     extra_networks.create_panel(services, tab, prompt, negative, topbar)
 
-    for box, counter in ((prompt, prompt_counter), (negative, negative_counter)):
-        box.change(token_counter_text, inputs=[box], outputs=[counter], queue=False, show_progress="hidden",
-                   trigger_mode="always_last", api_visibility=PRIVATE)
+    callbacks = services.scripts.callbacks
+    for box, counter, positive in ((prompt, prompt_counter, True), (negative, negative_counter, False)):
+        def count(text, positive=positive):
+            # Extensions (wildcards, dynamic prompts) may say what the prompt really becomes before it is counted.
+            params = BeforeTokenCounterParams(text or "", 0, [], positive)
+            callbacks.fire("before_token_counter", params)
+            return token_counter_text(params.prompt)
+        box.change(count if callbacks.has("before_token_counter") else token_counter_text, inputs=[box],
+                   outputs=[counter], queue=False, show_progress="hidden", trigger_mode="always_last",
+                   api_visibility=PRIVATE)
     styles.connect(services, tab, demo, styles.StylesRow(style_dropdown, apply_styles, edit_styles), prompt,
                    negative)
     return Toprow(prompt, negative, generate, interrupt, skip, paste_button, style_dropdown)
@@ -353,6 +363,7 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Txt2ImgT
             hires = create_hires(services, TAB, width, height)
             refiner = create_refiner(services, TAB)
             control = controlnet.create_panel(services, TAB, width, height, demo=demo, topbar=topbar)
+            script_controls = scripts_ui.create(services.scripts.txt2img)
         output = create_output_panel(TAB)
 
     fields = {"prompt": top.prompt, "negative_prompt": top.negative, "sampler_name": sampler,
@@ -367,12 +378,17 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Txt2ImgT
                     show_progress="hidden", api_visibility=PRIVATE)
 
     names = list(fields)
+    chooser = [script_controls.chooser] if script_controls.chooser is not None else []
+    extra = chooser + script_controls.components
 
     def submissions(*values) -> list[Submission]:
-        request = validated(services, request_data(dict(zip(names, values))))
+        data = request_data(dict(zip(names, values)))
+        script_values = list(values[len(names) + len(chooser):])
+        data.update(script_controls.request_fields(script_values, values[len(names)] if chooser else None))
+        request = validated(services, data)
         return [Submission(lambda: services.submit_txt2img(request))]
 
-    connect_generation(services, top, output, [fields[name] for name in names], submissions)
+    connect_generation(services, top, output, [fields[name] for name in names] + extra, submissions)
     return tab
 
 
@@ -519,6 +535,7 @@ def paste_handler(services, fields: dict):
             log.warning("could not parse infotext: %s", error)
             gr.Warning(html.escape(f"Could not read generation parameters: {error}"), title="Paste")
             return {}
+        services.scripts.callbacks.infotext_pasted(text, parsed)   # extensions may read or change the fields
         updates = {}
         for name, value in pasted_values(services, parsed).items():
             if name in fields:   # as the component takes it (a radio's label, a slider's range)

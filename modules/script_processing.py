@@ -1,0 +1,308 @@
+"""What A1111 scripts get as `p` and return as `Processed`, and `process_images(p)` (re-exported by
+`modules.processing`, where extensions import them from).
+
+`p` is a mutable object carrying every field of our `GenerationRequest` under A1111's names, plus A1111's
+extras (`extra_generation_params`, `all_prompts`, `all_seeds`, `override_settings`, `script_args`, ...).
+Scripts change it freely; `process_images(p)` turns it back into a `GenerationRequest` through the one
+validator (so a script cannot smuggle in a value the API would refuse) and runs it on the generation core,
+calling the always-on scripts' hooks at A1111's points. A dropdown script's `run(p, *args)` calls
+`process_images` as often as it likes (X/Y/Z plot, prompt matrix) within the same job.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from PIL import Image
+
+from modules import noise
+from modules.jobs import Job, JobError
+from modules.scripts import PostprocessBatchListArgs, PostprocessImageArgs, ScriptRunner
+
+# override_settings keys that are request fields (as in the API)
+OVERRIDE_FIELDS = {"sd_model_checkpoint": "checkpoint", "CLIP_stop_at_last_layers": "clip_skip", "sd_vae": "vae"}
+
+
+def _request_fields() -> dict[str, Any]:
+    from modules.processing import GenerationRequest
+
+    return {name: info.get_default(call_default_factory=True)
+            for name, info in GenerationRequest.model_fields.items()}
+
+
+class StableDiffusionProcessing:
+    """A1111's processing object. Constructed with A1111 keyword arguments; unknown ones are kept as attributes."""
+
+    def __init__(self, **kwargs):
+        fields = _request_fields()
+        for name, value in fields.items():
+            setattr(self, name, value)
+        self.override_settings: dict = {}
+        self.override_settings_restore_afterwards = True
+        self.extra_generation_params: dict = {}
+        self.do_not_save_samples = False
+        self.do_not_save_grid = False
+        self.all_prompts: list[str] = []
+        self.all_negative_prompts: list[str] = []
+        self.all_seeds: list[int] = []
+        self.all_subseeds: list[int] = []
+        self.prompts: list[str] = []
+        self.negative_prompts: list[str] = []
+        self.seeds: list[int] = []
+        self.subseeds: list[int] = []
+        self.iteration = 0
+        self.scripts: ScriptRunner | None = None
+        self.script_args: list = []      # A1111's flat list; our img2img scripts' named args are kept apart
+        self._named_script_args: dict = {}
+        self.sd_model = None             # the LoadedModel once the generation has loaded it
+        self.outpath_samples = self.outpath_grids = ""
+        self.comments: dict = {}
+        self.user = ""
+        self._generator = None
+        self._job: Job | None = None
+        for name, value in kwargs.items():
+            setattr(self, "mask" if name == "mask" else name, value)
+
+    def __copy__(self):
+        """copy.copy(p), as scripts do for each run: the lists and dicts a script changes are copied too."""
+        twin = type(self).__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        for name in ("styles", "override_settings", "extra_generation_params", "comments"):
+            setattr(twin, name, copy.copy(getattr(self, name)))
+        return twin
+
+    # A1111's names for a few of ours
+    @property
+    def image_mask(self):
+        return self.mask
+
+    @image_mask.setter
+    def image_mask(self, value):
+        self.mask = value
+
+    @property
+    def is_img2img(self) -> bool:
+        return bool(self.init_images)
+
+    def to_request(self):
+        """The validated GenerationRequest this object describes; ValueError-like problems become a 422 job error."""
+        from pydantic import ValidationError
+
+        from modules.processing import validate_request
+
+        data = {name: getattr(self, name) for name in _request_fields() if name != "script_args"}
+        data["script_args"] = self._named_script_args
+        data["save_images"] = bool(data["save_images"]) and not self.do_not_save_samples
+        data["save_grid"] = bool(data["save_grid"]) and not self.do_not_save_grid
+        overrides = dict(data.get("option_overrides") or {})
+        for key, value in (self.override_settings or {}).items():
+            if key in OVERRIDE_FIELDS:
+                data[OVERRIDE_FIELDS[key]] = value
+            else:
+                overrides[key] = value
+        generator = self._generator
+        if generator is not None and overrides:
+            try:
+                overrides = {key: generator.options.validate({key: value}, from_api=False)[key]
+                             for key, value in overrides.items()}
+            except ValueError as error:
+                raise JobError(f"override_settings: {error}", status=422) from None
+        data["option_overrides"] = overrides
+        data["extension_scripts"] = {}      # scripts already ran: what is validated here is the plain request
+        data["selected_script"] = None
+        if isinstance(data.get("prompt"), list) or isinstance(data.get("negative_prompt"), list):
+            raise JobError("prompt: a list of prompts is not supported here; call process_images once per prompt",
+                           status=422)
+        context = {} if generator is None else dict(
+            registry=generator.manager.registry, networks=generator.networks, upscalers=generator.upscalers,
+            controlnet=generator.controlnet)
+        try:
+            return validate_request(data, **context)
+        except ValidationError as error:
+            problem = error.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"]) or "request"
+            raise JobError(f"{where}: {problem['msg']}", status=422) from None
+
+
+class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
+    pass
+
+
+class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
+    pass
+
+
+class Processed:
+    """A1111's result object: images, infotexts, seeds and the `info` JSON string."""
+
+    def __init__(self, p: StableDiffusionProcessing, images_list: list, seed: int = -1, info: str = "",
+                 subseed: int | None = None, all_prompts: list | None = None, all_negative_prompts: list | None = None,
+                 all_seeds: list | None = None, all_subseeds: list | None = None, index_of_first_image: int = 0,
+                 infotexts: list | None = None, comments: str = "", extra_images_list: list | None = None):
+        self.images = list(images_list)
+        self.prompt = p.prompt
+        self.negative_prompt = p.negative_prompt
+        self.seed = seed
+        self.subseed = subseed
+        self.info = info
+        self.comments = comments
+        self.width, self.height = p.width, p.height
+        self.sampler_name, self.scheduler = p.sampler_name, p.scheduler
+        self.cfg_scale, self.steps, self.batch_size = p.cfg_scale, p.steps, p.batch_size
+        self.denoising_strength = p.denoising_strength
+        self.extra_generation_params = dict(p.extra_generation_params)
+        self.index_of_first_image = index_of_first_image
+        self.styles = list(p.styles)
+        self.all_prompts = all_prompts or [p.prompt]
+        self.all_negative_prompts = all_negative_prompts or [p.negative_prompt]
+        self.all_seeds = all_seeds or [seed]
+        self.all_subseeds = all_subseeds or [subseed if subseed is not None else -1]
+        self.infotexts = infotexts or [info] * len(self.images)
+        self.extra_images = list(extra_images_list or [])
+        self.warnings: list[str] = []
+        self.saved: list[str] = []
+
+    def js(self) -> str:
+        return json.dumps({"prompt": self.prompt, "all_prompts": self.all_prompts,
+                           "negative_prompt": self.negative_prompt, "seed": self.seed, "all_seeds": self.all_seeds,
+                           "subseed": self.subseed, "all_subseeds": self.all_subseeds, "width": self.width,
+                           "height": self.height, "sampler_name": self.sampler_name, "cfg_scale": self.cfg_scale,
+                           "steps": self.steps, "batch_size": self.batch_size, "infotexts": self.infotexts,
+                           "index_of_first_image": self.index_of_first_image,
+                           "extra_generation_params": self.extra_generation_params}, ensure_ascii=False,
+                          default=str)
+
+    @classmethod
+    def from_result(cls, p: StableDiffusionProcessing, result) -> "Processed":
+        processed = cls(p, result.images, seed=result.seeds[0] if result.seeds else -1, info=result.info_json(),
+                        subseed=result.subseeds[0] if result.subseeds else -1,
+                        all_prompts=p.all_prompts, all_negative_prompts=p.all_negative_prompts,
+                        all_seeds=result.seeds, all_subseeds=result.subseeds,
+                        index_of_first_image=result.index_of_first_image, infotexts=result.infotexts,
+                        extra_images_list=result.detected_maps)
+        processed.warnings, processed.saved = list(result.warnings), list(result.saved)
+        processed._result = result
+        return processed
+
+    def to_result(self, request):
+        """The GenerationResult the job returns (UI gallery, API response)."""
+        from modules.processing import GenerationResult
+
+        base = getattr(self, "_result", None)
+        infotexts = list(self.infotexts) + [self.info] * (len(self.images) - len(self.infotexts))
+        info = json.loads(self.info) if self.info.startswith("{") else (base.info if base else {})
+        return GenerationResult(images=self.images, infotexts=infotexts[:len(self.images)],
+                                seeds=list(self.all_seeds), subseeds=list(self.all_subseeds), request=request,
+                                index_of_first_image=self.index_of_first_image, saved=list(self.saved),
+                                warnings=list(self.warnings), info=info, detected_maps=list(self.extra_images))
+
+
+class ScriptHooks:
+    """What the generation core calls at A1111's hook points, for one `p`."""
+
+    def __init__(self, p: StableDiffusionProcessing):
+        self.p = p
+        self.runner = p.scripts
+
+    def before_batch(self, batch_number: int, prompts: list[str], seeds: list[int], subseeds: list[int]) -> None:
+        p = self.p
+        p.iteration = batch_number
+        p.prompts, p.seeds, p.subseeds = prompts, seeds, subseeds
+        p.negative_prompts = [p.negative_prompt] * len(prompts)
+        if self.runner is not None:
+            kwargs = dict(batch_number=batch_number, prompts=prompts, seeds=seeds, subseeds=subseeds)
+            self.runner.before_process_batch(p, **kwargs)
+            self.runner.process_batch(p, **kwargs)
+
+    def after_batch(self, images: list[Image.Image], batch_number: int) -> list[Image.Image]:
+        if self.runner is None:
+            return images
+        self.runner.postprocess_batch(self.p, images, batch_number=batch_number)
+        listed = PostprocessBatchListArgs(list(images))
+        self.runner.postprocess_batch_list(self.p, listed, batch_number=batch_number)
+        return [image for image in listed.images if isinstance(image, Image.Image)]
+
+    def postprocess_image(self, image: Image.Image) -> Image.Image:
+        if self.runner is None:
+            return image
+        pp = PostprocessImageArgs(image)
+        self.runner.postprocess_image(self.p, pp)
+        return pp.image if isinstance(pp.image, Image.Image) else image
+
+
+def _setup_prompts(p: StableDiffusionProcessing) -> None:
+    """A1111's setup_prompts and seed resolution: concrete seeds, one prompt per image."""
+    count = p.batch_size * p.n_iter
+    p.seed = noise.resolve_seed(p.seed)
+    p.subseed = noise.resolve_seed(p.subseed)
+    p.all_prompts = [p.prompt] * count
+    p.all_negative_prompts = [p.negative_prompt] * count
+    p.all_seeds = [p.seed + index for index in range(count)]
+    p.all_subseeds = [p.subseed + index for index in range(count)]
+
+
+def process_images(p: StableDiffusionProcessing) -> Processed:
+    """Run `p` on the generation core, with the always-on scripts' hooks. Inside a job (a script's run(), a
+    hook) it runs in that job; elsewhere (an extension's own route) it is queued like any request."""
+    if p._generator is None:
+        from modules import shared
+
+        return shared.run_outside_job(p)
+    runner = p.scripts
+    if runner is not None:
+        runner.before_process(p)
+    _setup_prompts(p)
+    if runner is not None:
+        runner.process(p)
+    request = p.to_request()
+    p.sd_model = p._generator.load(request.checkpoint, remember=False)
+    with p._generator.options.overridden(request.option_overrides):   # p.override_settings, for this call only
+        result = p._generator.generate(request, p._job, extra_params=dict(p.extra_generation_params),
+                                       hooks=ScriptHooks(p))
+    processed = Processed.from_result(p, result)
+    if runner is not None:
+        runner.postprocess(p, processed)
+    return processed
+
+
+def processing_for(request, generator, job: Job, runner: ScriptRunner | None,
+                   script_args: list | None = None) -> StableDiffusionProcessing:
+    """A `p` for a request about to run in `job`."""
+    cls = StableDiffusionProcessingImg2Img if request.init_images else StableDiffusionProcessingTxt2Img
+    p = cls(**{name: copy.copy(getattr(request, name)) for name in _request_fields() if name != "script_args"})
+    p._named_script_args = dict(request.script_args)
+    for key, field_name in OVERRIDE_FIELDS.items():
+        value = getattr(request, field_name)
+        if value is not None:
+            p.override_settings[key] = value
+            setattr(p, field_name, None)
+    p.override_settings.update(request.option_overrides)
+    p.option_overrides = {}
+    p.do_not_save_samples, p.do_not_save_grid = not request.save_images, not request.save_grid
+    p.save_images = p.save_grid = True
+    p.scripts, p.script_args = runner, list(script_args or [])
+    p._generator, p._job = generator, job
+    return p
+
+
+def run_with_scripts(generator, request, job: Job, runner: ScriptRunner):
+    """A request from the UI or API whose tab has scripts: set up `p`, then the dropdown script's run() or
+    process_images(p); the GenerationResult the job returns."""
+    selected = runner.find_selectable(request.selected_script) if request.selected_script else None
+    given = request.extension_scripts
+    args_by_name = {script.name: runner.args_for(script, given.get(script.name)) for script in runner.scripts}
+    p = processing_for(request, generator, job, runner, runner.flat_args(selected, args_by_name))
+    runner.setup(p)
+    processed = None
+    if selected is not None:
+        processed = selected.run(p, *p.script_args[selected.args_from:selected.args_to])
+        if processed is not None and not isinstance(processed, Processed):
+            raise JobError(f"script {selected.title()!r} returned {type(processed).__name__}, not Processed",
+                           status=500)
+    if processed is None:
+        processed = process_images(p)
+    if not processed.images:
+        raise JobError(f"script {selected.title() if selected else ''!r} produced no image", status=500) \
+            if not job.interrupted else JobError("interrupted before any image was finished", status=409)
+    return processed.to_result(request)

@@ -1,0 +1,238 @@
+"""A1111's script API (`modules/scripts.py`): `Script` subclasses with `ui()` and processing hooks.
+
+A script file in `scripts/` (ours: X/Y/Z plot, prompt matrix, prompts from file) or in an extension's
+`scripts/` folder defines `Script` subclasses. `show()` says whether it is a dropdown script (True), an
+always-on one (`AlwaysVisible`) or hidden (False) in txt2img and img2img. Its `ui()` components' values
+arrive as positional `*args` in every hook, which is why the API's `script_args` and
+`alwayson_scripts[...]["args"]` are positional too.
+
+`ScriptRunner` holds one mode's scripts and calls their hooks in A1111's order; see docs/extensions.md for
+which hooks run where on the diffusers backend. A hook that raises is logged with its script and skipped
+(except `run`, whose failure is the job's failure): one broken extension never breaks a generation.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class _AlwaysVisible:
+    def __repr__(self) -> str:
+        return "AlwaysVisible"
+
+
+AlwaysVisible = _AlwaysVisible()
+
+# The extension folder of the script file being imported (A1111's scripts.basedir()).
+_loading_basedir = ""
+
+
+def basedir() -> str:
+    """The folder of the extension whose script is being loaded (the project root for built-in scripts)."""
+    return _loading_basedir or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class PostprocessImageArgs:
+    image: Any           # PIL image; replace it to change the saved and returned image
+
+
+@dataclass
+class PostprocessBatchListArgs:
+    images: list         # the batch's PIL images; replace or extend the list
+
+
+class Script:
+    """Base class of every script. Override what you need; the defaults do nothing."""
+
+    filename: str = ""                 # set by the loader
+    args_from: int = 0                 # this script's slice of p.script_args
+    args_to: int = 0
+    alwayson: bool = False
+    is_txt2img: bool = False
+    is_img2img: bool = False
+    group: Any = None
+    create_group: bool = True
+    infotext_fields: list | None = None    # [(component, infotext key)] for paste
+    paste_field_names: list | None = None
+    api_info: Any = None
+    section: str | None = None
+    controls: list | None = None
+    setup_for_ui_only: bool = False
+
+    def title(self) -> str:
+        raise NotImplementedError(f"{type(self).__name__} must define title()")
+
+    def ui(self, is_img2img: bool):
+        """The script's gradio components; their values are passed to every hook as *args, in order."""
+        return []
+
+    def show(self, is_img2img: bool):
+        """True: in the Script dropdown; AlwaysVisible: always on; False: not in this tab."""
+        return True
+
+    def run(self, p, *args):
+        """A dropdown script's replacement for the generation: return a Processed (usually from process_images)."""
+        return None
+
+    def setup(self, p, *args):
+        pass
+
+    def before_process(self, p, *args):
+        pass
+
+    def process(self, p, *args):
+        pass
+
+    def before_process_batch(self, p, *args, **kwargs):
+        pass
+
+    def after_extra_networks_activate(self, p, *args, **kwargs):
+        pass
+
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        pass
+
+    def process_batch(self, p, *args, **kwargs):
+        pass
+
+    def postprocess_batch(self, p, *args, **kwargs):
+        pass
+
+    def postprocess_batch_list(self, p, pp: PostprocessBatchListArgs, *args, **kwargs):
+        pass
+
+    def postprocess_image(self, p, pp: PostprocessImageArgs, *args):
+        pass
+
+    def postprocess(self, p, processed, *args):
+        pass
+
+    def before_hr(self, p, *args):
+        pass
+
+    def on_mask_blend(self, p, mba, *args):
+        pass
+
+    def post_sample(self, p, ps, *args):
+        pass
+
+    def postprocess_maskoverlay(self, p, ppmo, *args):
+        pass
+
+    def postprocess_image_after_composite(self, p, pp, *args):
+        pass
+
+    def describe(self) -> str:
+        return ""
+
+    def elem_id(self, item_id: str) -> str:
+        """A1111's element id for one of this script's components: script_<tab>_<title>_<item>."""
+        tab = "img2img" if self.is_img2img else "txt2img"
+        title = "".join(c if c.isalnum() or c == "_" else "_" for c in self.title().lower().replace(" ", "_"))
+        return f"script_{tab}_{title}_{item_id}"
+
+    @property
+    def name(self) -> str:
+        """What the API matches `script_name` and `alwayson_scripts` keys against: the title, lower case."""
+        return self.title().lower()
+
+
+class ScriptRunner:
+    """One tab's scripts (txt2img or img2img): which are always on, which are in the dropdown, and their hooks."""
+
+    def __init__(self, is_img2img: bool):
+        self.is_img2img = is_img2img
+        self.scripts: list[Script] = []
+        self.alwayson_scripts: list[Script] = []
+        self.selectable_scripts: list[Script] = []
+        self.defaults: dict[str, list] = {}      # script name → default args (from its ui(); see modules/ui/scripts)
+        self.arg_infos: dict[str, list[dict]] = {}   # script name → each arg's label, value, range, choices
+
+    def add(self, script: Script) -> None:
+        shown = script.show(self.is_img2img)
+        if shown is False or shown is None:
+            return
+        script.is_img2img, script.is_txt2img = self.is_img2img, not self.is_img2img
+        self.scripts.append(script)
+        if shown is AlwaysVisible:
+            script.alwayson = True
+            self.alwayson_scripts.append(script)
+        else:
+            self.selectable_scripts.append(script)
+
+    def find_alwayson(self, name: str) -> Script | None:
+        return next((s for s in self.alwayson_scripts if s.name == name.strip().lower()), None)
+
+    def find_selectable(self, name: str) -> Script | None:
+        return next((s for s in self.selectable_scripts if s.name == name.strip().lower()), None)
+
+    def set_defaults(self, defaults: dict[str, list], arg_infos: dict[str, list[dict]] | None = None) -> None:
+        """Record each script's default args and lay out A1111's flat p.script_args: slot 0 holds the index of
+        the chosen dropdown script (0 = None), then each script's slice in order."""
+        self.defaults = {name: list(values) for name, values in defaults.items()}
+        self.arg_infos = dict(arg_infos or {})
+        position = 1
+        for script in self.scripts:
+            count = len(self.defaults.get(script.name, []))
+            script.args_from, script.args_to = position, position + count
+            position += count
+
+    def args_for(self, script: Script, given: list | None) -> list:
+        """The script's args: its defaults with the given ones over them (ValueError when too many are given)."""
+        defaults = self.defaults.get(script.name, [])
+        given = list(given or [])
+        if defaults and len(given) > len(defaults):
+            raise ValueError(f"{script.name}: takes {len(defaults)} arguments, got {len(given)}")
+        return given + defaults[len(given):]
+
+    def flat_args(self, selected: Script | None, args_by_name: dict[str, list]) -> list:
+        """A1111's p.script_args: [selected index, *every script's args in order]."""
+        flat: list = [self.selectable_scripts.index(selected) + 1 if selected is not None else 0]
+        for script in self.scripts:
+            flat += args_by_name.get(script.name, self.defaults.get(script.name, []))
+        return flat
+
+    # ------------------------------------------------------------------ hooks, A1111's order
+
+    def _call(self, hook: str, p, *extra, **kwargs) -> None:
+        for script in self.alwayson_scripts:
+            args = p.script_args[script.args_from:script.args_to]
+            try:
+                getattr(script, hook)(p, *extra, *args, **kwargs)
+            except Exception:
+                log.exception("Error running %s of script %s (%s)", hook, script.title(), script.filename)
+
+    def setup(self, p) -> None:
+        self._call("setup", p)
+
+    def before_process(self, p) -> None:
+        self._call("before_process", p)
+
+    def process(self, p) -> None:
+        self._call("process", p)
+
+    def before_process_batch(self, p, **kwargs) -> None:
+        self._call("before_process_batch", p, **kwargs)
+
+    def process_batch(self, p, **kwargs) -> None:
+        self._call("process_batch", p, **kwargs)
+
+    def postprocess_batch(self, p, images, **kwargs) -> None:
+        self._call("postprocess_batch", p, images=images, **kwargs)
+
+    def postprocess_batch_list(self, p, pp: PostprocessBatchListArgs, **kwargs) -> None:
+        self._call("postprocess_batch_list", p, pp, **kwargs)
+
+    def postprocess_image(self, p, pp: PostprocessImageArgs) -> None:
+        self._call("postprocess_image", p, pp)
+
+    def postprocess(self, p, processed) -> None:
+        self._call("postprocess", p, processed)
+
+    def before_hr(self, p) -> None:
+        self._call("before_hr", p)

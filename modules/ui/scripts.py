@@ -1,0 +1,115 @@
+"""Scripts' controls in the txt2img and img2img tabs: always-on scripts' panels and the Script dropdown.
+
+Each script's `ui(is_img2img)` builds its components inside the tab; their values become the script's
+positional args (`GenerationRequest.extension_scripts`). Building them also records each script's default
+args and their labels/ranges, which the API uses for requests that leave a script's args out
+(`record_defaults` does the same without a page, for --nowebui). A script whose ui() raises is reported in
+place and gets no args; the rest of the tab works.
+"""
+from __future__ import annotations
+
+import html
+import logging
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from modules.scripts import Script, ScriptRunner
+from modules.ui.common import PRIVATE
+
+log = logging.getLogger(__name__)
+
+NONE = "None"
+
+
+@dataclass
+class ScriptControls:
+    runner: ScriptRunner
+    components: list = field(default_factory=list)            # every script's components, in runner order
+    slices: dict[str, tuple[int, int]] = field(default_factory=dict)   # script name → its part of components
+    chooser: gr.Dropdown | None = None                         # the Script dropdown, when this module made it
+
+    def request_fields(self, values: list, chosen: str | None) -> dict:
+        """The components' values (and the dropdown's choice, a title) → GenerationRequest fields."""
+        selected = next((s for s in self.runner.selectable_scripts if s.title() == chosen), None)
+        given = {script.name: list(values[start:end]) for script in self.runner.alwayson_scripts
+                 for start, end in [self.slices[script.name]]}
+        if selected is not None:
+            start, end = self.slices[selected.name]
+            given[selected.name] = list(values[start:end])
+        return {"selected_script": selected.name if selected else None, "extension_scripts": given}
+
+
+def titles(runner: ScriptRunner) -> list[str]:
+    return [script.title() for script in runner.selectable_scripts]
+
+
+def create(runner: ScriptRunner, chooser: gr.Dropdown | None = None) -> ScriptControls:
+    """Always-on scripts' panels, then a group per dropdown script shown when chosen. Without `chooser`, a
+    Script dropdown is made (txt2img); img2img passes its own, which already lists these titles."""
+    controls = ScriptControls(runner)
+    for script in runner.alwayson_scripts:
+        with gr.Group(elem_id=f"script_{_tab(runner)}_{_slug(script)}", elem_classes=["alwayson-script"]):
+            _add(controls, script)
+    if not runner.selectable_scripts:
+        runner.set_defaults(_defaults(controls), _arg_infos(controls))
+        return controls
+    if chooser is None:
+        chooser = gr.Dropdown([NONE, *titles(runner)], value=NONE, label="Script", elem_id="script_list")
+        controls.chooser = chooser
+    groups = []
+    for script in runner.selectable_scripts:
+        with gr.Group(visible=False, elem_id=f"script_{_tab(runner)}_{_slug(script)}") as group:
+            _add(controls, script)
+        groups.append((script.title(), group))
+    chooser.change(lambda chosen: [gr.update(visible=title == chosen) for title, _ in groups], inputs=[chooser],
+                   outputs=[group for _, group in groups], queue=False, show_progress="hidden",
+                   api_visibility=PRIVATE)
+    runner.set_defaults(_defaults(controls), _arg_infos(controls))
+    return controls
+
+
+def record_defaults(host) -> None:
+    """Each script's default args from its ui(), built off-page (the API without the UI needs them)."""
+    for runner in (host.txt2img, host.img2img):
+        with gr.Blocks(analytics_enabled=False):
+            create(runner)
+
+
+def _add(controls: ScriptControls, script: Script) -> None:
+    start = len(controls.components)
+    try:
+        made = script.ui(controls.runner.is_img2img) or []
+        made = list(made.values()) if isinstance(made, dict) else list(made)
+        controls.components += [item for item in made if isinstance(item, gr.components.Component)]
+    except Exception as error:   # one script's broken ui() must not take the tab down
+        log.exception("Error creating the UI of script %s (%s)", script.title(), script.filename)
+        gr.HTML(f"<p class='script-error'>{html.escape(script.title())}: could not build its controls "
+                f"({html.escape(type(error).__name__)}: {html.escape(str(error))})</p>")
+    controls.slices[script.name] = (start, len(controls.components))
+
+
+def _defaults(controls: ScriptControls) -> dict[str, list]:
+    return {name: [component.value for component in controls.components[start:end]]
+            for name, (start, end) in controls.slices.items()}
+
+
+def _arg_infos(controls: ScriptControls) -> dict[str, list[dict]]:
+    """What /sdapi/v1/script-info shows for each argument (A1111's ScriptArg)."""
+    def info(component) -> dict:
+        choices = getattr(component, "choices", None)
+        return {"label": getattr(component, "label", None), "value": component.value,
+                "minimum": getattr(component, "minimum", None), "maximum": getattr(component, "maximum", None),
+                "step": getattr(component, "step", None),
+                "choices": [choice[0] if isinstance(choice, (list, tuple)) else choice for choice in choices]
+                if choices else None}
+    return {name: [info(component) for component in controls.components[start:end]]
+            for name, (start, end) in controls.slices.items()}
+
+
+def _tab(runner: ScriptRunner) -> str:
+    return "img2img" if runner.is_img2img else "txt2img"
+
+
+def _slug(script: Script) -> str:
+    return "".join(c if c.isalnum() else "_" for c in script.name)

@@ -1,0 +1,249 @@
+"""The Settings tab: every option of the registry by section, a search box, "Apply settings" and "Reload UI".
+
+Each option is drawn from its type, or with the component an extension gave it, under A1111's elem_id
+`setting_<key>`. Apply saves what changed through `services.update_options`, all or nothing. Options shown in
+the quicksettings bar are not repeated here, options without a section are A1111's hidden ones, and with
+--hide-ui-dir-config the folder options are left out (as the API leaves them out of GET /options).
+"""
+from __future__ import annotations
+
+import html
+import json
+import logging
+from dataclasses import dataclass
+
+import gradio as gr
+
+from modules.options import OptionInfo
+from modules.ui.common import PRIVATE, message_html, number, slider, tool_button
+
+log = logging.getLogger(__name__)
+
+# Always in the top bar: the extra-network cards, "Send to" and ControlNet switch models through that dropdown.
+TOPBAR_ONLY = {"sd_model_checkpoint"}
+PLAIN, COMMA, JSON = "plain", "comma", "json"   # how a component's value maps to the option's value
+MAX_RADIO_CHOICES = 5
+
+
+def dynamic_choices(services, key: str) -> list | None:
+    """Choices that come from the server's state rather than from the option's definition."""
+    if key == "sd_vae":
+        choices = services.networks.vaes.choices()
+        value = services.options.sd_vae
+        return choices if value in choices else [*choices, value]   # a file that went away is still shown
+    if key == "upscaler_for_img2img":
+        return services.upscalers.names()
+    if key == "quicksettings_list":
+        return list(services.options.infos())
+    return None
+
+
+def to_component(codec: str, value):
+    """An option's value as its component shows it."""
+    if codec == COMMA:
+        return ", ".join(value or [])
+    if codec == JSON:
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    return value
+
+
+def from_component(codec: str, info: OptionInfo, key: str, value):
+    """A component's value as the option's value (validated later by the options); ValueError names the key."""
+    if codec == COMMA:
+        return [item.strip() for item in (value or "").split(",") if item.strip()]
+    if codec == JSON:
+        text = (value or "").strip()
+        if not text and info.default is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            if isinstance(info.default, dict):
+                raise ValueError(f"{key}: not valid JSON: {text[:80]!r}") from None
+            return text   # an option of unknown type: plain text is a string
+    if type(info.default) in (int, float):
+        return number(value, type(info.default))
+    return value
+
+
+def _typed_component(services, key: str, info: OptionInfo, value, common: dict):
+    """The component for an option without one of its own, and its codec."""
+    kind = type(info.default)
+    args = info.ui_args()
+    choices, minimum, maximum = info.bounds()
+    dynamic = dynamic_choices(services, key)
+    if kind is bool:
+        return gr.Checkbox(value=bool(value), **common), PLAIN
+    if kind is list:
+        if dynamic is not None or choices is not None:
+            return gr.Dropdown(choices=list(dynamic or choices), value=value, multiselect=True,
+                               allow_custom_value=dynamic is not None, **common), PLAIN
+        return gr.Textbox(value=to_component(COMMA, value), info="separated by commas", **common), COMMA
+    if dynamic is not None or choices is not None:
+        listed = list(dynamic or choices)
+        if dynamic is None and len(listed) <= MAX_RADIO_CHOICES:
+            return gr.Radio(choices=listed, value=value, **common), PLAIN
+        return gr.Dropdown(choices=listed, value=value, allow_custom_value=dynamic is not None, **common), PLAIN
+    if kind in (int, float):
+        if minimum is not None and maximum is not None:
+            step = args.get("step") or (1 if kind is int else 0.01)
+            return slider(minimum=minimum, maximum=maximum, step=step, value=value, **common), PLAIN
+        return gr.Number(value=value, precision=0 if kind is int else None, **common), PLAIN
+    if kind is str:
+        return gr.Textbox(value=value, **common), PLAIN
+    return gr.Textbox(value=to_component(JSON, value), lines=4 if kind is dict else 1,
+                      info="JSON" if kind is dict else None, **common), JSON
+
+
+def setting_component(services, key: str, info: OptionInfo):
+    """(component, codec) for one option, showing its saved value; frozen options cannot be edited."""
+    value = services.options.get(key)
+    common = {"label": info.label or key, "elem_id": f"setting_{key}",
+              "interactive": services.options.frozen_reason(key) is None}
+    if info.component is not None:
+        try:
+            return info.component(**{"value": value, **info.ui_args(), **common}), PLAIN
+        except Exception as error:  # noqa: BLE001 - an extension's component must not break the page
+            log.warning("setting %s: its component %r failed (%s); showing it by its type", key, info.component,
+                        error)
+    return _typed_component(services, key, info, value, common)
+
+
+def shown_keys(services) -> dict[str, list[str]]:
+    """Section id → the keys the tab shows there, in the sections' order."""
+    options, hide_dirs = services.options, bool(getattr(services.args, "hide_ui_dir_config", False))
+    quick = set(options.quicksettings_list or []) | TOPBAR_ONLY
+    infos = options.infos()
+    shown: dict[str, list[str]] = {section: [] for section, _ in options.sections()}
+    for key, info in infos.items():
+        if not info.section or key in quick or (hide_dirs and (info.section == "saving-paths" or info.restrict_api)):
+            continue
+        shown[info.section].append(key)
+    return {section: keys for section, keys in shown.items() if keys}
+
+
+def matching_keys(services, keys, query: str) -> list[str]:
+    """The keys whose label, key or section title contain the query (case-insensitive); all of them when empty."""
+    query = (query or "").strip().lower()
+    options = services.options
+    infos = options.infos()
+
+    def text(key: str) -> str:
+        return f"{infos[key].label} {key} {options.section_title(infos[key].section)}".lower()
+
+    return [key for key in keys if query in text(key)]
+
+
+def apply_settings(services, codecs: dict[str, str], values: dict) -> str:
+    """Save the options whose value differs from the saved one; the result line (HTML) says which, or why
+    nothing was saved."""
+    options = services.options
+    infos, saved = options.infos(), options.as_dict()
+    changes = {}
+    try:
+        for key, value in values.items():
+            new = from_component(codecs[key], infos[key], key, value)
+            if new != saved.get(key):
+                changes[key] = new
+        if changes:
+            services.update_options(changes, from_api=False)
+    except ValueError as error:
+        return message_html(f"Nothing saved. {error}", "warning")
+    log.info("settings changed: %s", ", ".join(changes) or "none")
+    return message_html(f"{len(changes)} settings changed{': ' if changes else ''}{', '.join(changes)}.")
+
+
+@dataclass
+class SettingsTab:
+    codecs: dict[str, str]           # key → how its component's value maps to the option's value
+    components: dict[str, gr.components.Component]
+    sections: dict[str, gr.Column]
+
+
+def _comment_html(services, key: str, info: OptionInfo) -> str:
+    """The notes under an option: its comments (HTML by A1111's design: links and notes from the option's
+    definition, never from users) and why it cannot be changed, if frozen."""
+    frozen = services.options.frozen_reason(key)
+    parts = [info.comment_before, info.comment_after,
+             f"<span class='info'>(cannot be changed: {html.escape(frozen)})</span>" if frozen else ""]
+    return " ".join(part for part in parts if part)
+
+
+def _refresh_button(key: str, info: OptionInfo, component) -> None:
+    """A1111's 🔄 next to an option with `refresh`: run it, then re-read the component's arguments."""
+    def refresh():
+        info.refresh()
+        return gr.update(**info.ui_args())
+
+    tool_button("🔄", f"refresh_{key}").click(refresh, outputs=[component], show_progress="hidden",
+                                             api_visibility=PRIVATE)
+
+
+def create_tab(services, demo: gr.Blocks) -> SettingsTab:
+    options = services.options
+    infos = options.infos()
+    by_section = shown_keys(services)
+    titles = {section: options.section_title(section) for section in by_section}
+    first = next(iter(by_section), None)
+    codecs, components, sections, items = {}, {}, {}, {}
+    with gr.Row(elem_id="settings"):
+        with gr.Column(scale=0, min_width=220):
+            search = gr.Textbox(placeholder="Search...", show_label=False, elem_id="settings_search", max_lines=1)
+            section_list = gr.Radio(choices=[(titles[section], section) for section in by_section], value=first,
+                                    show_label=False, elem_id="settings_sections")
+        with gr.Column(scale=1):
+            with gr.Row():
+                submit = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
+                reload_ui = gr.Button("Reload UI", elem_id="settings_restart_gradio")
+            result = gr.HTML(elem_id="settings_result", js_on_load=None)
+            nothing = gr.HTML(message_html("No setting matches the search."), visible=False,
+                              elem_id="settings_search_empty", js_on_load=None)
+            for section, keys in by_section.items():
+                with gr.Column(visible=section == first, elem_id=f"settings_{section}") as sections[section]:
+                    gr.HTML(f"<h2>{html.escape(titles[section])}</h2>", js_on_load=None)
+                    for key in keys:
+                        info = infos[key]
+                        with gr.Column(elem_classes=["settings-item"]) as items[key]:
+                            with gr.Row(equal_height=False):
+                                components[key], codecs[key] = setting_component(services, key, info)
+                                if info.refresh is not None:
+                                    _refresh_button(key, info, components[key])
+                            comment = _comment_html(services, key, info)
+                            if comment:
+                                gr.HTML(comment, elem_classes=["settings-comment"], js_on_load=None)
+
+    keys = list(components)
+
+    def show(query: str, section: str):
+        matched = set(matching_keys(services, keys, query))
+        searching = bool((query or "").strip())
+        updates = [gr.update(visible=not searching or key in matched) for key in keys]
+        updates += [gr.update(visible=any(key in matched for key in by_section[name]) if searching
+                              else name == section) for name in sections]
+        return [gr.update(visible=searching and not matched), *updates]
+
+    visibility = [nothing, *(items[key] for key in keys), *sections.values()]
+    search.change(show, inputs=[search, section_list], outputs=visibility, trigger_mode="always_last",
+                  show_progress="hidden", api_visibility=PRIVATE)
+    section_list.input(lambda section: ["", *show("", section)], inputs=[section_list], outputs=[search, *visibility],
+                       show_progress="hidden", api_visibility=PRIVATE)
+
+    def apply(*values):
+        return apply_settings(services, codecs, dict(zip(keys, values)))
+
+    submit.click(apply, inputs=[components[key] for key in keys], outputs=[result], api_visibility=PRIVATE)
+    reload_ui.click(None, js="() => { window.location.reload(); }", api_visibility=PRIVATE)
+
+    def saved_values():
+        """The values as saved now (they change through the API and the top bar too), on each page load."""
+        values = []
+        for key in keys:
+            shown = to_component(codecs[key], options.get(key))
+            dynamic = dynamic_choices(services, key) if infos[key].component is None else None
+            values.append(gr.update(value=shown) if dynamic is None else gr.update(value=shown, choices=dynamic))
+        return values
+
+    if keys:
+        demo.load(saved_values, outputs=[components[key] for key in keys], show_progress="hidden",
+                  api_visibility=PRIVATE)
+    return SettingsTab(codecs=codecs, components=components, sections=sections)
