@@ -81,8 +81,15 @@ def ensure_chromium() -> None:
 
 # A1111's helpers that extensions' install.py files call (`import launch; launch.is_installed(...)`).
 def is_installed(package: str) -> bool:
+    """A distribution name ("opencv-python") or an importable module name ("cv2")."""
+    import importlib.metadata
     import importlib.util
 
+    try:
+        importlib.metadata.distribution(package)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        pass
     try:
         return importlib.util.find_spec(package) is not None
     except (ImportError, ValueError):

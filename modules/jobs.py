@@ -127,6 +127,10 @@ class JobQueue:
             self._cond.notify_all()
             return job
 
+    def on_worker(self) -> bool:
+        """True when called from inside a running job (the worker thread)."""
+        return threading.current_thread() is self._worker
+
     def get(self, job_id: str) -> Job | None:
         with self._cond:
             return self._jobs.get(job_id)

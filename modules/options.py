@@ -260,9 +260,11 @@ OPTIONS: dict[str, OptionInfo] = {
     "control_net_detectedmap_dir": OptionInfo("outputs/detected_maps", "Directory for detected maps auto saving",
                                               "control_net", restrict_api=True),
     # Hidden (no section): the Extensions tab writes them
-    "disabled_extensions": OptionInfo([], "Disable these extensions"),
+    # Which extensions run code at start: changed in the Extensions tab (which refuses it when the server is
+    # reachable from the network), never through the API, where that check would be bypassed.
+    "disabled_extensions": OptionInfo([], "Disable these extensions", restrict_api=True),
     "disable_all_extensions": OptionInfo("none", "Disable all extensions (preserves the list of disabled extensions)",
-                                         choices=("none", "extra", "all")),
+                                         choices=("none", "extra", "all"), restrict_api=True),
 }
 
 

@@ -35,7 +35,7 @@ from modules.script_loading import ScriptHost
 # A1111's processing API for scripts and extensions (`from modules.processing import process_images, ...`)
 from modules.script_processing import (Processed, StableDiffusionProcessing,  # noqa: F401  (re-exported)
                                        StableDiffusionProcessingImg2Img, StableDiffusionProcessingTxt2Img,
-                                       process_images)
+                                       fix_seed, get_fixed_seed, process_images)
 from modules.upscalers import upscale_latents
 from modules.version import INFOTEXT_VERSION
 
@@ -479,13 +479,15 @@ class Generator:
                         latents = self._hires_pass(model, request, hires, latents, job, encoder, prepared,
                                                    seed_noise, batch_seeds, refiner, hires_controls)
                     decoded = sampling.decode(pipe, latents, nan_check=self.manager.devices.nan_check)
-                if hooks is not None:
+                if hooks is not None:   # scripts may drop or add images: seeds follow (an added image gets the last)
                     decoded = hooks.after_batch(decoded, batch_index)
+                    batch_seeds = (batch_seeds + batch_seeds[-1:] * len(decoded))[:len(decoded)]
+                    batch_subseeds = (batch_subseeds + batch_subseeds[-1:] * len(decoded))[:len(decoded)]
                 extra = {**img2img.infotext_params(request), **(hires.infotext(request) if hires else {}),
                          **self._refiner_params(request, refiner), **(extra_params or {}),
                          **controlnet_plan.infotext_params(controls, hires is not None)}
                 for index, image in enumerate(decoded):
-                    if inputs is not None:
+                    if inputs is not None and index < request.batch_size:
                         image = img2img.finish(image, inputs, first + index)
                     if hooks is not None:
                         image = hooks.postprocess_image(image)

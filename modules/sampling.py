@@ -186,7 +186,7 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, live_previews: bo
         elif done < runs and not plan.composable and plan.changes_at(done):
             step_conditioning(pipeline, done, callback_kwargs)
         if callbacks is not None and callbacks.has("cfg_after_cfg"):
-            after = AfterCFGCallbackParams(callback_kwargs["latents"], index, total)
+            after = AfterCFGCallbackParams(callback_kwargs["latents"], progress_offset + index, total)
             callbacks.fire("cfg_after_cfg", after)
             callback_kwargs["latents"] = after.x
         return callback_kwargs

@@ -33,8 +33,8 @@ CALLBACK_NAMES = (
 class ImageSaveParams:
     image: Any            # PIL image; a before_image_saved callback may replace it
     p: Any                # the StableDiffusionProcessing, or None outside a generation
-    filename: str         # where it is written (after saving: where it was written)
-    pnginfo: dict         # {"parameters": infotext}; callbacks may add text chunks
+    filename: str         # before saving: the folder (the file is named when written); after: the file
+    pnginfo: dict         # {"parameters": infotext}: the one text chunk written
 
 
 @dataclass
@@ -83,27 +83,32 @@ class ScriptCallback:
 
 
 class CallbackRegistry:
-    """Every registered callback by kind, in registration order (metadata.ini may reorder them)."""
+    """Every registered callback by kind, in load order, then as extensions' metadata.ini orders them."""
 
     def __init__(self):
         self._callbacks: dict[str, list[ScriptCallback]] = {name: [] for name in CALLBACK_NAMES}
         self.loading_script = ""      # the script file being imported, recorded with its callbacks
+        self.loading_extension = ""   # its extension's canonical name ("base" for the project's scripts)
 
     def add(self, kind: str, callback: Callable, name: str | None = None) -> None:
+        """A1111's names, which metadata.ini's [callbacks/<name>] sections order: <extension>/<file>/<kind>[/name],
+        with -1, -2, ... when taken."""
         if not callable(callback):
             raise TypeError(f"on_{kind}: {callback!r} is not callable")
         script = self.loading_script or _caller_file()
-        unique = name or f"{os.path.basename(script)}/{kind}/{getattr(callback, '__name__', 'callback')}"
+        base = f"{self.loading_extension or 'base'}/{os.path.basename(script)}/{kind}" + (f"/{name}" if name else "")
+        taken = {item.name for item in self._callbacks[kind]}
+        unique = next(candidate for candidate in (base, *(f"{base}-{i}" for i in range(1, 1000)))
+                      if candidate not in taken)
         self._callbacks[kind].append(ScriptCallback(script, callback, unique))
 
     def callbacks(self, kind: str) -> list[ScriptCallback]:
         return list(self._callbacks[kind])
 
     def reorder(self, kind: str, order: list[str]) -> None:
-        """Put the callbacks of `kind` in the order of their names in `order` (names not in it keep their place
-        after those that are)."""
+        """Put the callbacks of `kind` in the order of their names in `order` (a permutation of them)."""
         rank = {name: index for index, name in enumerate(order)}
-        self._callbacks[kind].sort(key=lambda item: rank.get(item.name, len(rank)))
+        self._callbacks[kind].sort(key=lambda item: rank[item.name])
 
     def remove_script(self, script: str) -> None:
         for kind in CALLBACK_NAMES:

@@ -11,6 +11,7 @@ works); `Script` subclasses defined in it are instantiated once per tab.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import sys
 import traceback
@@ -49,6 +50,7 @@ class ScriptHost:
     javascript: list[Path] = field(default_factory=list)     # extensions' javascript/*.js, in load order
     stylesheets: list[Path] = field(default_factory=list)    # extensions' style.css
     loaded: bool = False
+    registered: set = field(default_factory=set)   # (file, class name) of every Script class instantiated
 
     def runner(self, is_img2img: bool) -> ScriptRunner:
         return self.img2img if is_img2img else self.txt2img
@@ -75,6 +77,7 @@ def load(host: ScriptHost, builtin_scripts: Path, extensions: list) -> ScriptHos
     script_callbacks.use_registry(host.callbacks)
     for script_file in _ordered(files):
         _load_file(host, script_file)
+    _order_callbacks(host.callbacks, usable)
     for extension in usable:
         host.javascript += sorted((extension.path / "javascript").glob("*.js"))
         if (extension.path / "style.css").is_file():
@@ -134,6 +137,23 @@ def _ordered(files: list[ScriptFile]) -> list[ScriptFile]:
     return [by_key[key] for key in topological_sort([item.key for item in files], after)]
 
 
+def _order_callbacks(callbacks: CallbackRegistry, extensions: list) -> None:
+    """metadata.ini's `[callbacks/<callback name>] Before= / After=` (any extension may order any callback)."""
+    for kind in script_callbacks.CALLBACK_NAMES:
+        names = [item.name for item in callbacks.callbacks(kind)]
+        if len(names) < 2:
+            continue
+        after: dict[str, set[str]] = {name: set() for name in names}
+        for extension in extensions:
+            for name in names:
+                before_these, after_these = extension.metadata.callback_order(name)
+                after[name].update(other for other in after_these if other in after and other != name)
+                for other in before_these:
+                    if other in after and other != name:
+                        after[other].add(name)
+        callbacks.reorder(kind, topological_sort(names, after))
+
+
 def topological_sort(keys: list[str], after: dict[str, set[str]]) -> list[str]:
     """`keys` in their order, except that each comes after the keys in `after[key]`; cycles are broken by
     keeping the original order (a misconfigured metadata.ini must not stop loading)."""
@@ -159,6 +179,8 @@ def topological_sort(keys: list[str], after: dict[str, set[str]]) -> list[str]:
 def _load_file(host: ScriptHost, script_file: ScriptFile) -> None:
     owner = script_file.extension.name if script_file.extension is not None else "scripts"
     host.callbacks.loading_script = str(script_file.path)
+    host.callbacks.loading_extension = (script_file.extension.metadata.canonical_name
+                                        if script_file.extension is not None else "base")
     scripts._loading_basedir = str(script_file.basedir)
     saved_path = list(sys.path)
     sys.path.insert(0, str(script_file.basedir))
@@ -166,8 +188,12 @@ def _load_file(host: ScriptHost, script_file: ScriptFile) -> None:
         module = _import(script_file)
         classes = [value for value in vars(module).values()
                    if isinstance(value, type) and issubclass(value, Script) and value is not Script
-                   and value.__module__ == module.__name__]
+                   and _defined_under(value, script_file.basedir)]
         for cls in classes:
+            origin = (inspect.getfile(cls), cls.__qualname__)   # one class imported by two files: once
+            if origin in host.registered:
+                continue
+            host.registered.add(origin)
             for runner in (host.txt2img, host.img2img):
                 script = cls()
                 script.filename = str(script_file.path)
@@ -186,7 +212,16 @@ def _load_file(host: ScriptHost, script_file: ScriptFile) -> None:
     finally:
         sys.path[:] = saved_path
         scripts._loading_basedir = ""
-        host.callbacks.loading_script = ""
+        host.callbacks.loading_script = host.callbacks.loading_extension = ""
+
+
+def _defined_under(cls: type, folder: Path) -> bool:
+    """Whether a class comes from this extension's own files (defined in the script or imported from its
+    package, as A1111 registers them), not from another extension or the project's base class."""
+    try:
+        return Path(inspect.getfile(cls)).resolve().is_relative_to(folder.resolve())
+    except (TypeError, OSError):
+        return False
 
 
 def _import(script_file: ScriptFile):

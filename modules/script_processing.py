@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from typing import Any
 
 from PIL import Image
@@ -19,6 +20,8 @@ from PIL import Image
 from modules import noise
 from modules.jobs import Job, JobError
 from modules.scripts import PostprocessBatchListArgs, PostprocessImageArgs, ScriptRunner
+
+log = logging.getLogger(__name__)
 
 # override_settings keys that are request fields (as in the API)
 OVERRIDE_FIELDS = {"sd_model_checkpoint": "checkpoint", "CLIP_stop_at_last_layers": "clip_skip", "sd_vae": "vae"}
@@ -258,7 +261,8 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
     request = p.to_request()
     p.sd_model = p._generator.load(request.checkpoint, remember=False)
     with p._generator.options.overridden(request.option_overrides):   # p.override_settings, for this call only
-        result = p._generator.generate(request, p._job, extra_params=dict(p.extra_generation_params),
+        # the live dict: what process_batch hooks add still reaches the infotext
+        result = p._generator.generate(request, p._job, extra_params=p.extra_generation_params,
                                        hooks=ScriptHooks(p))
     processed = Processed.from_result(p, result)
     if runner is not None:
@@ -293,16 +297,32 @@ def run_with_scripts(generator, request, job: Job, runner: ScriptRunner):
     given = request.extension_scripts
     args_by_name = {script.name: runner.args_for(script, given.get(script.name)) for script in runner.scripts}
     p = processing_for(request, generator, job, runner, runner.flat_args(selected, args_by_name))
+    p.sd_model = generator.load(request.checkpoint, remember=False)   # scripts read it from setup() on
     runner.setup(p)
     processed = None
     if selected is not None:
-        processed = selected.run(p, *p.script_args[selected.args_from:selected.args_to])
+        try:
+            processed = selected.run(p, *p.script_args[selected.args_from:selected.args_to])
+        except JobError:
+            raise
+        except Exception as error:   # the script's bug: say whose, keep the traceback in the log
+            log.exception("script %s failed", selected.title())
+            raise JobError(f"script {selected.title()!r} failed: {type(error).__name__}: {error}",
+                           status=500) from None
         if processed is not None and not isinstance(processed, Processed):
             raise JobError(f"script {selected.title()!r} returned {type(processed).__name__}, not Processed",
                            status=500)
     if processed is None:
         processed = process_images(p)
-    if not processed.images:
-        raise JobError(f"script {selected.title() if selected else ''!r} produced no image", status=500) \
-            if not job.interrupted else JobError("interrupted before any image was finished", status=409)
     return processed.to_result(request)
+
+
+def get_fixed_seed(seed: int | None) -> int:
+    """A1111's helper: -1 (or None) becomes a random seed."""
+    return noise.resolve_seed(-1 if seed is None else int(seed))
+
+
+def fix_seed(p: StableDiffusionProcessing) -> None:
+    """A1111's helper: make p.seed and p.subseed concrete."""
+    p.seed = get_fixed_seed(p.seed)
+    p.subseed = get_fixed_seed(p.subseed)

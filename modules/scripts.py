@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,23 @@ class PostprocessImageArgs:
 @dataclass
 class PostprocessBatchListArgs:
     images: list         # the batch's PIL images; replace or extend the list
+
+
+# A1111's argument objects of hooks this backend does not call (post_sample, on_mask_blend): importable.
+@dataclass
+class PostSampleArgs:
+    samples: Any
+
+
+@dataclass
+class MaskBlendArgs:
+    current_latent: Any
+    nmask: Any
+    init_latent: Any
+    mask: Any
+    blended_latent: Any
+    denoiser: Any = None
+    sigma: Any = None
 
 
 class Script:
@@ -131,10 +149,25 @@ class Script:
         return ""
 
     def elem_id(self, item_id: str) -> str:
-        """A1111's element id for one of this script's components: script_<tab>_<title>_<item>."""
-        tab = "img2img" if self.is_img2img else "txt2img"
-        title = "".join(c if c.isalnum() or c == "_" else "_" for c in self.title().lower().replace(" ", "_"))
-        return f"script_{tab}_{title}_{item_id}"
+        """A1111's element id for one of this script's components: script_[<tab>_]<title>_<item>, the tab
+        only when the script shows in both tabs alike, the title lower-cased, spaces to _, the rest dropped."""
+        tab = f"{'img2img' if self.is_img2img else 'txt2img'}_" if self.show(True) == self.show(False) else ""
+        title = re.sub(r"[^a-z_0-9]", "", re.sub(r"\s", "_", self.title().lower()))
+        return f"script_{tab}{title}_{item_id}"
+
+    # A1111's per-component hooks: accepted so scripts that register them load; not called here (Gradio 6
+    # builds components without A1111's hook into every component's constructor).
+    def before_component(self, component, **kwargs):
+        pass
+
+    def after_component(self, component, **kwargs):
+        pass
+
+    def on_before_component(self, callback, *, elem_id):
+        pass
+
+    def on_after_component(self, callback, *, elem_id):
+        pass
 
     @property
     def name(self) -> str:
@@ -183,10 +216,11 @@ class ScriptRunner:
             position += count
 
     def args_for(self, script: Script, given: list | None) -> list:
-        """The script's args: its defaults with the given ones over them (ValueError when too many are given)."""
+        """The script's args: its defaults with the given ones over them. More than its ui() has is a
+        ValueError: the extra values would shift into the next script's slice of p.script_args."""
         defaults = self.defaults.get(script.name, [])
         given = list(given or [])
-        if defaults and len(given) > len(defaults):
+        if len(given) > len(defaults):
             raise ValueError(f"{script.name}: takes {len(defaults)} arguments, got {len(given)}")
         return given + defaults[len(given):]
 
@@ -236,3 +270,13 @@ class ScriptRunner:
 
     def before_hr(self, p) -> None:
         self._call("before_hr", p)
+
+
+def __getattr__(name: str):
+    # A1111's module globals for the two tabs' runners, for extensions that reach for them.
+    if name in ("scripts_txt2img", "scripts_img2img"):
+        from modules import shared
+
+        host = shared.services().scripts
+        return host.txt2img if name == "scripts_txt2img" else host.img2img
+    raise AttributeError(f"module 'modules.scripts' has no attribute {name!r}")

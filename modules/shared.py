@@ -77,6 +77,30 @@ class _State:
         job = self._job
         return job.image_index if job else 0
 
+    @job_count.setter
+    def job_count(self, value: int) -> None:
+        self._set("image_count", int(value))
+
+    @job_no.setter
+    def job_no(self, value: int) -> None:
+        self._set("image_index", int(value))
+
+    def nextjob(self) -> None:
+        job = self._job
+        if job is not None:
+            job.image_index += 1
+
+    def begin(self, job: str = "") -> None:
+        """The job queue tracks jobs itself; kept for scripts that call it."""
+
+    def end(self) -> None:
+        """The job queue tracks jobs itself; kept for scripts that call it."""
+
+    def _set(self, name: str, value) -> None:
+        job = self._job
+        if job is not None:
+            setattr(job, name, value)
+
     @property
     def sampling_step(self) -> int:
         job = self._job
@@ -139,8 +163,11 @@ def options_section(section_identifier: tuple, options_dict: dict) -> dict:
 
 
 def run_outside_job(p):
-    """`process_images(p)` called outside a job (an extension's own route): queue it like any request and wait."""
+    """`process_images(p)` on a `p` the job did not give (an extension's own route, or a new `p` made in a hook):
+    inside a job it runs there and then; elsewhere it is queued like any request and waited for."""
     running = services()
+    if running.queue.on_worker():   # queuing from the worker would wait for itself forever
+        return _run_in_job(running, p, running.queue.current)
     job = running.queue.submit("txt2img" if not p.init_images else "img2img",
                                lambda job: _run_in_job(running, p, job))
     job.done.wait()

@@ -99,7 +99,37 @@ def test_bad_script_requests_are_clear_422s(server):
     assert too_many.status_code == 422 and "takes 2 arguments" in too_many.text
     bad_name = server.post("/sdapi/v1/txt2img", json={**SMALL, "script_name": "no such script"})
     assert bad_name.status_code == 422 and "sample dropdown" in bad_name.text
+    no_args = server.post("/sdapi/v1/txt2img", json={**SMALL, "alwayson_scripts": {"bad ui": {"args": [1]}}})
+    assert no_args.status_code == 422 and "takes 0 arguments" in no_args.text   # its ui() failed: nothing to shift
     assert server.get("/sdapi/v1/options").status_code == 200   # and the server keeps serving
+
+
+def test_process_images_on_a_new_p_inside_a_job_runs_there(server):
+    events = events_of(server.services)
+    response = server.post("/sdapi/v1/txt2img", json={
+        "prompt": "a cube", **SMALL, "alwayson_scripts": {"sample always-on": {"args": [True, 1.0]}}})
+    assert response.status_code == 200, response.text
+    assert ("nested", 1) in events
+
+
+def test_elem_ids_are_a1111s():
+    from modules import scripts
+
+    class BothTabs(scripts.Script):
+        def title(self):
+            return "X/Y/Z plot"
+
+    class Img2ImgOnly(scripts.Script):
+        def title(self):
+            return "SD upscale"
+
+        def show(self, is_img2img):
+            return is_img2img
+
+    both, only = BothTabs(), Img2ImgOnly()
+    both.is_img2img = only.is_img2img = True
+    assert both.elem_id("x_type") == "script_img2img_xyz_plot_x_type"
+    assert only.elem_id("overlap") == "script_sd_upscale_overlap"
 
 
 def test_script_info_lists_the_extension_scripts_with_their_args(server):
@@ -146,3 +176,28 @@ def test_builtin_example_extension_appends_its_suffix(server):
     assert response.status_code == 200, response.text
     assert "a cube, golden hour" in response.json()["info"]
     assert "Prompt suffix: golden hour" in decode(response.json()["images"][0]).info["parameters"]
+
+
+def test_metadata_ini_orders_scripts_and_callbacks(tmp_path):
+    from types import SimpleNamespace
+
+    from modules import extensions, script_loading
+
+    for name, before in (("aaa", ""), ("bbb", "[scripts/b.py]\nBefore = a.py\n"
+                                             "[callbacks/bbb/b.py/ui_settings]\nBefore = aaa/a.py/ui_settings\n")):
+        folder = tmp_path / "extensions" / name / "scripts"
+        folder.mkdir(parents=True)
+        letter = name[0]
+        (folder / f"{letter}.py").write_text(
+            "from modules import script_callbacks, scripts\n"
+            f"class S(scripts.Script):\n    def title(self):\n        return {letter!r}\n"
+            "    def show(self, is_img2img):\n        return scripts.AlwaysVisible\n"
+            "script_callbacks.on_ui_settings(lambda: None)\n", encoding="utf-8")
+        (folder.parent / "metadata.ini").write_text(f"[Extension]\nName = {name}\n{before}", encoding="utf-8")
+    paths = SimpleNamespace(extensions=tmp_path / "extensions", extensions_builtin=tmp_path / "none")
+    flags = SimpleNamespace(disable_all_extensions=False, disable_extra_extensions=False)
+    found = extensions.discover(paths, {}, flags)
+    host = script_loading.load(script_loading.ScriptHost(), tmp_path / "no-scripts", found)
+    assert [script.title() for script in host.txt2img.scripts] == ["b", "a"]   # bbb asked to load before a.py
+    assert [item.name for item in host.callbacks.callbacks("ui_settings")] == [
+        "bbb/b.py/ui_settings", "aaa/a.py/ui_settings"]

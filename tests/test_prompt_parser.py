@@ -388,7 +388,9 @@ def test_worst_case_lark_inputs_stay_fast():
             start = time.thread_time()
             result = get_schedules([prompt], 20)[0]
             elapsed = time.thread_time() - start
-            assert elapsed < 1.0, f"{prompt[:40]!r}… took {elapsed:.2f} s"
+            # A guard that let an exponential case through would take minutes; 3 s leaves room for a busy
+            # machine (CPU time still grows under contention: shared caches, frequency).
+            assert elapsed < 3.0, f"{prompt[:40]!r}… took {elapsed:.2f} s"
             assert len(result) >= 2   # within the guards the edit is still honoured
 
 

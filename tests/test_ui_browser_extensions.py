@@ -32,9 +32,9 @@ def test_extension_ui_appears_in_the_page(browser, server):
         page.goto(server.url, wait_until="domcontentloaded")
         page.wait_for_selector("#tab_txt2img", timeout=60_000)
         # always-on script: its accordion and controls in txt2img, with A1111's element ids
-        accordion = page.locator("#script_txt2img_sample_always_on_accordion")
+        accordion = page.locator("#script_txt2img_sample_alwayson_accordion")
         accordion.wait_for(timeout=30_000)
-        page.locator("#script_txt2img_sample_always_on_strength").wait_for(state="visible", timeout=10_000)
+        page.locator("#script_txt2img_sample_alwayson_strength").wait_for(state="visible", timeout=10_000)
         # dropdown script: listed in txt2img's Script dropdown; choosing it shows its controls
         script_list = page.locator("#tab_txt2img #script_list input")
         script_list.click()

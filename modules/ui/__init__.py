@@ -6,6 +6,7 @@ Only tabs that work are shown.
 """
 from __future__ import annotations
 
+import html
 import json
 import logging
 from pathlib import Path
@@ -40,12 +41,8 @@ def create_ui(services, server_control=None) -> gr.Blocks:
                 pnginfo_tab = pnginfo.create_tab()
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
                 merger_tab.create_tab(services, demo=demo, topbar=bar)
-            for blocks, title, elem_id in extension_tabs:   # on_ui_tabs: (gr.Blocks, title, elem_id)
-                if elem_id in RESERVED_TAB_IDS:
-                    log.error("Extension tab %r skipped: its id %r is one of the web UI's own", title, elem_id)
-                    continue
-                with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
-                    blocks.render()
+            for entry in extension_tabs:   # on_ui_tabs: (gr.Blocks, title, elem_id)
+                _extension_tab(entry)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings.create_tab(services, demo=demo)
             with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
@@ -54,6 +51,24 @@ def create_ui(services, server_control=None) -> gr.Blocks:
                         extras=extras_tab, pnginfo=pnginfo_tab)
         ui_config.apply_ui_config(services.paths.ui_config_file, tabs)   # the defaults saved in ui-config.json
     return demo
+
+
+def _extension_tab(entry) -> None:
+    """One extension's tab; a malformed entry or a failing render is logged and left out, the page still builds."""
+    if not (isinstance(entry, (tuple, list)) and len(entry) == 3 and isinstance(entry[0], gr.Blocks)):
+        log.error("on_ui_tabs returned %r, not (gr.Blocks, title, elem_id): skipped", entry)
+        return
+    blocks, title, elem_id = entry
+    if elem_id in RESERVED_TAB_IDS:
+        log.error("Extension tab %r skipped: its id %r is one of the web UI's own", title, elem_id)
+        return
+    with gr.Tab(str(title), id=str(elem_id), elem_id=f"tab_{elem_id}"):
+        try:
+            blocks.render()
+        except Exception as error:
+            log.exception("Extension tab %r could not be shown", title)
+            gr.HTML(f"<p class='script-error'>{html.escape(str(title))}: could not be shown "
+                    f"({html.escape(type(error).__name__)}: {html.escape(str(error))})</p>")
 
 
 def parse_auth(text: str | None) -> list[tuple[str, str]]:
