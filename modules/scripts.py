@@ -268,9 +268,6 @@ class ScriptRunner:
     def postprocess(self, p, processed) -> None:
         self._call("postprocess", p, processed)
 
-    def before_hr(self, p) -> None:
-        self._call("before_hr", p)
-
 
 def __getattr__(name: str):
     # A1111's module globals for the two tabs' runners, for extensions that reach for them.
