@@ -242,6 +242,9 @@ OPTIONS: dict[str, OptionInfo] = {
         ["sd_model_checkpoint", "sd_vae"], "Quicksettings list", "ui",
     ).info("setting entries that appear at the top of page rather than in settings tab").needs_restart(),
     "live_previews_enable": OptionInfo(True, "Show live previews of the created image", "ui"),
+    "show_progress_type": OptionInfo("TAESD", "Live preview method (TAESD needs its decoder in models/VAE-taesd; "
+                                     "without it, and for Approx NN, Approx cheap is used)", "ui",
+                                     choices=("Full", "Approx NN", "Approx cheap", "TAESD")),
     "show_progress_every_n_steps": OptionInfo(10, "Live preview display period (steps)", "ui", minimum=-1,
                                               maximum=32),
     # API (security switches: never changeable through the API itself)

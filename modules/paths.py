@@ -17,6 +17,9 @@ MODEL_FOLDERS = {
     "SD 2.1 and SDXL ones; .safetensors, .pth), single-file diffusers ControlNets, or diffusers folders "
     "(config.json + weights). Each is offered with checkpoints of its family (SD 1.x, SD 2.x, SDXL).\n",
     "hypernetworks": "Hypernetworks (.pt), used with <hypernet:name:weight> in the prompt.\n",
+    "VAE-taesd": "Tiny VAE decoders for fast, full-size live previews (setting show_progress_type: TAESD): "
+    "taesd_decoder.pth (SD 1.x/2.x) and taesdxl_decoder.pth (SDXL), from madebyollin/taesd; .safetensors works "
+    "too. Without them previews use a cheap latent approximation.\n",
     "ESRGAN": "Upscaler models (.pth, .safetensors) for hires fix and Extras: ESRGAN and any other architecture "
     "spandrel loads (Real-ESRGAN, SwinIR, DAT, HAT, ...).\n",
     "RealESRGAN": "Real-ESRGAN upscaler models (.pth, .safetensors), e.g. RealESRGAN_x4plus.pth.\n",

@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from modules import (extra_networks, images, img2img, img2img_scripts, infotext, masking, noise, samplers, sampling,
-                     script_processing)
+from modules import (extra_networks, images, img2img, img2img_scripts, infotext, masking, noise, previews, samplers,
+                     sampling, script_processing)
 from modules.controlnet import plan as controlnet_plan
 from modules.controlnet.units import MAX_UNITS, ControlNetUnit
 from modules.networks import hypernetwork, lora, textual_inversion, vae
@@ -340,7 +340,7 @@ class Generator:
 
     def __init__(self, manager: ModelManager, options: Options, paths: Paths,
                  networks: extra_networks.ExtraNetworks, *, upscalers=None, controlnet=None,
-                 prompt_history: bool = True):
+                 previews: "previews.Previews | None" = None, prompt_history: bool = True):
         self.manager = manager
         self.controlnet = controlnet
         self.networks = networks
@@ -348,6 +348,7 @@ class Generator:
         self.paths = paths
         self.upscalers = upscalers
         self.prompt_history = prompt_history
+        self.previews = previews
         self.scripts = ScriptHost()   # replaced by the loaded one (services.load_scripts)
 
     def load(self, checkpoint: str | None, *, make_current: bool = True, remember: bool = True) -> LoadedModel:
@@ -596,7 +597,6 @@ class Generator:
     def _run_pass(self, model: LoadedModel, step: sampling.Pass, job: Job, refiner: "_Refiner | None",
                   prepared) -> torch.Tensor:
         """One pass; with a refiner, the base stops at "switch at" and the refiner does the remaining steps."""
-        live = bool(self.options.live_previews_enable)
         every = int(self.options.show_progress_every_n_steps)
         runs = step.runs_steps
         if runs < 1:   # denoising strength 0: nothing to denoise, the image stays as it is
@@ -604,11 +604,11 @@ class Generator:
         # The base does at least one step, so there is always something for the refiner to continue from.
         switch = max(1, int(runs * refiner.switch_at)) if refiner is not None else runs
         if refiner is None or switch >= runs:
-            return sampling.denoise(model, model.pipeline, step, job, live_previews=live, preview_every=every,
-                                    callbacks=self.scripts.callbacks)
+            return sampling.denoise(model, model.pipeline, step, job, preview=self._preview(model),
+                                    preview_every=every, callbacks=self.scripts.callbacks)
         step.stop_after = switch
-        latents = sampling.denoise(model, model.pipeline, step, job, live_previews=live, preview_every=every,
-                                   progress_total=runs, callbacks=self.scripts.callbacks)
+        latents = sampling.denoise(model, model.pipeline, step, job, preview=self._preview(model),
+                                   preview_every=every, progress_total=runs, callbacks=self.scripts.callbacks)
         if job.should_stop:
             return latents
         job.textinfo = f"Refiner: {refiner.model.info.name}"
@@ -619,9 +619,18 @@ class Generator:
             init_latents=step.init_latents if step.init_latents is not None else latents, start_latents=latents,
             masked_image_latents=None, strength=sampling.strength_for_remaining(remaining, step.steps),
             stop_after=None, controls=[])   # ControlNets fit the base model's UNet, not the refiner's
-        return sampling.denoise(refiner.model, refiner.model.pipeline, refined, job, live_previews=live,
-                                preview_every=every, progress_offset=switch, progress_total=runs,
-                                callbacks=self.scripts.callbacks)
+        return sampling.denoise(refiner.model, refiner.model.pipeline, refined, job,
+                                preview=self._preview(refiner.model), preview_every=every, progress_offset=switch,
+                                progress_total=runs, callbacks=self.scripts.callbacks)
+
+    def _preview(self, model: LoadedModel):
+        """The live-preview maker for a pass on `model` (show_progress_type), or None when previews are off."""
+        if not self.options.live_previews_enable:
+            return None
+        method = self.options.show_progress_type
+        if self.previews is None:
+            return lambda latents, pipeline: previews.latent_preview(latents[0], model.family)
+        return lambda latents, pipeline: self.previews.image(latents, model.family, method, pipeline)
 
     def _refiner_for(self, request: GenerationRequest, model: LoadedModel) -> "_Refiner | None":
         if not request.refiner_checkpoint or request.refiner_switch_at >= 1.0:

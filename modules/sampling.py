@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -26,22 +26,6 @@ from modules.script_callbacks import AfterCFGCallbackParams, CallbackRegistry, C
 from modules.unet_forward import replaced_forward
 
 log = logging.getLogger(__name__)
-
-# Cheap latent → RGB previews (A1111's "Approx cheap" coefficients).
-_PREVIEW_COEFFICIENTS = {
-    "sd": torch.tensor([[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264],
-                        [-0.184, -0.271, -0.473]]),
-    "sdxl": torch.tensor([[0.3448, 0.4168, 0.4395], [-0.1953, -0.0290, 0.0250], [0.1074, 0.0886, -0.0163],
-                          [-0.3730, -0.2499, -0.2088]]),
-}
-
-
-def latent_preview(latent: torch.Tensor, family: str) -> Image.Image:
-    coefficients = _PREVIEW_COEFFICIENTS["sdxl" if family.startswith("sdxl") else "sd"]
-    rgb = torch.einsum("lhw,lr->hwr", latent[:4].float().cpu(), coefficients)
-    array = ((rgb + 1) * 127.5).clamp(0, 255).byte().numpy()
-    return Image.fromarray(array)
-
 
 @contextlib.contextmanager
 def circular_padding(modules: list[torch.nn.Module], enabled: bool):
@@ -111,10 +95,11 @@ def strength_for_remaining(remaining: int, steps: int) -> float:
     return min(1.0, (remaining + 0.5) / steps)   # int(steps * strength) == remaining, safe from float error
 
 
-def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, live_previews: bool, preview_every: int,
+def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, preview: Callable | None, preview_every: int,
             progress_offset: int = 0, progress_total: int | None = None,
             callbacks: CallbackRegistry | None = None) -> torch.Tensor:
     """Run one pass; returns latents. `pipe` is the model's txt2img pipeline (image passes derive theirs);
+    `preview(latents, pipeline)` makes the live preview every `preview_every` steps (None: no previews);
     `callbacks` holds extensions' cfg_denoiser / cfg_denoised / cfg_after_cfg callbacks."""
     image_pass = step.init_latents is not None or step.start_latents is not None
     if image_pass:
@@ -179,8 +164,8 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, live_previews: bo
         done = index + 1
         current["step"] = done
         job.set_progress(progress_offset + done, total)
-        if live_previews and preview_every > 0 and done % preview_every == 0:
-            job.set_preview(latent_preview(callback_kwargs["latents"][0], model.family))
+        if preview is not None and preview_every > 0 and done % preview_every == 0:
+            job.set_preview(preview(callback_kwargs["latents"], pipeline))
         if job.should_stop or (step.stop_after is not None and done >= step.stop_after):
             pipeline._interrupt = True   # diffusers skips the remaining steps; what we have is returned
         elif done < runs and not plan.composable and plan.changes_at(done):

@@ -24,6 +24,7 @@ from modules.models.registry import CheckpointRegistry, HashCache
 from modules.options import Options, comma_list
 from modules.paths import Paths
 from modules.face_restoration import FaceRestorers
+from modules.previews import Previews
 from modules.processing import GenerationRequest, Generator
 from modules.script_loading import ScriptHost
 from modules.upscalers import Upscalers
@@ -214,6 +215,7 @@ def create(args: argparse.Namespace | None = None) -> Services:
                                size=lambda: int(options.control_net_model_cache_size)),
         preprocessors=Preprocessors(paths.annotators, device_config.device))
     generator = Generator(manager, options, paths, networks, upscalers=upscalers, controlnet=controlnet,
+                          previews=Previews(paths.models / "VAE-taesd", device_config.device, device_config.dtype),
                           prompt_history=not args.no_prompt_history)
     manager.on_loaded = lambda model: generator.scripts.callbacks.model_loaded(model)
     return Services(args=args, paths=paths, options=options, devices=device_config, registry=registry,

@@ -1,0 +1,89 @@
+"""Live previews: TAESD decoders from models/VAE-taesd (either layout, read safely), full-size previews while
+sampling, and the latent approximation when the file is missing or unusable."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+
+from modules import cmd_args, previews, services as services_module
+from modules.processing import validate_request
+from tests.fixtures.data_dirs import data_dir_with_checkpoints
+from tests.fixtures.tiny_checkpoints import build_tiny_model, write_malicious_pickle
+
+
+def random_decoder(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    decoder = previews.new_decoder()
+    for parameter in decoder.parameters():
+        torch.nn.init.normal_(parameter, std=0.05)
+    return decoder.eval()
+
+
+def original_layout(decoder) -> dict:
+    """madebyollin's taesd_decoder.pth: an nn.Sequential whose index 0 is the parameterless Clamp."""
+    return {f"{int(key.split('.')[1]) + 1}.{key.split('.', 2)[2]}": value.clone()
+            for key, value in decoder.state_dict().items()}
+
+
+LATENTS = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+
+
+@pytest.mark.parametrize("layout", ["original .pth", "diffusers .safetensors"])
+def test_taesd_decoder_files_decode_exactly_like_the_decoder(tmp_path, layout):
+    decoder = random_decoder()
+    if layout == "original .pth":
+        torch.save(original_layout(decoder), tmp_path / "taesd_decoder.pth")
+    else:
+        safetensors.torch.save_file({f"decoder.{k}": v.contiguous() for k, v in decoder.state_dict().items()},
+                                    str(tmp_path / "taesd_decoder.safetensors"))
+    made = previews.Previews(tmp_path, torch.device("cpu"), torch.float32)
+    image = made.image(LATENTS, "sd1", "TAESD")
+    assert image.size == (64, 64)   # full size: 8 pixels per latent
+    with torch.no_grad():
+        expected = decoder(LATENTS[:1])
+    expected = ((expected[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    assert np.array_equal(np.asarray(image), expected)
+    assert made.decoder("sdxl") is None   # no taesdxl_decoder: SDXL previews fall back
+
+
+def test_missing_broken_or_malicious_files_fall_back_to_the_approximation(tmp_path):
+    approx = previews.latent_preview(LATENTS[0], "sd1")
+    assert approx.size == (8, 8)
+    assert np.array_equal(np.asarray(previews.Previews(tmp_path, torch.device("cpu"), torch.float32)
+                                     .image(LATENTS, "sd1", "TAESD")), np.asarray(approx))
+    (tmp_path / "taesd_decoder.pth").write_bytes(b"not a model at all")
+    marker = tmp_path / "pwned"
+    write_malicious_pickle(tmp_path / "taesdxl_decoder.pth", marker)
+    made = previews.Previews(tmp_path, torch.device("cpu"), torch.float32)
+    assert made.image(LATENTS, "sd1", "TAESD").size == (8, 8)
+    assert made.image(LATENTS, "sdxl", "TAESD").size == (8, 8)
+    assert not marker.exists()   # the pickle's payload never ran
+    # another model's weights under the right name are refused, not half-loaded
+    safetensors.torch.save_file({"1.weight": torch.zeros(3, 3)}, str(tmp_path / "taesd_decoder.safetensors"))
+    (tmp_path / "taesd_decoder.pth").unlink()
+    assert previews.Previews(tmp_path, torch.device("cpu"), torch.float32).decoder("sd1") is None
+
+
+def test_generation_shows_full_size_taesd_previews(tmp_path):
+    data = data_dir_with_checkpoints(tmp_path, {"tiny-sd1.safetensors": build_tiny_model("sd1")})
+    (data / "models" / "VAE-taesd").mkdir(parents=True)
+    torch.save(original_layout(random_decoder()), data / "models" / "VAE-taesd" / "taesd_decoder.pth")
+    services = services_module.create(cmd_args.parse_args(["--data-dir", str(data)]))
+    try:
+        services.options.update({"show_progress_every_n_steps": 1}, from_api=False)
+
+        def run(method: str):
+            services.options.update({"show_progress_type": method}, from_api=False)
+            request = validate_request({"prompt": "x", "steps": 2, "width": 64, "height": 64, "seed": 1,
+                                        "save_images": False}, services.registry)
+            job = services.submit_txt2img(request)
+            assert job.done.wait(300) and job.state == "done", job.error
+            return job.preview.size   # the last step's preview, as the UI last showed it
+
+        assert run("TAESD") == (64, 64)
+        assert run("Approx cheap") == (8, 8)
+        assert run("Full") == (64, 64)
+    finally:
+        services.shutdown()
