@@ -149,6 +149,7 @@ def _loopback(generator, request, job: Job, args: dict):
         return start + (final - start) * shape
 
     results = []
+    job.image_count = request.n_iter * loops   # the progress bar covers every loop
     for batch in range(request.n_iter):
         current = list(request.init_images)
         for loop in range(loops):
@@ -202,6 +203,7 @@ def _sd_upscale(generator, request, job: Job, args: dict):
         except ValueError as error:
             raise JobError(f"script_args.overlap: {error}", status=422) from None
         pieces = list(tiles)
+        job.image_count = request.n_iter * len(pieces)   # the progress bar covers every tile
         first_result = None
         for index, tile in enumerate(pieces):
             if job.interrupted:

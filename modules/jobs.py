@@ -50,7 +50,8 @@ class Job:
     step: int = 0
     steps: int = 0
     image_index: int = 0             # which batch (A1111 job_no) is being sampled
-    image_count: int = 1             # number of batches (A1111 job_count)
+    image_count: int = 1             # number of batches (A1111 job_count); a script may announce more
+    batches_done: int = 0            # over every generation in the job (a script's cells, loops)
     preview: Any = None              # PIL image, updated during sampling
     preview_id: int = 0
     textinfo: str = ""

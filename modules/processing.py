@@ -412,7 +412,9 @@ class Generator:
         encoder = self._encoder(model, clip_skip)
         seed = noise.resolve_seed(request.seed)
         subseed = noise.resolve_seed(request.subseed)
-        job.image_count = request.n_iter
+        # Progress counts the job's batches: a script running many generations in one job (X/Y/Z cells, loops)
+        # keeps counting on, up to the total it announced.
+        job.image_count = max(job.image_count, job.batches_done + request.n_iter)
         job.textinfo = "Encoding prompt"
         resize_from = None
         if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0:
@@ -452,8 +454,8 @@ class Generator:
             for batch_index in range(request.n_iter):
                 if job.interrupted:
                     break
-                job.image_index = batch_index
-                job.textinfo = f"Batch {batch_index + 1} of {request.n_iter}"
+                job.image_index = job.batches_done
+                job.textinfo = f"Batch {job.image_index + 1} of {job.image_count}"
                 first = batch_index * request.batch_size
                 batch_seeds = [seed + first + i for i in range(request.batch_size)]
                 batch_subseeds = [subseed + first + i for i in range(request.batch_size)]
@@ -502,6 +504,7 @@ class Generator:
                     infotexts.append(text)
                 seeds += batch_seeds
                 subseeds += batch_subseeds
+                job.batches_done += 1
                 job.consume_skip()
 
         index_of_first = 0

@@ -77,6 +77,7 @@ class Script(scripts.Script):
             cells.append(cell)
 
         job = p._job
+        job.image_count = len(cells) * p.n_iter   # the progress bar covers every image
         results = []
         for index, cell in enumerate(cells, start=1):
             if job.interrupted:

@@ -182,6 +182,7 @@ class Script(scripts.Script):
 
         job = p._job
         results = []
+        job.image_count = sum(int(args.get("n_iter", p.n_iter)) for _, _, args in jobs)   # every line's batches
         for index, (number, line, args) in enumerate(jobs, start=1):
             if job.interrupted:
                 break
@@ -211,10 +212,7 @@ class Script(scripts.Script):
 
 def _line_p(p, args: dict, prompt_position: str):
     """The `p` of one line: the tab's settings with the line's over them."""
-    line_p = copy.copy(p)
-    line_p.styles = list(p.styles)
-    line_p.override_settings = dict(p.override_settings)
-    line_p.extra_generation_params = dict(p.extra_generation_params)
+    line_p = copy.copy(p)   # its lists and dicts are copies too
     for key, value in args.items():
         if key == "sd_model":
             line_p.override_settings["sd_model_checkpoint"] = value

@@ -324,6 +324,7 @@ class Script(scripts.Script):
         cells = {position: self._cell(p, (x, y, z), position, vary)
                  for position in itertools.product(*(range(len(axis.values)) for axis in (x, y, z)))}
         job = p._job
+        job.image_count = count * p.n_iter   # the progress bar covers every cell
         results: dict[tuple, Processed] = {}
         for number, position in enumerate(_order((x, y, z)), start=1):
             if job.interrupted:

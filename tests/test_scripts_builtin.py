@@ -350,3 +350,18 @@ def test_prompts_from_file_bad_line_fails_before_any_image(services, lines, mess
     job = run_script(services, "prompts from file or textbox", [False, False, "start", lines])
     assert job.state == "failed" and message in job.error
     assert len(files(services, "txt2img-images")) == samples
+
+
+def test_xyz_progress_counts_every_cell_not_each_cell_anew(services, monkeypatch):
+    seen = []
+    real = services.generator.generate
+
+    def recording(request, job, **kwargs):
+        result = real(request, job, **kwargs)
+        seen.append((job.image_index, job.image_count))   # what /progress reports as job_no / job_count
+        return result
+
+    monkeypatch.setattr(services.generator, "generate", recording)
+    finished(run_script(services, "x/y/z plot", xyz_args(x=("Steps", "2,3"), y=("CFG Scale", "5,6,7")),
+                        save_images=False))
+    assert seen == [(index, 6) for index in range(6)]
