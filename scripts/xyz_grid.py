@@ -227,6 +227,9 @@ class Script(scripts.Script):
                                      allow_custom_value=True, visible=False, interactive=True)
                 fill = tool_button("\U0001f4d2", elem_id=f"xyz_grid_fill_{axis}_tool_button", visible=False)
             axes.append((kind, text, picked, fill))
+        # pasting a grid's infotext sets the axes again (the Script dropdown follows its "Script" key)
+        self.infotext_fields = [(component, f"{axis} {what}") for axis, (kind, text, _, _) in zip("XYZ", axes)
+                                for component, what in ((kind, "Type"), (text, "Values"))]
 
         with gr.Row(variant="compact", elem_id="axis_options"):
             with gr.Column():

@@ -365,3 +365,24 @@ def test_xyz_progress_counts_every_cell_not_each_cell_anew(services, monkeypatch
     finished(run_script(services, "x/y/z plot", xyz_args(x=("Steps", "2,3"), y=("CFG Scale", "5,6,7")),
                         save_images=False))
     assert seen == [(index, 6) for index in range(6)]
+
+
+def test_pasting_a_grid_infotext_sets_the_script_and_its_axes(services):
+    import gradio as gr
+
+    from modules.infotext import parse_infotext
+    from modules.ui import scripts as scripts_ui
+
+    with gr.Blocks():
+        controls = scripts_ui.create(services.scripts.txt2img)
+    xyz = services.scripts.txt2img.find_selectable("x/y/z plot")
+    start, _ = controls.slices[xyz.name]
+    x_type, x_values, _, y_type = controls.components[start:start + 4]   # its args: X type, X values, ..., Y type
+    updates = controls.paste_updates(parse_infotext(
+        'a cat\nSteps: 2, Seed: 5, Size: 64x64, Script: X/Y/Z plot, X Type: CFG Scale, X Values: "5-7", '
+        'Y Type: Steps, Y Values: "2,3"'))
+    assert updates[controls.chooser] == "X/Y/Z plot"
+    assert updates[x_type] == XYZ_TXT2IMG["CFG Scale"] and updates[x_values] == "5-7"
+    assert updates[y_type] == XYZ_TXT2IMG["Steps"]
+    plain = controls.paste_updates(parse_infotext("a dog\nSteps: 2, Seed: 5, Size: 64x64"))
+    assert plain == {controls.chooser: "None"}   # no Script key: back to None, axes untouched

@@ -460,8 +460,9 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Img2ImgT
                               js=mode_js, trigger_mode="always_last", show_progress="hidden", api_visibility=PRIVATE)
 
     paste_fields = {name: component for name, component in fields.items() if name not in UI_KEYS}
-    top.paste.click(txt2img.paste_handler(services, paste_fields), inputs=[top.prompt],
-                    outputs=list(paste_fields.values()), show_progress="hidden", api_visibility=PRIVATE)
+    top.paste.click(txt2img.paste_handler(services, paste_fields, script_controls), inputs=[top.prompt],
+                    outputs=list(dict.fromkeys([*paste_fields.values(), *script_controls.paste_targets()])),
+                    show_progress="hidden", api_visibility=PRIVATE)
 
     # ------------------------------------------------------------- generation
     names = list(fields)

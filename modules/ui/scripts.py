@@ -28,6 +28,7 @@ class ScriptControls:
     components: list = field(default_factory=list)            # every script's components, in runner order
     slices: dict[str, tuple[int, int]] = field(default_factory=dict)   # script name → its part of components
     chooser: gr.Dropdown | None = None                         # the Script dropdown, when this module made it
+    paste_fields: list = field(default_factory=list)           # (component, infotext key or callable(dict))
 
     def request_fields(self, values: list, chosen: str | None) -> dict:
         """The components' values (and the dropdown's choice, a title) → GenerationRequest fields."""
@@ -38,6 +39,39 @@ class ScriptControls:
             start, end = self.slices[selected.name]
             given[selected.name] = list(values[start:end])
         return {"selected_script": selected.name if selected else None, "extension_scripts": given}
+
+
+    def paste_targets(self) -> list:
+        return list(dict.fromkeys(component for component, _ in self.paste_fields))
+
+    def paste_updates(self, parsed: dict) -> dict:
+        """A1111's paste for scripts: each script's `infotext_fields` [(component, key)] filled from a parsed
+        infotext (`infotext.parse_infotext`); a key may be a callable(parsed) → value. Keys that are absent,
+        and values a component cannot take, leave it unchanged."""
+        updates = {}
+        for component, key in self.paste_fields:
+            try:
+                value = key(parsed) if callable(key) else parsed.get(key)
+                if value is not None:
+                    updates[component] = _as_component_value(component, value)
+            except (TypeError, ValueError, KeyError) as error:
+                log.warning("paste: %s: %s", getattr(component, "label", component), error)
+        return updates
+
+
+def _as_component_value(component, value):
+    """An infotext string as the component takes it (numbers, ticks, a dropdown's value for its label)."""
+    if isinstance(value, str):
+        if isinstance(component, (gr.Slider, gr.Number)):
+            number = float(value)
+            return int(number) if number.is_integer() and getattr(component, "precision", None) == 0 else number
+        if isinstance(component, gr.Checkbox):
+            return value.strip().lower() == "true"
+        if isinstance(component, (gr.Dropdown, gr.Radio)):
+            for choice in component.choices or []:
+                if isinstance(choice, (list, tuple)) and choice[0] == value:
+                    return choice[1]
+    return value
 
 
 def titles(runner: ScriptRunner) -> list[str]:
@@ -57,6 +91,10 @@ def create(runner: ScriptRunner, chooser: gr.Dropdown | None = None) -> ScriptCo
     if chooser is None:
         chooser = gr.Dropdown([NONE, *titles(runner)], value=NONE, label="Script", elem_id="script_list")
         controls.chooser = chooser
+    # A1111: a pasted infotext picks the script it names (its own fields fill that script's controls)
+    named = [choice[0] if isinstance(choice, (list, tuple)) else choice for choice in chooser.choices]
+    controls.paste_fields.append((chooser, lambda parsed: parsed["Script"] if parsed.get("Script") in named
+                                  else NONE))
     groups = []
     for script in runner.selectable_scripts:
         with gr.Group(visible=False, elem_id=f"script_{_tab(runner)}_{_slug(script)}") as group:
@@ -82,6 +120,8 @@ def _add(controls: ScriptControls, script: Script) -> None:
         made = script.ui(controls.runner.is_img2img) or []
         made = list(made.values()) if isinstance(made, dict) else list(made)
         controls.components += [item for item in made if isinstance(item, gr.components.Component)]
+        controls.paste_fields += [(component, key) for component, key in (script.infotext_fields or [])
+                                  if isinstance(component, gr.components.Component)]
     except Exception as error:   # one script's broken ui() must not take the tab down
         log.exception("Error creating the UI of script %s (%s)", script.title(), script.filename)
         gr.HTML(f"<p class='script-error'>{html.escape(script.title())}: could not build its controls "

@@ -14,11 +14,11 @@ from typing import Any, Callable, Iterable
 import gradio as gr
 from pydantic import ValidationError
 
-from modules import samplers
+from modules import infotext, samplers
 from modules.jobs import Job, QueueFull
 from modules.processing import validate_request
-from modules.ui import controlnet, extra_networks, paste, progress, styles
 from modules.script_callbacks import BeforeTokenCounterParams
+from modules.ui import controlnet, extra_networks, paste, progress, styles
 from modules.ui import scripts as scripts_ui
 from modules.ui.common import PRIVATE, escape_multiline, number, slider, token_counter_text, tool_button
 from modules.ui.output import (OutputPanel, create_output_panel, error_html, generation_state, infotext_html,
@@ -374,8 +374,10 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Txt2ImgT
 
     swap.click(None, inputs=[width, height], outputs=[width, height], js="(w, h) => [h, w]")
     seed_row.connect(output)
-    top.paste.click(paste_handler(services, fields), inputs=[top.prompt], outputs=list(fields.values()),
-                    show_progress="hidden", api_visibility=PRIVATE)
+    top.paste.click(paste_handler(services, fields, script_controls), inputs=[top.prompt],
+                    outputs=list(dict.fromkeys([*fields.values(), *script_controls.paste_targets()])),
+                    show_progress="hidden",
+                    api_visibility=PRIVATE)
 
     names = list(fields)
     chooser = [script_controls.chooser] if script_controls.chooser is not None else []
@@ -521,7 +523,9 @@ def pasted_values(services, parsed: dict) -> dict[str, Any]:
     return values
 
 
-def paste_handler(services, fields: dict):
+def paste_handler(services, fields: dict, script_controls=None):
+    """The ↙️ button: the prompt box's infotext (or the last generation's) into the tab's fields and, with
+    `script_controls`, into the scripts' controls that declare `infotext_fields`."""
     def handler(prompt_text: str):
         try:
             text = paste.infotext_source(prompt_text, services.paths.params_file)
@@ -544,6 +548,8 @@ def paste_handler(services, fields: dict):
                     updates[fields[name]] = shown
         updates.update(controlnet.paste_updates(services, parsed.get("controlnet_units"), fields, warnings,
                                                 untick_others=False))
+        if script_controls is not None:
+            updates.update(script_controls.paste_updates(infotext.parse_infotext(text)))
         if warnings:
             gr.Warning(escape_multiline("Not pasted: " + "\n".join(warnings)), title="Paste")
         return updates

@@ -23,7 +23,8 @@ class PromptSuffix(scripts.Script):
             enabled = gr.Checkbox(False, label="Append to every prompt", elem_id=self.elem_id("enabled"))
             suffix = gr.Textbox("", label="Suffix", placeholder="highly detailed, sharp focus",
                                 elem_id=self.elem_id("suffix"))
-        self.infotext_fields = [(suffix, "Prompt suffix")]
+        # pasting an infotext that has "Prompt suffix: ..." ticks the box and fills the text
+        self.infotext_fields = [(enabled, lambda infotext: "Prompt suffix" in infotext), (suffix, "Prompt suffix")]
         return [enabled, suffix]   # arrive as *args below, in this order (API: alwayson_scripts args)
 
     def process(self, p, enabled, suffix):
