@@ -143,6 +143,9 @@ def draw_prompt_matrix(grid: Image.Image, width: int, height: int, prompt_parts:
     return draw_grid_annotations(grid, width, height, hor_texts, ver_texts, margin)
 
 
+MAX_GRID_MEGAPIXELS = 200   # A1111's img_max_size_mp default: a script's grid larger than this is refused up front
+
+
 def image_grid(pictures: list[Image.Image], rows: int) -> Image.Image:
     """`images.make_grid`, except that pictures of different sizes (an X/Y/Z "Size" axis) are centred in
     cells as large as the largest one instead of overlapping."""

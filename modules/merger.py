@@ -19,6 +19,7 @@ Only safetensors output: a pickled checkpoint is a file that can carry code, whi
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -181,8 +182,8 @@ def output_stem(custom_name: str) -> str:
         raise ValueError(f"Custom Name: {custom_name!r} must be a plain file name (no folders, no '..')")
     if name.startswith("."):
         raise ValueError(f"Custom Name: {custom_name!r} must not start with '.'")
-    if name.lower().endswith(".vae"):   # <name>.vae.safetensors is listed as a VAE, not as a checkpoint
-        raise ValueError(f"Custom Name: {custom_name!r} must not end in '.vae'")
+    if ".vae" in name.lower():   # "<x>.vae.<y>" files are VAEs to the checkpoint list, which would not show it
+        raise ValueError(f"Custom Name: {custom_name!r} must not contain '.vae'")
     return name
 
 
@@ -447,6 +448,13 @@ def merge(request: MergeRequest, registry: CheckpointRegistry, vaes: VaeRegistry
         if target.exists() and not request.overwrite:
             raise ValueError(f"Custom Name: {filename} already exists in the checkpoint folder; choose another "
                              "name or tick \"Overwrite existing file\"")
+        # Another checkpoint with this stem (v2.ckpt) owns <stem>.yaml: writing or keeping one here would change it.
+        namesakes = [path.name for path in target.parent.glob(f"{glob.escape(target.stem)}.*")
+                     if path.stem == target.stem and path != target
+                     and path.suffix.lower() in (".ckpt", ".pt", ".pth", ".bin", ".safetensors")]
+        if namesakes:
+            raise ValueError(f"Custom Name: {namesakes[0]} already uses the name {target.stem!r} (and its .yaml "
+                             "config); choose another name")
         config = _config_to_copy(request.config_source, a, b, c)
         if request.save_metadata and request.add_merge_recipe:
             _say(job, "Hashing the models")
@@ -469,6 +477,8 @@ def merge(request: MergeRequest, registry: CheckpointRegistry, vaes: VaeRegistry
                     pass
                 if config is not None:
                     _copy_atomically(config, target.with_suffix(".yaml"))
+                else:   # an overwritten model's own config must not describe the new one
+                    target.with_suffix(".yaml").unlink(missing_ok=True)
                 os.replace(tmp, target)
         finally:
             Path(tmp).unlink(missing_ok=True)   # gone already after the rename

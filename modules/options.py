@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
-from modules.json_file import read_json_object, write_json_atomically
+from modules.json_file import write_json_atomically
 
 log = logging.getLogger(__name__)
 
@@ -294,8 +296,24 @@ class Options:
             self._load(path)
 
     def _load(self, path: Path) -> None:
-        # A damaged config.json falls back to defaults rather than blocking start-up.
-        for key, value in read_json_object(path).items():
+        # A damaged config.json (a hand edit gone wrong) falls back to defaults rather than blocking start-up,
+        # and is kept aside first: the next save would otherwise replace the user's settings with defaults.
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            loaded = None
+            reason = str(error)
+        else:
+            reason = "not a JSON object"
+        if not isinstance(loaded, dict):
+            aside = path.with_name(f"{path.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+            try:
+                path.replace(aside)
+                log.error("%s could not be read (%s); moved to %s, using default settings", path, reason, aside)
+            except OSError as error:
+                log.error("%s could not be read (%s) nor moved aside (%s)", path, reason, error)
+            return
+        for key, value in loaded.items():
             info = self._infos.get(key)
             if info is None:
                 self._values[key] = value  # kept untouched: an extension may register it later (add_option)
@@ -438,8 +456,12 @@ class Options:
         checked = self.validate(changes, from_api=from_api)
         with self._lock:
             changed = [key for key, value in checked.items() if self._values.get(key) != value]
+            if self._path is not None:   # saved first: a failed write leaves the settings as they were
+                try:
+                    write_json_atomically(self._path, {**self._values, **checked})
+                except OSError as error:
+                    raise ValueError(f"settings not saved: {error.strerror or error}") from None
             self._values.update(checked)
-            self._save()
         for key in changed:
             callback = self._infos[key].onchange
             if callback is not None:
@@ -449,6 +471,3 @@ class Options:
                     log.exception("%s: its onchange hook failed", key)
         return changed
 
-    def _save(self) -> None:
-        if self._path is not None:
-            write_json_atomically(self._path, self._values)

@@ -61,6 +61,11 @@ class Script(scripts.Script):
             chosen = [*chosen, parts[0]] if put_at_start else [parts[0], *chosen]
             prompts.append(delimiter.join(chosen))
 
+        megapixels = len(prompts) * p.width * p.height / 1_000_000
+        if megapixels > grids.MAX_GRID_MEGAPIXELS:
+            raise JobError(f"{TITLE}: {len(prompts)} images of {p.width}x{p.height} would make a "
+                           f"{megapixels:.0f} megapixel grid, over the {grids.MAX_GRID_MEGAPIXELS} megapixel "
+                           "limit; use fewer | parts or a smaller size", status=422)
         cells = []
         for index, prompt in enumerate(prompts):
             cell = copy.copy(p)
@@ -77,7 +82,7 @@ class Script(scripts.Script):
             cells.append(cell)
 
         job = p._job
-        job.image_count = len(cells) * p.n_iter   # the progress bar covers every image
+        job.image_count = len(cells)   # the progress bar covers every image (each cell is one batch)
         results = []
         for index, cell in enumerate(cells, start=1):
             if job.interrupted:

@@ -20,7 +20,6 @@ from modules.processing import Processed, process_images
 
 TITLE = "X/Y/Z plot"
 PERMUTATIONS = "permutations"      # an axis type: every order of the given values (Prompt order)
-MAX_GRID_MEGAPIXELS = 200          # A1111's img_max_size_mp default
 
 
 def apply_field(name: str):
@@ -320,9 +319,10 @@ class Script(scripts.Script):
                                                     ("Z", z_type, z_values, z_values_dropdown)))
         count = len(x.values) * len(y.values) * len(z.values)
         megapixels = count * p.width * p.height / 1_000_000
-        if megapixels > MAX_GRID_MEGAPIXELS:
+        if megapixels > grids.MAX_GRID_MEGAPIXELS:
             raise JobError(f"{TITLE}: the grid would be {megapixels:.0f} megapixels, over the "
-                           f"{MAX_GRID_MEGAPIXELS} megapixel limit; use fewer values or a smaller size", status=422)
+                           f"{grids.MAX_GRID_MEGAPIXELS} megapixel limit; use fewer values or a smaller size",
+                           status=422)
         vary = (bool(vary_seeds_x), bool(vary_seeds_y), bool(vary_seeds_z))
         cells = {position: self._cell(p, (x, y, z), position, vary)
                  for position in itertools.product(*(range(len(axis.values)) for axis in (x, y, z)))}
@@ -440,7 +440,9 @@ class Script(scripts.Script):
         else:
             main = grids.image_grid(sub_grids, rows=1)
             if draw_legend:
-                main = grids.draw_grid_annotations(main, sub_grids[0].width, sub_grids[0].height,
+                # image_grid gives every sub-grid a cell as large as the largest (a Z "Size" axis)
+                main = grids.draw_grid_annotations(main, max(grid.width for grid in sub_grids),
+                                                   max(grid.height for grid in sub_grids),
                                                    [[grids.GridAnnotation(label)] for label in z.labels(p)],
                                                    [[grids.GridAnnotation()]])
         main_text = grids.with_params(first_text(0), main_params)

@@ -199,7 +199,7 @@ def test_without_metadata_the_file_has_none(services):
     ({"custom_name": "../escape"}, "Custom Name: '../escape' must be a plain file name"),
     ({"custom_name": "sub/x"}, "must be a plain file name"),
     ({"custom_name": ".hidden"}, "must not start with '.'"),
-    ({"custom_name": "looks.vae"}, "must not end in '.vae'"),
+    ({"custom_name": "looks.vae"}, "must not contain '.vae'"),
     ({"custom_name": "x" * 300}, "too long"),
     ({"custom_name": "a"}, "a.safetensors already exists"),
     ({"multiplier": 1.5}, "Multiplier (M): 1.5 is not between 0 and 1"),
@@ -224,6 +224,18 @@ def test_overwrite_only_when_asked(services, models):
         run(services, primary="a", secondary="b", custom_name="again")
     _, result, _ = run(services, primary="a", secondary="b", multiplier=1.0, custom_name="again", overwrite=True)
     assert_close(result[INPUT_CONV], models["b"].state_dict[INPUT_CONV])
+    # the overwritten model's config goes with it; another model's (v2.ckpt's v2.yaml) is never touched
+    (services.registry.folder / "again.yaml").write_text("stale", encoding="utf-8")
+    run(services, primary="a", secondary="b", custom_name="again", overwrite=True, config_source=3)
+    assert not (services.registry.folder / "again.yaml").exists()
+    write_sidecar_yaml(services.registry.folder / "v2.ckpt", v_prediction=True)
+    (services.registry.folder / "v2.ckpt").write_bytes(b"stand-in")
+    with pytest.raises(ValueError, match="v2.ckpt already uses the name 'v2'"):
+        run(services, primary="a", secondary="b", custom_name="v2")
+    with pytest.raises(ValueError, match="must not contain '.vae'"):
+        run(services, primary="a", secondary="b", custom_name="a.vae.b")
+    (services.registry.folder / "v2.ckpt").unlink()
+    (services.registry.folder / "v2.yaml").unlink()
 
 
 # ---------------------------------------------------------------- through the queue: listed, loaded, generating

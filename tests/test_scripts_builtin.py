@@ -386,3 +386,10 @@ def test_pasting_a_grid_infotext_sets_the_script_and_its_axes(services):
     assert updates[y_type] == XYZ_TXT2IMG["Steps"]
     plain = controls.paste_updates(parse_infotext("a dog\nSteps: 2, Seed: 5, Size: 64x64"))
     assert plain == {controls.chooser: "None"}   # no Script key: back to None, axes untouched
+
+
+def test_xyz_size_on_z_with_legend_makes_one_labelled_grid(services):
+    result = finished(run_script(services, "x/y/z plot", xyz_args(x=("Steps", "2"), z=("Size", "64x64, 128x64")),
+                                 save_images=False))
+    grid = result.images[0]
+    assert grid.width >= 2 * 128 and grid.height > 64   # two Z cells as wide as the widest, with labels

@@ -190,6 +190,40 @@ def test_settings_tab_apply_saves_changes_and_refuses_a_bad_value_naming_it(tmp_
     settings.apply_settings(services, tab.codecs, {"sd_model_prediction_overrides": overrides})
     assert config(tmp_path)["sd_model_prediction_overrides"] == {"a.safetensors": "v_prediction"}
 
+    # a page loaded before another change (top bar, API) saves only what was changed on it
+    page = services.options.as_dict()
+    services.update_options({"sd_model_prediction_overrides": {}, "CLIP_stop_at_last_layers": 3}, from_api=False)
+    result = settings.apply_settings(services, tab.codecs, {
+        "sd_model_prediction_overrides": overrides, "CLIP_stop_at_last_layers": 2.0, "samples_format": "webp"}, page)
+    assert "1 settings changed: samples_format." in result
+    assert config(tmp_path)["sd_model_prediction_overrides"] == {} and config(tmp_path)["CLIP_stop_at_last_layers"] == 3
+
+
+def test_damaged_config_json_is_kept_aside_not_overwritten(tmp_path):
+    from modules.options import Options
+
+    (tmp_path / "config.json").write_text('{"samples_format": "jpg",}', encoding="utf-8")   # a trailing comma
+    options = Options(tmp_path / "config.json")
+    assert options.samples_format == "png"   # defaults for now
+    kept = list(tmp_path.glob("config.json.broken-*"))
+    assert len(kept) == 1 and kept[0].read_text(encoding="utf-8") == '{"samples_format": "jpg",}'
+    options.update({"grid_format": "jpg"})
+    assert kept[0].exists()
+
+
+def test_a_failed_save_changes_nothing(tmp_path, monkeypatch):
+    from modules import options as options_module
+
+    options = options_module.Options(tmp_path / "config.json")
+
+    def disk_full(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(options_module, "write_json_atomically", disk_full)
+    with pytest.raises(ValueError, match="settings not saved: No space left on device"):
+        options.update({"samples_format": "jpg"})
+    assert options.samples_format == "png"
+
 
 def test_settings_tab_hides_folders_and_freezes_components(make_services):
     services = make_services("--hide-ui-dir-config", "--freeze-specific-settings", "samples_format")

@@ -134,16 +134,19 @@ def matching_keys(services, keys, query: str) -> list[str]:
     return [key for key in keys if query in text(key)]
 
 
-def apply_settings(services, codecs: dict[str, str], values: dict) -> str:
-    """Save the options whose value differs from the saved one; the result line (HTML) says which, or why
-    nothing was saved."""
+def apply_settings(services, codecs: dict[str, str], values: dict, shown: dict | None = None) -> str:
+    """Save the options the user changed on the page: those whose value differs from what the page showed
+    (`shown`, the values at page load; without it, from the saved ones) and from the saved one. An option
+    changed meanwhile elsewhere (top bar, API) and not touched here keeps that newer value. The result line
+    (HTML) says which were saved, or why nothing was."""
     options = services.options
     infos, saved = options.infos(), options.as_dict()
+    shown = saved if shown is None else shown
     changes = {}
     try:
         for key, value in values.items():
             new = from_component(codecs[key], infos[key], key, value)
-            if new != saved.get(key):
+            if new != shown.get(key, saved.get(key)) and new != saved.get(key):
                 changes[key] = new
         if changes:
             services.update_options(changes, from_api=False)
@@ -228,22 +231,25 @@ def create_tab(services, demo: gr.Blocks) -> SettingsTab:
     section_list.input(lambda section: ["", *show("", section)], inputs=[section_list], outputs=[search, *visibility],
                        show_progress="hidden", api_visibility=PRIVATE)
 
-    def apply(*values):
-        return apply_settings(services, codecs, dict(zip(keys, values)))
+    shown = gr.State({})   # this page's values as loaded: Apply saves only what was changed since
 
-    submit.click(apply, inputs=[components[key] for key in keys], outputs=[result], api_visibility=PRIVATE)
+    def apply(page_values: dict, *values):
+        return apply_settings(services, codecs, dict(zip(keys, values)), page_values or None)
+
+    submit.click(apply, inputs=[shown, *(components[key] for key in keys)], outputs=[result],
+                 api_visibility=PRIVATE)
     reload_ui.click(None, js="() => { window.location.reload(); }", api_visibility=PRIVATE)
 
     def saved_values():
         """The values as saved now (they change through the API and the top bar too), on each page load."""
         values = []
         for key in keys:
-            shown = to_component(codecs[key], options.get(key))
+            current = to_component(codecs[key], options.get(key))
             dynamic = dynamic_choices(services, key) if infos[key].component is None else None
-            values.append(gr.update(value=shown) if dynamic is None else gr.update(value=shown, choices=dynamic))
-        return values
+            values.append(gr.update(value=current) if dynamic is None else gr.update(value=current, choices=dynamic))
+        return [{key: options.get(key) for key in keys}, *values]
 
     if keys:
-        demo.load(saved_values, outputs=[components[key] for key in keys], show_progress="hidden",
+        demo.load(saved_values, outputs=[shown, *(components[key] for key in keys)], show_progress="hidden",
                   api_visibility=PRIVATE)
     return SettingsTab(codecs=codecs, components=components, sections=sections)

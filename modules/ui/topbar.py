@@ -134,6 +134,8 @@ def quicksettings_keys(services) -> list[str]:
             log.warning("quicksettings_list: unknown setting %r skipped", key)
         elif hide_dirs and infos[key].restrict_api:
             log.warning("quicksettings_list: %r is hidden by --hide-ui-dir-config", key)
+        elif not infos[key].section:   # hidden options have their own controls (disabled_extensions: the
+            log.warning("quicksettings_list: %r cannot be a quicksetting", key)   # Extensions tab's checks)
         else:
             keys.append(key)
     return keys if "sd_model_checkpoint" in keys else ["sd_model_checkpoint", *keys]
