@@ -78,6 +78,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="full = fp32; half/autocast = fp16 on CUDA; bf16 = bfloat16 on CUDA")
     add("--opt-sdp-attention", action="store_true", help="PyTorch scaled-dot-product attention (the default)")
     add("--opt-sdp-no-mem-attention", action="store_true", help="SDP attention without the memory-efficient kernel")
+    # Memory (A1111's names; see docs/performance.md for what each costs)
+    add("--medvram", action="store_true",
+        help="keep only the model part in use (text encoder, UNet or VAE) on the GPU: diffusers' model CPU offload")
+    add("--medvram-sdxl", action="store_true", help="--medvram for SDXL models only")
+    add("--lowvram", action="store_true",
+        help="move each UNet block to the GPU only while it runs (diffusers' sequential offload), VAE in tiles")
+    add("--lowram", action="store_true",
+        help="accepted for compatibility: .safetensors checkpoints are memory-mapped, not copied into RAM first")
+    add("--opt-channelslast", action="store_true", help="run the UNet in channels-last memory format")
+    add("--upcast-sampling", action="store_true",
+        help="accepted for compatibility: fp16 attention already accumulates in fp32 (use --no-half for fp32)")
+    # A1111's other attention choices. xformers variants are xformers; the split and sub-quadratic ones are
+    # its memory-saving kernels, which here is attention slicing (PyTorch SDPA is already memory-efficient).
+    add("--force-enable-xformers", action="store_true", help="same as --xformers")
+    add("--xformers-flash-attention", action="store_true", help="same as --xformers")
+    for name in ("--opt-split-attention", "--opt-split-attention-v1", "--opt-split-attention-invokeai",
+                 "--opt-sub-quad-attention"):
+        add(name, action="store_true", help="compute attention in slices (less VRAM, slower)")
+    for name in ("--sub-quad-q-chunk-size", "--sub-quad-kv-chunk-size", "--sub-quad-chunk-threshold"):
+        add(name, type=int, default=None, help="accepted for compatibility (slice sizes are chosen automatically)")
+    add("--disable-opt-split-attention", action="store_true", help="never slice attention")
     add("--disable-nan-check", action="store_true", help="do not re-run the VAE in fp32 when it returns NaNs")
 
     # Start-up behaviour

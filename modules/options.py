@@ -253,6 +253,20 @@ OPTIONS: dict[str, OptionInfo] = {
     "api_enable_requests": OptionInfo(True, "Allow http:// and https:// URLs for input images in the API",
                                       "api", restrict_api=True),
     "api_useragent": OptionInfo("", "User agent for API image requests", "api", restrict_api=True),
+    # Optimizations (speed and memory; none of them changes the image beyond fp16 rounding, except VAE tiling's
+    # faint seams)
+    "compile_unet": OptionInfo("None", "Compile the UNet with torch.compile (CUDA). The first image of each size "
+                               "compiles; the compiled code is cached in <data-dir>/cache, so a restart does not "
+                               "pay again", "optimizations",
+                               choices=("None", "torch.compile", "torch.compile + CUDA graphs")),
+    "compile_vae": OptionInfo(False, "Compile the VAE decoder too (with compile_unet)", "optimizations"),
+    "vae_tiling": OptionInfo(False, "Decode and encode large images in tiles (less VRAM; always on with "
+                             "--lowvram, and used anyway when a decode runs out of memory)", "optimizations"),
+    "vae_slicing": OptionInfo(False, "Decode a batch one image at a time (less VRAM)", "optimizations"),
+    "attention_slicing": OptionInfo(False, "Compute attention in slices (less VRAM, slower; for cards where "
+                                    "PyTorch's memory-efficient attention is missing)", "optimizations"),
+    "warmup_after_load": OptionInfo(True, "Warm up the GPU after a model loads, so the first image is not slow "
+                                    "(CUDA only)", "optimizations"),
     # Queue
     "queue_max_size": OptionInfo(64, "Maximum number of waiting jobs", "system", minimum=1, maximum=10000),
     # ControlNet (the sd-webui-controlnet extension's keys)
