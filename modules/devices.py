@@ -1,9 +1,15 @@
 """Which device and dtype models run on, chosen once from the flags and the hardware."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
+
+log = logging.getLogger(__name__)
+
+# Where a model's weights live while it generates (A1111's --medvram / --lowvram), see modules/models/placement.py.
+FULL, MEDVRAM, LOWVRAM = "full", "medvram", "lowvram"
 
 
 @dataclass(frozen=True)
@@ -13,17 +19,31 @@ class DeviceConfig:
     vae_dtype: torch.dtype
     attention: str              # "sdp" or "xformers"
     nan_check: bool             # re-run the VAE in fp32 when it returns NaNs
+    memory: str = FULL          # FULL, MEDVRAM or LOWVRAM
+    medvram_sdxl: bool = False  # MEDVRAM for SDXL models only
+    channels_last: bool = False
+    attention_slicing: bool = False   # A1111's split / sub-quadratic attention flags
 
     @property
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
 
+    def memory_for(self, family: str) -> str:
+        if self.memory == FULL and self.medvram_sdxl and family.startswith("sdxl"):
+            return MEDVRAM
+        return self.memory
+
     def describe(self) -> str:
-        return f"{self.device} ({str(self.dtype).removeprefix('torch.')}, attention: {self.attention})"
+        memory = "" if self.memory == FULL and not self.medvram_sdxl else \
+            f", memory: {self.memory}{' (medvram for SDXL)' if self.medvram_sdxl else ''}"
+        return f"{self.device} ({str(self.dtype).removeprefix('torch.')}, attention: {self.attention}{memory})"
 
 
 def from_args(args) -> DeviceConfig:
     use_cpu = "all" in args.use_cpu or "sd" in args.use_cpu
+    slicing = not args.disable_opt_split_attention and any(
+        (args.opt_split_attention, args.opt_split_attention_v1, args.opt_split_attention_invokeai,
+         args.opt_sub_quad_attention))
     if torch.cuda.is_available() and not use_cpu:
         device = torch.device(f"cuda:{args.device_id}" if args.device_id else "cuda")
         if args.no_half or args.precision == "full":
@@ -33,12 +53,40 @@ def from_args(args) -> DeviceConfig:
         else:
             dtype = torch.float16
         vae_dtype = torch.float32 if args.no_half_vae else dtype
-        attention = "xformers" if args.xformers and _xformers_available() else "sdp"
+        wants_xformers = args.xformers or args.force_enable_xformers or args.xformers_flash_attention
+        attention = "xformers" if wants_xformers and _xformers_available() else "sdp"
         if args.opt_sdp_no_mem_attention:
             torch.backends.cuda.enable_mem_efficient_sdp(False)
-        return DeviceConfig(device, dtype, vae_dtype, attention, nan_check=not args.disable_nan_check)
+        configure_cuda_backends()
+        memory = LOWVRAM if args.lowvram else MEDVRAM if args.medvram else FULL
+        return DeviceConfig(device, dtype, vae_dtype, attention, nan_check=not args.disable_nan_check,
+                            memory=memory, medvram_sdxl=args.medvram_sdxl, channels_last=args.opt_channelslast,
+                            attention_slicing=slicing)
+    if args.lowvram or args.medvram or args.medvram_sdxl:
+        log.info("--medvram / --lowvram have no effect on the CPU: every model is in RAM already")
     # CPU: half precision is slow or unsupported for many CPU kernels, so always fp32.
-    return DeviceConfig(torch.device("cpu"), torch.float32, torch.float32, "sdp", nan_check=False)
+    return DeviceConfig(torch.device("cpu"), torch.float32, torch.float32, "sdp", nan_check=False,
+                        channels_last=args.opt_channelslast, attention_slicing=slicing)
+
+
+def configure_cuda_backends() -> None:
+    """Matmul and convolution settings, chosen once at start.
+
+    TF32 for fp32 matmuls and convolutions (A1111 does the same): only what runs in fp32 uses it (the VAE with
+    --no-half-vae, everything with --no-half), at about 3x the speed of strict fp32 and well inside what an 8-bit
+    image shows. fp16 matmuls keep PyTorch's default reduced-precision reduction, which is what diffusers is measured
+    with. cudnn.benchmark stays off: it autotunes every new image size on first use (a slow first image per size),
+    and the benchmark (tools/benchmark.py) is where turning it on must first prove itself.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def input_device(module: torch.nn.Module) -> torch.device:
+    """Where to put a module's inputs: beside its weights, or in RAM when the weights are meta tensors under
+    --lowvram's sequential offload (whose hooks move inputs to the GPU themselves)."""
+    device = next(module.parameters()).device
+    return torch.device("cpu") if device.type == "meta" else device
 
 
 def _xformers_available() -> bool:

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +20,13 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from modules import (extra_networks, images, img2img, img2img_scripts, infotext, masking, noise, previews, samplers,
-                     sampling, script_processing)
+                     sampling, script_processing, warmup)
 from modules.controlnet import plan as controlnet_plan
 from modules.controlnet.units import MAX_UNITS, ControlNetUnit
 from modules.networks import hypernetwork, lora, textual_inversion, vae
 from modules.networks.cards import read_user_metadata
 from modules.networks.vae import VaeLoadError, swapped_vae
+from modules.devices import FULL
 from modules.jobs import Job, JobError
 from modules.models.manager import CheckpointLoadError, CheckpointNotFound, LoadedModel, ModelManager
 from modules.options import Options
@@ -349,15 +351,38 @@ class Generator:
         self.upscalers = upscalers
         self.prompt_history = prompt_history
         self.previews = previews
+        self._warmed: weakref.WeakSet = weakref.WeakSet()   # pipelines warmed up after loading
         self.scripts = ScriptHost()   # replaced by the loaded one (services.load_scripts)
 
-    def load(self, checkpoint: str | None, *, make_current: bool = True, remember: bool = True) -> LoadedModel:
+    def load(self, checkpoint: str | None, *, make_current: bool = True, remember: bool = True,
+             warm: bool = False) -> LoadedModel:
+        """The checkpoint, loaded and current; with `warm` (load jobs), warmed up the first time (modules.warmup)."""
         try:
-            return self.manager.get(checkpoint, make_current=make_current, remember=remember)
+            model = self.manager.get(checkpoint, make_current=make_current, remember=remember)
         except CheckpointNotFound as error:
             raise JobError(str(error), status=404 if checkpoint else 409) from None
         except CheckpointLoadError as error:
             raise JobError(str(error), status=422) from None
+        if warm:
+            self._warm_up(model)
+        return model
+
+    def _warm_up(self, model: LoadedModel) -> None:
+        """On CUDA with the whole model on the GPU (the offloading modes are slow for other reasons), once per
+        loaded model. A failed warm-up is logged and never fails the load."""
+        devices = self.manager.devices
+        if (not devices.is_cuda or not self.options.warmup_after_load or model.pipeline in self._warmed
+                or self.manager.placement.mode(model) != FULL):
+            return
+        self._warmed.add(model.pipeline)
+        try:
+            warmup.warm_up(model, devices.device, nan_check=devices.nan_check)
+        except torch.OutOfMemoryError:
+            log.warning("not enough GPU memory to warm up %s at its native size", model.info.name)
+        except Exception:  # noqa: BLE001 - the model is loaded and usable; the warm-up only saves time
+            log.exception("warming up %s failed", model.info.name)
+        finally:
+            self.manager.release_memory()
 
     def txt2img(self, request: GenerationRequest, job: Job) -> GenerationResult:
         if request.init_images:
@@ -441,6 +466,8 @@ class Generator:
             warnings = prepared.warnings + list(applied_loras) + list(stack.enter_context(
                 hypernetwork.applied(pipe, prepared.hypernetworks, self.networks.hypernetwork_cache)))
             stack.enter_context(swapped_vae(pipe, external_vae))
+            # medvram/lowvram: offload hooks on once the job's weights are in place, off before they are removed
+            stack.enter_context(self.manager.placement.job(model, *([refiner.model] if refiner else [])))
             first_steps = request.steps
             if image_mode:
                 first_steps = sampling.steps_for_strength(request.steps, request.denoising_strength,
@@ -464,7 +491,8 @@ class Generator:
                     scale = sampling.vae_scale(pipe)
                     shape = (pipe.vae.config.latent_channels, height // scale, width // scale)
                     return noise.batch_noise(batch_seeds, batch_subseeds, request.subseed_strength, shape,
-                                             resize_from, pipe.unet.device, self.options.randn_source)
+                                             resize_from, self.manager.devices.device,
+                                             self.options.randn_source)
 
                 first_noise = seed_noise(request.width, request.height)
                 step = sampling.Pass(request.sampler_name, request.scheduler, first_steps, request.cfg_scale,
@@ -614,6 +642,7 @@ class Generator:
                                    preview_every=every, progress_total=runs, callbacks=self.scripts.callbacks)
         if job.should_stop:
             return latents
+        self.manager.placement.release(model)
         job.textinfo = f"Refiner: {refiner.model.info.name}"
         encoder = self._encoder(refiner.model, 1)
         remaining = runs - switch
@@ -682,7 +711,7 @@ class Generator:
         plan = conditioning.schedule(encoder, text, negative, max(runs, 1))
         step = sampling.Pass(request.hr_sampler_name or request.sampler_name,
                              request.hr_scheduler or request.scheduler, schedule, request.cfg_scale, width, height,
-                             plan, seed_noise(width, height), init_latents=upscaled.to(pipe.unet.device),
+                             plan, seed_noise(width, height), init_latents=upscaled.to(self.manager.devices.device),
                              strength=request.denoising_strength, seeds=seeds,
                              controls=controls)
         if model.spec.inpainting:   # the whole image is repainted: its conditioning image is all blank

@@ -18,6 +18,7 @@ from PIL import Image
 
 from modules import samplers
 from modules.controlnet.control import PassControl, controlled_unet
+from modules.devices import input_device
 from modules.jobs import Job
 from modules.models.manager import LoadedModel
 from modules.prompts import conditioning
@@ -221,7 +222,7 @@ def cfg_callbacks(unet, callbacks: CallbackRegistry | None, step_of, total: int,
 def encode(pipe, images: list[Image.Image]) -> torch.Tensor:
     """RGB images of one size → scaled latents (the distribution's mean: the same image gives the same latents)."""
     vae = pipe.vae
-    pixels = pipe.image_processor.preprocess(images).to(vae.device, vae.dtype)
+    pixels = pipe.image_processor.preprocess(images).to(input_device(vae), vae.dtype)
     with torch.inference_mode():
         latents = vae.encode(pixels).latent_dist.mean
     if getattr(vae.config, "shift_factor", None):
@@ -239,7 +240,7 @@ def encode_masked(pipe, images: list[Image.Image], mask: Image.Image | None) -> 
     else:
         binary = np.asarray(mask.convert("L").resize((pixels.shape[3], pixels.shape[2]))) < 128
         keep = torch.from_numpy(binary)[None, None]
-    masked = (pixels * keep).to(vae.device, vae.dtype)
+    masked = (pixels * keep).to(input_device(vae), vae.dtype)
     with torch.inference_mode():
         latents = vae.encode(masked).latent_dist.mean
     if getattr(vae.config, "shift_factor", None):

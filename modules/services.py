@@ -97,7 +97,7 @@ class Services:
 
     def submit_model_switch(self, name: str) -> Job:
         """Load a checkpoint on the worker, the only thread that touches models; the job's result is its title."""
-        return self.queue.submit("load-model", lambda job: self.generator.load(name).info.title)
+        return self.queue.submit("load-model", lambda job: self.generator.load(name, warm=True).info.title)
 
     def submit_model_unload(self) -> Job:
         """Free every loaded checkpoint (on the worker, after the jobs before it); the next job loads one again."""
@@ -106,7 +106,8 @@ class Services:
     def submit_model_reload(self) -> Job:
         """Load the configured checkpoint (`sd_model_checkpoint`, else the default one); the result is its title."""
         return self.queue.submit(
-            "load-model", lambda job: self.generator.load(self.options.sd_model_checkpoint or None).info.title)
+            "load-model",
+            lambda job: self.generator.load(self.options.sd_model_checkpoint or None, warm=True).info.title)
 
     def submit_merge(self, request: "MergeRequest") -> Job:
         """The Checkpoint Merger, on the worker (after the jobs before it); the result is the new file's
@@ -167,7 +168,7 @@ class Services:
 
         def load(job: Job):
             try:
-                return self.generator.load(wanted).info.title
+                return self.generator.load(wanted, warm=True).info.title
             except JobError as error:
                 log.error("%s", error)
                 raise

@@ -18,6 +18,7 @@ import torch
 from modules import samplers
 from modules.devices import DeviceConfig
 from modules.models import detect, files
+from modules.models.placement import Placement
 from modules.models.registry import CheckpointInfo, CheckpointRegistry
 from modules.options import Options
 
@@ -50,6 +51,7 @@ class ModelManager:
         self.registry = registry
         self.devices = devices
         self.options = options
+        self.placement = Placement(devices, options)
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()   # key: checkpoint name; last = most recent
         self._current: LoadedModel | None = None
         self._chosen: CheckpointInfo | None = None   # the checkpoint chosen in the UI or by options, not per request
@@ -110,8 +112,9 @@ class ModelManager:
                 self._failed.discard(info.name)
                 self._loaded[info.name] = model
             self._loaded.move_to_end(info.name)
+            self.placement.configure(model)
             if not make_current:
-                model.pipeline.to(self.devices.device)
+                self.placement.to_device(model)
                 self._evict()
             else:
                 if model is not self._current:
@@ -144,6 +147,7 @@ class ModelManager:
         pipeline.set_progress_bar_config(disable=True)
         if self.devices.attention == "xformers":
             pipeline.enable_xformers_memory_efficient_attention()   # otherwise diffusers' default: PyTorch SDPA
+        self.placement.prepare(pipeline)
         elapsed = time.perf_counter() - started
         log.info("Loaded %s as %s (prediction: %s, from %s) in %.1fs", info.title, spec.label,
                  spec.prediction_type, spec.prediction_source, elapsed)
@@ -158,7 +162,7 @@ class ModelManager:
             for other in self._loaded.values():
                 if other is not model:
                     other.pipeline.to("cpu")
-        model.pipeline.to(self.devices.device)
+        self.placement.to_device(model)
         self._current = model
 
     def _remember(self, model: LoadedModel) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from modules.devices import input_device
 from modules.models.tokenizer import BOS_ID, EOS_ID, clip_tokenizer
 from modules.prompts import parser
 
@@ -162,7 +163,7 @@ class TextEncoder:
 
         ids = [BOS_ID] + chunk.tokens + [EOS_ID]
         ids += [pad_id] * (CHUNK_TOKENS + 2 - len(ids))
-        tokens = torch.tensor([ids], dtype=torch.long, device=encoder.device)
+        tokens = torch.tensor([ids], dtype=torch.long, device=input_device(encoder))
         with vectors_inserted(encoder, key, [chunk.fixes]):
             return encoder(tokens, output_hidden_states=True)
 
