@@ -113,6 +113,9 @@ def memory_stats(device: torch.device) -> dict:
                           "peak": info.get("allocated_bytes.all.peak", 0)},
             "reserved": {"current": info.get("reserved_bytes.all.current", 0),
                          "peak": info.get("reserved_bytes.all.peak", 0)},
+            "inactive": {"current": info.get("inactive_split_bytes.all.current", 0),
+                         "peak": info.get("inactive_split_bytes.all.peak", 0)},
+            "events": {"retries": info.get("num_alloc_retries", 0), "oom": info.get("num_ooms", 0)},
         }
     else:
         stats["cuda"] = {"error": "no CUDA device"}

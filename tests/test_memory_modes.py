@@ -7,6 +7,8 @@ much VRAM each mode saves is measured by tools/benchmark.py on a GPU.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -89,7 +91,7 @@ REQUESTS = {
 
 
 def generate(services, name: str) -> np.ndarray:
-    fields = dict(REQUESTS[name])
+    fields = copy.deepcopy(REQUESTS[name])
     data = {"steps": 4, "width": 64, "height": 64, "seed": 7, "save_images": False, **fields}
     photo = Image.radial_gradient("L").convert("RGB").resize((64, 64))
     if name == "img2img":
@@ -209,3 +211,30 @@ def test_split_attention_flag_slices_attention(data):
         assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     finally:
         services.shutdown()
+
+
+def test_memory_route_reports_real_figures_in_a1111s_shape(data, monkeypatch):
+    import psutil
+    from fastapi.testclient import TestClient
+
+    from webui import create_app
+
+    services = services_module.create(cmd_args.parse_args(["--data-dir", str(data), "--skip-load-model-at-start",
+                                                           "--api", "--nowebui"]))
+    with TestClient(create_app(services)) as client:
+        body = client.get("/sdapi/v1/memory").json()
+    services.shutdown()
+    assert body["ram"]["total"] == psutil.virtual_memory().total
+    assert body["ram"]["used"] + body["ram"]["free"] == body["ram"]["total"]
+    assert body["cuda"] == {"error": "no CUDA device"}
+    # On a GPU: the caching allocator's own counters under A1111's keys (faked here: there is no GPU).
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (6 << 30, 8 << 30))
+    monkeypatch.setattr(torch.cuda, "memory_stats", lambda device: {
+        "active_bytes.all.current": 1, "active_bytes.all.peak": 2, "allocated_bytes.all.current": 3,
+        "allocated_bytes.all.peak": 4, "reserved_bytes.all.current": 5, "reserved_bytes.all.peak": 6,
+        "inactive_split_bytes.all.current": 7, "inactive_split_bytes.all.peak": 8, "num_alloc_retries": 9,
+        "num_ooms": 10})
+    cuda = devices.memory_stats(torch.device("cuda"))["cuda"]
+    assert cuda["system"] == {"free": 6 << 30, "used": 2 << 30, "total": 8 << 30}
+    assert [cuda[key]["peak"] for key in ("active", "allocated", "reserved", "inactive")] == [2, 4, 6, 8]
+    assert cuda["events"] == {"retries": 9, "oom": 10}
