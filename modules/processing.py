@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from modules import (extra_networks, images, img2img, img2img_scripts, infotext, masking, noise, previews, samplers,
-                     sampling, script_processing, warmup)
+from modules import (compilation, extra_networks, images, img2img, img2img_scripts, infotext, masking, noise, previews,
+                     samplers, sampling, script_processing, warmup)
 from modules.controlnet import plan as controlnet_plan
 from modules.controlnet.units import MAX_UNITS, ControlNetUnit
 from modules.networks import hypernetwork, lora, textual_inversion, vae
@@ -367,6 +367,10 @@ class Generator:
             self._warm_up(model)
         return model
 
+    def _compile(self, model: LoadedModel) -> None:
+        compilation.apply(model.pipeline, self.options.compile_unet, bool(self.options.compile_vae),
+                          cuda=self.manager.devices.is_cuda, memory=self.manager.placement.mode(model))
+
     def _warm_up(self, model: LoadedModel) -> None:
         """On CUDA with the whole model on the GPU (the offloading modes are slow for other reasons), once per
         loaded model. A failed warm-up is logged and never fails the load."""
@@ -376,6 +380,7 @@ class Generator:
             return
         self._warmed.add(model.pipeline)
         try:
+            self._compile(model)   # with compile_unet the warm-up compiles the native size, not the first image
             warmup.warm_up(model, devices.device, nan_check=devices.nan_check)
         except torch.OutOfMemoryError:
             log.warning("not enough GPU memory to warm up %s at its native size", model.info.name)
@@ -466,6 +471,8 @@ class Generator:
             warnings = prepared.warnings + list(applied_loras) + list(stack.enter_context(
                 hypernetwork.applied(pipe, prepared.hypernetworks, self.networks.hypernetwork_cache)))
             stack.enter_context(swapped_vae(pipe, external_vae))
+            for used in (model, *([refiner.model] if refiner else [])):   # compile_unet (the VAE swapped in too)
+                self._compile(used)
             # medvram/lowvram: offload hooks on once the job's weights are in place, off before they are removed
             stack.enter_context(self.manager.placement.job(model, *([refiner.model] if refiner else [])))
             first_steps = request.steps

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from modules import devices, extra_networks, paths as paths_module
+from modules import compilation, devices, extra_networks, paths as paths_module
 from modules.cmd_args import parse_args
 from modules.jobs import Job, JobError, JobQueue
 from modules.controlnet.models import ControlNetCache, ControlNetRegistry
@@ -196,6 +196,7 @@ def create(args: argparse.Namespace | None = None) -> Services:
     args = args if args is not None else parse_args([])
     paths = paths_module.from_args(args)
     paths.ensure()
+    compilation.configure_cache(paths.data / "cache" / "torch-compile")   # before anything compiles
     options = Options(paths.config_file, frozen=args.freeze_settings,
                       frozen_sections=comma_list(args.freeze_settings_in_sections),
                       frozen_keys=comma_list(args.freeze_specific_settings))
