@@ -265,6 +265,12 @@ OPTIONS: dict[str, OptionInfo] = {
     "vae_slicing": OptionInfo(False, "Decode a batch one image at a time (less VRAM)", "optimizations"),
     "attention_slicing": OptionInfo(False, "Compute attention in slices (less VRAM, slower; for cards where "
                                     "PyTorch's memory-efficient attention is missing)", "optimizations"),
+    "token_merging_ratio": OptionInfo(0.0, "Token merging ratio (0 = off; faster at large sizes, changes the "
+                                      "image)", "optimizations", minimum=0.0, maximum=0.9),
+    "token_merging_ratio_img2img": OptionInfo(0.0, "Token merging ratio for img2img (0 = the one above)",
+                                              "optimizations", minimum=0.0, maximum=0.9),
+    "token_merging_ratio_hr": OptionInfo(0.0, "Token merging ratio for the hires pass (0 = the first pass's)",
+                                         "optimizations", minimum=0.0, maximum=0.9),
     "warmup_after_load": OptionInfo(True, "Warm up the GPU after a model loads, so the first image is not slow "
                                     "(CUDA only)", "optimizations"),
     # Queue

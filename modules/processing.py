@@ -20,7 +20,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from modules import (compilation, extra_networks, images, img2img, img2img_scripts, infotext, masking, noise, previews,
-                     samplers, sampling, script_processing, warmup)
+                     samplers, sampling, script_processing, token_merging, warmup)
 from modules.controlnet import plan as controlnet_plan
 from modules.controlnet.units import MAX_UNITS, ControlNetUnit
 from modules.networks import hypernetwork, lora, textual_inversion, vae
@@ -458,6 +458,7 @@ class Generator:
         first_controls = controlnet_plan.pass_controls(
             controls, request.width, request.height, hires_pass=False, hires_enabled=hires is not None,
             region=inputs.region if inputs else None, source_size=request.init_images[0].size if inputs else None)
+        tome_ratio, tome_hires_ratio = token_merging.ratios(self.options, image_mode=image_mode)
         hires_controls = (controlnet_plan.pass_controls(controls, *hires.target, hires_pass=True, hires_enabled=True)
                           if hires else [])
 
@@ -504,7 +505,7 @@ class Generator:
                 first_noise = seed_noise(request.width, request.height)
                 step = sampling.Pass(request.sampler_name, request.scheduler, first_steps, request.cfg_scale,
                                      request.width, request.height, plan, first_noise, seeds=batch_seeds,
-                                     controls=first_controls)
+                                     controls=first_controls, token_merging_ratio=tome_ratio)
                 if encoded is not None:
                     self._add_image(step, request, inputs, encoded, first, first_noise)
                 if hooks is not None:
@@ -523,7 +524,9 @@ class Generator:
                     batch_subseeds = (batch_subseeds + batch_subseeds[-1:] * len(decoded))[:len(decoded)]
                 extra = {**img2img.infotext_params(request), **(hires.infotext(request) if hires else {}),
                          **self._refiner_params(request, refiner), **(extra_params or {}),
-                         **controlnet_plan.infotext_params(controls, hires is not None)}
+                         **controlnet_plan.infotext_params(controls, hires is not None),
+                         "Token merging ratio": tome_ratio or None,
+                         "Token merging ratio hr": tome_hires_ratio if hires and tome_hires_ratio else None}
                 for index, image in enumerate(decoded):
                     if inputs is not None and index < request.batch_size:
                         image = img2img.finish(image, inputs, first + index)
@@ -719,8 +722,8 @@ class Generator:
         step = sampling.Pass(request.hr_sampler_name or request.sampler_name,
                              request.hr_scheduler or request.scheduler, schedule, request.cfg_scale, width, height,
                              plan, seed_noise(width, height), init_latents=upscaled.to(self.manager.devices.device),
-                             strength=request.denoising_strength, seeds=seeds,
-                             controls=controls)
+                             strength=request.denoising_strength, seeds=seeds, controls=controls,
+                             token_merging_ratio=token_merging.ratios(self.options, image_mode=False)[1])
         if model.spec.inpainting:   # the whole image is repainted: its conditioning image is all blank
             blank = sampling.encode_masked(pipe, [Image.new("RGB", (width, height))], None)
             step.masked_image_latents = blank.repeat(upscaled.shape[0], 1, 1, 1)

@@ -24,6 +24,7 @@ from modules.models.manager import LoadedModel
 from modules.prompts import conditioning
 from modules.prompts.composable import composable_unet
 from modules.script_callbacks import AfterCFGCallbackParams, CallbackRegistry, CFGDenoisedParams, CFGDenoiserParams
+from modules.token_merging import merged_tokens
 from modules.unet_forward import replaced_forward
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Pass:
     stop_after: int | None = None    # stop after this many of the pass's steps (where a refiner takes over)
     seeds: list[int] | None = None   # per image: seeds the noise ancestral samplers add at each step
     controls: list[PassControl] = field(default_factory=list)   # ControlNet units guiding this pass
+    token_merging_ratio: float = 0.0   # ToMe on the UNet's self-attention for this pass (0: off)
 
     @property
     def runs_steps(self) -> int:
@@ -186,6 +188,7 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, preview: Callable
                 pipe.unet, lambda: (plan.parts_at(current["step"]), plan.at(current["step"])[1]),
                 guided=step.cfg_scale > 1))
             tensor_inputs = ["latents"]
+        stack.enter_context(merged_tokens(pipe.unet, step.token_merging_ratio))
         stack.enter_context(cfg_callbacks(pipe.unet, callbacks, lambda: progress_offset + current["step"], total,
                                           batch))
         return pipe(**kwargs, callback_on_step_end=on_step_end,
