@@ -2,7 +2,7 @@
 drawn as a labelled grid (one per Z value, side by side, when there is a Z axis).
 
 The axis list is A1111's, in its order, because API clients send the axis type as an index into it; the
-axes this backend cannot vary (k-diffusion sigma settings, token merging, ...) stay in the list, are left out
+axes this backend cannot vary (k-diffusion sigma settings, ...) stay in the list, are left out
 of the UI, and are refused with a reason. Every value is checked before the first image: each axis value
 alone, then every cell, through the request validator, so a misspelt sampler fails at once, naming it.
 """
@@ -165,8 +165,8 @@ AXIS_OPTIONS = [
     AxisOption("Styles", str, apply_styles, choices=lambda generator: generator.networks.styles.names()),
     _missing("UniPC Order", int, K_DIFFUSION),
     _missing("Face restore", str, "face restoration during generation is not supported; use Extras"),
-    _missing("Token merging ratio", float, "token merging is not supported"),
-    _missing("Token merging ratio high-res", float, "token merging is not supported"),
+    AxisOption("Token merging ratio", float, apply_override("token_merging_ratio")),
+    AxisOption("Token merging ratio high-res", float, apply_override("token_merging_ratio_hr")),
     _missing("Always discard next-to-last sigma", str, K_DIFFUSION),
     _missing("SGM noise multiplier", str, K_DIFFUSION),
     AxisOption("Refiner checkpoint", str, apply_field("refiner_checkpoint"), format_value=format_remove_path,

@@ -249,6 +249,13 @@ def test_xyz_bad_axes_are_named(services, args, message):
     assert job.state == "failed" and message in job.error
 
 
+def test_xyz_token_merging_axis(services):
+    args = xyz_args(x=("Token merging ratio", "0, 0.5"), sub_images=True)
+    result = finished(run_script(services, "x/y/z plot", args))
+    cells = [parse_infotext(text) for text in result.infotexts[1:]]
+    assert [cell.get("Token merging ratio") for cell in cells] == [None, "0.5"]
+
+
 def test_xyz_z_axis_makes_a_grid_per_value_side_by_side(services):
     args = xyz_args(x=("Steps", "2,3"), z=("CFG Scale", "5, 6"), sub_grids=True, sub_images=True)
     result = finished(run_script(services, "x/y/z plot", args, save_images=False))
