@@ -37,6 +37,37 @@ class JobError(Exception):
         self.status = status
 
 
+class Deferred:
+    """A value made on first use, once, by whichever thread asks first; `release` (when the job ends) lets the
+    maker give back what it holds on the GPU, keeping what it needs to make the value later.
+
+    Live previews use it: the sampling thread leaves the step's latents (an asynchronous copy on the device) and a
+    preview is decoded only when a client asks, in that client's thread. The sampling loop never waits for the GPU
+    to make one (decoding it there and reading it back would stall the queue of launched kernels), and no preview
+    is made that nobody looks at.
+    """
+
+    def __init__(self, make: Callable[[], Any], release: Callable[[], None] | None = None):
+        self._make, self._release = make, release
+        self._value: Any = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._make is not None:
+                make, self._make = self._make, None
+                try:
+                    self._value = make()
+                except Exception:  # noqa: BLE001 - a failed preview must not fail the request that asked for it
+                    log.exception("making a live preview failed")
+            return self._value
+
+    def release(self) -> None:
+        with self._lock:
+            if self._make is not None and self._release is not None:
+                self._release()
+
+
 @dataclass
 class Job:
     id: str
@@ -52,7 +83,7 @@ class Job:
     image_index: int = 0             # which batch (A1111 job_no) is being sampled
     image_count: int = 1             # number of batches (A1111 job_count); a script may announce more
     batches_done: int = 0            # over every generation in the job (a script's cells, loops)
-    preview: Any = None              # PIL image, updated during sampling
+    _preview: Any = field(default=None, repr=False)   # PIL image or Deferred, updated during sampling
     preview_id: int = 0
     textinfo: str = ""
     result: Any = None
@@ -81,9 +112,24 @@ class Job:
     def set_progress(self, step: int, steps: int) -> None:
         self.step, self.steps = step, steps
 
+    @property
+    def preview(self):
+        """The latest live preview (a PIL image or None), made now if the sampler left a Deferred."""
+        current = self._preview
+        return current.get() if isinstance(current, Deferred) else current
+
+    @preview.setter
+    def preview(self, image) -> None:
+        self._preview = image
+
     def set_preview(self, image) -> None:
-        self.preview = image
+        """A new preview: a PIL image, or a Deferred that makes one when somebody first asks for it."""
+        self._preview = image
         self.preview_id += 1
+
+    def release_preview(self) -> None:
+        if isinstance(self._preview, Deferred):
+            self._preview.release()
 
     def consume_skip(self) -> bool:
         """True once after skip was requested; sampling of the current batch stops, the job goes on."""
@@ -221,6 +267,7 @@ class JobQueue:
     def _finish(self, job: Job, state: str) -> None:
         job.state = state
         job.finished = time.time()
+        job.release_preview()
         job.done.set()
         self._with_results.append(job)
         while len(self._with_results) > self._kept_results and \

@@ -16,10 +16,12 @@ import logging
 import re
 import threading
 from pathlib import Path
+from typing import Callable
 
 import torch
 from PIL import Image
 
+from modules.jobs import Deferred
 from modules.models import files
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,18 @@ def latent_preview(latent: torch.Tensor, family: str) -> Image.Image:
     rgb = torch.einsum("lhw,lr->hwr", latent[:4].float().cpu(), coefficients)
     array = ((rgb + 1) * 127.5).clamp(0, 255).byte().numpy()
     return Image.fromarray(array)
+
+
+def deferred(render: Callable[[torch.Tensor], Image.Image], latents: torch.Tensor) -> Deferred:
+    """A preview of the first image of `latents`, made by `render(latent)` only when somebody asks (see
+    jobs.Deferred). The latent is copied on its device, so the sampler's later steps cannot change it; when the
+    job ends it moves to RAM (the job's work is done by then: nothing waits for it)."""
+    held = [latents[:1].detach().clone()]
+
+    def release() -> None:
+        held[0] = held[0].cpu()
+
+    return Deferred(lambda: render(held[0]), release)
 
 
 def _kind(family: str) -> str:

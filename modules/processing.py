@@ -671,8 +671,16 @@ class Generator:
             return None
         method = self.options.show_progress_type
         if self.previews is None:
-            return lambda latents, pipeline: previews.latent_preview(latents[0], model.family)
-        return lambda latents, pipeline: self.previews.image(latents, model.family, method, pipeline)
+            def render(latent):
+                return previews.latent_preview(latent[0], model.family)
+        elif method == "Full":
+            # The checkpoint's own VAE: only the job's thread may run it (offload hooks, the fp32 NaN fallback),
+            # so this preview is made now, in the sampling loop; it is slow anyway, and chosen knowingly.
+            return lambda latents, pipeline: self.previews.image(latents, model.family, method, pipeline)
+        else:
+            def render(latent):
+                return self.previews.image(latent, model.family, method)
+        return lambda latents, pipeline: previews.deferred(render, latents)
 
     def _refiner_for(self, request: GenerationRequest, model: LoadedModel) -> "_Refiner | None":
         if not request.refiner_checkpoint or request.refiner_switch_at >= 1.0:

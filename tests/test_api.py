@@ -181,11 +181,13 @@ def test_progress_and_interrupt_of_a_running_job(server):
     deadline = time.time() + 60
     while time.time() < deadline:
         progress = server.get("/sdapi/v1/progress", params={"id": "long-job"})
-        if progress.status_code == 200 and progress.json()["state"]["sampling_step"] > 0:
+        if progress.status_code == 200 and progress.json()["current_image"]:   # a preview every 10 steps
             break
         time.sleep(0.05)
     body = progress.json()
-    assert body["status"] == "running" and 0 < body["progress"] < 1
+    assert body["status"] == "running" and 0 < body["progress"] < 1 and body["state"]["sampling_step"] >= 10
+    preview = Image.open(io.BytesIO(base64.b64decode(body["current_image"])))
+    assert preview.size == (8, 8)   # no TAESD decoder: the latent approximation, a pixel per latent
     assert server.post("/sdapi/v1/interrupt", params={"id": "long-job"}).json() == {"interrupted": True}
     thread.join(120)
     assert result["response"].status_code == 200

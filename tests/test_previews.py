@@ -2,12 +2,15 @@
 sampling, and the latent approximation when the file is missing or unusable."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import safetensors.torch
 import torch
 
 from modules import cmd_args, previews, services as services_module
+from modules.jobs import Job
 from modules.processing import validate_request
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model, write_malicious_pickle
@@ -87,3 +90,50 @@ def test_generation_shows_full_size_taesd_previews(tmp_path):
         assert run("Full") == (64, 64)
     finally:
         services.shutdown()
+
+
+def test_previews_are_decoded_only_when_somebody_looks_and_show_their_step(tmp_path):
+    """The sampler leaves each step's latents; the TAESD decode runs in the thread that asks (no GPU wait in the
+    sampling loop), once per preview, and shows that step even when asked for after later steps ran."""
+    data = data_dir_with_checkpoints(tmp_path, {"tiny-sd1.safetensors": build_tiny_model("sd1")})
+    (data / "models" / "VAE-taesd").mkdir(parents=True)
+    torch.save(original_layout(random_decoder()), data / "models" / "VAE-taesd" / "taesd_decoder.pth")
+    services = services_module.create(cmd_args.parse_args(["--data-dir", str(data)]))
+    try:
+        services.options.update({"show_progress_every_n_steps": 1, "show_progress_type": "TAESD"}, from_api=False)
+        decoder = services.generator.previews.decoder("sd1")
+        decoded_in = []
+        decoder.register_forward_hook(lambda *_: decoded_in.append(threading.current_thread().name))
+        seen = {}
+        original_set_preview = Job.set_preview
+
+        def keep_each(job, preview):   # every preview the sampler left, in order
+            seen[len(seen)] = preview
+            original_set_preview(job, preview)
+
+        request = validate_request({"prompt": "x", "steps": 3, "width": 64, "height": 64, "seed": 1,
+                                    "save_images": False}, services.registry)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Job, "set_preview", keep_each)
+            job = services.submit_txt2img(request)
+            assert job.done.wait(300) and job.state == "done", job.error
+        assert len(seen) == 3 and decoded_in == []            # three steps, three previews, none decoded yet
+        first = seen[0].get()
+        assert first.size == (64, 64) and decoded_in == ["MainThread"]
+        assert seen[0].get() is first and len(decoded_in) == 1   # made once
+        last = job.preview
+        assert last is seen[2].get() and len(decoded_in) == 2
+        assert not np.array_equal(np.asarray(first), np.asarray(last))   # the first step's picture, not the last's
+    finally:
+        services.shutdown()
+
+
+def test_a_failing_preview_fails_no_request():
+    from modules.jobs import Deferred
+
+    def broken():
+        raise RuntimeError("decoder went away")
+
+    job = Job(id="j", kind="txt2img", run=lambda job: None)
+    job.set_preview(Deferred(broken))
+    assert job.preview is None and job.preview_id == 1

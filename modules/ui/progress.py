@@ -61,6 +61,7 @@ async def watch(job: Job, queue: JobQueue, interval: float = POLL_SECONDS) -> As
         if job.done.is_set():
             break
         preview = None
-        if job.preview_id != seen_preview and job.preview is not None:
-            seen_preview, preview = job.preview_id, job.preview
+        if job.preview_id != seen_preview:
+            # A preview may be made on this first look (a TAESD decode on the GPU): not on the event loop.
+            seen_preview, preview = job.preview_id, await asyncio.to_thread(lambda: job.preview)
         yield Snapshot(progress_html(job, queue.position(job)), preview)
