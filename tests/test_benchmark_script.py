@@ -9,6 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 import benchmark_report as report  # noqa: E402
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 MEASURED = ("it/s (batch 1, CFG)", "s per 8-step image (end to end)", "s from start to first image",
@@ -84,3 +85,35 @@ def test_docs_merge_replaces_a_measured_mode_and_keeps_the_others(tmp_path):
     assert "- `run 1`: NVIDIA H100" in docs.read_text() and "- `run 2`:" in docs.read_text()
     report.write_docs(docs, "gpu", [_record("default", "run 2", 61.0)])
     assert "`run 1`" not in docs.read_text()   # no row refers to it any more
+
+
+def test_time_budget_reports_what_it_could_not_measure(tmp_path):
+    results = tmp_path / "results.jsonl"
+    run = subprocess.run([sys.executable, "tools/benchmark.py", "--quick", "--modes", "default,medvram",
+                          "--time-budget", "1", "--results", str(results)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "LoRAs, prompt encoding, switching, start-up: not measured (time budget)" in run.stdout
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["status"] for r in records] == ["not measured (time budget spent)",
+                                              "n/a (CUDA only)" if not torch.cuda.is_available()
+                                              else "not measured (time budget spent)"]
+
+
+def test_a_worker_past_the_budget_is_stopped(tmp_path):
+    import benchmark
+
+    spec = {"side": "raw", "mode": "default", "checkpoint": str(tmp_path / "none.safetensors")}
+    result = benchmark.run_worker(spec, tmp_path, "late", timeout=0.2)   # less than importing torch takes
+    assert result["error"].startswith("stopped at the time budget after 0 s")
+
+
+def test_plan_orders_model_mode_pairs():
+    import benchmark
+
+    options = benchmark.parse_args(["--full", "--plan", "sd15:default, sdxl:default,sd15:compiled-cudagraphs"])
+    assert options.plan == [("sd15", "default"), ("sdxl", "default"), ("sd15", "compiled-cudagraphs")]
+    assert options.models == ["sd15", "sdxl"] and options.modes == ["default", "compiled-cudagraphs"]
+    for wrong in (["--plan", "sd15:default"], ["--full", "--plan", "sd15"], ["--full", "--plan", "sd3:default"]):
+        with pytest.raises(SystemExit):
+            benchmark.parse_args(wrong)

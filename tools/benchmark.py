@@ -68,6 +68,7 @@ class Mode:
     compile_unet: str | None = None  # our compile_unet setting
     raw_compile_mode: str | None = None   # torch.compile mode of the raw baseline (None: default mode)
     cuda_only: bool = False
+    token_merging: float = 0.0       # our token_merging_ratio; the raw baseline patches tomesd in as its README does
 
 
 MODES = {
@@ -77,6 +78,7 @@ MODES = {
                                 cuda_only=True),
     "medvram": Mode(flags=("--medvram",), cuda_only=True),
     "lowvram": Mode(flags=("--lowvram",), cuda_only=True),
+    "tome": Mode(token_merging=0.5),
 }
 DEFAULT_MODES = ("default", "compiled", "medvram", "lowvram")
 
@@ -240,6 +242,28 @@ def measure_steps(generate, steps: int, repeats: int, its_steps: int | None = No
             "its_steps": its_steps, "short_s": short, "long_s": long, "last": last}
 
 
+def host_syncs_per_step(generate, steps: int) -> float:
+    """How often the host waits for the GPU per sampler step. CUDA's sync debug mode warns at every synchronising
+    call (a read-back such as .item() or .cpu(), a blocking copy, an explicit synchronize), from any thread; the
+    count for a 2M-step image minus that for an M-step one, over M, leaves out what happens once per image (the
+    noise moved there, the decoded image read back)."""
+    import warnings
+
+    import torch
+
+    def count(n: int) -> int:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                generate(n)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchronizing CUDA operation" in str(warning.message) for warning in caught)
+
+    return (count(2 * steps) - count(steps)) / steps
+
+
 def compiled_graphs() -> int:
     """How many graphs torch.compile (dynamo) has compiled in this process."""
     from torch._dynamo.utils import counters
@@ -319,6 +343,8 @@ def worker_ours(spec: dict) -> dict:
                     result["px_max"], result["px_mean"] = difference
             if spec["mode"].startswith("compiled"):
                 result["graphs"] = compiled_graphs()
+            if cuda_available() and spec["mode"] != "lowvram":   # there every layer's weights are a blocking copy
+                result["syncs_per_step"] = host_syncs_per_step(generate, result["its_steps"])
     finally:
         services.shutdown()
     return result
@@ -351,6 +377,10 @@ def worker_raw(spec: dict) -> dict:
         pipe.enable_sequential_cpu_offload(device=device)
     else:
         pipe.to(device)
+    if spec.get("token_merging"):
+        import tomesd
+
+        tomesd.apply_patch(pipe, ratio=spec["token_merging"])
     if mode.startswith("compiled"):
         # As diffusers' "Accelerate inference" guide does: channels-last UNet, torch.compile(fullgraph=True);
         # --raw-compile docs adds its inductor flags and max-autotune (much longer to compile).
@@ -380,19 +410,26 @@ def worker_raw(spec: dict) -> dict:
     result.update(measured)
     if mode.startswith("compiled"):
         result["graphs"] = compiled_graphs()
+    if cuda and mode != "lowvram":
+        result["syncs_per_step"] = host_syncs_per_step(generate, result["its_steps"])
     return result
 
 
-def run_worker(spec: dict, work: Path, tag: str) -> dict:
-    """Run one side of one mode in a fresh process; its result, or {"error": ...} (the log keeps the details)."""
+def run_worker(spec: dict, work: Path, tag: str, timeout: float | None = None) -> dict:
+    """Run one side of one mode in a fresh process; its result, or {"error": ...} (the log keeps the details).
+    `timeout`: what is left of the time budget; a worker still running then is stopped."""
     spec_path, out_path, log_path = (work / f"{tag}.{suffix}" for suffix in ("spec.json", "result.json", "log"))
     spec = dict(spec, out=str(out_path))
     spec_path.write_text(json.dumps(spec))
     out_path.unlink(missing_ok=True)
     started = time.time()
     with open(log_path, "wb") as log:
-        process = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(spec_path)],
-                                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            process = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(spec_path)],
+                                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"stopped at the time budget after {time.time() - started:.0f} s: "
+                             f"{last_line(log_path)} (log: {log_path})"}
     if process.returncode != 0 or not out_path.exists():
         return {"error": f"exit {process.returncode}: {last_line(log_path)} (log: {log_path})"}
     result = json.loads(out_path.read_text())
@@ -454,6 +491,16 @@ def start_to_first_image(spec: dict, log_path: Path, timeout: float) -> float:
 
 # ---------------------------------------------------------------- one (model, mode)
 
+MIN_MODE_SECONDS = 30   # with --time-budget: a (model, mode) is not started with less than this left
+EXTRAS_SECONDS = 120    # nor the extras table
+
+
+def time_left(options) -> float | None:
+    """Seconds left of --time-budget (None: no budget)."""
+    deadline = getattr(options, "deadline", None)
+    return None if deadline is None else deadline - time.monotonic()
+
+
 def compilation_available() -> bool:
     return importlib.util.find_spec("modules.compilation") is not None
 
@@ -467,6 +514,9 @@ def bench_mode(case: Case, mode_name: str, work: Path, options, run: dict, devic
     if mode.cuda_only and not cuda:
         record["status"] = "n/a (CUDA only)"
         return record
+    if time_left(options) is not None and time_left(options) < MIN_MODE_SECONDS:
+        record["status"] = "not measured (time budget spent)"
+        return record
     if mode.compile_unet and not compilation_available():
         record["status"] = "n/a (modules/compilation.py is not there yet)"
         return record
@@ -477,6 +527,8 @@ def bench_mode(case: Case, mode_name: str, work: Path, options, run: dict, devic
     data.mkdir(parents=True, exist_ok=True)
     settings = data / f"config-{mode_name}.json"
     values = {"compile_unet": mode.compile_unet, "compile_vae": options.compile_vae} if mode.compile_unet else {}
+    if mode.token_merging:
+        values["token_merging_ratio"] = mode.token_merging
     settings.write_text(json.dumps(values))
     checkpoint = checkpoint_path(work, case.key)
     reference = data / "reference-default.png"
@@ -485,7 +537,7 @@ def bench_mode(case: Case, mode_name: str, work: Path, options, run: dict, devic
             "settings_file": str(settings), "flags": list(mode.flags), "size": case.size, "steps": options.steps,
             "repeats": options.repeats,
             "compile_vae": options.compile_vae, "raw_compile": options.raw_compile,
-            "raw_compile_mode": mode.raw_compile_mode}
+            "raw_compile_mode": mode.raw_compile_mode, "token_merging": mode.token_merging}
     if mode_name == "medvram":     # every image moves the whole model in and out: fewer repeats
         spec["repeats"] = min(options.repeats, 2)
     elif mode_name == "lowvram":   # every step moves every weight: one repeat, it/s from M = steps/4
@@ -493,28 +545,31 @@ def bench_mode(case: Case, mode_name: str, work: Path, options, run: dict, devic
     tag = f"{case.key}-{mode_name}"
     if mode_name == "default":
         spec["save_image"] = str(reference)
-    elif mode.compile_unet:
+    elif mode.compile_unet or mode.token_merging:
         if not reference.exists():   # the default path's image, for the pixel comparison
             default_settings = data / "config-default.json"
             default_settings.write_text("{}")
             print(f"  {tag}: the default path's reference image", flush=True)
             run_worker(dict(spec, mode="default", flags=[], settings_file=str(default_settings), reference_only=True,
-                            save_image=str(reference)), work, f"{tag}-reference")
+                            save_image=str(reference)), work, f"{tag}-reference", time_left(options))
         spec["reference"] = str(reference)
 
     print(f"  {tag}: ours", flush=True)
-    record["ours"] = run_worker(spec, work, f"{tag}-ours")
-    if options.start_times:
-        print(f"  {tag}: ours, start to first image", flush=True)
-        try:
-            record["ours"]["start_to_image_s"] = start_to_first_image(spec, work / f"{tag}-server.log",
-                                                                      options.server_timeout)
-        except RuntimeError as error:
-            record["ours"]["error"] = "; ".join(filter(None, [record["ours"].get("error"), f"server: {error}"]))
+    record["ours"] = run_worker(spec, work, f"{tag}-ours", time_left(options))
     print(f"  {tag}: raw diffusers", flush=True)
-    record["raw"] = run_worker(dict(spec, side="raw"), work, f"{tag}-raw")
+    record["raw"] = run_worker(dict(spec, side="raw"), work, f"{tag}-raw", time_left(options))
     if not options.start_times:
         record["raw"].pop("start_to_image_s", None)
+    elif time_left(options) is not None and time_left(options) < MIN_MODE_SECONDS:
+        record["ours"]["error"] = "; ".join(filter(None, [record["ours"].get("error"),
+                                                          "start to first image not measured (time budget)"]))
+    else:
+        print(f"  {tag}: ours, start to first image", flush=True)
+        timeout = min(filter(None, (options.server_timeout, time_left(options))))
+        try:
+            record["ours"]["start_to_image_s"] = start_to_first_image(spec, work / f"{tag}-server.log", timeout)
+        except RuntimeError as error:
+            record["ours"]["error"] = "; ".join(filter(None, [record["ours"].get("error"), f"server: {error}"]))
     return record
 
 
@@ -679,10 +734,12 @@ def measure(options) -> list[dict]:
         sys.exit("--full needs a CUDA GPU (full-size SD1.5 and SDXL)")
     torch.set_num_threads(os.cpu_count() or 1)
     if options.full:
-        cases = [FULL_CASES[key] for key in options.models]
+        cases = FULL_CASES
+        plan = options.plan or [(model, mode) for model in options.models for mode in options.modes]
     else:
         size = 128 if options.quick else 256
-        cases = [Case("tiny", f"tiny SD1 {size}²", None, size, None)]
+        cases = {"tiny": Case("tiny", f"tiny SD1 {size}²", None, size, None)}
+        plan = [("tiny", mode) for mode in options.modes]
     work = Path(options.work_dir) if options.work_dir else Path(tempfile.mkdtemp(prefix="sd-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     run = run_stamp(options)
@@ -690,17 +747,22 @@ def measure(options) -> list[dict]:
     print(f"Device: {device_name}   torch {torch.__version__}   work folder: {work}", flush=True)
     records = []
     try:
-        for case in cases:
-            prepare_checkpoint(work, case)
-            for mode_name in options.modes:
-                print(f"{case.key} / {mode_name}", flush=True)
-                record = bench_mode(case, mode_name, work, options, run, device_name)
-                records.append(record)
-                save_results(options.results, [record])
-                print(report.render([record], runs=False), flush=True)
-        if options.extras:
+        prepared = set()
+        for case, mode_name in ((cases[key], mode) for key, mode in plan):
+            print(f"{case.key} / {mode_name}", flush=True)
+            budget = time_left(options)
+            if case.key not in prepared and (budget is None or budget >= MIN_MODE_SECONDS):
+                prepare_checkpoint(work, case)
+                prepared.add(case.key)
+            record = bench_mode(case, mode_name, work, options, run, device_name)
+            records.append(record)
+            save_results(options.results, [record])
+            print(report.render([record], runs=False), flush=True)
+        if options.extras and time_left(options) is not None and time_left(options) < EXTRAS_SECONDS:
+            print("LoRAs, prompt encoding, switching, start-up: not measured (time budget)", flush=True)
+        elif options.extras:
             print("LoRAs, prompt encoding, switching, start-up", flush=True)
-            extras = bench_extras(cases, work, options, run)
+            extras = bench_extras([cases[key] for key in dict.fromkeys(key for key, _ in plan)], work, options, run)
             records += extras
             save_results(options.results, extras)
     finally:
@@ -733,6 +795,12 @@ def parse_args(argv=None):
     parser.add_argument("--modes", default=None,
                         help=f"comma-separated, from {', '.join(MODES)}; none: only the --extras (default: "
                         f"{','.join(DEFAULT_MODES)}; without compiled with --quick: compiling takes minutes on a CPU)")
+    parser.add_argument("--plan", default=None,
+                        help="with --full: model:mode pairs in the order to measure them, instead of every --models "
+                        "by every --modes (sd15:default,sdxl:default,sd15:compiled-cudagraphs,...)")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                        help="stop within this many seconds: a side still running then is stopped, what is left is "
+                        "reported as not measured (for a device call with a time limit)")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps per image (20; 8 with --quick)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (3; 2 with --quick)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny 128x128 model, 8 steps, 2 repeats")
@@ -763,6 +831,16 @@ def parse_args(argv=None):
     if options.modes is None:
         options.modes = ",".join(mode for mode in DEFAULT_MODES if not (options.quick and mode == "compiled"))
     options.modes = [m.strip() for m in options.modes.split(",") if m.strip() and m.strip() != "none"]
+    if options.plan:
+        if not options.full:
+            parser.error("--plan needs --full")
+        pairs = [item.strip().split(":", 1) for item in options.plan.split(",") if item.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            parser.error("--plan takes model:mode pairs, comma-separated")
+        options.plan = [tuple(pair) for pair in pairs]
+        options.models = list(dict.fromkeys(model for model, _ in options.plan))
+        options.modes = list(dict.fromkeys(mode for _, mode in options.plan))
+    options.deadline = time.monotonic() + options.time_budget if options.time_budget else None
     for name in options.models:
         if name not in FULL_CASES:
             parser.error(f"unknown model {name!r}; choose from {', '.join(FULL_CASES)}")

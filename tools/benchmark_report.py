@@ -10,7 +10,7 @@ A result record is one JSON object per line:
 - {"table": "extras", "kind": ..., "run": {...}, "model": ..., "measure": ..., "value": ..., "unit": ...,
    "target": ...}
 `ours` / `raw` hold numbers (None where not measured): its, e2e_s, first_image_s, start_to_image_s,
-peak_vram_bytes, reserved_vram_bytes, px_max, px_mean, graphs.
+peak_vram_bytes, reserved_vram_bytes, syncs_per_step, px_max, px_mean, graphs.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ VRAM_TARGET_GIB = {("sd15", "lowvram"): 2.0, ("sdxl", "lowvram"): 4.0, ("sdxl", 
 PIXEL_MEAN_TOLERANCE = 1.0
 PIXEL_MAX_TOLERANCE = 16
 
-MODE_ORDER = ("default", "compiled", "compiled-cudagraphs", "medvram", "lowvram")
+MODE_ORDER = ("default", "compiled", "compiled-cudagraphs", "tome", "medvram", "lowvram")
 MODEL_ORDER = ("sd15", "sdxl", "tiny")
 MODE_COLUMNS = ("model", "mode", "measure", "ours", "raw diffusers", "ours ÷ raw", "target", "met", "run")
 EXTRA_COLUMNS = ("model", "measure", "value", "target", "run")
@@ -144,6 +144,10 @@ def mode_rows(record: dict) -> list[tuple[str, ...]]:
     else:
         add("peak VRAM GiB (allocated)", _gib(peak), _gib(raw_peak), _ratio(peak, raw_peak))
 
+    syncs, raw_syncs = ours.get("syncs_per_step"), raw.get("syncs_per_step")
+    if syncs is not None or raw_syncs is not None:   # CUDA, not lowvram
+        add("host syncs per sampler step", _num(syncs, 2), _num(raw_syncs, 2), "—", "0",
+            _met(None if syncs is None else syncs <= 0))
     if compiled:
         px_max, px_mean = ours.get("px_max"), ours.get("px_mean")
         text = "—" if px_max is None else f"{px_max} (mean {px_mean:.2f})"
@@ -154,6 +158,8 @@ def mode_rows(record: dict) -> list[tuple[str, ...]]:
         add("graphs compiled (dynamo)", "—" if graphs is None else str(graphs),
             "—" if raw.get("graphs") is None else str(raw["graphs"]), "—", "> 0", _met(None if graphs is None
                                                                                         else graphs > 0))
+    elif mode == "tome" and ours.get("px_max") is not None:   # merging tokens changes the image, by design
+        add("max abs pixel diff vs default (0–255)", f"{ours['px_max']} (mean {ours['px_mean']:.2f})", "—")
     for side, values in (("ours", ours), ("raw", raw)):
         if values.get("error"):
             add(f"error ({side})", values["error"], "")

@@ -28,6 +28,8 @@ NEEDED = (
     "typing_extensions", "opentelemetry-api", "uvicorn", "python-multipart",
     # prompt parsing; the CLIP vocabulary (read from the package's folder, never imported); extensions (git)
     "lark", "open_clip_torch", "GitPython", "gitdb", "smmap",
+    # token merging (the benchmark's tome mode)
+    "tomesd",
 )
 # `--nowebui` still builds the scripts' controls off-page to learn their default arguments
 # (modules/ui/scripts.record_defaults), which needs gradio.
