@@ -23,6 +23,7 @@ class DeviceConfig:
     medvram_sdxl: bool = False  # MEDVRAM for SDXL models only
     channels_last: bool = False
     attention_slicing: bool = False   # A1111's split / sub-quadratic attention flags
+    bf16_sdxl_vae: bool = False       # the GPU computes in bf16 (see vae_dtype_for)
 
     @property
     def is_cuda(self) -> bool:
@@ -32,6 +33,15 @@ class DeviceConfig:
         if self.memory == FULL and self.medvram_sdxl and family.startswith("sdxl"):
             return MEDVRAM
         return self.memory
+
+    def vae_dtype_for(self, family: str) -> torch.dtype:
+        """The VAE's dtype for a model family. SDXL's VAE overflows fp16 (A1111's "A tensor with all NaNs was
+        produced in VAE": a wasted decode, then the VAE kept in fp32, twice the memory and time). bf16 has fp32's
+        range, so on a GPU that computes in bf16 an fp16 SDXL VAE runs in bf16 instead, as ComfyUI does: no
+        overflow and half fp32's memory, at a precision below what an 8-bit image shows. SD 1.x/2.x VAEs keep fp16."""
+        if self.vae_dtype == torch.float16 and self.bf16_sdxl_vae and family.startswith("sdxl"):
+            return torch.bfloat16
+        return self.vae_dtype
 
     def describe(self) -> str:
         memory = "" if self.memory == FULL and not self.medvram_sdxl else \
@@ -61,7 +71,7 @@ def from_args(args) -> DeviceConfig:
         memory = LOWVRAM if args.lowvram else MEDVRAM if args.medvram else FULL
         return DeviceConfig(device, dtype, vae_dtype, attention, nan_check=not args.disable_nan_check,
                             memory=memory, medvram_sdxl=args.medvram_sdxl, channels_last=args.opt_channelslast,
-                            attention_slicing=slicing)
+                            attention_slicing=slicing, bf16_sdxl_vae=torch.cuda.is_bf16_supported(including_emulation=False))
     if args.lowvram or args.medvram or args.medvram_sdxl:
         log.info("--medvram / --lowvram have no effect on the CPU: every model is in RAM already")
     # CPU: half precision is slow or unsupported for many CPU kernels, so always fp32.

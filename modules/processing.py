@@ -572,7 +572,8 @@ class Generator:
             info = self.networks.vaes.resolve(
                 setting, model.info, preferred=read_user_metadata(model.info.filename).get("vae"),
                 setting_overrides_preferred=self.options.sd_vae_overrides_per_model_preferences)
-            loaded = self.networks.vae_cache.get(info, model.spec, self.manager.devices.vae_dtype) if info else None
+            vae_dtype = self.manager.devices.vae_dtype_for(model.family)
+            loaded = self.networks.vae_cache.get(info, model.spec, vae_dtype) if info else None
         except (ValueError, VaeLoadError) as error:
             raise JobError(f"VAE: {error}", status=422) from None
         return info, loaded

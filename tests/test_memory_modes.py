@@ -238,3 +238,36 @@ def test_memory_route_reports_real_figures_in_a1111s_shape(data, monkeypatch):
     assert cuda["system"] == {"free": 6 << 30, "used": 2 << 30, "total": 8 << 30}
     assert [cuda[key]["peak"] for key in ("active", "allocated", "reserved", "inactive")] == [2, 4, 6, 8]
     assert cuda["events"] == {"retries": 9, "oom": 10}
+
+
+def test_sdxl_vae_runs_in_bf16_where_fp16_would_overflow(data, monkeypatch):
+    """On a GPU that computes in bf16, an fp16 setup gives SDXL's VAE bf16 (fp32's range: no NaN image and no
+    fp32 retry); SD 1.x keeps its fp16 VAE, and --no-half-vae (fp32) is left alone."""
+    gpu_like = devices.DeviceConfig(torch.device("cpu"), torch.float16, torch.float16, "sdp", True, bf16_sdxl_vae=True)
+    assert [gpu_like.vae_dtype_for(family) for family in ("sd1", "sd2", "sdxl", "sdxl_refiner")] == [
+        torch.float16, torch.float16, torch.bfloat16, torch.bfloat16]
+    no_half_vae = devices.DeviceConfig(torch.device("cpu"), torch.float16, torch.float32, "sdp", True,
+                                       bf16_sdxl_vae=True)
+    assert no_half_vae.vae_dtype_for("sdxl") == torch.float32
+    assert devices.from_args(cmd_args.parse_args(["--use-cpu", "all"])).vae_dtype_for("sdxl") == torch.float32
+
+    real = devices.from_args
+
+    def half_vae(args):   # the UNet stays fp32 (the CPU), the VAE as a GPU with bf16 would have it
+        config = real(args)
+        return devices.DeviceConfig(config.device, config.dtype, torch.float16, config.attention, True,
+                                    bf16_sdxl_vae=True)
+
+    monkeypatch.setattr(devices, "from_args", half_vae)
+    services = services_module.create(cmd_args.parse_args(["--data-dir", str(data), "--skip-load-model-at-start"]))
+    try:
+        assert services.generator.load("tiny-sd1").pipeline.vae.dtype == torch.float16
+        request = validate_request({"prompt": "a cat", "checkpoint": "tiny-sdxl", "steps": 2, "width": 64,
+                                    "height": 64, "seed": 1, "save_images": False}, services.registry)
+        job = services.submit_txt2img(request)
+        assert job.done.wait(300) and job.state == "done", job.error
+        assert services.models.current.pipeline.vae.dtype == torch.bfloat16
+        image = np.asarray(job.result.images[0])
+        assert image.shape == (64, 64, 3) and image.std() > 0
+    finally:
+        services.shutdown()

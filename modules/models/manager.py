@@ -134,7 +134,8 @@ class ModelManager:
             state_dict = files.load_state_dict(info.filename)
             override = (self.options.sd_model_prediction_overrides or {}).get(info.name)
             spec = detect.detect(state_dict, sidecar_yaml=info.sidecar_yaml, override=override)
-            components = loader.build_components(state_dict, spec, self.devices.dtype, self.devices.vae_dtype)
+            components = loader.build_components(state_dict, spec, self.devices.dtype,
+                                                 self.devices.vae_dtype_for(spec.family))
         except (files.ModelFileError, detect.UnsupportedModelError, loader.ModelLoadError) as error:
             reason = str(error)
             if not reason.startswith(info.filename.name):
