@@ -16,18 +16,22 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import yaml
-from accelerate import init_empty_weights
-from diffusers import ControlNetModel
-from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING, convert_controlnet_checkpoint
 
 from modules.models.detect import FAMILY_LABELS
 from modules.models.files import ModelFileError, file_kind, load_state_dict, read_safetensors_header
-from modules.models.loader import ModelLoadError, bundled_config, key_indices, materialise
 from modules.models.registry import old_hash
+
+if TYPE_CHECKING:
+    from diffusers import ControlNetModel
+
+# diffusers (with the checkpoint loader, which imports it) is imported where a ControlNet is converted or built, on
+# the worker: importing it here would add seconds to the server's start before its first page.
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +44,11 @@ LDM_PREFIX = "control_model."
 FAMILY_CONFIGS = {"sd1": "sd15", "sd2": "sd2_768_v", "sdxl": "sdxl_base"}
 # Cross-attention widths of the real text encoders; other widths (tiny test models) confirm nothing.
 REAL_CONTEXT_WIDTHS = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
-_CONTROLNET_PARAMETERS = set(inspect.signature(ControlNetModel.__init__).parameters) - {"self"}
+@cache
+def _controlnet_parameters() -> frozenset[str]:
+    from diffusers import ControlNetModel
+
+    return frozenset(inspect.signature(ControlNetModel.__init__).parameters) - {"self"}
 
 Shapes = Mapping[str, tuple[int, ...]]
 _Stamp = tuple[str, int, int]
@@ -171,6 +179,10 @@ def _family_of(path: Path, shapes: Shapes) -> str:
 
 def to_diffusers(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A ControlNet's weights under diffusers' names, whichever layout the file has."""
+    from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING, convert_controlnet_checkpoint
+
+    from modules.models.loader import key_indices
+
     layout, prefix = _layout(state_dict)
     if layout == "diffusers":
         return state_dict
@@ -199,7 +211,10 @@ def _time_id_width(projection_in: int) -> int:
 
 def controlnet_config(shapes: Shapes, family: str, *, global_pool: bool = False) -> dict:
     """The diffusers ControlNetModel config for weights under diffusers' names (see `to_diffusers`)."""
-    config = {k: v for k, v in bundled_config(FAMILY_CONFIGS[family], "unet").items() if k in _CONTROLNET_PARAMETERS}
+    from modules.models.loader import bundled_config, key_indices
+
+    parameters = _controlnet_parameters()
+    config = {k: v for k, v in bundled_config(FAMILY_CONFIGS[family], "unet").items() if k in parameters}
     levels = []
     for i in key_indices(shapes, r"down_blocks\.(\d+)\."):
         levels.append({
@@ -272,6 +287,11 @@ def _global_pooling(path: Path, family: str) -> bool:
 # ---------------------------------------------------------------- loading
 
 def _build(weights: dict[str, torch.Tensor], config: dict, path: Path, dtype: torch.dtype) -> ControlNetModel:
+    from accelerate import init_empty_weights
+    from diffusers import ControlNetModel
+
+    from modules.models.loader import ModelLoadError, materialise
+
     try:
         with init_empty_weights():
             model = ControlNetModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
@@ -289,7 +309,7 @@ def _folder_config(folder: Path) -> dict:
         kind = config.get("_class_name") if isinstance(config, dict) else None
         raise ControlNetLoadError(f"{folder.name}: config.json describes a {kind or 'non-ControlNet'} model, "
                                   "not a ControlNetModel")
-    return {k: v for k, v in config.items() if k in _CONTROLNET_PARAMETERS}
+    return {k: v for k, v in config.items() if k in _controlnet_parameters()}
 
 
 def load_controlnet(path: Path, dtype: torch.dtype) -> tuple[ControlNetModel, str]:
