@@ -92,6 +92,8 @@ class Job:
     interrupted: bool = False
     skipped: bool = False
     done: threading.Event = field(default_factory=threading.Event)
+    _on_done: list = field(default_factory=list, repr=False)   # callbacks, see when_done
+    _on_done_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def progress(self) -> float:
@@ -126,6 +128,25 @@ class Job:
         """A new preview: a PIL image, or a Deferred that makes one when somebody first asks for it."""
         self._preview = image
         self.preview_id += 1
+
+    def when_done(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` once the job has ended: at once if it has, else from the worker as it ends (so it must
+        be quick and thread-safe, e.g. `loop.call_soon_threadsafe`)."""
+        with self._on_done_lock:
+            if not self.done.is_set():
+                self._on_done.append(callback)
+                return
+        callback()
+
+    def mark_done(self) -> None:
+        with self._on_done_lock:
+            self.done.set()
+            callbacks, self._on_done = self._on_done, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - a waiter's failure must not reach the worker
+                log.exception("a callback on the end of job %s failed", self.id)
 
     def release_preview(self) -> None:
         if isinstance(self._preview, Deferred):
@@ -268,7 +289,7 @@ class JobQueue:
         job.state = state
         job.finished = time.time()
         job.release_preview()
-        job.done.set()
+        job.mark_done()
         self._with_results.append(job)
         while len(self._with_results) > self._kept_results and \
                 time.time() - self._with_results[0].finished > RESULT_GRACE_SECONDS:

@@ -196,3 +196,31 @@ def test_history_keeps_only_recent_results(monkeypatch):
     assert [job.result for job in done] == [None, None, None, "images of 3", "images of 4"]
     assert all(queue.get(job.id).state == "done" for job in done)   # the record stays, only the images go
     queue.shutdown()
+
+
+def test_waiters_hear_of_a_job_ending_at_once_and_a_failing_one_harms_nothing():
+    """API requests wait for their job through when_done (no polling interval added to each answer)."""
+    queue = JobQueue()
+    release = threading.Event()
+    try:
+        job = queue.submit("txt2img", lambda job: release.wait(30))
+        heard = []
+
+        def broken():
+            raise RuntimeError("a waiter went away")
+
+        job.when_done(broken)
+        job.when_done(lambda: heard.append(time.perf_counter()))
+        assert heard == []
+        release.set()
+        ended = time.perf_counter()
+        assert job.done.wait(30) and job.state == "done"
+        while not heard and time.perf_counter() - ended < 5:   # the callbacks run just after `done` is set
+            time.sleep(0.001)
+        assert len(heard) == 1 and heard[0] - ended < 1.0
+        job.when_done(lambda: heard.append("late"))   # after the end: called at once
+        assert heard[-1] == "late"
+        assert queue.submit("txt2img", lambda job: "next").done.wait(30)   # the worker carried on
+    finally:
+        release.set()
+        queue.shutdown()

@@ -79,6 +79,7 @@ MODES = {
     "medvram": Mode(flags=("--medvram",), cuda_only=True),
     "lowvram": Mode(flags=("--lowvram",), cuda_only=True),
     "tome": Mode(token_merging=0.5),
+    "channelslast": Mode(flags=("--opt-channelslast",)),
 }
 DEFAULT_MODES = ("default", "compiled", "medvram", "lowvram")
 
@@ -377,6 +378,8 @@ def worker_raw(spec: dict) -> dict:
         pipe.enable_sequential_cpu_offload(device=device)
     else:
         pipe.to(device)
+    if mode == "channelslast":
+        pipe.unet.to(memory_format=torch.channels_last)
     if spec.get("token_merging"):
         import tomesd
 
@@ -762,7 +765,8 @@ def measure(options) -> list[dict]:
             print("LoRAs, prompt encoding, switching, start-up: not measured (time budget)", flush=True)
         elif options.extras:
             print("LoRAs, prompt encoding, switching, start-up", flush=True)
-            extras = bench_extras([cases[key] for key in dict.fromkeys(key for key, _ in plan)], work, options, run)
+            extras = bench_extras([cases[key] for key in options.models] if options.full else list(cases.values()),
+                                  work, options, run)
             records += extras
             save_results(options.results, extras)
     finally:

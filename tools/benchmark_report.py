@@ -27,7 +27,7 @@ VRAM_TARGET_GIB = {("sd15", "lowvram"): 2.0, ("sdxl", "lowvram"): 4.0, ("sdxl", 
 PIXEL_MEAN_TOLERANCE = 1.0
 PIXEL_MAX_TOLERANCE = 16
 
-MODE_ORDER = ("default", "compiled", "compiled-cudagraphs", "tome", "medvram", "lowvram")
+MODE_ORDER = ("default", "channelslast", "compiled", "compiled-cudagraphs", "tome", "medvram", "lowvram")
 MODEL_ORDER = ("sd15", "sdxl", "tiny")
 MODE_COLUMNS = ("model", "mode", "measure", "ours", "raw diffusers", "ours ÷ raw", "target", "met", "run")
 EXTRA_COLUMNS = ("model", "measure", "value", "target", "run")

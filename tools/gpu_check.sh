@@ -7,7 +7,8 @@
 #
 # PART, most important first, one part a device call: a: the default path against raw diffusers, and the
 # compiled path with CUDA graphs, on SD1.5 (SDXL's compile would not fit); b: the memory modes, and SDXL compiled;
-# c: start-to-first-image times, token merging, plain torch.compile, the extras table (LoRAs, switching, start-up).
+# c: start-to-first-image times, token merging, channels-last, plain torch.compile, the extras table (LoRAs,
+# switching, start-up).
 # COMMIT: `git rev-parse --short HEAD` here (the device's copy has no .git). BUDGET_SECONDS: 480 by default, for a
 # 600 s call (the rest: installing, writing the logs).
 set -u
@@ -21,7 +22,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 case $part in
     a) args=(--plan sd15:default,sdxl:default,sd15:compiled-cudagraphs --no-start-times --no-extras) ;;
     b) args=(--plan sdxl:lowvram,sdxl:medvram,sd15:lowvram,sdxl:compiled-cudagraphs --no-start-times --no-extras) ;;
-    c) args=(--plan sd15:default,sdxl:default,sd15:tome,sdxl:tome,sd15:compiled,sd15:medvram) ;;
+    c) args=(--plan sd15:default,sdxl:default,sd15:tome,sdxl:tome,sdxl:channelslast,sd15:compiled,sd15:medvram) ;;
     *) echo "PART is a, b or c" >&2; exit 2 ;;
 esac
 python3 tools/benchmark.py --full --work-dir /tmp/sd-bench --commit "$commit" --time-budget "$budget" \

@@ -86,9 +86,23 @@ def _auth_dependency(credentials: str | None):
 
 
 async def wait_for(job: Job) -> Job:
-    # Poll instead of blocking a thread: waiting requests must not starve /progress (no thread held).
-    while not job.done.is_set():
-        await asyncio.sleep(0.02)
+    """Until the job has ended, holding no thread (waiting requests must not starve /progress); the answer goes out
+    as the job ends, not at the next turn of a polling loop."""
+    loop = asyncio.get_running_loop()
+    ended = loop.create_future()
+
+    def wake() -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    def from_worker() -> None:
+        try:
+            loop.call_soon_threadsafe(wake)
+        except RuntimeError:   # the loop has closed (the server stopped): nobody is waiting any more
+            pass
+
+    job.when_done(from_worker)
+    await ended
     return job
 
 
