@@ -137,3 +137,35 @@ def test_a_failing_preview_fails_no_request():
     job = Job(id="j", kind="txt2img", run=lambda job: None)
     job.set_preview(Deferred(broken))
     assert job.preview is None and job.preview_id == 1
+
+
+def test_the_ui_progress_watcher_shows_a_deferred_preview_made_off_the_event_loop():
+    import asyncio
+
+    from PIL import Image
+
+    from modules.jobs import Deferred, JobQueue
+    from modules.ui import progress
+
+    made_in = []
+
+    def make():
+        made_in.append(threading.current_thread().name)
+        return Image.new("RGB", (8, 8), "red")
+
+    queue = JobQueue()
+    release = threading.Event()
+    try:
+        job = queue.submit("txt2img", lambda job: (job.set_progress(1, 4), job.set_preview(Deferred(make)),
+                                                   release.wait(30)))
+
+        async def first_preview():
+            async for snapshot in progress.watch(job, queue, interval=0.01):
+                if snapshot.preview is not None:
+                    return snapshot.preview, threading.current_thread().name
+
+        image, loop_thread = asyncio.run(asyncio.wait_for(first_preview(), 30))
+        assert image.size == (8, 8) and made_in and made_in[0] != loop_thread
+    finally:
+        release.set()
+        queue.shutdown()
