@@ -71,7 +71,8 @@ def from_args(args) -> DeviceConfig:
         memory = LOWVRAM if args.lowvram else MEDVRAM if args.medvram else FULL
         return DeviceConfig(device, dtype, vae_dtype, attention, nan_check=not args.disable_nan_check,
                             memory=memory, medvram_sdxl=args.medvram_sdxl, channels_last=args.opt_channelslast,
-                            attention_slicing=slicing, bf16_sdxl_vae=torch.cuda.is_bf16_supported(including_emulation=False))
+                            attention_slicing=slicing,
+                            bf16_sdxl_vae=torch.cuda.is_bf16_supported(including_emulation=False))
     if args.lowvram or args.medvram or args.medvram_sdxl:
         log.info("--medvram / --lowvram have no effect on the CPU: every model is in RAM already")
     # CPU: half precision is slow or unsupported for many CPU kernels, so always fp32.

@@ -44,11 +44,14 @@ LDM_PREFIX = "control_model."
 FAMILY_CONFIGS = {"sd1": "sd15", "sd2": "sd2_768_v", "sdxl": "sdxl_base"}
 # Cross-attention widths of the real text encoders; other widths (tiny test models) confirm nothing.
 REAL_CONTEXT_WIDTHS = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
+
+
 @cache
 def _controlnet_parameters() -> frozenset[str]:
     from diffusers import ControlNetModel
 
     return frozenset(inspect.signature(ControlNetModel.__init__).parameters) - {"self"}
+
 
 Shapes = Mapping[str, tuple[int, ...]]
 _Stamp = tuple[str, int, int]
