@@ -504,6 +504,11 @@ def time_left(options) -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
 
+def out_of_time(options, needed: float) -> bool:
+    left = time_left(options)
+    return left is not None and left < needed
+
+
 def compilation_available() -> bool:
     return importlib.util.find_spec("modules.compilation") is not None
 
@@ -517,7 +522,7 @@ def bench_mode(case: Case, mode_name: str, work: Path, options, run: dict, devic
     if mode.cuda_only and not cuda:
         record["status"] = "n/a (CUDA only)"
         return record
-    if time_left(options) is not None and time_left(options) < MIN_MODE_SECONDS:
+    if out_of_time(options, MIN_MODE_SECONDS):
         record["status"] = "not measured (time budget spent)"
         return record
     if mode.compile_unet and not compilation_available():
@@ -563,12 +568,12 @@ def bench_mode(case: Case, mode_name: str, work: Path, options, run: dict, devic
     record["raw"] = run_worker(dict(spec, side="raw"), work, f"{tag}-raw", time_left(options))
     if not options.start_times:
         record["raw"].pop("start_to_image_s", None)
-    elif time_left(options) is not None and time_left(options) < MIN_MODE_SECONDS:
+    elif out_of_time(options, MIN_MODE_SECONDS):
         record["ours"]["error"] = "; ".join(filter(None, [record["ours"].get("error"),
                                                           "start to first image not measured (time budget)"]))
     else:
         print(f"  {tag}: ours, start to first image", flush=True)
-        timeout = min(filter(None, (options.server_timeout, time_left(options))))
+        timeout = min(options.server_timeout, time_left(options) or options.server_timeout)
         try:
             record["ours"]["start_to_image_s"] = start_to_first_image(spec, work / f"{tag}-server.log", timeout)
         except RuntimeError as error:
@@ -753,15 +758,14 @@ def measure(options) -> list[dict]:
         prepared = set()
         for case, mode_name in ((cases[key], mode) for key, mode in plan):
             print(f"{case.key} / {mode_name}", flush=True)
-            budget = time_left(options)
-            if case.key not in prepared and (budget is None or budget >= MIN_MODE_SECONDS):
+            if case.key not in prepared and not out_of_time(options, MIN_MODE_SECONDS):
                 prepare_checkpoint(work, case)
                 prepared.add(case.key)
             record = bench_mode(case, mode_name, work, options, run, device_name)
             records.append(record)
             save_results(options.results, [record])
             print(report.render([record], runs=False), flush=True)
-        if options.extras and time_left(options) is not None and time_left(options) < EXTRAS_SECONDS:
+        if options.extras and out_of_time(options, EXTRAS_SECONDS):
             print("LoRAs, prompt encoding, switching, start-up: not measured (time budget)", flush=True)
         elif options.extras:
             print("LoRAs, prompt encoding, switching, start-up", flush=True)
