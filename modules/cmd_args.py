@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="add the /sdapi/v1/server-stop, server-restart and server-kill API routes")
     add("--timeout-keep-alive", type=int, default=30,
         help="seconds an idle HTTP keep-alive connection stays open")
+    add("--allowed-hosts", type=str, default=None,
+        help="comma-separated host names the server answers to besides localhost, IP addresses, --server-name and "
+             "(with --listen) this machine's name: 'pc.example.com', '.example.com' (and every name under it), "
+             "'*' (any; for a proxy that checks names itself). Other names are refused (DNS rebinding)")
     add("--cors-allow-origins", type=str, default=None, help="comma-separated origins allowed by CORS")
     add("--cors-allow-origins-regex", type=str, default=None, help="regular expression of origins allowed by CORS")
     add("--share", action="store_true",

@@ -8,11 +8,11 @@ import threading
 import time
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from modules import cmd_args, services as services_module
 from modules.infotext import parse_infotext
+from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model, write_safetensors
 
@@ -27,7 +27,7 @@ def server(tmp_path_factory):
     services = services_module.create(args)
     from webui import create_app
 
-    with TestClient(create_app(services)) as client:
+    with app_client(create_app(services)) as client:
         client.services = services
         yield client
     services.shutdown()
@@ -203,7 +203,7 @@ def test_api_auth_and_origin_guard(tmp_path):
     services = services_module.create(args)
     from webui import create_app
 
-    with TestClient(create_app(services)) as client:
+    with app_client(create_app(services)) as client:
         assert client.get("/sdapi/v1/sd-models").status_code == 401
         assert client.get("/sdapi/v1/sd-models", auth=("user", "wrong")).status_code == 401
         assert client.get("/sdapi/v1/sd-models", auth=("user", "pw")).status_code == 200

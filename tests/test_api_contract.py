@@ -15,10 +15,10 @@ import re
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
 from modules import cmd_args, services as services_module
+from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 from tests.fixtures.tiny_controlnets import build_tiny_controlnet, write_controlnet
@@ -70,7 +70,7 @@ def server(tmp_path_factory):
     services = services_module.create(cmd_args.parse_args(["--data-dir", str(data), "--api", "--nowebui"]))
     from webui import create_app
 
-    with TestClient(create_app(services)) as client:
+    with app_client(create_app(services)) as client:
         assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-sd1"}).status_code == 200
         yield client
     services.shutdown()

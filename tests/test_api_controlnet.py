@@ -6,11 +6,11 @@ import io
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
 from modules import cmd_args, services as services_module
 from modules.infotext import parse_infotext
+from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 from tests.fixtures.tiny_controlnets import build_tiny_controlnet, write_controlnet
@@ -32,7 +32,7 @@ def server(tmp_path_factory):
     services.options.update({"sd_checkpoints_limit": 4})
     from webui import create_app
 
-    with TestClient(create_app(services)) as client:
+    with app_client(create_app(services)) as client:
         client.services = services
         yield client
     services.shutdown()

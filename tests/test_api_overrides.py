@@ -6,12 +6,12 @@ import io
 import threading
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from modules import cmd_args, services as services_module
 from modules.infotext import parse_infotext
 from modules.options import Options
+from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 
@@ -25,7 +25,7 @@ def server(tmp_path_factory):
     services = services_module.create(cmd_args.parse_args(["--data-dir", str(data), "--nowebui"]))
     from webui import create_app
 
-    with TestClient(create_app(services)) as client:
+    with app_client(create_app(services)) as client:
         client.services = services
         assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "first"}).status_code == 200
         yield client

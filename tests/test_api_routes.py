@@ -12,10 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import git
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from modules import cmd_args, services as services_module
+from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.server import start_server
 from tests.fixtures.server_control import RecordingControl
@@ -33,7 +33,7 @@ def server(tmp_path_factory):
     control = RecordingControl()
     from webui import create_app
 
-    with TestClient(create_app(services, control)) as client:
+    with app_client(create_app(services, control)) as client:
         client.services, client.control = services, control
         yield client
     services.shutdown()
@@ -99,7 +99,7 @@ def test_reload_without_any_checkpoint_says_where_to_put_one(tmp_path):
     services = services_module.create(cmd_args.parse_args(["--data-dir", str(tmp_path), "--nowebui"]))
     from webui import create_app
 
-    with TestClient(create_app(services)) as client:
+    with app_client(create_app(services)) as client:
         response = client.post("/sdapi/v1/reload-checkpoint")
         assert response.status_code == 409
         body = response.json()
@@ -211,12 +211,12 @@ def test_server_routes_need_the_flag_and_the_api_auth(server):
 
     without_flag = dataclasses.replace(services, args=cmd_args.parse_args(["--nowebui"]))
     control = RecordingControl()
-    with TestClient(create_app(without_flag, control)) as client:
+    with app_client(create_app(without_flag, control)) as client:
         for route in ("server-stop", "server-restart", "server-kill"):
             assert client.post(f"/sdapi/v1/{route}").status_code == 404
     with_auth = dataclasses.replace(services, args=cmd_args.parse_args(
         ["--nowebui", "--api-server-stop", "--api-auth", "user:pw"]))
-    with TestClient(create_app(with_auth, control)) as client:
+    with app_client(create_app(with_auth, control)) as client:
         assert client.post("/sdapi/v1/server-stop").status_code == 401
         assert client.get("/internal/ping").status_code == 401
         assert client.get("/internal/ping", auth=("user", "pw")).json() == {}
@@ -316,7 +316,7 @@ def test_progress_and_interrupt_without_an_id_concern_the_callers_own_job(tmp_pa
         ["--data-dir", str(data), "--nowebui", "--api-auth", "ann:1,bob:2"]))
     from webui import create_app
 
-    with TestClient(create_app(services)) as client:
+    with app_client(create_app(services)) as client:
         def post(user, password, job_id, steps):
             return client.post("/sdapi/v1/txt2img", auth=(user, password), json={
                 "prompt": "x", "seed": 1, "width": 64, "height": 64, "steps": steps, "force_task_id": job_id})

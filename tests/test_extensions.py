@@ -6,10 +6,10 @@ import base64
 import io
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from modules import cmd_args, services as services_module
+from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.sample_extension import events_of, write_broken_extensions, write_sample_extension
 from tests.fixtures.tiny_checkpoints import build_tiny_model
@@ -26,7 +26,7 @@ def server(tmp_path_factory):
     services = services_module.create(args)
     from webui import create_app
 
-    with TestClient(create_app(services)) as client:
+    with app_client(create_app(services)) as client:
         client.services = services
         yield client
     services.shutdown()

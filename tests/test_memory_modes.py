@@ -17,6 +17,7 @@ from PIL import Image
 from modules import cmd_args, devices, services as services_module
 from modules.models import placement as placement_module
 from modules.processing import validate_request
+from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 from tests.fixtures.tiny_controlnets import build_tiny_controlnet, write_controlnet
@@ -221,7 +222,7 @@ def test_memory_route_reports_real_figures_in_a1111s_shape(data, monkeypatch):
 
     services = services_module.create(cmd_args.parse_args(["--data-dir", str(data), "--skip-load-model-at-start",
                                                            "--api", "--nowebui"]))
-    with TestClient(create_app(services)) as client:
+    with app_client(create_app(services)) as client:
         body = client.get("/sdapi/v1/memory").json()
     services.shutdown()
     assert body["ram"]["total"] == psutil.virtual_memory().total

@@ -10,6 +10,7 @@ from modules import cmd_args, services as services_module
 from modules.infotext import parse_infotext
 from modules.processing import validate_request
 from modules.prompts import conditioning
+from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 from tests.fixtures.tiny_embeddings import random_vectors, write_a1111_pt, write_sdxl_embedding
@@ -209,7 +210,7 @@ def test_api_lists_every_kind_of_add_on(services):
     from webui import create_app
 
     services.args.api = True
-    with TestClient(create_app(services)) as client:
+    with app_client(create_app(services)) as client:
         loras = client.get("/sdapi/v1/loras").json()
         assert [(item["name"], item["alias"]) for item in loras] == [("sd1style", "sd1style")]
         assert set(loras[0]) == {"name", "alias", "path", "metadata"}

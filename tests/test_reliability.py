@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
 from modules import cmd_args, images, services as services_module
 from modules.jobs import JobQueue, QueueFull
+from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 
@@ -25,7 +25,7 @@ def client(tmp_path_factory):
     services = services_module.create(cmd_args.parse_args(["--data-dir", str(data), "--nowebui"]))
     from webui import create_app
 
-    with TestClient(create_app(services)) as test_client:
+    with app_client(create_app(services)) as test_client:
         test_client.services = services
         yield test_client
     services.shutdown()

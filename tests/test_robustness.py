@@ -29,7 +29,6 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-from fastapi.testclient import TestClient
 from packaging.version import Version
 from PIL import Image, ImageFile, PngImagePlugin
 
@@ -37,6 +36,7 @@ from modules import cmd_args, services as services_module
 from modules.infotext import parse_infotext
 from modules.models import files
 from modules.options import OPTIONS
+from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model, write_malicious_pickle, write_safetensors
 from tests.fixtures.tiny_embeddings import random_vectors, write_a1111_pt
@@ -144,7 +144,7 @@ def server(base, outside):
     services = services_module.create(cmd_args.parse_args(["--data-dir", str(data), "--api", "--nowebui"]))
     from webui import create_app
 
-    with TestClient(create_app(services)) as client:
+    with app_client(create_app(services)) as client:
         client.services = services
         client.data = data
         assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-sd1"}).status_code == 200
@@ -376,7 +376,7 @@ def linked_models(tmp_path_factory):
     services = services_module.create(cmd_args.parse_args(["--data-dir", str(data), "--api", "--nowebui"]))
     from webui import create_app
 
-    with TestClient(create_app(services)) as client:
+    with app_client(create_app(services)) as client:
         yield client
     services.shutdown()
 

@@ -3,6 +3,7 @@ that never reach local addresses (SSRF), the files the UI serves, and auth on ev
 from __future__ import annotations
 
 import _socket
+import contextlib
 import http.server
 import io
 import re
@@ -11,13 +12,13 @@ import threading
 import time
 
 import pytest
-from fastapi import HTTPException
+from fastapi import HTTPException, WebSocket, WebSocketDisconnect
 from fastapi.routing import APIRoute, iter_route_contexts
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from modules import cmd_args, services as services_module, url_images
 from modules.api.image_inputs import decode_image_field
+from tests.fixtures.app_client import app_client
 from tests.fixtures.server_control import RecordingControl
 from modules.options import Options
 from tests.fixtures.png_bombs import png_declaring
@@ -36,17 +37,18 @@ def png_bytes(size=(8, 6), colour=(200, 30, 30)) -> bytes:
 
 @pytest.fixture(scope="module")
 def ui_app(tmp_path_factory):
-    """The whole app, UI mounted, as an operator who allows the data folder (an A1111 habit) runs it:
-    --api --api-auth user:pw --api-server-stop --gradio-allowed-path <data>, no CORS flags."""
+    """The whole app, UI mounted, as an operator who allows the data folder (an A1111 habit) runs it, reached by
+    the name pc.example: --api --api-auth user:pw --api-server-stop --gradio-allowed-path <data>
+    --allowed-hosts pc.example, no CORS flags."""
     data = tmp_path_factory.mktemp("data")
     args = cmd_args.parse_args(["--data-dir", str(data), "--api", "--api-auth", "user:pw", "--api-server-stop",
-                                "--gradio-allowed-path", str(data)])
+                                "--gradio-allowed-path", str(data), "--allowed-hosts", "pc.example"])
     services = services_module.create(args)
     from webui import create_app
 
     control = RecordingControl()
     app = create_app(services, server_control=control)
-    with TestClient(app) as client:
+    with app_client(app, base_url="http://pc.example:7860") as client:
         client.app_under_test, client.services, client.control = app, services, control
         yield client
     services.shutdown()
@@ -61,7 +63,7 @@ def cors_api(tmp_path_factory):
     services = services_module.create(args)
     from webui import create_app
 
-    with TestClient(create_app(services)) as client:
+    with app_client(create_app(services)) as client:
         client.services = services
         yield client
     services.shutdown()
@@ -96,7 +98,7 @@ def cors_headers(response) -> list[str]:
 
 
 def test_no_cors_headers_at_all_without_the_flags(ui_app):
-    """Gradio's own CORS answers any origin when the Host is not localhost (here "testserver")."""
+    """Gradio's own CORS answers any origin when the Host is not localhost (here "pc.example")."""
     evil = {"Origin": "https://evil.example"}
     for path in ("/sdapi/v1/options", "/gradio_api/queue/join", "/gradio_api/upload", "/"):
         answer = preflight(ui_app, path, evil["Origin"])
@@ -109,7 +111,8 @@ def test_no_cors_headers_at_all_without_the_flags(ui_app):
 @pytest.mark.parametrize("path", ["/sdapi/v1/interrupt", "/sdapi/v1/options", "/controlnet/detect",
                                   "/internal/progress", "/sdapi/v1/server-stop", "/gradio_api/queue/join",
                                   "/gradio_api/upload"])
-@pytest.mark.parametrize("origin", ["null", "https://evil.example", "http://testserver.evil.example"])
+@pytest.mark.parametrize("origin", ["null", "https://evil.example", "http://pc.example.evil.example",
+                                    "http://pc.example:7861", "http://localhost:7860"])
 def test_cross_site_posts_to_every_api_prefix_are_refused(ui_app, path, origin):
     calls = list(ui_app.control.calls)
     response = ui_app.post(path, auth=("user", "pw"), json={}, headers={"Origin": origin})
@@ -120,9 +123,9 @@ def test_cross_site_posts_to_every_api_prefix_are_refused(ui_app, path, origin):
 
 def test_same_origin_and_originless_posts_pass(ui_app):
     auth = ("user", "pw")
-    assert ui_app.post("/sdapi/v1/interrupt", auth=auth, headers={"Origin": "http://testserver"}).status_code == 200
+    assert ui_app.post("/sdapi/v1/interrupt", auth=auth, headers={"Origin": "http://pc.example:7860"}).status_code == 200
     # behind a TLS proxy the page is https and the request reaching us http, with the same host
-    assert ui_app.post("/sdapi/v1/interrupt", auth=auth, headers={"Origin": "https://testserver"}).status_code == 200
+    assert ui_app.post("/sdapi/v1/interrupt", auth=auth, headers={"Origin": "https://pc.example:7860"}).status_code == 200
     assert ui_app.post("/sdapi/v1/interrupt", auth=auth).status_code == 200    # curl, Python clients
 
 
@@ -147,6 +150,113 @@ def test_a_bad_origin_regex_is_named():
 
     with pytest.raises(ValueError, match="--cors-allow-origins-regex"):
         OriginPolicy(None, "https://(unclosed")
+
+
+# ---------------------------------------------------------------- DNS rebinding: the Host allow-list
+
+
+@pytest.fixture(scope="module")
+def default_app(tmp_path_factory):
+    """The whole app as most users run it: on localhost, --api, no auth, no CORS flags."""
+    args = cmd_args.parse_args(["--data-dir", str(tmp_path_factory.mktemp("data")), "--api",
+                                "--skip-load-model-at-start"])
+    services = services_module.create(args)
+    from webui import create_app
+
+    app = create_app(services)
+
+    @app.websocket("/probe-socket")   # the app itself has none; extensions may add some
+    async def probe_socket(socket: WebSocket):
+        await socket.accept()
+        await socket.send_text("hello")
+        with contextlib.suppress(WebSocketDisconnect):
+            await socket.receive_text()
+
+    app.router.routes.insert(0, app.router.routes.pop())   # before the UI, mounted at "/" (it answers for all)
+    with app_client(app) as client:
+        yield client
+    services.shutdown()
+
+
+# One call of each route family: the API, the ControlNet API, /internal, the UI page, its config, its queue (how
+# Extensions → Install is called), uploads and served files.
+ROUTE_FAMILIES = [("POST", "/sdapi/v1/options"), ("POST", "/sdapi/v1/txt2img"), ("GET", "/sdapi/v1/progress"),
+                  ("POST", "/controlnet/detect"), ("GET", "/internal/ping"), ("GET", "/"), ("GET", "/config"),
+                  ("POST", "/gradio_api/queue/join"), ("POST", "/gradio_api/upload"), ("GET", "/gradio_api/info"),
+                  ("GET", "/gradio_api/file=README.md"), ("OPTIONS", "/sdapi/v1/options")]
+REBOUND = {"Host": "evil.example:7860", "Origin": "http://evil.example:7860"}
+
+
+@pytest.mark.parametrize("method, path", ROUTE_FAMILIES)
+def test_a_rebound_name_gets_nothing_from_any_route(default_app, method, path):
+    before = default_app.services.options.data_dict() if hasattr(default_app, "services") else None
+    response = default_app.request(method, path, headers=REBOUND, json={"samples_format": "jpg"})
+    assert response.status_code == 400, (method, path, response.status_code, response.text[:200])
+    body = response.json()
+    assert set(body) == A1111_ERROR_KEYS and "evil.example" in body["detail"] and "--allowed-hosts" in body["detail"]
+    assert before is None or default_app.services.options.data_dict() == before
+    # the host name alone is enough: the same call without an Origin, as from a form or an <img>
+    assert default_app.request(method, path, headers={"Host": "evil.example"}).status_code == 400
+
+
+def test_the_real_names_still_work(default_app):
+    for host in ("127.0.0.1:7860", "localhost:7860", "[::1]:7860", "LOCALHOST", "app.localhost:7860",
+                 "192.168.1.20:7860"):
+        assert default_app.get("/internal/ping", headers={"Host": host}).status_code == 200, host
+        assert default_app.get("/", headers={"Host": host}).status_code == 200, host
+    same_origin = {"Host": "localhost:7860", "Origin": "http://localhost:7860"}
+    assert default_app.post("/sdapi/v1/interrupt", headers=same_origin).status_code == 200
+
+
+def test_a_page_of_another_local_site_cannot_post(default_app):
+    """Another server on this machine (another port) is another site: its pages may not call us."""
+    for origin in ("http://localhost:3000", "http://127.0.0.1:8080", "http://evil.example:7860"):
+        response = default_app.post("/sdapi/v1/interrupt", headers={"Origin": origin})
+        assert response.status_code == 403, origin
+
+
+def test_websockets_check_the_host_and_the_origin(default_app):
+    url = "ws://127.0.0.1:7860/probe-socket"   # (the test client sends Host: testserver unless told)
+    for headers in ({}, {"Origin": "http://127.0.0.1:7860"}):
+        with default_app.websocket_connect(url, headers=headers) as socket:
+            assert socket.receive_text() == "hello"
+    for headers in (REBOUND, {"Host": "evil.example"}, {"Origin": "https://evil.example"}):
+        with pytest.raises(WebSocketDisconnect) as refused:
+            with default_app.websocket_connect(url, headers=headers) as socket:
+                socket.receive_text()
+        assert refused.value.code == 1008
+
+
+@pytest.mark.parametrize("flags, host, allowed", [
+    ([], "evil.example", False),
+    (["--server-name", "studio.lan"], "studio.lan:7860", True),
+    (["--server-name", "studio.lan"], "other.lan", False),
+    (["--allowed-hosts", "pc.example.com, .home.arpa"], "pc.example.com", True),
+    (["--allowed-hosts", "pc.example.com, .home.arpa"], "gpu.home.arpa:7860", True),
+    (["--allowed-hosts", "pc.example.com, .home.arpa"], "home.arpa", True),
+    (["--allowed-hosts", "pc.example.com, .home.arpa"], "evilhome.arpa", False),
+    (["--allowed-hosts", "*"], "anything.example", True),
+])
+def test_names_the_operator_configures(flags, host, allowed):
+    from modules.api.host_policy import HostPolicy
+
+    assert HostPolicy.from_args(cmd_args.parse_args(flags)).allows_host_header(host) is allowed
+
+
+def test_with_listen_this_machines_name_is_allowed(monkeypatch):
+    from modules.api.host_policy import HostPolicy
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "Studio-PC")
+    assert HostPolicy.from_args(cmd_args.parse_args(["--listen"])).allows_host_header("studio-pc:7860")
+    assert HostPolicy.from_args(cmd_args.parse_args(["--listen"])).allows_host_header("studio-pc.local:7860")
+    assert not HostPolicy.from_args(cmd_args.parse_args([])).allows_host_header("studio-pc:7860")
+
+
+def test_no_page_of_another_site_may_frame_the_ui(default_app):
+    for path in ("/", "/sdapi/v1/samplers", "/gradio_api/info"):
+        response = default_app.get(path)
+        assert response.headers["x-frame-options"] == "SAMEORIGIN"
+        assert "frame-ancestors 'self'" in response.headers["content-security-policy"]
 
 
 # ---------------------------------------------------------------- URL images (SSRF)

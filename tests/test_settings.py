@@ -7,11 +7,11 @@ import logging
 
 import gradio as gr
 import pytest
-from fastapi.testclient import TestClient
 
 from modules import cmd_args, services as services_module
 from modules.options import OPTIONS, OptionInfo, Options
 from modules.ui import settings, topbar, ui_config
+from tests.fixtures.app_client import app_client
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_api_options_get_and_post_include_an_added_option(make_services):
                                                               component_args={"minimum": 0, "maximum": 1}))
     from webui import create_app
 
-    with TestClient(create_app(services)) as client:
+    with app_client(create_app(services)) as client:
         assert client.get("/sdapi/v1/options").json()["my_ext_strength"] == 0.5
         assert client.post("/sdapi/v1/options", json={"my_ext_strength": 0.8}).status_code == 200
         assert client.get("/sdapi/v1/options").json()["my_ext_strength"] == 0.8

@@ -1,11 +1,10 @@
-"""Middleware around the app: body size limit, cross-site request refusal, CORS, served-file headers, timing
-header, request log."""
+"""Middleware around the app: Host allow-list (DNS rebinding), body size limit, cross-site request refusal, CORS,
+framing refusal, served-file headers, timing header, request log."""
 from __future__ import annotations
 
 import logging
 import re
 import time
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -13,6 +12,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 
 from modules.api.errors import error_body, install_error_handlers
+from modules.api.host_policy import HostPolicy
 
 MAX_BODY_BYTES = 128 * 1024 * 1024   # room for several base64 images in later img2img/ControlNet requests
 # Every path a client may change state through outside the UI; auth and the Origin check cover them all.
@@ -24,10 +24,12 @@ INLINE_FILE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif", "imag
 
 
 class OriginPolicy:
-    """Which web pages may call the API from a browser: this server's own, and those allowed by
-    --cors-allow-origins (exact) or --cors-allow-origins-regex (whole origin, as starlette matches it)."""
+    """Which web pages may call the server from a browser: its own (an origin naming an allowed host, the one
+    the request was sent to: see HostPolicy), and those allowed by --cors-allow-origins (exact) or
+    --cors-allow-origins-regex (whole origin, as starlette matches it)."""
 
-    def __init__(self, origins: str | None, origin_regex: str | None):
+    def __init__(self, origins: str | None, origin_regex: str | None, hosts: HostPolicy | None = None):
+        self.hosts = hosts or HostPolicy()
         self.origins = [origin.strip() for origin in (origins or "").split(",") if origin.strip()]
         try:
             self.regex = re.compile(origin_regex) if origin_regex else None
@@ -38,13 +40,44 @@ class OriginPolicy:
     def configured(self) -> bool:
         return bool(self.origins or self.regex)
 
-    def allows(self, origin: str, host: str) -> bool:
-        """`host`: the Host header. The scheme is not compared: behind a TLS proxy the page is https and the
-        request reaching us http, with the same host."""
+    def allows(self, origin: str, host: str | None) -> bool:
+        """`host`: the Host header."""
         if origin == "null":   # sandboxed frames and file:// pages: anyone can make one
             return False
-        return (bool(host) and urlsplit(origin).netloc == host or origin in self.origins
+        return (self.hosts.is_own_origin(origin, host) or origin in self.origins
                 or (self.regex is not None and self.regex.fullmatch(origin) is not None))
+
+
+class HostCheck:
+    """Every request, HTTP or websocket, must be sent to a host this server answers to (HostPolicy), and a
+    websocket must come from an allowed page (browsers do not apply CORS to websockets). Pure ASGI and
+    outermost, so that nothing, not even a CORS preflight, answers a rebound name."""
+
+    def __init__(self, app, policy: OriginPolicy):
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        host = headers.get("host")
+        refusal = None
+        if not self.policy.hosts.allows_host_header(host):
+            refusal = (f"this server does not answer to the host name {host[:100]!r}; start it with "
+                       "--allowed-hosts to allow that name")
+        elif scope["type"] == "websocket":
+            origin = headers.get("origin")
+            if origin is not None and not self.policy.allows(origin, host):
+                refusal = f"cross-origin websocket from {origin} refused"
+        if refusal is None:
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008, "reason": refusal[:120]})
+        status = 400 if "host name" in refusal else 403
+        response = JSONResponse(status_code=status, content=error_body("Forbidden" if status == 403 else "BadHost",
+                                                                       refusal, refusal))
+        await response(scope, receive, send)
 
 
 class BodyLimit:
@@ -88,7 +121,7 @@ def add_origin_check(app: FastAPI, policy: OriginPolicy) -> None:
     async def origin_check(request: Request, call_next):
         origin = request.headers.get("origin")
         if (origin is not None and request.method not in ("GET", "HEAD", "OPTIONS")
-                and not policy.allows(origin, request.headers.get("host", ""))):
+                and not policy.allows(origin, request.headers.get("host"))):
             message = (f"cross-origin request from {origin} refused; allow the site with --cors-allow-origins "
                        "or --cors-allow-origins-regex")
             return JSONResponse(status_code=403, content=error_body("Forbidden", message, message))
@@ -115,6 +148,28 @@ class NoCorsHeaders:
             await send(message)
 
         await self.app(scope, receive, send_without_cors)
+
+
+class NoFraming:
+    """No page of another site may show this one in a frame (clickjacking: a hidden frame over a decoy button
+    that lands on Extensions → Install). Every response says so, in the old header and in CSP's."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_rules(message):
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Frame-Options"] = "SAMEORIGIN"
+                if "content-security-policy" not in headers:
+                    headers["Content-Security-Policy"] = "frame-ancestors 'self'"
+            await send(message)
+
+        await self.app(scope, receive, send_with_rules)
 
 
 class ServedFileRules:
@@ -181,8 +236,9 @@ def add_process_time(app: FastAPI) -> None:
 
 def install_middleware(app: FastAPI, args) -> None:
     """Everything the app gets around its routes (and the UI mounted later), from the flags. Added last is
-    outermost: CORS answers preflights before the guards, and sees (or strips) every response's headers."""
-    policy = OriginPolicy(args.cors_allow_origins, args.cors_allow_origins_regex)
+    outermost: the Host check comes before anything answers, then CORS answers preflights before the other guards,
+    and sees (or strips) every response's headers."""
+    policy = OriginPolicy(args.cors_allow_origins, args.cors_allow_origins_regex, HostPolicy.from_args(args))
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
     add_process_time(app)
@@ -190,7 +246,9 @@ def install_middleware(app: FastAPI, args) -> None:
     if args.api_log:
         add_request_log(app)
     app.add_middleware(ServedFileRules)
+    app.add_middleware(NoFraming)
     if policy.configured:
         add_cors(app, policy)
     else:
         app.add_middleware(NoCorsHeaders)
+    app.add_middleware(HostCheck, policy=policy)
