@@ -103,9 +103,21 @@ def run_pip(command: str, desc: str | None = None, live: bool = False) -> None:
     run([sys.executable, "-m", "pip", *shlex.split(command), "--prefer-binary"], f"installing {desc or command}")
 
 
+def print_help() -> None:
+    """The web UI's flags, read from modules/cmd_args.py (standard library only), before anything is installed."""
+    sys.path.insert(0, str(ROOT))
+    from modules.cmd_args import build_parser
+
+    build_parser().print_help()
+    print("\nlaunch.py also takes --run-tests [pytest arguments]. Enabled extensions may add flags (their preload.py).")
+
+
 def main() -> None:
     argv = sys.argv[1:]
     testing = "--run-tests" in argv
+    if not testing and ("-h" in argv or "--help" in argv):
+        print_help()
+        return
     skip_install = "--skip-install" in argv or "--skip-prepare-environment" in argv
     if not in_venv() and not os.environ.get("LAUNCH_NO_VENV"):
         if not venv_python().exists():

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +31,21 @@ def test_unknown_flags_are_an_error(capsys):
         cmd_args.parse_args(["--no-such-flag"])
     assert exit_info.value.code == 2
     assert "--no-such-flag" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_launch_help_prints_the_flags_before_installing_anything(tmp_path, flag):
+    venv = tmp_path / "venv"
+    env = dict(os.environ, VENV_DIR=str(venv))
+    env.pop("LAUNCH_NO_VENV", None)
+    try:
+        shown = subprocess.run([sys.executable, "launch.py", flag], cwd=Path(__file__).resolve().parent.parent,
+                               env=env, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("launch.py --help was still running after 30 s (installing?)")
+    assert shown.returncode == 0, shown.stderr
+    assert "--listen" in shown.stdout and "--api-auth" in shown.stdout and "--run-tests" in shown.stdout
+    assert "[launch]" not in shown.stdout + shown.stderr and not venv.exists()
 
 
 def test_secrets_never_shown():
