@@ -12,13 +12,13 @@ How it fits the rest of the code:
 - The VAE is compiled at `vae.decoder`, under `vae.decode`'s own Python (tiling, slicing, the offload hook), so it
   serves diffusers' pipelines and `sampling.decode` alike.
 - Dynamo's guards recompile whatever changes what the graph computes: another size or batch, ControlNet residuals,
-  a LoRA injected by peft (a changed module tree, and each LoRA weight is a constant in the graph), a hypernetwork's
-  attention processor, circular padding, a dtype change. Taking the LoRA off again matches the earlier graph, which
-  is reused. A recompile costs what the first compile did, less what the on-disk cache already holds.
+  a hypernetwork's attention processor, circular padding, a dtype change. LoRAs do not: they are merged into the
+  weights (the graph's inputs) and their adapters taken off before sampling (networks/lora.py). A recompile costs
+  what the first compile did, less what the on-disk cache already holds.
 - Shapes are static (dynamic=False): CUDA graphs need them, and static kernels are the fastest; A1111 users work in
   a handful of sizes, each compiled once. Dynamo's automatic dynamic shapes would instead turn the second size
   into a slower symbolic graph and break CUDA graphs. Up to RECOMPILE_LIMIT graphs per compiled function (dynamo's
-  default, 8, is used up by two or three sizes with hires fix, ControlNet and LoRAs); past it dynamo runs that
+  default, 8, is used up by two or three sizes with hires fix and ControlNet); past it dynamo runs that
   forward eagerly: slower, never wrong.
 
 The on-disk caches (`configure_cache`): inductor's FX graph cache and AOTAutograd's cache hold the generated code
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 NONE, COMPILE, CUDA_GRAPHS = "None", "torch.compile", "torch.compile + CUDA graphs"
 MODES = (NONE, COMPILE, CUDA_GRAPHS)
-RECOMPILE_LIMIT = 64   # graphs per compiled function: sizes x batch sizes x (ControlNet, LoRA sets, ...)
+RECOMPILE_LIMIT = 64   # graphs per compiled function: sizes x batch sizes x (ControlNet, hypernetworks, ...)
 
 _STATE = "_compiled_forward"   # the module attribute recording what `apply` installed
 _logged: set[str] = set()      # messages logged once per process

@@ -22,7 +22,6 @@ import contextlib
 import glob
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import torch
 
 from modules.models import files
 from modules.networks import vae as vae_module
+from modules.user_regex import UserPattern
 
 if TYPE_CHECKING:
     from modules.jobs import Job
@@ -50,6 +50,7 @@ NO_VAE = "None"
 INPUT_CONV = "model.diffusion_model.input_blocks.0.0.weight"
 EXTENSION = ".safetensors"
 MAX_FILENAME_BYTES = 255
+DISCARD_MATCH_SECONDS = 5.0   # for every key of every model together
 
 # safetensors' dtype codes (the format's header strings).
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -196,13 +197,12 @@ def _default_stem(method: str, multiplier: float, a: CheckpointInfo, b, c) -> st
     return a.model_name
 
 
-def _discard_pattern(text: str) -> re.Pattern | None:
+def _discard_pattern(text: str) -> UserPattern | None:
+    """Matched against every key of every model, with a time limit for them all (a pattern that backtracks without
+    end must not hold the worker)."""
     if not (text or "").strip():
         return None
-    try:
-        return re.compile(text)
-    except re.error as error:
-        raise ValueError(f"Discard weights with matching name: invalid regular expression {text!r} ({error})") from None
+    return UserPattern(text, "Discard weights with matching name", budget=DISCARD_MATCH_SECONDS)
 
 
 def _user_metadata(text: str) -> dict[str, str]:
@@ -246,7 +246,7 @@ def _half(dtype: torch.dtype, save_as_half: bool) -> torch.dtype:
     return torch.float16 if save_as_half and dtype == torch.float32 else dtype   # A1111 `to_half`
 
 
-def _plan(a: _Checkpoint, others: list[_Checkpoint], vae: dict[str, torch.Tensor], discard: re.Pattern | None,
+def _plan(a: _Checkpoint, others: list[_Checkpoint], vae: dict[str, torch.Tensor], discard: UserPattern | None,
           save_as_half: bool) -> tuple[list[_Entry], str]:
     """The result's tensors in order, and what the result is ("", "inpainting" or "instruct-pix2pix")."""
     entries, kind = [], ""

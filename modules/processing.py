@@ -20,7 +20,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from modules import (compilation, extra_networks, images, img2img, img2img_scripts, infotext, masking, noise, previews,
-                     samplers, sampling, script_processing, token_merging, warmup)
+                     samplers, sampling, script_processing, stop_points, token_merging, warmup)
 from modules.controlnet import plan as controlnet_plan
 from modules.controlnet.units import MAX_UNITS, ControlNetUnit
 from modules.networks import hypernetwork, lora, textual_inversion, vae
@@ -31,7 +31,7 @@ from modules.jobs import Job, JobError
 from modules.models.manager import CheckpointLoadError, CheckpointNotFound, LoadedModel, ModelManager
 from modules.options import Options
 from modules.paths import Paths
-from modules.prompts import conditioning
+from modules.prompts import conditioning, limits
 from modules.script_callbacks import ImageSaveParams
 from modules.script_loading import ScriptHost
 # A1111's processing API for scripts and extensions (`from modules.processing import process_images, ...`)
@@ -137,6 +137,18 @@ class GenerationRequest(BaseModel):
                 raise ValueError(f"unknown checkpoint {value!r}; see /sdapi/v1/sd-models")
             return found.name
         return value or None
+
+    @field_validator("prompt", "hr_prompt")
+    @classmethod
+    def _prompt_within_limits(cls, value: str) -> str:
+        limits.check(value)
+        return value
+
+    @field_validator("negative_prompt", "hr_negative_prompt")
+    @classmethod
+    def _negative_within_limits(cls, value: str) -> str:
+        limits.check(value, positive=False)
+        return value
 
     @field_validator("refiner_checkpoint")
     @classmethod
@@ -337,6 +349,13 @@ class _HiresPlan:
         return params
 
 
+def _new_interrupt(job: Job):
+    """For a decode: stop on an interrupt that comes while it runs. A batch whose sampling an interrupt cut short is
+    still decoded, as A1111 shows that image."""
+    already = job.interrupted
+    return lambda: job.interrupted and not already
+
+
 class Generator:
     """Runs requests on the models of a ModelManager; lives in the job worker."""
 
@@ -413,6 +432,8 @@ class Generator:
         try:
             with self.options.overridden(request.option_overrides):
                 return run(*args)
+        except limits.PromptTooLarge as error:   # after styles and embeddings: longer than the request looked
+            raise JobError(f"prompt: {error}", status=422) from None
         except torch.OutOfMemoryError:
             pass   # freed below, outside this block: the exception's traceback holds the failed job's tensors
         if self.controlnet is not None:   # ControlNets and annotators load again when next needed
@@ -436,10 +457,12 @@ class Generator:
         pipe = model.pipeline
         prepared = extra_networks.prepare_prompt(request.prompt, request.negative_prompt, request.styles,
                                                  self.networks)
+        limits.check(prepared.prompt)
+        limits.check(prepared.negative, positive=False)
         vae_info, external_vae = self._vae_for(request, model)
         self.networks.embeddings.refresh()   # cheap: re-reads only files that changed, as A1111 picks up new ones
         clip_skip = request.clip_skip or int(self.options.CLIP_stop_at_last_layers)
-        encoder = self._encoder(model, clip_skip)
+        encoder = self._encoder(model, clip_skip, job)
         seed = noise.resolve_seed(request.seed)
         subseed = noise.resolve_seed(request.subseed)
         # Progress counts the job's batches: a script running many generations in one job (X/Y/Z cells, loops)
@@ -465,11 +488,15 @@ class Generator:
         result_images, infotexts, seeds, subseeds = [], [], [], []
         saved: list[str] = []
         outdir = "img2img" if image_mode else "txt2img"
-        with contextlib.ExitStack() as stack:
+        warnings = list(prepared.warnings)
+        # An interrupt while networks load, the prompt is encoded or a batch's first step runs ends the job with the
+        # images made so far (stop_points); the ExitStack still takes the job's networks off.
+        with contextlib.ExitStack() as stack, contextlib.suppress(stop_points.Interrupted):
             # LoRAs and the VAE are applied for this job only and removed on the way out, even on errors.
             applied_loras = stack.enter_context(
-                lora.applied(pipe, model.family, prepared.loras, self.networks.lora_cache))
-            warnings = prepared.warnings + list(applied_loras) + list(stack.enter_context(
+                lora.applied(pipe, model.family, prepared.loras, self.networks.lora_cache,
+                             should_stop=lambda: job.interrupted))
+            warnings += list(applied_loras) + list(stack.enter_context(
                 hypernetwork.applied(pipe, prepared.hypernetworks, self.networks.hypernetwork_cache)))
             stack.enter_context(swapped_vae(pipe, external_vae))
             for used in (model, *([refiner.model] if refiner else [])):   # compile_unet (the VAE swapped in too)
@@ -483,7 +510,7 @@ class Generator:
             runs = first_steps if not image_mode else int(first_steps * request.denoising_strength)
             plan = conditioning.schedule(encoder, prepared.text, prepared.negative_text, max(runs, 1))
             job_params = self._job_params(applied_loras.loras, encoder, vae_info)
-            encoded = self._encode_inputs(model, inputs) if inputs is not None else None
+            encoded = self._encode_inputs(model, inputs, job) if inputs is not None else None
             for warning in warnings:
                 log.warning("%s", warning)
             for batch_index in range(request.n_iter):
@@ -512,12 +539,20 @@ class Generator:
                     hooks.before_batch(batch_index, [prepared.prompt] * request.batch_size, batch_seeds,
                                        batch_subseeds)
                 last_pass = hires is None
-                with sampling.circular_padding([pipe.unet, pipe.vae], request.tiling):
-                    latents = self._run_pass(model, step, job, refiner if last_pass else None, prepared)
-                    if hires is not None and not job.interrupted:
-                        latents = self._hires_pass(model, request, hires, latents, job, encoder, prepared,
-                                                   seed_noise, batch_seeds, refiner, hires_controls)
-                    decoded = sampling.decode(pipe, latents, nan_check=self.manager.devices.nan_check)
+                try:
+                    with sampling.circular_padding([pipe.unet, pipe.vae], request.tiling):
+                        latents = self._run_pass(model, step, job, refiner if last_pass else None, prepared)
+                        if hires is not None and not job.interrupted:
+                            latents = self._hires_pass(model, request, hires, latents, job, encoder, prepared,
+                                                       seed_noise, batch_seeds, refiner, hires_controls)
+                        decoded = sampling.decode(pipe, latents, nan_check=self.manager.devices.nan_check,
+                                                  should_stop=_new_interrupt(job))
+                except stop_points.Interrupted:
+                    if job.interrupted:
+                        raise
+                    job.batches_done += 1   # skipped before its first step finished: no image from this batch
+                    job.consume_skip()
+                    continue
                 if hooks is not None:   # scripts may drop or add images: seeds follow (an added image gets the last)
                     decoded = hooks.after_batch(decoded, batch_index)
                     batch_seeds = (batch_seeds + batch_seeds[-1:] * len(decoded))[:len(decoded)]
@@ -579,10 +614,11 @@ class Generator:
         return info, loaded
 
 
-    def _encoder(self, model: LoadedModel, clip_skip: int) -> conditioning.TextEncoder:
+    def _encoder(self, model: LoadedModel, clip_skip: int, job: Job) -> conditioning.TextEncoder:
         embeddings, _ = self.networks.embeddings.for_model(textual_inversion.encoder_widths(model.pipeline))
         return conditioning.TextEncoder(model.pipeline, model.family, clip_skip=clip_skip,
-                                        emphasis=self.options.emphasis, embeddings=embeddings)
+                                        emphasis=self.options.emphasis, embeddings=embeddings,
+                                        should_stop=lambda: job.interrupted)
 
     def _controls(self, request: GenerationRequest, model: LoadedModel, inputs) -> list:
         """The job's ControlNet units, annotated and loaded once (each pass resizes their maps)."""
@@ -614,11 +650,12 @@ class Generator:
             return None
         return lambda image, scale: self.upscalers.upscale(image, scale, self.upscalers.find(name))
 
-    def _encode_inputs(self, model: LoadedModel, inputs: img2img.ImageInputs) -> dict:
+    def _encode_inputs(self, model: LoadedModel, inputs: img2img.ImageInputs, job: Job) -> dict:
         """Each distinct init image encoded once per job (and its masked version for inpainting models)."""
         pipe = model.pipeline
-        latents = [sampling.encode(pipe, [image]) for image in inputs.images]
-        masked = ([sampling.encode_masked(pipe, [image], inputs.mask) for image in inputs.images]
+        stop = lambda: job.interrupted  # noqa: E731
+        latents = [sampling.encode(pipe, [image], should_stop=stop) for image in inputs.images]
+        masked = ([sampling.encode_masked(pipe, [image], inputs.mask, should_stop=stop) for image in inputs.images]
                   if model.spec.inpainting else None)
         return {"latents": latents, "masked": masked}
 
@@ -655,7 +692,7 @@ class Generator:
             return latents
         self.manager.placement.release(model)
         job.textinfo = f"Refiner: {refiner.model.info.name}"
-        encoder = self._encoder(refiner.model, 1)
+        encoder = self._encoder(refiner.model, 1, job)
         remaining = runs - switch
         refined = dataclasses.replace(
             step, plan=conditioning.schedule(encoder, prepared.text, prepared.negative_text, remaining),
@@ -715,9 +752,11 @@ class Generator:
             top, left = (cover_h - height) // scale // 2, (cover_w - width) // scale // 2
             upscaled = upscaled[:, :, top:top + height // scale, left:left + width // scale]
         else:
-            decoded = sampling.decode(pipe, latents, nan_check=self.manager.devices.nan_check)
+            decoded = sampling.decode(pipe, latents, nan_check=self.manager.devices.nan_check,
+                                      should_stop=lambda: job.interrupted)
             pictures = [self._upscale_to(image, width, height, request.hr_upscaler) for image in decoded]
-            upscaled = torch.cat([sampling.encode(pipe, [picture]) for picture in pictures])
+            upscaled = torch.cat([sampling.encode(pipe, [picture], should_stop=lambda: job.interrupted)
+                                  for picture in pictures])
         steps = request.hr_second_pass_steps or request.steps
         schedule = sampling.steps_for_strength(steps, request.denoising_strength, exact=True)
         runs = int(schedule * request.denoising_strength)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules import samplers
+from modules import compilation, samplers, stop_points
 from modules.controlnet.control import PassControl, controlled_unet
 from modules.devices import input_device
 from modules.jobs import Job
@@ -161,11 +161,12 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, preview: Callable
         if sdxl:
             callback_kwargs["add_text_embeds"] = torch.cat(pooled).to(previous.device, previous.dtype)
 
-    current = {"step": 0}
+    current = {"step": 0, "latents": None}
 
     def on_step_end(pipeline, index, timestep, callback_kwargs):
         done = index + 1
         current["step"] = done
+        current["latents"] = callback_kwargs["latents"]
         job.set_progress(progress_offset + done, total)
         if preview is not None and preview_every > 0 and done % preview_every == 0:
             job.set_preview(preview(callback_kwargs["latents"], pipeline))
@@ -191,8 +192,23 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, preview: Callable
         stack.enter_context(merged_tokens(pipe.unet, step.token_merging_ratio))
         stack.enter_context(cfg_callbacks(pipe.unet, callbacks, lambda: progress_offset + current["step"], total,
                                           batch))
-        return pipe(**kwargs, callback_on_step_end=on_step_end,
-                    callback_on_step_end_tensor_inputs=tensor_inputs).images
+        stack.enter_context(stop_points_in(pipe.unet, [pipe.unet, *(control.model for control in step.controls)],
+                                           lambda: job.should_stop))
+        try:
+            return pipe(**kwargs, callback_on_step_end=on_step_end,
+                        callback_on_step_end_tensor_inputs=tensor_inputs).images
+        except stop_points.Interrupted:
+            if current["latents"] is None:   # not one step done: nothing to show
+                raise
+            return current["latents"]   # stopped mid-step: the last finished step's latents, as A1111 returns them
+
+
+def stop_points_in(unet, modules: list, should_stop: Callable[[], bool]):
+    """Stop points in the pass's models (not in a compiled UNet); attention sliced where it runs on the CPU."""
+    if compilation.compiled_mode(unet) != compilation.NONE:
+        return contextlib.nullcontext()
+    on_cpu = next(unet.parameters()).device.type == "cpu"   # (under --lowvram the weights are "meta": on the GPU)
+    return stop_points.inside(modules, should_stop, slice_attention=on_cpu)
 
 
 @contextlib.contextmanager
@@ -222,18 +238,24 @@ def cfg_callbacks(unet, callbacks: CallbackRegistry | None, step_of, total: int,
         yield
 
 
-def encode(pipe, images: list[Image.Image]) -> torch.Tensor:
-    """RGB images of one size → scaled latents (the distribution's mean: the same image gives the same latents)."""
+def _vae_stops(vae, should_stop: Callable[[], bool] | None):
+    return stop_points_in(vae.decoder, [vae], should_stop) if should_stop is not None else contextlib.nullcontext()
+
+
+def encode(pipe, images: list[Image.Image], should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
+    """RGB images of one size → scaled latents (the distribution's mean: the same image gives the same latents).
+    With `should_stop`, raises stop_points.Interrupted at the VAE's next block once it returns True."""
     vae = pipe.vae
     pixels = pipe.image_processor.preprocess(images).to(input_device(vae), vae.dtype)
-    with torch.inference_mode():
+    with torch.inference_mode(), _vae_stops(vae, should_stop):
         latents = vae.encode(pixels).latent_dist.mean
     if getattr(vae.config, "shift_factor", None):
         latents = latents - vae.config.shift_factor
     return (latents * vae.config.scaling_factor).clone()
 
 
-def encode_masked(pipe, images: list[Image.Image], mask: Image.Image | None) -> torch.Tensor:
+def encode_masked(pipe, images: list[Image.Image], mask: Image.Image | None,
+                  should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
     """What 9-channel inpainting models are conditioned on: the image with the repainted area blanked
     (mid-grey, as diffusers and A1111 do), encoded. No mask blanks all of it."""
     vae = pipe.vae
@@ -244,16 +266,19 @@ def encode_masked(pipe, images: list[Image.Image], mask: Image.Image | None) -> 
         binary = np.asarray(mask.convert("L").resize((pixels.shape[3], pixels.shape[2]))) < 128
         keep = torch.from_numpy(binary)[None, None]
     masked = (pixels * keep).to(input_device(vae), vae.dtype)
-    with torch.inference_mode():
+    with torch.inference_mode(), _vae_stops(vae, should_stop):
         latents = vae.encode(masked).latent_dist.mean
     if getattr(vae.config, "shift_factor", None):
         latents = latents - vae.config.shift_factor
     return (latents * vae.config.scaling_factor).clone()
 
 
-def decode(pipe, latents: torch.Tensor, *, nan_check: bool) -> list[Image.Image]:
+def decode(pipe, latents: torch.Tensor, *, nan_check: bool,
+           should_stop: Callable[[], bool] | None = None) -> list[Image.Image]:
+    """Latents → images; with `should_stop`, the decode raises stop_points.Interrupted at its next block (or tile)
+    once it returns True."""
     vae = pipe.vae
-    with torch.inference_mode():
+    with torch.inference_mode(), _vae_stops(vae, should_stop):
         scaled = latents.to(vae.dtype) / vae.config.scaling_factor
         if getattr(vae.config, "shift_factor", None):
             scaled = scaled + vae.config.shift_factor

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import time
 
 import gradio as gr
 import pytest
@@ -216,6 +217,27 @@ def test_bad_requests_are_refused_and_leave_no_file(services, fields, message):
         merger.merge(MergeRequest(**request), services.registry, services.networks.vaes)
     assert message in str(error.value)
     assert folder_listing(services) == before
+
+
+@pytest.mark.parametrize("pattern, refused", [(r"(.*.*)*QQQ", False), (r"^(.|..)+\s$", True)])
+def test_a_backtracking_discard_pattern_holds_nothing_up(services, monkeypatch, pattern, refused):
+    """Python's re ran `(.*.*)*QQQ` for minutes holding the interpreter lock: no request was answered and SIGTERM
+    went unheard. Patterns now match with a time limit and let other threads run meanwhile."""
+    monkeypatch.setattr(merger, "DISCARD_MATCH_SECONDS", 2.0)
+    name = f"backtracking-{refused}"
+    job = services.submit_merge(MergeRequest(primary="a", secondary="b", custom_name=name, discard_weights=pattern))
+    late = []
+    while not job.done.is_set():     # this thread must keep running while the pattern is matched
+        started = time.perf_counter()
+        time.sleep(0.05)
+        late.append(time.perf_counter() - started - 0.05)
+    assert max(late) < 0.5
+    if refused:
+        assert job.state == "failed" and job.error_status == 422
+        assert "Discard weights with matching name: the regular expression takes too long" in job.error
+        assert not (services.registry.folder / f"{name}.safetensors").exists()
+    else:
+        assert job.state == "done", job.error
 
 
 def test_overwrite_only_when_asked(services, models):

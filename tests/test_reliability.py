@@ -88,6 +88,98 @@ def test_progress_answers_while_a_job_runs(client):
     thread.join(120)
 
 
+# ---------------------------------------------------------------- interrupts land within seconds, wherever the job is
+
+def start_job(client, job_id: str, **body) -> threading.Thread:
+    thread = threading.Thread(target=client.post, args=("/sdapi/v1/txt2img",),
+                              kwargs={"json": {"prompt": "x", "seed": 1, **body, "force_task_id": job_id}})
+    thread.start()
+    return thread
+
+
+def running(client, job_id: str, textinfo: str = ""):
+    """The job once it runs and its progress text starts with `textinfo`."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        job = client.services.queue.get(job_id)
+        if job is not None and job.state == "running" and job.textinfo.startswith(textinfo):
+            return job
+        time.sleep(0.01)
+    raise AssertionError(f"job {job_id} did not reach {textinfo!r}")
+
+
+def assert_pings_within_a_second(client) -> None:
+    started = time.perf_counter()
+    assert client.get("/internal/ping").status_code == 200
+    assert time.perf_counter() - started < 1
+
+
+def interrupt_and_time(client, job) -> float:
+    started = time.perf_counter()
+    assert client.post("/sdapi/v1/interrupt", params={"id": job.id}).json() == {"interrupted": True}
+    assert job.done.wait(60)
+    return time.perf_counter() - started
+
+
+def test_one_unet_call_at_the_largest_size_stops_within_seconds(client):
+    """At 4 megapixels one self-attention of the tiny UNet took 30 s on this machine's CPU: the interrupt used to
+    wait for the step (minutes). Stop points in every block and between slices of a long attention end it now."""
+    thread = start_job(client, "huge", width=2048, height=2048, steps=2)
+    job = running(client, "huge", "Batch")
+    time.sleep(1.5)                         # well inside the first UNet call
+    assert job.step == 0
+    assert_pings_within_a_second(client)
+    assert interrupt_and_time(client, job) < 5
+    assert job.state == "interrupted"
+    thread.join(30)
+
+
+def test_an_interrupt_stops_prompt_encoding(client, monkeypatch):
+    from modules.prompts import conditioning
+
+    encode_chunk = conditioning.TextEncoder._encode_chunk
+
+    def slow(self, chunk):
+        time.sleep(0.05)
+        return encode_chunk(self, chunk)
+
+    monkeypatch.setattr(conditioning.TextEncoder, "_encode_chunk", slow)
+    prompt = " BREAK ".join(f"word{i}" for i in range(140))        # 140 different chunks: 7 s at 50 ms each
+    thread = start_job(client, "encoding", prompt=prompt, **SMALL)
+    job = running(client, "encoding", "Encoding prompt")
+    time.sleep(0.5)
+    assert_pings_within_a_second(client)
+    assert interrupt_and_time(client, job) < 1
+    assert job.state == "interrupted" and job.result.images == []
+    thread.join(30)
+
+
+def test_an_interrupt_stops_between_and_parts(client):
+    prompt = " AND ".join(f"a cat {i}" for i in range(32))       # 32 UNet calls for the cond half of each step
+    thread = start_job(client, "parts", prompt=prompt, width=512, height=512, steps=3)
+    job = running(client, "parts", "Batch")
+    time.sleep(1)
+    assert_pings_within_a_second(client)
+    assert interrupt_and_time(client, job) < 2
+    assert job.state == "interrupted"
+    thread.join(30)
+
+
+@pytest.mark.parametrize("prompt, cap", [
+    ("<lora:tiny-lora:0.001>" * 200, "200 extra-network tags"),
+    ("a BREAK " * 12_000, "12000 chunks"),
+    (" AND ".join(["a"] * 400), "400 AND parts"),
+    ("cat " * 15_000, "chunks of 75 tokens"),
+])
+def test_prompts_over_the_caps_are_422_at_once(client, prompt, cap):
+    started = time.perf_counter()
+    response = client.post("/sdapi/v1/txt2img", json={"prompt": prompt, **SMALL})
+    assert time.perf_counter() - started < 5
+    assert response.status_code == 422 and cap in response.text, response.text[:300]
+    assert response.json()["detail"][0]["loc"] == ["body", "prompt"]
+    assert client.post("/sdapi/v1/txt2img", json={"prompt": "x", **SMALL}).status_code == 200
+
+
 def test_disk_full_fails_the_job_cleanly(client, monkeypatch):
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

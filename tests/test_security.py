@@ -152,6 +152,26 @@ def test_a_bad_origin_regex_is_named():
         OriginPolicy(None, "https://(unclosed")
 
 
+def test_a_backtracking_origin_regex_cannot_be_used_to_freeze_the_server(tmp_path):
+    """The operator's pattern, the client's Origin: a long one made Python's re backtrack for as long as the client
+    liked, holding every thread."""
+    args = cmd_args.parse_args(["--data-dir", str(tmp_path), "--api", "--nowebui", "--skip-load-model-at-start",
+                                "--cors-allow-origins-regex", r"https://(\w|\w\w)+\.trusted\.example\s?"])
+    services = services_module.create(args)
+    from webui import create_app
+
+    with app_client(create_app(services)) as client:
+        good = "https://app.trusted.example"
+        assert preflight(client, "/sdapi/v1/options", good).headers["access-control-allow-origin"] == good
+        for origin in ("https://" + "a" * 60 + "!", "https://" + "a" * 5000):
+            started = time.perf_counter()
+            answer = preflight(client, "/sdapi/v1/options", origin)
+            posted = client.post("/sdapi/v1/interrupt", headers={"Origin": origin})
+            assert time.perf_counter() - started < 1
+            assert "access-control-allow-origin" not in answer.headers and posted.status_code == 403
+    services.shutdown()
+
+
 # ---------------------------------------------------------------- DNS rebinding: the Host allow-list
 
 

@@ -3,7 +3,6 @@ framing refusal, served-file headers, timing header, request log."""
 from __future__ import annotations
 
 import logging
-import re
 import time
 
 from fastapi import FastAPI, HTTPException, Request
@@ -13,7 +12,10 @@ from starlette.middleware.cors import CORSMiddleware
 
 from modules.api.errors import error_body, install_error_handlers
 from modules.api.host_policy import HostPolicy
+from modules.user_regex import PatternTooSlow, UserPattern
 
+MAX_ORIGIN_CHARS = 2048        # far longer than any real origin (scheme, host, port)
+ORIGIN_MATCH_SECONDS = 0.05    # for --cors-allow-origins-regex, per request
 MAX_BODY_BYTES = 128 * 1024 * 1024   # room for several base64 images in later img2img/ControlNet requests
 # Every path a client may change state through outside the UI; auth and the Origin check cover them all.
 API_PREFIXES = ("/sdapi/", "/controlnet/", "/internal/")
@@ -31,21 +33,31 @@ class OriginPolicy:
     def __init__(self, origins: str | None, origin_regex: str | None, hosts: HostPolicy | None = None):
         self.hosts = hosts or HostPolicy()
         self.origins = [origin.strip() for origin in (origins or "").split(",") if origin.strip()]
-        try:
-            self.regex = re.compile(origin_regex) if origin_regex else None
-        except re.error as error:
-            raise ValueError(f"--cors-allow-origins-regex is not a valid regular expression: {error}") from None
+        # The Origin header is the client's to choose: a pattern that backtracks without end must not freeze the
+        # server on a long one, so it is matched with a time limit (and overlong origins are refused first).
+        self.regex = (UserPattern(origin_regex, "--cors-allow-origins-regex", ORIGIN_MATCH_SECONDS, per_call=True)
+                      if origin_regex else None)
 
     @property
     def configured(self) -> bool:
         return bool(self.origins or self.regex)
 
+    def listed(self, origin: str) -> bool:
+        """Allowed by the CORS flags."""
+        if origin in self.origins:
+            return True
+        if self.regex is None or len(origin) > MAX_ORIGIN_CHARS:
+            return False
+        try:
+            return self.regex.fullmatch(origin)
+        except PatternTooSlow:
+            return False
+
     def allows(self, origin: str, host: str | None) -> bool:
         """`host`: the Host header."""
         if origin == "null":   # sandboxed frames and file:// pages: anyone can make one
             return False
-        return (self.hosts.is_own_origin(origin, host) or origin in self.origins
-                or (self.regex is not None and self.regex.fullmatch(origin) is not None))
+        return self.hosts.is_own_origin(origin, host) or self.listed(origin)
 
 
 class HostCheck:
@@ -201,12 +213,22 @@ class ServedFileRules:
         await self.app(scope, receive, send_with_rules)
 
 
+class PolicyCors(CORSMiddleware):
+    """starlette's CORS middleware asking the OriginPolicy (its own regex match has no time limit)."""
+
+    def __init__(self, app, policy: OriginPolicy, **kwargs):
+        super().__init__(app, **kwargs)
+        self.policy = policy
+
+    def is_allowed_origin(self, origin: str) -> bool:
+        return self.policy.listed(origin)
+
+
 def add_cors(app: FastAPI, policy: OriginPolicy) -> None:
     """A1111's CORS: starlette's middleware with exactly the operator's origins. Gradio sees it on the app and
     leaves CORS to it."""
-    app.add_middleware(CORSMiddleware, allow_origins=policy.origins,
-                       allow_origin_regex=policy.regex.pattern if policy.regex else None,
-                       allow_credentials=True, allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(PolicyCors, policy=policy, allow_origins=policy.origins, allow_credentials=True,
+                       allow_methods=["*"], allow_headers=["*"])
 
 
 def add_request_log(app: FastAPI) -> None:

@@ -29,13 +29,14 @@ import struct
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from modules import stop_points
 from modules.hashes import file_sha256
 from modules.models import files
 from modules.models.files import ModelFileError
@@ -256,6 +257,19 @@ def requests_from_tags(tags: Iterable, registry: LoraRegistry) -> tuple[list[tup
             warnings.append(f"LoRA {name}: the dyn (DyLoRA dimension) argument is not supported and was ignored")
         requests.append((replace(info, mentioned_name=name), te, unet))
     return requests, warnings
+
+
+def one_per_file(requests: list[tuple[LoraInfo, float, float]]) -> list[tuple[LoraInfo, float, float]]:
+    """A LoRA named several times is applied once with the sum of its weights: A1111 applies each mention, and a
+    LoRA's change is proportional to its weight, so the result is the same, at the cost of one."""
+    merged: dict[Path, list] = {}
+    for info, te, unet in requests:
+        if info.path in merged:
+            merged[info.path][1] += te
+            merged[info.path][2] += unet
+        else:
+            merged[info.path] = [info, te, unet]
+    return [tuple(entry) for entry in merged.values()]
 
 
 def infotext_hashes(applied: Iterable[LoraInfo]) -> str:
@@ -702,49 +716,36 @@ def _remove(pipeline, adapters: list[str]) -> None:
             pipeline.unload_lora_weights()
 
 
-def _merge_keeping_originals(pipeline, adapters: list[str]) -> list[tuple[torch.nn.Module, torch.Tensor]]:
-    """Merge our adapters into the weights they change, so sampling costs no more than without LoRAs.
+def _merge_keeping_originals(pipeline, adapter: str, originals: dict[int, tuple[torch.nn.Module, torch.Tensor]]
+                             ) -> None:
+    """Merge one adapter into the weights it changes, so sampling costs no more than without LoRAs; each changed
+    weight's original is kept in `originals` (the first time only) to be copied back after the job.
 
-    peft's own unmerge subtracts the delta again, which is off by rounding; instead the original weights are
-    kept and copied back (`_restore_originals`), so the model is bit-for-bit the same after the job, as A1111's
-    weight backup does.
+    peft's own unmerge subtracts the delta again, which is off by rounding; copying the originals back leaves the
+    model bit-for-bit the same after the job, as A1111's weight backup does.
     """
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    originals = []
     for component in ("unet", "text_encoder", "text_encoder_2"):
         model = getattr(pipeline, component, None)
         for module in model.modules() if model is not None else ():
-            if isinstance(module, BaseTunerLayer):
-                ours = [name for name in adapters if name in getattr(module, "lora_A", {})]
-                if ours:
-                    base = module.get_base_layer()
+            if isinstance(module, BaseTunerLayer) and adapter in getattr(module, "lora_A", {}):
+                base = module.get_base_layer()
+                if id(base) not in originals:
                     # kept in RAM, not VRAM: on a small GPU the copies would crowd out the activations
-                    originals.append((base, base.weight.detach().to("cpu", copy=True)))
-                    module.merge(adapter_names=ours)
-    return originals
+                    originals[id(base)] = (base, base.weight.detach().to("cpu", copy=True))
+                module.merge(adapter_names=[adapter])
 
 
-def _restore_originals(originals: list[tuple[torch.nn.Module, torch.Tensor]]) -> None:
+def _restore_originals(originals: dict[int, tuple[torch.nn.Module, torch.Tensor]]) -> None:
     with torch.no_grad():
-        for base, weight in originals:
+        for base, weight in originals.values():
             base.weight.copy_(weight)
-
-
-def _forget_merges(pipeline) -> None:
-    """The merged deltas were undone by copying the originals back: tell peft nothing is merged any more."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for component in ("unet", "text_encoder", "text_encoder_2"):
-        model = getattr(pipeline, component, None)
-        for module in model.modules() if model is not None else ():
-            if isinstance(module, BaseTunerLayer):
-                module.merged_adapters = []
 
 
 @contextmanager
 def applied(pipeline, family: str, requests: list[tuple[LoraInfo, float, float]],
-            cache: LoraCache) -> Iterator[AppliedLoras]:
+            cache: LoraCache, should_stop: Callable[[], bool] | None = None) -> Iterator[AppliedLoras]:
     """Inject the requested LoRAs into the pipeline for the duration of the block; always remove them after.
 
     Yields the warnings (an `AppliedLoras`, a list of str, whose `.loras` are the LoRAs in effect). A LoRA that
@@ -752,11 +753,11 @@ def applied(pipeline, family: str, requests: list[tuple[LoraInfo, float, float]]
     warning naming it and the reason; the others are still applied. Weights 0/0 apply nothing (and cost nothing).
     """
     result = AppliedLoras()
-    adapters: list[str] = []
-    weights: list[dict[str, float]] = []
-    originals: list = []
+    originals: dict[int, tuple[torch.nn.Module, torch.Tensor]] = {}
     try:
-        for info, te_weight, unet_weight in requests:
+        for info, te_weight, unet_weight in one_per_file(requests):
+            if should_stop is not None:   # between LoRAs: the job was interrupted (stop_points.Interrupted)
+                stop_points.check(should_stop)
             label = info.mentioned_name or info.name
             try:
                 state_dict = cache.get(info.path)
@@ -799,21 +800,21 @@ def applied(pipeline, family: str, requests: list[tuple[LoraInfo, float, float]]
                 message = " ".join(str(error).split()) or type(error).__name__
                 result.append(f"LoRA {label}: could not be applied: {message[:300]}")
                 continue
-            adapters.append(adapter)
-            counts = _injected_layers(pipeline, adapter)
-            if sum(counts.values()) < len(found.matched):
-                result.append(f"LoRA {label}: only {sum(counts.values())} of {len(found.matched)} layers could be "
-                              "applied")
-            components = [component for component, count in counts.items() if count]
-            weights.append({component: (unet_weight if component == "unet" else te_weight)
-                            for component in components})
+            try:
+                counts = _injected_layers(pipeline, adapter)
+                if sum(counts.values()) < len(found.matched):
+                    result.append(f"LoRA {label}: only {sum(counts.values())} of {len(found.matched)} layers could "
+                                  "be applied")
+                weights = {component: (unet_weight if component == "unet" else te_weight)
+                           for component, count in counts.items() if count}
+                pipeline.set_adapters([adapter], adapter_weights=[weights])
+                # Merged and taken off at once: the next LoRA loads into a model without adapters, so n LoRAs cost
+                # n times one (peft's loading slows with every adapter present). The weights come out as if all
+                # were merged together: peft merges several adapters one after another, in this same order.
+                _merge_keeping_originals(pipeline, adapter, originals)
+            finally:
+                _remove(pipeline, [adapter])
             result.loras.append(info)
-        if adapters:
-            pipeline.set_adapters(adapters, adapter_weights=weights)
-            originals = _merge_keeping_originals(pipeline, adapters)
         yield result
     finally:
-        if adapters:
-            _restore_originals(originals)
-            _forget_merges(pipeline)
-            _remove(pipeline, adapters)
+        _restore_originals(originals)

@@ -10,12 +10,14 @@ afterwards, "No norm" does not).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
+from modules import stop_points
 from modules.devices import input_device
 from modules.models.tokenizer import BOS_ID, EOS_ID, clip_tokenizer
-from modules.prompts import parser
+from modules.prompts import limits, parser
 
 CHUNK_TOKENS = 75
 COMMA_BACKTRACK = 20          # A1111's comma_padding_backtrack default
@@ -129,14 +131,16 @@ class TextEncoder:
     """Encodes prompts for one loaded model and one job (clip skip, emphasis mode, embeddings)."""
 
     def __init__(self, pipeline, family: str, *, clip_skip: int = 1, emphasis: str = "Original",
-                 embeddings: dict | None = None):
+                 embeddings: dict | None = None, should_stop: Callable[[], bool] | None = None):
         self.pipeline = pipeline
+        self.should_stop = should_stop   # checked before each chunk: stop_points.Interrupted once it is True
         self.family = family
         self.clip_skip = clip_skip
         self.emphasis = emphasis
         self.embeddings = embeddings or {}
         self.used_embeddings: dict[str, object] = {}
         self._cache: dict[tuple[str, int], Conditioning] = {}
+        self._chunk_cache: dict[tuple, tuple] = {}   # padding chunks and repeated ones are encoded once
 
     def chunks(self, text: str) -> list[PromptChunk]:
         return split_into_chunks(text, emphasis=self.emphasis, embeddings=self.embeddings)
@@ -148,14 +152,24 @@ class TextEncoder:
             chunks += [PromptChunk() for _ in range(min_chunks - len(chunks))]
             parts, pooled = [], None
             for index, chunk in enumerate(chunks):
+                if self.should_stop is not None:
+                    stop_points.check(self.should_stop)
                 for _, embedding in chunk.fixes:
                     self.used_embeddings[embedding.name] = embedding
-                hidden, chunk_pooled = self._encode_chunk(chunk)
+                hidden, chunk_pooled = self._encode_chunk_once(chunk)
                 parts.append(hidden)
                 if index == 0:
                     pooled = chunk_pooled    # A1111 takes the pooled output of the first chunk
             self._cache[key] = Conditioning(torch.cat(parts, dim=1), pooled)
         return self._cache[key]
+
+    def _encode_chunk_once(self, chunk: PromptChunk):
+        if chunk.fixes:   # textual-inversion vectors: not worth a key
+            return self._encode_chunk(chunk)
+        key = (tuple(chunk.tokens), tuple(chunk.multipliers))
+        if key not in self._chunk_cache:
+            self._chunk_cache[key] = self._encode_chunk(chunk)
+        return self._chunk_cache[key]
 
     @torch.inference_mode()
     def _run(self, encoder, key: str, chunk: PromptChunk, pad_id: int):
@@ -250,6 +264,8 @@ def schedule(encoder: TextEncoder, prompt: str, negative: str, steps: int) -> Sc
     negative_plan = parser.get_schedules([negative], steps)[0]
     texts = {text for plan in plans + [negative_plan] for _, text in plan}
     chunks = max(len(encoder.chunks(text)) for text in texts)
+    if chunks > limits.MAX_CHUNKS:   # (embeddings can make a prompt longer than the request's check saw)
+        raise limits.PromptTooLarge(limits.too_many_chunks(chunks))
     return ScheduledConditioning(
         positive=[(weight, [(end, encoder.encode(text, chunks)) for end, text in plan])
                   for (_, weight), plan in zip(parts, plans)],
