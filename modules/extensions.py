@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import git
 
+from modules import user_files
 from modules.cmd_args import is_non_local
 from modules.paths import PROJECT_ROOT
 
@@ -60,8 +61,7 @@ class ExtensionMetadata:
         path = folder / "metadata.ini"
         if path.is_file():
             try:
-                with open(path, encoding="utf-8") as file:
-                    config.read_string(file.read(MAX_METADATA_FILE), source=str(path))
+                config.read_string(user_files.read_text(path, limit=MAX_METADATA_FILE), source=str(path))
             except (OSError, UnicodeDecodeError, configparser.Error) as error:
                 config = configparser.ConfigParser(interpolation=None, strict=False)
                 problem = f"metadata.ini ignored: {error}"

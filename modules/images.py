@@ -21,6 +21,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from modules import user_files
+
 MAX_METADATA_CHARS = 1024 * 1024  # longer text metadata is refused, not parsed
 JPEG_QUALITY = 80  # A1111's jpeg_quality default
 
@@ -337,7 +339,7 @@ def load_image_file(path: str | Path, *, max_pixels: int = 4096 * 4096) -> Image
     ValueError with a message naming the file."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with user_files.open_regular(path, "rb") as f:
             return _decode(f, max_pixels)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import safetensors
 import torch
 
+from modules import json_file
 from modules.models import files
 from modules.networks import vae as vae_module
 from modules.user_regex import UserPattern
@@ -146,7 +147,7 @@ def read_metadata(info: CheckpointInfo) -> dict:
     for key, value in _raw_metadata(info).items():
         if value.startswith("{"):
             with contextlib.suppress(ValueError):
-                value = json.loads(value)
+                value = json_file.parse(value)
         parsed[key] = value
     return parsed
 
@@ -210,7 +211,7 @@ def _user_metadata(text: str) -> dict[str, str]:
     if not (text or "").strip():
         return {}
     try:
-        data = json.loads(text)
+        data = json_file.parse(text)
     except ValueError as error:
         raise ValueError(f"Metadata in JSON format: not valid JSON ({error})") from None
     if not isinstance(data, dict):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import math
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
+from modules import json_file, user_files
 from modules.json_file import write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -319,7 +319,7 @@ class Options:
         # A damaged config.json (a hand edit gone wrong) falls back to defaults rather than blocking start-up,
         # and is kept aside first: the next save would otherwise replace the user's settings with defaults.
         try:
-            loaded = json.loads(path.read_text(encoding="utf-8"))
+            loaded = json_file.parse(user_files.read_text(path))
         except (OSError, ValueError) as error:
             loaded = None
             reason = str(error)

@@ -79,7 +79,7 @@ def load(host: ScriptHost, builtin_scripts: Path, extensions: list) -> ScriptHos
         _load_file(host, script_file)
     _order_callbacks(host.callbacks, usable)
     for extension in usable:
-        host.javascript += sorted((extension.path / "javascript").glob("*.js"))
+        host.javascript += sorted(path for path in (extension.path / "javascript").glob("*.js") if path.is_file())
         if (extension.path / "style.css").is_file():
             host.stylesheets.append(extension.path / "style.css")
     return host
@@ -103,12 +103,12 @@ def preload(parser, extensions: list) -> None:
 
 def _script_files(builtin_scripts: Path, extensions: list) -> list[ScriptFile]:
     files = [ScriptFile(f"scripts/{path.name}", path, builtin_scripts.parent)
-             for path in sorted(builtin_scripts.glob("*.py"))] if builtin_scripts.is_dir() else []
+             for path in sorted(builtin_scripts.glob("*.py")) if path.is_file()] if builtin_scripts.is_dir() else []
     for extension in extensions:
         folder = extension.path / "scripts"
         if folder.is_dir():
             files += [ScriptFile(f"{extension.metadata.canonical_name}/scripts/{path.name}", path, extension.path,
-                                 extension) for path in sorted(folder.glob("*.py"))]
+                                 extension) for path in sorted(folder.glob("*.py")) if path.is_file()]
     return files
 
 

@@ -19,6 +19,7 @@ from modules.jobs import Job, JobError, JobQueue
 from modules.controlnet.models import ControlNetCache, ControlNetRegistry
 from modules.controlnet.plan import ControlNet
 from modules.controlnet.preprocessors import Preprocessors
+from modules.models import files
 from modules.models.manager import ModelManager
 from modules.models.registry import CheckpointRegistry, HashCache
 from modules.options import Options, comma_list
@@ -138,8 +139,16 @@ class Services:
     def validate_options(self, changes: dict, *, from_api: bool) -> dict:
         """Settings changes checked against the option registry and the files on disk; ValueError names the key."""
         checked = self.options.validate(changes, from_api=from_api)
-        if "sd_vae" in checked and not self.networks.vaes.is_choice(checked["sd_vae"]):
-            raise ValueError(f"sd_vae: unknown VAE {checked['sd_vae']!r}; choose one of {self.networks.vaes.choices()}")
+        if "sd_vae" in checked:
+            if not self.networks.vaes.is_choice(checked["sd_vae"]):
+                raise ValueError(f"sd_vae: unknown VAE {checked['sd_vae']!r}; choose one of "
+                                 f"{self.networks.vaes.choices()}")
+            chosen = self.networks.vaes.find(checked["sd_vae"])
+            if chosen is not None:   # a damaged file is refused now, not at every generation after
+                try:
+                    files.check_readable(chosen.path)
+                except files.ModelFileError as error:
+                    raise ValueError(f"sd_vae: {error}") from None
         return checked
 
     def update_options(self, changes: dict, *, from_api: bool) -> None:

@@ -18,6 +18,8 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from modules import user_files
+
 log = logging.getLogger(__name__)
 
 FIELDS = ("name", "prompt", "negative_prompt")   # A1111's column order
@@ -90,7 +92,7 @@ def _text(value) -> str:
 def read_styles_csv(path: Path) -> list[PromptStyle]:
     """The styles of one CSV file; malformed rows (no name, a `#` comment, no prompt column) are skipped."""
     try:
-        raw = path.read_bytes()
+        raw = user_files.read_bytes(path)
     except OSError as error:
         if path.exists():
             log.warning("cannot read styles file %s: %s", path, error)

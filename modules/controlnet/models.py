@@ -9,7 +9,6 @@ own converter translates the ldm key names.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 import threading
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 import yaml
 
+from modules import json_file, user_files
 from modules.models.detect import FAMILY_LABELS
 from modules.models.files import ModelFileError, file_kind, load_state_dict, read_safetensors_header
 from modules.models.registry import old_hash
@@ -279,10 +279,10 @@ def _global_pooling(path: Path, family: str) -> bool:
     sidecar = path.with_suffix(".yaml")
     if sidecar.is_file():
         try:
-            config = yaml.safe_load(sidecar.read_text(encoding="utf-8")[:1_000_000])
+            config = yaml.safe_load(user_files.read_text(sidecar, limit=1_000_000))
             value = config["model"]["params"]["control_stage_config"]["params"]["global_average_pooling"]
             return bool(value)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError, RecursionError):
             pass
     return family != "sdxl" and "shuffle" in path.stem.lower()
 
@@ -305,7 +305,7 @@ def _build(weights: dict[str, torch.Tensor], config: dict, path: Path, dtype: to
 
 def _folder_config(folder: Path) -> dict:
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = json_file.parse(user_files.read_text(folder / "config.json"))
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise ControlNetLoadError(f"{folder.name}: config.json cannot be read ({error})") from None
     if not isinstance(config, dict) or config.get("_class_name", "ControlNetModel") != "ControlNetModel":
@@ -364,7 +364,7 @@ class ControlNetRegistry:
                     dirs.clear()
                     found.append(self._describe(root_path.name, root_path))
                     continue
-                for filename in sorted(files):
+                for filename in sorted(user_files.regular_names(root, files)):
                     if filename.lower().endswith(CONTROLNET_EXTENSIONS):
                         found.append(self._describe(Path(filename).stem, root_path / filename))
         found.sort(key=lambda info: info.name.lower())

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from modules import user_files
+
 UNET = "model.diffusion_model."
 SD1_CLIP = "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
 SD2_OPENCLIP = "cond_stage_model.model.token_embedding.weight"
@@ -138,8 +140,8 @@ def read_sidecar_parameterization(path: Path | None) -> str | None:
     if path is None or not path.is_file():
         return None
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8")[:1_000_000])
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        config = yaml.safe_load(user_files.read_text(path, limit=1_000_000))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError):
         return None
     params = ((config or {}).get("model") or {}).get("params") or {} if isinstance(config, dict) else {}
     return "v_prediction" if isinstance(params, dict) and params.get("parameterization") == "v" else "epsilon"

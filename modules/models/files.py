@@ -6,7 +6,7 @@ that old Stable Diffusion checkpoints reference. There is no unsafe fallback, by
 """
 from __future__ import annotations
 
-import json
+import os
 import struct
 from pathlib import Path
 
@@ -14,6 +14,8 @@ import numpy as np
 import safetensors
 import safetensors.torch
 import torch
+
+from modules import json_file, user_files
 
 # Taken at import, before any extension can replace torch.load: every pickle read goes through this
 # reference, so a monkey-patched torch.load (as A1111 extensions do) can never widen what we accept.
@@ -57,7 +59,7 @@ except ImportError:  # pragma: no cover - _codecs is always built in
 def file_kind(path: Path) -> str:
     """'safetensors' or 'pickle', decided from the file's first bytes; raises ModelFileError otherwise."""
     try:
-        with open(path, "rb") as handle:
+        with user_files.open_regular(path, "rb") as handle:
             head = handle.read(9)
     except OSError as error:
         raise ModelFileError(f"{path.name}: cannot be read ({error.strerror or error})") from None
@@ -75,8 +77,12 @@ def file_kind(path: Path) -> str:
 
 def read_safetensors_header(path: Path) -> dict:
     """The parsed JSON header of a safetensors file, checked for size before anything big is read."""
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
+    try:
+        handle = user_files.open_regular(path, "rb")
+    except OSError as error:
+        raise ModelFileError(f"{path.name}: cannot be read ({error.strerror or error})") from None
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
         raw = handle.read(8)
         if len(raw) < 8:
             raise ModelFileError(f"{path.name}: truncated safetensors header")
@@ -86,12 +92,18 @@ def read_safetensors_header(path: Path) -> dict:
         if 8 + length > size:
             raise ModelFileError(f"{path.name}: safetensors header runs past the end of the file")
         try:
-            header = json.loads(handle.read(length).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise ModelFileError(f"{path.name}: safetensors header is not valid JSON") from None
+            header = json_file.parse(handle.read(length).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as error:
+            raise ModelFileError(f"{path.name}: safetensors header is not valid JSON ({error})") from None
     if not isinstance(header, dict):
         raise ModelFileError(f"{path.name}: safetensors header is not a JSON object")
     return header
+
+
+def check_readable(path: Path) -> None:
+    """The cheap checks of a model file (its kind, and a safetensors header): ModelFileError naming what is wrong."""
+    if file_kind(path) == "safetensors":
+        read_safetensors_header(path)
 
 
 def read_metadata(path: Path) -> dict[str, str]:

@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modules import user_files
 from modules.hashes import file_sha256
 from modules.json_file import read_json_object, write_json_atomically
 
@@ -53,7 +54,7 @@ class HashCache:
 def old_hash(file: Path) -> str:
     """A1111's legacy "old hash": sha256 of 64 KiB at offset 1 MiB, first 8 hex digits."""
     digest = hashlib.sha256()
-    with open(file, "rb") as handle:
+    with user_files.open_regular(file, "rb") as handle:
         handle.seek(0x100000)
         digest.update(handle.read(0x10000))
     return digest.hexdigest()[:8]
@@ -110,7 +111,7 @@ class CheckpointRegistry:
         if self.folder.is_dir():
             for root, dirs, files in os.walk(self.folder, followlinks=False):
                 dirs.sort()
-                for filename in sorted(files):
+                for filename in sorted(user_files.regular_names(root, files)):
                     lower = filename.lower()
                     if not lower.endswith(CHECKPOINT_EXTENSIONS) or ".vae." in lower:
                         continue

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modules import user_files
 from modules.json_file import read_json_object, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,7 @@ def find_description(path: Path) -> str:
     for name in (f"{base.name}.txt", f"{base.name}.description.txt"):
         candidate = base.with_name(name)
         try:
-            with open(candidate, "rb") as handle:
-                data = handle.read(MAX_DESCRIPTION_FILE)
+            data = user_files.read_bytes(candidate, MAX_DESCRIPTION_FILE)
         except OSError:
             continue
         return data.decode("utf-8", errors="replace").strip()
@@ -458,7 +458,8 @@ def make_thumbnail(path: Path, size: int = THUMBNAIL_SIZE) -> str | None:
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path, formats=["PNG", "JPEG", "WEBP", "GIF"]) as image:
+        with (user_files.open_regular(path) as handle,
+              Image.open(handle, formats=["PNG", "JPEG", "WEBP", "GIF"]) as image):
             width, height = image.size
             if width <= 0 or height <= 0 or width * height > MAX_PREVIEW_PIXELS:
                 log.warning("preview %s: %dx%d is too large to show", path, width, height)

@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from modules import user_files
 from modules.models import files
 from modules.models.files import ModelFileError
 
@@ -100,7 +101,7 @@ class HypernetworkRegistry:
             return
         walked = sorted(os.walk(self.folder, followlinks=False), key=lambda entry: _natural_key(entry[0]))
         for root, _dirs, names in walked:
-            for filename in sorted(names, key=_natural_key):
+            for filename in sorted(user_files.regular_names(root, names), key=_natural_key):
                 if filename.lower().endswith(EXTENSION):
                     yield Path(root, filename)
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from modules import stop_points
+from modules import stop_points, user_files
 from modules.hashes import file_sha256
 from modules.models import files
 from modules.models.files import ModelFileError
@@ -52,7 +52,7 @@ FAMILY_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sdxl_refiner
 
 def addnet_hash(path: Path) -> str:
     """A1111's `addnet_hash_safetensors`: sha256 of everything after the 8-byte length and the JSON header."""
-    with open(path, "rb") as handle:
+    with user_files.open_regular(path, "rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
     return file_sha256(path, offset=8 + length)
 
@@ -153,7 +153,7 @@ class LoraRegistry:
                 continue
             walked = sorted(os.walk(folder, followlinks=False), key=lambda entry: _natural_key(entry[0]))
             for root, _dirs, names in walked:
-                for filename in sorted(names, key=_natural_key):
+                for filename in sorted(user_files.regular_names(root, names), key=_natural_key):
                     if filename.lower().endswith(LORA_EXTENSIONS):
                         yield Path(root, filename)
 

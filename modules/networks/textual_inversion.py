@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import json
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from modules import json_file, user_files
 from modules.hashes import file_sha256
 from modules.models import files
 from modules.models.files import ModelFileError
@@ -120,7 +120,7 @@ def is_preview_image(path: Path) -> bool:
     try:
         from PIL import Image
 
-        with Image.open(path) as image:
+        with user_files.open_regular(path) as handle, Image.open(handle) as image:
             return PNG_CHUNK not in image.info
     except Exception:  # noqa: BLE001 - not even an image: not ours to report
         return True
@@ -130,7 +130,7 @@ def _read_png_embedding(path: Path) -> dict:
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
+        with user_files.open_regular(path) as handle, Image.open(handle) as image:
             # A1111 writes the text chunk before the pixels, so `info` has it without decoding the image.
             encoded = image.info.get(PNG_CHUNK)
     except Exception as error:  # noqa: BLE001
@@ -138,7 +138,7 @@ def _read_png_embedding(path: Path) -> dict:
     if not encoded:
         raise ModelFileError(f"{path.name}: a PNG without an embedding in it (no '{PNG_CHUNK}' text chunk)")
     try:
-        data = json.loads(base64.b64decode(encoded), object_hook=_tensor_from_json)
+        data = json_file.parse(base64.b64decode(encoded), object_hook=_tensor_from_json)
     except (binascii.Error, ValueError, TypeError) as error:
         raise ModelFileError(f"{path.name}: the '{PNG_CHUNK}' chunk is not valid base64 JSON ({error})") from None
     if not isinstance(data, dict):
@@ -275,7 +275,7 @@ class EmbeddingDatabase:
         # outside the models root into the scan, nor loop.
         for root, dirs, names in os.walk(self.folder, followlinks=False):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in names:
+            for name in user_files.regular_names(root, names):
                 if not name.startswith(".") and name.lower().endswith(EMBEDDING_EXTENSIONS):
                     found.append(Path(root) / name)
         return sorted(found, key=lambda p: p.relative_to(self.folder).as_posix().lower())

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modules import user_files
 from modules.hashes import file_sha256
 from modules.models import files
 
@@ -132,7 +133,7 @@ class VaeRegistry:
                 if filename.startswith(".") or not filename.lower().endswith(suffixes):
                     continue
                 path = Path(root, filename)
-                if path.is_file():
+                if user_files.is_regular(path):
                     found.append((path, path.relative_to(folder).as_posix()))
         return found
 

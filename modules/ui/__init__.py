@@ -13,6 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from modules import user_files
 from modules.cmd_args import gradio_credentials
 from modules.ui import extensions as extensions_tab, extras, img2img, pnginfo, send_to, topbar, txt2img
 from modules.ui import merger as merger_tab
@@ -104,7 +105,7 @@ def page_css(services) -> str:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        return user_files.read_text(path, errors="replace")
     except OSError as error:   # an extension file that vanished: the page still loads
         return f"/* {path.name}: {error.strerror} */"
 

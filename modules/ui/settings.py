@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from modules import json_file
 from modules.options import OptionInfo
 from modules.ui.common import PRIVATE, message_html, number, slider, tool_button
 
@@ -56,7 +57,7 @@ def from_component(codec: str, info: OptionInfo, key: str, value):
         if not text and info.default is None:
             return None
         try:
-            return json.loads(text)
+            return json_file.parse(text)
         except ValueError:
             if isinstance(info.default, dict):
                 raise ValueError(f"{key}: not valid JSON: {text[:80]!r}") from None

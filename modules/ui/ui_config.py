@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
+from modules import json_file, user_files
 from modules.json_file import write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ Check = Callable[[Any], str | None]   # → why the value does not suit the comp
 def read_ui_config(path: Path) -> tuple[dict, bool]:
     """(saved values, whether the file is usable); a missing file is usable and empty."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json_file.parse(user_files.read_text(path))
     except FileNotFoundError:
         return {}, True
     except (OSError, ValueError) as error:
