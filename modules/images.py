@@ -24,6 +24,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from modules import user_files
 
 MAX_METADATA_CHARS = 1024 * 1024  # longer text metadata is refused, not parsed
+MAX_INPUT_PIXELS = 4096 * 4096    # the largest image a user may give, on every path
 JPEG_QUALITY = 80  # A1111's jpeg_quality default
 
 _EXIF_IFD = 0x8769
@@ -42,6 +43,15 @@ _save_lock = threading.Lock()
 
 
 # ---------------------------------------------------------------- saving
+
+def cap_decoding(max_pixels: int = MAX_INPUT_PIXELS) -> None:
+    """Make Pillow itself refuse an image over `max_pixels` when it opens the header, before any decoding, in all
+    code: Gradio's components open uploads with Pillow outside ours (a 13000² PNG of 164 KB took 24 s and 3 GB).
+    Pillow raises DecompressionBombError only above twice MAX_IMAGE_PIXELS (and merely warns above it), so that is
+    set to half the cap and the warning silenced."""
+    Image.MAX_IMAGE_PIXELS = max_pixels // 2
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 
 def next_sequence_number(folder: str | Path, basename: str = "") -> int:
     """A1111 ``get_next_sequence_number``: 1 + the largest leading integer among
@@ -303,7 +313,7 @@ def to_rgb_or_rgba(image: Image.Image) -> Image.Image:
     return image.convert("RGBA" if has_alpha else "RGB")
 
 
-def decode_base64_image(data: str, *, max_pixels: int = 4096 * 4096) -> Image.Image:
+def decode_base64_image(data: str, *, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
     """Decode a base64 image from a user (raw base64 or a data: URI) into an
     upright RGB/RGBA image (first frame if animated). Raises ValueError with a
     message fit for the user on anything else. The pixel count is checked from
@@ -328,12 +338,12 @@ def decode_base64_image(data: str, *, max_pixels: int = 4096 * 4096) -> Image.Im
     return decode_image_bytes(raw, max_pixels=max_pixels)
 
 
-def decode_image_bytes(data: bytes, *, max_pixels: int = 4096 * 4096) -> Image.Image:
+def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
     """An encoded image from a user (the bytes of a file, or a download), with the checks above."""
     return _decode(io.BytesIO(data), max_pixels)
 
 
-def load_image_file(path: str | Path, *, max_pixels: int = 4096 * 4096) -> Image.Image:
+def load_image_file(path: str | Path, *, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
     """An image file from a user's folder (img2img batch from directory), with
     the same checks and conversions as ``decode_base64_image``. Raises
     ValueError with a message naming the file."""
@@ -347,7 +357,7 @@ def load_image_file(path: str | Path, *, max_pixels: int = 4096 * 4096) -> Image
         raise ValueError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
 
 
-def check_user_image(image: Image.Image, *, max_pixels: int = 4096 * 4096, what: str = "image") -> Image.Image:
+def check_user_image(image: Image.Image, *, max_pixels: int = MAX_INPUT_PIXELS, what: str = "image") -> Image.Image:
     """An image that arrived already opened (from the UI) made like a decoded one:
     refused when over ``max_pixels``, first frame, upright, RGB or RGBA.
     Raises ValueError naming ``what`` (e.g. "mask")."""
@@ -391,10 +401,7 @@ def _open_within_limit(fp: BinaryIO, max_pixels: int) -> Image.Image:
     Image.init()
     formats = [f for f in _ALLOWED_INPUT_FORMATS if f in Image.OPEN]
     try:
-        with warnings.catch_warnings():
-            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; our cap decides.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(fp, formats=formats)
+        image = Image.open(fp, formats=formats)
     except UnidentifiedImageError:
         raise ValueError(f"not a supported image (accepted: {', '.join(formats)})") from None
     except Image.DecompressionBombError:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from modules import compilation, devices, extra_networks, paths as paths_module
+from modules import compilation, devices, extra_networks, images, paths as paths_module
 from modules.cmd_args import parse_args
 from modules.jobs import Job, JobError, JobQueue
 from modules.controlnet.models import ControlNetCache, ControlNetRegistry
@@ -203,6 +203,7 @@ class Services:
 
 def create(args: argparse.Namespace | None = None) -> Services:
     args = args if args is not None else parse_args([])
+    images.cap_decoding()   # every image any code opens, Gradio's uploads included
     paths = paths_module.from_args(args)
     paths.ensure()
     compilation.configure_cache(paths.data / "cache" / "torch-compile")   # before anything compiles

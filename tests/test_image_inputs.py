@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from modules.images import check_user_image, load_image_file
-from tests.fixtures.png_bombs import png_declaring
+from tests.fixtures.png_bombs import blank_png, png_declaring
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
@@ -164,3 +164,29 @@ def test_ui_truncated_image_is_refused_naming_what_it_is():
     opened = Image.open(io.BytesIO(truncated_png()))  # header only: pixels load later
     with pytest.raises(ValueError, match="init image: could not decode"):
         check_user_image(opened, what="init image")
+
+
+@pytest.mark.parametrize("size", [13000, 4200])
+def test_an_upload_over_the_cap_is_refused_by_the_uis_own_components_before_decoding(tmp_path, size):
+    """Gradio's gr.Image opens uploads with Pillow outside our code: at start the project makes Pillow itself
+    refuse what is over its cap (a 13000² PNG of 164 KB was decoded in 24 s into 3 GB through the UI)."""
+    import tracemalloc
+
+    import gradio as gr
+    from gradio.data_classes import ImageData
+
+    from modules import cmd_args, services
+
+    services.create(cmd_args.parse_args(["--data-dir", str(tmp_path / "data"), "--skip-load-model-at-start"])).shutdown()
+    path = tmp_path / "bomb.png"
+    path.write_bytes(blank_png(size, size))
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(Image.DecompressionBombError, match="exceeds limit"):
+        gr.Image(type="pil").preprocess(ImageData(path=str(path)))
+    elapsed = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert elapsed < 1 and peak < 50_000_000
+    path.write_bytes(blank_png(4096, 4096))     # the cap itself is allowed
+    assert gr.Image(type="pil").preprocess(ImageData(path=str(path))).size == (4096, 4096)

@@ -6,12 +6,14 @@ Set SKIP_BROWSER_TESTS=1 to skip these where no Chromium can be installed.
 from __future__ import annotations
 
 import io
+import urllib.request
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from modules.controlnet.models import ControlNetRegistry
+from tests.fixtures.png_bombs import blank_png
 from tests.fixtures.tiny_controlnets import build_tiny_controlnet, write_controlnet
 from tests.fixtures.ui import pick, set_slider
 
@@ -106,6 +108,37 @@ def test_a_photo_guides_txt2img_and_its_map_shows_beside_the_image(page, tiny_sd
         assert generated.size == (64, 64) and not _is_edge_map(generated)
         assert _is_edge_map(detected)
         assert not page.errors, page.errors
+    except Exception:
+        print(server.log())
+        raise
+
+
+def test_an_upload_over_the_pixel_cap_is_refused_and_the_ui_stays_usable(page, tiny_sd1_server, tmp_path):
+    """The API refused a 4200² image at once; through the UI it was decoded (Gradio opens uploads with Pillow)."""
+    server = tiny_sd1_server
+    try:
+        huge = tmp_path / "huge.png"
+        huge.write_bytes(blank_png(4200, 4200))          # 17.6 megapixels: over the 16.8 cap
+        page.locator("#txt2img_controlnet .label-wrap").first.click()
+        page.get_by_role("tab", name="ControlNet Unit 0", exact=True).wait_for(timeout=10_000)
+        page.locator(f"#{UNIT}_input_image input[type=file]").set_input_files(str(huge))
+        page.locator(f"#{UNIT}_input_image img").first.wait_for(timeout=20_000)
+        page.locator(f"#{UNIT}_controlnet_trigger_preprocessor").click()
+        page.locator(".toast-body").first.wait_for(timeout=30_000)
+        toasts = " ".join(page.locator(".toast-body").all_inner_texts())
+        assert "Control image: the image has 17,640,000 pixels, more than the limit of 16,777,216" in toasts, toasts
+        assert "/tmp" not in toasts and "Traceback" not in toasts, toasts
+        assert page.locator(f"#{UNIT}_generated_image img").count() == 0
+        with urllib.request.urlopen(server.url + "internal/ping", timeout=1) as ping:
+            assert ping.status == 200
+        # still usable: a picture within the cap previews
+        photo = tmp_path / "photo.png"
+        _photo(photo)
+        page.locator(".toast-body button[aria-label='Close']").first.click()
+        page.locator(f"#{UNIT}_input_image button[aria-label='Remove Image']").first.click()
+        page.locator(f"#{UNIT}_input_image input[type=file]").set_input_files(str(photo))
+        page.locator(f"#{UNIT}_controlnet_trigger_preprocessor").click()
+        page.locator(f"#{UNIT}_generated_image img").first.wait_for(timeout=30_000)
     except Exception:
         print(server.log())
         raise

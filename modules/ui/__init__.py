@@ -120,6 +120,9 @@ def served_paths(services) -> tuple[list[str], list[str]]:
     return allowed, [str(Path(path).resolve()) for path in secrets if path]
 
 
+MAX_UPLOAD_BYTES = 128 * 1024 * 1024   # as an API request body (modules.api.middleware.MAX_BODY_BYTES)
+
+
 def launch_options(services) -> dict:
     """Keyword arguments for `gr.mount_gradio_app`: login, served folders, look; nothing that reaches the network."""
     allowed, blocked = served_paths(services)
@@ -136,6 +139,7 @@ def launch_options(services) -> dict:
         "enable_monitoring": False,
         "pwa": False,
         "show_error": True,
+        "max_file_size": MAX_UPLOAD_BYTES,
     }
     auth = parse_auth(gradio_credentials(services.args))   # --gradio-auth and --gradio-auth-path
     if auth:

@@ -17,6 +17,7 @@ from modules.controlnet.plan import ControlNetError
 from modules.controlnet.units import CONTROL_MODES, HIRES_OPTIONS, RESIZE_MODES, ControlNetUnit
 from modules.ui import paste
 from modules.ui.common import PRIVATE, number, slider, tool_button
+from modules.ui.image_inputs import UserImage
 
 PREFIX = "controlnet_units."
 ALL_TYPES = "All"
@@ -193,7 +194,7 @@ def _create_unit(services, tab: str, index: int, types: dict[str, dict]) -> Unit
         fields["independent"] = gr.Checkbox(False, label="Upload independent control image",
                                             elem_id=f"{prefix}_controlnet_same_img2img_checkbox")
     with gr.Row(elem_classes=["cnet-image-row"], equal_height=True, visible=not img2img) as image_row:
-        fields["image"] = gr.Image(type="pil", image_mode="RGB", sources=["upload", "clipboard"],
+        fields["image"] = UserImage(type="pil", image_mode="RGB", sources=["upload", "clipboard"],
                                    label="Control image", elem_id=f"{prefix}_input_image",
                                    elem_classes=["cnet-image"], height=300)
         with gr.Column(visible=False, elem_classes=["cnet-generated-image-group"]) as preview_column:

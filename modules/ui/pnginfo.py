@@ -9,6 +9,7 @@ from PIL import Image
 
 from modules import images
 from modules.ui.common import PRIVATE, escape_multiline, message_html
+from modules.ui.image_inputs import UserImage
 
 TARGETS = ("txt2img", "img2img", "inpaint", "extras")
 
@@ -46,7 +47,7 @@ def create_tab() -> PngInfoTab:
     with gr.Row(equal_height=False, elem_id="pnginfo_row"):
         with gr.Column(variant="panel"):
             # image_mode=None: the file as uploaded, with its text chunks and EXIF, not a converted copy.
-            image = gr.Image(label="Source", type="pil", image_mode=None, sources=["upload", "clipboard"],
+            image = UserImage(label="Source", type="pil", image_mode=None, sources=["upload", "clipboard"],
                              elem_id="pnginfo_image", interactive=True, height=512)
         with gr.Column(variant="panel"):
             html_info = gr.HTML("", elem_id="pnginfo_html_info", elem_classes=["pnginfo-panel"], js_on_load=None)

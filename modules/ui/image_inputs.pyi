@@ -1,0 +1,52 @@
+"""The UI's image inputs: gr.Image and gr.ImageEditor that say plainly which input refused an upload, and why.
+
+Pillow refuses an image over the project's cap when Gradio opens an upload (images.cap_decoding), before decoding
+it; Gradio would report that as a developer's message naming its temporary file. These name the input and the
+limit instead. Gradio draws them as their parents (`is_template`).
+"""
+from __future__ import annotations
+
+import re
+
+import gradio as gr
+from PIL import Image
+
+from modules.images import MAX_INPUT_PIXELS
+
+
+def _too_large(label: str | None, error: Exception) -> gr.Error:
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return gr.Error(f"{label or 'Image'}: the image has {size}, more than the limit of {MAX_INPUT_PIXELS:,} "
+                    f"({int(MAX_INPUT_PIXELS ** 0.5)}×{int(MAX_INPUT_PIXELS ** 0.5)}); use a smaller image")
+
+from gradio.events import Dependency
+
+class UserImage(gr.Image):
+    is_template = True
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Image.DecompressionBombError as error:
+            raise _too_large(self.label, error) from None
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+class UserImageEditor(gr.ImageEditor):
+    is_template = True
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Image.DecompressionBombError as error:
+            raise _too_large(self.label, error) from None
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
