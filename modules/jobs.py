@@ -74,6 +74,7 @@ class Job:
     kind: str
     run: Callable[["Job"], Any]
     owner: str = ""                  # who submitted it (API: address and user), to find "my job" again
+    user: str = ""                   # the login that submitted it ("" without logins): only it sees the job
     state: str = "queued"            # queued → running → done | failed | interrupted | cancelled
     created: float = field(default_factory=time.time)
     started: float | None = None
@@ -182,13 +183,17 @@ class JobQueue:
 
     # ------------------------------------------------------------- submitting and looking up
 
-    def submit(self, kind: str, run: Callable[[Job], Any], job_id: str | None = None, owner: str = "") -> Job:
+    def submit(self, kind: str, run: Callable[[Job], Any], job_id: str | None = None, owner: str = "",
+               user: str = "") -> Job:
         with self._cond:
             if len(self._waiting) >= self.max_waiting:
                 raise QueueFull(f"the queue is full ({self.max_waiting} jobs waiting); try again later")
-            if job_id and job_id in self._jobs and not self._jobs[job_id].done.is_set():
-                raise JobIdInUse(f"a job with id {job_id!r} is already queued or running")
-            job = Job(id=job_id or uuid.uuid4().hex, kind=kind, run=run, owner=owner)
+            earlier = self._jobs.get(job_id) if job_id else None
+            if earlier is not None and (not earlier.done.is_set() or earlier.user != user):
+                # Another user's id is never reused: their client may still collect that job by it.
+                raise JobIdInUse(f"a job with id {job_id!r} is already queued or running"
+                                 if earlier.user == user else f"the job id {job_id!r} is taken")
+            job = Job(id=job_id or uuid.uuid4().hex, kind=kind, run=run, owner=owner, user=user)
             self._waiting.append(job)
             self._jobs[job.id] = job
             self._trim_history()
@@ -199,9 +204,11 @@ class JobQueue:
         """True when called from inside a running job (the worker thread)."""
         return threading.current_thread() is self._worker
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str, user: str | None = None) -> Job | None:
+        """The job with that id; with `user`, only if that user submitted it (others' jobs do not exist for them)."""
         with self._cond:
-            return self._jobs.get(job_id)
+            job = self._jobs.get(job_id)
+        return job if job is not None and (user is None or job.user == user) else None
 
     @property
     def current(self) -> Job | None:

@@ -58,13 +58,15 @@ class Services:
         """Loaded scripts, extensions and their callbacks (the generator runs them)."""
         return self.generator.scripts
 
-    def submit_txt2img(self, request: GenerationRequest, job_id: str | None = None, owner: str = "") -> Job:
+    def submit_txt2img(self, request: GenerationRequest, job_id: str | None = None, owner: str = "",
+                       user: str = "") -> Job:
         return self.queue.submit("txt2img", lambda job: self.generator.txt2img(request, job), job_id=job_id,
-                                 owner=owner)
+                                 owner=owner, user=user)
 
-    def submit_img2img(self, request: GenerationRequest, job_id: str | None = None, owner: str = "") -> Job:
+    def submit_img2img(self, request: GenerationRequest, job_id: str | None = None, owner: str = "",
+                       user: str = "") -> Job:
         return self.queue.submit("img2img", lambda job: self.generator.img2img(request, job), job_id=job_id,
-                                 owner=owner)
+                                 owner=owner, user=user)
 
     def submit_extras(self, request: "ExtrasRequest", inputs: list, job_id: str | None = None,
                       output_dir: Path | None = None) -> Job:

@@ -337,6 +337,41 @@ def test_progress_and_interrupt_without_an_id_concern_the_callers_own_job(tmp_pa
     services.shutdown()
 
 
+def test_several_api_users_never_see_or_take_each_others_jobs(tmp_path):
+    data = data_dir_with_checkpoints(tmp_path, {"tiny.safetensors": build_tiny_model("sd1")})
+    services = services_module.create(cmd_args.parse_args(
+        ["--data-dir", str(data), "--nowebui", "--api-auth", "ann:1,bob:2"]))
+    from webui import create_app
+
+    ann, bob = ("ann", "1"), ("bob", "2")
+    with app_client(create_app(services)) as client:
+        def post(auth, job_id, steps, seed=1):
+            return client.post("/sdapi/v1/txt2img", auth=auth, json={
+                "prompt": f"{auth[0]}'s secret", "seed": seed, "width": 64, "height": 64, "steps": steps,
+                "force_task_id": job_id})
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            running = pool.submit(post, ann, "ann-job", 300)
+            wait_until(lambda: (job := services.queue.get("ann-job")) is not None and job.step > 0)
+            assert client.get("/sdapi/v1/progress", auth=bob).json()["id"] in ("", None)
+            assert client.get("/sdapi/v1/progress", auth=bob, params={"id": "ann-job"}).status_code == 404
+            assert client.get("/sdapi/v1/jobs/ann-job", auth=bob).status_code == 404
+            assert client.post("/sdapi/v1/interrupt", auth=bob, params={"id": "ann-job"}).json() == {
+                "interrupted": False}
+            assert client.post("/sdapi/v1/interrupt", auth=bob).json() == {"interrupted": False}
+            assert client.post("/sdapi/v1/skip", auth=bob).json() == {"skipped": False}
+            assert services.queue.get("ann-job").state == "running"
+            assert client.get("/sdapi/v1/progress", auth=ann).json()["id"] == "ann-job"
+            assert client.post("/sdapi/v1/interrupt", auth=ann).json() == {"interrupted": True}
+            assert running.result().status_code == 200
+        taken = post(bob, "ann-job", 2)     # a finished job's id is not bob's to reuse
+        assert taken.status_code == 409 and "force_task_id" in taken.text
+        mine = client.get("/sdapi/v1/jobs/ann-job", auth=ann).json()
+        assert mine["status"] == "interrupted" and "ann's secret" in mine["info"]
+        assert post(ann, "ann-job", 2, seed=5).status_code == 200    # the owner may reuse it
+    services.shutdown()
+
+
 def test_a_job_id_in_use_is_refused(server):
     thread, result = start_long_job(server, "taken")
     again = server.post("/sdapi/v1/txt2img", json={"prompt": "x", **SMALL, "force_task_id": "taken"})

@@ -37,16 +37,20 @@ async def encode_images(pictures: list) -> list[str]:
     return await run_in_threadpool(lambda: [encode_image(image) for image in pictures])
 
 
-def caller(http: Request) -> str:
-    """Who is calling, to tell their job from others': the client's address and, with --api-auth, the user."""
-    user = ""
+def api_user(http: Request) -> str:
+    """The --api-auth login of the call ("" without one; auth itself was checked before any route runs)."""
     scheme, _, encoded = http.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "basic":
         try:
-            user = base64.b64decode(encoded).decode("utf-8", "replace").partition(":")[0]
+            return base64.b64decode(encoded).decode("utf-8", "replace").partition(":")[0]
         except ValueError:
             pass
-    return f"{http.client.host if http.client else ''}|{user}"
+    return ""
+
+
+def caller(http: Request) -> str:
+    """Who is calling, to tell their job from others': the client's address and, with --api-auth, the user."""
+    return f"{http.client.host if http.client else ''}|{api_user(http)}"
 
 
 def progress_of(job: Job | None, services: Services, skip_image: bool) -> models.ProgressResponse:
@@ -148,7 +152,8 @@ def create_router(services: Services, auth: list) -> APIRouter:
         """A txt2img/img2img request run on the queue: (its GenerationRequest, the finished job) or an error."""
         # in a thread: decoding (or fetching) images must not hold up other requests such as /progress
         request = await run_in_threadpool(to_generation_request, body, services)
-        job = await finished(lambda job_id: submit(request, job_id=job_id, owner=caller(http)), body.force_task_id)
+        job = await finished(lambda job_id: submit(request, job_id=job_id, owner=caller(http), user=api_user(http)),
+                             body.force_task_id)
         if not isinstance(job, JSONResponse):
             keep_overrides(body, services)
         return request, job
@@ -256,10 +261,13 @@ def create_router(services: Services, auth: list) -> APIRouter:
 
     def job_of(http: Request, job_id: str | None) -> Job | None:
         """The job a call is about: the one named by id; else the caller's own queued or running job
-        (A1111 clients send no id); else, as in A1111, the running one."""
+        (A1111 clients send no id); else, as in A1111, the running one. With several --api-auth users each sees
+        only the jobs submitted under their login."""
+        user = api_user(http)
         if job_id:
-            return services.queue.get(job_id)
-        return services.queue.latest_of(caller(http)) or services.queue.current
+            return services.queue.get(job_id, user)
+        current = services.queue.current
+        return services.queue.latest_of(caller(http)) or (current if current and current.user == user else None)
 
     @router.get("/progress", response_model=models.ProgressResponse)
     def progress(http: Request, skip_current_image: bool = False, id: str | None = None):
@@ -279,9 +287,9 @@ def create_router(services: Services, auth: list) -> APIRouter:
         return {"skipped": job is not None and services.queue.skip(job.id)}
 
     @router.get("/jobs/{job_id}", response_model=models.JobResultResponse)
-    def job_result(job_id: str):
+    def job_result(http: Request, job_id: str):
         """Ours: a job's outcome and images by id, for a client that lost its connection while waiting."""
-        job = services.queue.get(job_id)
+        job = services.queue.get(job_id, api_user(http))
         if job is None:
             raise HTTPException(status_code=404, detail=f"no job with id {job_id!r}")
         generated = job.kind in ("txt2img", "img2img") and job.state in ("done", "interrupted")
