@@ -79,6 +79,31 @@ def test_restore_afterwards_false_keeps_the_settings(server):
         server.post("/sdapi/v1/options", json={"sd_model_checkpoint": "first", "add_model_hash_to_info": True})
 
 
+@pytest.mark.parametrize("key, value", [("CLIP_stop_at_last_layers", 2), ("sd_model_checkpoint", "second"),
+                                        ("sd_vae", "None")])
+def test_overrides_to_keep_under_frozen_settings_are_refused_before_the_job(tmp_path, key, value):
+    """The job used to run, then the settings save failed: a 500, and the client never got its images."""
+    data = data_dir_with_checkpoints(tmp_path, {"first.safetensors": build_tiny_model("sd1"),
+                                                "second.safetensors": build_tiny_model("sd1", seed=1)})
+    services = services_module.create(cmd_args.parse_args(["--data-dir", str(data), "--nowebui",
+                                                           "--freeze-settings"]))
+    from webui import create_app
+
+    with app_client(create_app(services)) as client:
+        before = client.get("/sdapi/v1/options").json()
+        kept = client.post("/sdapi/v1/txt2img", json={**SMALL, "override_settings": {key: value},
+                                                      "override_settings_restore_afterwards": False})
+        assert kept.status_code == 422, kept.text
+        detail = kept.json()["detail"][0]
+        assert detail["loc"] == ["body", "override_settings", key] and "frozen" in detail["msg"]
+        assert "override_settings_restore_afterwards: true" in detail["msg"]
+        assert services.queue.current is None and not services.queue.pending()
+        assert client.get("/sdapi/v1/options").json() == before
+        once = client.post("/sdapi/v1/txt2img", json={**SMALL, "override_settings": {key: value}})
+        assert once.status_code == 200 and len(once.json()["images"]) == 1
+    services.shutdown()
+
+
 @pytest.mark.parametrize("overrides, key", [
     ({"outdir_txt2img_samples": "/tmp/evil"}, "outdir_txt2img_samples"),   # a path: never through the API
     ({"api_enable_requests": False}, "api_enable_requests"),                # a security switch

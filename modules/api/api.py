@@ -20,7 +20,8 @@ from pydantic import ValidationError
 from modules import images, infotext, samplers
 from modules.api import controlnet as controlnet_api, models, scripts as scripts_api, server as server_api
 from modules.api.errors import error_body, validation_error
-from modules.api.generation import keep_overrides, request_validation_error, to_generation_request
+from modules.api.generation import (check_kept_overrides, keep_overrides, request_validation_error,
+                                    to_generation_request)
 from modules.api.image_inputs import decode_image_field
 from modules.cmd_args import public_flags
 from modules import extensions as extensions_module
@@ -152,6 +153,7 @@ def create_router(services: Services, auth: list) -> APIRouter:
         """A txt2img/img2img request run on the queue: (its GenerationRequest, the finished job) or an error."""
         # in a thread: decoding (or fetching) images must not hold up other requests such as /progress
         request = await run_in_threadpool(to_generation_request, body, services)
+        check_kept_overrides(body, services)
         job = await finished(lambda job_id: submit(request, job_id=job_id, owner=caller(http), user=api_user(http)),
                              body.force_task_id)
         if not isinstance(job, JSONResponse):

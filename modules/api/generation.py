@@ -212,14 +212,33 @@ def request_validation_error(error: ValidationError) -> HTTPException:
     return HTTPException(status_code=422, detail=details)
 
 
+def check_kept_overrides(body: models.Txt2ImgRequest, services: Services) -> None:
+    """Before the job: overrides that are to stay as settings must be settings the API may change (not frozen by
+    --freeze-settings and the like), or the client would get an error after its images were made."""
+    changes = dict(body.override_settings or {})
+    if not changes or body.override_settings_restore_afterwards:
+        return
+    try:
+        services.validate_options(changes, from_api=True)
+    except ValueError as error:
+        key, _, reason = str(error).partition(": ")
+        raise validation_error(["override_settings", key] if key in changes else ["override_settings"],
+                               f"{reason or error}; send override_settings_restore_afterwards: true to use it for "
+                               "this request only") from None
+
+
 def keep_overrides(body: models.Txt2ImgRequest, services: Services) -> None:
-    """`override_settings_restore_afterwards: false`: after the job, the overrides stay as settings (A1111)."""
+    """`override_settings_restore_afterwards: false`: after the job, the overrides stay as settings (A1111).
+    Checked before the job (check_kept_overrides); a save that still fails (disk full) costs no images."""
     changes = dict(body.override_settings or {})
     if not changes or body.override_settings_restore_afterwards:
         return
     checkpoint = changes.pop("sd_model_checkpoint", None)
     if changes:
-        services.update_options(changes, from_api=True)
+        try:
+            services.update_options(changes, from_api=True)
+        except ValueError as error:
+            log.warning("override_settings_restore_afterwards: the settings were not kept: %s", error)
     if checkpoint is not None:   # chosen as in the UI: queued behind this job, so the next request sees it
         try:
             services.submit_model_switch(checkpoint)
