@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 import threading
 import time
 import uuid
@@ -23,6 +24,16 @@ RESULT_GRACE_SECONDS = 60.0
 
 class QueueFull(Exception):
     pass
+
+
+# An absolute path (POSIX or Windows) inside a message: "/srv/data/models/x.safetensors", "C:\\data\\x.ckpt".
+_ABSOLUTE_PATH = re.compile(r"""(?<![\w/:.])(?:[A-Za-z]:)?(?:[\\/][^\\/\s'":,;]+)+[\\/]([^\\/\s'":,;]+)""")
+
+
+def public_message(error: BaseException) -> str:
+    """An unexpected error as a client may see it: its type and message, with any absolute path cut down to the
+    file's name (the server's folders are nobody's business)."""
+    return f"{type(error).__name__}: {_ABSOLUTE_PATH.sub(lambda match: match.group(1), str(error))}"
 
 
 class JobIdInUse(Exception):
@@ -287,7 +298,7 @@ class JobQueue:
                 job.error, job.error_status, state = str(error), error.status, "failed"
             except Exception as error:  # noqa: BLE001 - a failed job must never take the worker down
                 log.exception("job %s (%s) failed", job.id, job.kind)
-                job.error, job.error_status, state = f"{type(error).__name__}: {error}", 500, "failed"
+                job.error, job.error_status, state = public_message(error), 500, "failed"
             with self._cond:
                 self._current = None
                 self._finish(job, state)

@@ -38,7 +38,7 @@ from modules.script_loading import ScriptHost
 from modules.script_processing import (Processed, StableDiffusionProcessing,  # noqa: F401  (re-exported)
                                        StableDiffusionProcessingImg2Img, StableDiffusionProcessingTxt2Img,
                                        fix_seed, get_fixed_seed, process_images)
-from modules.upscalers import upscale_latents
+from modules.upscalers import UpscalerError, upscale_latents
 from modules.version import INFOTEXT_VERSION
 
 log = logging.getLogger(__name__)
@@ -434,6 +434,8 @@ class Generator:
                 return run(*args)
         except limits.PromptTooLarge as error:   # after styles and embeddings: longer than the request looked
             raise JobError(f"prompt: {error}", status=422) from None
+        except UpscalerError as error:   # a script's upscaler (SD upscale) that cannot be used; it names the file
+            raise JobError(str(error), status=422) from None
         except torch.OutOfMemoryError:
             pass   # freed below, outside this block: the exception's traceback holds the failed job's tensors
         if self.controlnet is not None:   # ControlNets and annotators load again when next needed
@@ -781,7 +783,10 @@ class Generator:
         """A pixel upscaler to cover width×height, then A1111's crop to the exact size."""
         scale = max(width / image.width, height / image.height)
         if self.upscalers is not None and upscaler not in ("None", None):
-            image = self.upscalers.upscale(image, scale, upscaler)
+            try:
+                image = self.upscalers.upscale(image, scale, upscaler)
+            except UpscalerError as error:
+                raise JobError(f"hr_upscaler: {error}", status=422) from None
         return masking.resize_image(1, image, width, height)
 
     # ------------------------------------------------------------- infotext and files

@@ -407,6 +407,56 @@ def test_b15_restricted_settings_cannot_be_changed_over_the_api(server, key):
     assert server.services.options.as_dict()[key] == before
 
 
+def _assert_names_the_file_not_the_folder(response, status: int, name: str, data: Path) -> None:
+    assert response.status_code == status, response.text
+    assert name in response.text and str(data) not in response.text and "/tmp" not in response.text, response.text
+
+
+def test_b_a_checkpoint_deleted_after_listing_is_a_404_naming_it_and_the_server_goes_on(server):
+    """The request named a listed file that was then deleted: a 500 with the server's path, before."""
+    folder = server.data / "models" / "Stable-diffusion"
+    write_safetensors(build_tiny_model("sd1", seed=7), folder / "soon-gone.safetensors")
+    assert server.post("/sdapi/v1/refresh-checkpoints").status_code == 200
+    (folder / "soon-gone.safetensors").unlink()
+    for response in (server.post("/sdapi/v1/options", json={"sd_model_checkpoint": "soon-gone"}),
+                     server.post("/sdapi/v1/txt2img", json={**SMALL, "override_settings": {
+                         "sd_model_checkpoint": "soon-gone"}}),
+                     server.post("/sdapi/v1/txt2img", json={**SMALL, "refiner_checkpoint": "soon-gone"})):
+        _assert_names_the_file_not_the_folder(response, 404, "soon-gone.safetensors", server.data)
+    server.post("/sdapi/v1/refresh-checkpoints")
+    assert_still_serving(server)
+
+
+def test_b_a_refused_or_damaged_hires_upscaler_is_a_422_as_in_extras(server):
+    folder = server.data / "models" / "ESRGAN"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "refused.pth").write_bytes(b"\x80\x02garbage")
+    (folder / "damaged.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    server.services.upscalers.refresh()
+    try:
+        for name in ("refused", "damaged"):
+            response = server.post("/sdapi/v1/txt2img", json={**SMALL, "enable_hr": True, "hr_scale": 1.5,
+                                                              "hr_upscaler": name})
+            _assert_names_the_file_not_the_folder(response, 422, name, server.data)
+            assert "hr_upscaler" in response.text
+    finally:
+        for path in folder.iterdir():
+            path.unlink()
+        server.services.upscalers.refresh()
+    assert_still_serving(server)
+
+
+def test_b_an_unexpected_error_names_no_server_path(server, monkeypatch):
+    from modules import sampling
+
+    def crash(*args, **kwargs):
+        raise OSError(5, "Input/output error", str(server.data / "models" / "secret" / "file.bin"))
+
+    monkeypatch.setattr(sampling, "denoise", crash)
+    response = server.post("/sdapi/v1/txt2img", json=SMALL)
+    _assert_names_the_file_not_the_folder(response, 500, "file.bin", server.data)
+
+
 # ---------------------------------------------------------------- D. request validation
 
 @pytest.mark.parametrize("field", ["width", "height"])

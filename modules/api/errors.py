@@ -8,6 +8,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from modules.jobs import public_message
+
 log = logging.getLogger("api")
 
 
@@ -47,4 +49,4 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unexpected_error(request: Request, error: Exception):
         log.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse(status_code=500, content=error_body(type(error).__name__, "internal error; see the "
-                                                                 "server log", str(error)))
+                                                                 "server log", public_message(error)))

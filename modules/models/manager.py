@@ -86,7 +86,8 @@ class ModelManager:
         items = self.registry.items()
         if not items:
             raise CheckpointNotFound(
-                f"no checkpoint found: put a .safetensors or .ckpt file in {self.registry.folder} "
+                f"no checkpoint found: put a .safetensors or .ckpt file in the checkpoint folder "
+                f"({self.registry.folder.name}) "
                 "and press the refresh button")
         return next((info for info in items if info.name not in self._failed), items[0])
 
@@ -129,13 +130,17 @@ class ModelManager:
         from modules.models import loader
 
         started = time.perf_counter()
-        self.registry.ensure_hash(info)
+        if not info.filename.is_file():   # listed, then deleted or moved
+            raise CheckpointNotFound(f"{info.filename.name} is no longer in the checkpoint folder; refresh the list")
         try:
+            self.registry.ensure_hash(info)
             state_dict = files.load_state_dict(info.filename)
             override = (self.options.sd_model_prediction_overrides or {}).get(info.name)
             spec = detect.detect(state_dict, sidecar_yaml=info.sidecar_yaml, override=override)
             components = loader.build_components(state_dict, spec, self.devices.dtype,
                                                  self.devices.vae_dtype_for(spec.family))
+        except OSError as error:   # vanished or unreadable while being read: its name, never the server's path
+            raise CheckpointLoadError(f"cannot load {info.filename.name}: {error.strerror or 'cannot be read'}") from None
         except (files.ModelFileError, detect.UnsupportedModelError, loader.ModelLoadError) as error:
             reason = str(error)
             if not reason.startswith(info.filename.name):
