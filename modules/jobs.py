@@ -177,8 +177,9 @@ class Job:
 
 
 class JobQueue:
-    def __init__(self, max_waiting: int = 64, history: int = 100, kept_results: int = 16):
-        self.max_waiting = max_waiting
+    def __init__(self, max_waiting: int | Callable[[], int] = 64, history: int = 100, kept_results: int = 16):
+        """`max_waiting`: a number, or a function giving the current limit (the queue_max_size setting)."""
+        self._max_waiting = max_waiting
         self._waiting: collections.deque[Job] = collections.deque()
         self._jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
         self._history = history
@@ -197,8 +198,9 @@ class JobQueue:
     def submit(self, kind: str, run: Callable[[Job], Any], job_id: str | None = None, owner: str = "",
                user: str = "") -> Job:
         with self._cond:
-            if len(self._waiting) >= self.max_waiting:
-                raise QueueFull(f"the queue is full ({self.max_waiting} jobs waiting); try again later")
+            limit = self.max_waiting
+            if len(self._waiting) >= limit:
+                raise QueueFull(f"the queue is full ({limit} jobs waiting); try again later")
             earlier = self._jobs.get(job_id) if job_id else None
             if earlier is not None and (not earlier.done.is_set() or earlier.user != user):
                 # Another user's id is never reused: their client may still collect that job by it.
@@ -210,6 +212,10 @@ class JobQueue:
             self._trim_history()
             self._cond.notify_all()
             return job
+
+    @property
+    def max_waiting(self) -> int:
+        return int(self._max_waiting()) if callable(self._max_waiting) else self._max_waiting
 
     def on_worker(self) -> bool:
         """True when called from inside a running job (the worker thread)."""

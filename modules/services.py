@@ -218,7 +218,7 @@ def create(args: argparse.Namespace | None = None) -> Services:
     networks = extra_networks.create(paths, hashes, styles_files=args.styles_file, vae_path=args.vae_path,
                                      hashing=not args.no_hashing)
     manager = ModelManager(registry, device_config, options)
-    queue = JobQueue(max_waiting=int(options.queue_max_size))
+    queue = JobQueue(max_waiting=lambda: options.queue_max_size)   # a change applies at once
     upscalers = Upscalers(paths.models, device_config.device, device_config.dtype, options)
     restorers = FaceRestorers(paths.models, device_config.device, device_config.dtype)
     controlnets = ControlNetRegistry(paths.controlnet, hashing=not args.no_hashing)

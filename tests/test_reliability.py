@@ -44,6 +44,25 @@ def test_queue_full_is_refused_not_unbounded():
     queue.shutdown()
 
 
+def test_queue_max_size_changed_through_the_api_applies_at_once(client):
+    queue = client.services.queue
+    release = threading.Event()
+    try:
+        assert client.post("/sdapi/v1/options", json={"queue_max_size": 1}).status_code == 200
+        running = queue.submit("block", lambda job: release.wait(30))
+        deadline = time.time() + 10
+        while running.state != "running" and time.time() < deadline:
+            time.sleep(0.01)
+        queue.submit("waiting", lambda job: None)
+        refused = client.post("/sdapi/v1/txt2img", json={"prompt": "x", **SMALL})
+        assert refused.status_code == 429 and "1 jobs waiting" in refused.text
+        assert client.post("/sdapi/v1/options", json={"queue_max_size": 3}).status_code == 200
+        queue.submit("accepted now", lambda job: None)
+    finally:
+        release.set()
+        client.post("/sdapi/v1/options", json={"queue_max_size": 64})
+
+
 def test_a_crashing_job_does_not_stop_the_worker():
     queue = JobQueue()
     bad = queue.submit("bad", lambda job: 1 / 0)
