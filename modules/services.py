@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from modules import compilation, devices, extra_networks, images, paths as paths_module
+from modules import compilation, devices, extra_networks, images, leftovers, paths as paths_module
 from modules.cmd_args import parse_args
 from modules.jobs import Job, JobError, JobQueue
 from modules.controlnet.models import ControlNetCache, ControlNetRegistry
@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from modules.postprocessing import ExtrasRequest
 
 log = logging.getLogger(__name__)
+
+# Settings naming folders images are saved to (relative to the data folder, or absolute).
+OUTPUT_FOLDER_OPTIONS = ("outdir_txt2img_samples", "outdir_txt2img_grids", "outdir_img2img_samples",
+                         "outdir_img2img_grids", "outdir_extras_samples", "control_net_detectedmap_dir")
 
 
 @dataclass
@@ -212,6 +216,7 @@ def create(args: argparse.Namespace | None = None) -> Services:
     options = Options(paths.config_file, frozen=args.freeze_settings,
                       frozen_sections=comma_list(args.freeze_settings_in_sections),
                       frozen_keys=comma_list(args.freeze_specific_settings))
+    leftovers.remove(paths, [paths.data / options.get(key) for key in OUTPUT_FOLDER_OPTIONS if options.get(key)])
     device_config = devices.from_args(args)
     hashes = HashCache(paths.cache_file)
     registry = CheckpointRegistry(paths.checkpoints, hashes, hashing=not args.no_hashing)

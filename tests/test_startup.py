@@ -48,6 +48,30 @@ def test_launch_help_prints_the_flags_before_installing_anything(tmp_path, flag)
     assert "[launch]" not in shown.stdout + shown.stderr and not venv.exists()
 
 
+def test_a_start_removes_the_temporary_files_an_interrupted_write_left(tmp_path):
+    """kill -9 while an image, a setting, a merge or an extension install was being written leaves its temporary
+    file; the next start removes exactly those, and nothing of the user's."""
+    ours = [tmp_path / "outputs" / "txt2img-images" / "2026-12-06" / ".0123456789abcdef.tmp",
+            tmp_path / ".config-k3j_x9a2.tmp", tmp_path / ".cache-0a1b2c3d.tmp",
+            tmp_path / "models" / "Stable-diffusion" / ".merging-abcd1234.tmp",
+            tmp_path / "models" / "Stable-diffusion" / ".merged-zz99yy88.tmp",
+            tmp_path / "models" / "Lora" / "sub" / ".style-abcd1234.tmp"]
+    theirs = [tmp_path / "outputs" / "txt2img-images" / "keep.tmp", tmp_path / "models" / "Lora" / "notes.tmp",
+              tmp_path / "models" / "Lora" / ".hidden.txt", tmp_path / ".bashrc",
+              tmp_path / "outputs" / ".0123456789abcdef.tmp.png"]
+    for path in ours + theirs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a file")
+    install = tmp_path / "extensions" / ".tmp-q1w2e3r4"
+    (install / ".git").mkdir(parents=True)
+    user_extension = tmp_path / "extensions" / "my-extension"
+    user_extension.mkdir()
+    services = services_module.create(cmd_args.parse_args(["--data-dir", str(tmp_path)]))
+    services.shutdown()
+    assert [path for path in ours if path.exists()] == [] and not install.exists()
+    assert all(path.exists() for path in theirs) and user_extension.is_dir()
+
+
 def test_secrets_never_shown():
     args = cmd_args.parse_args(["--api-auth", "u:hunter2", "--gradio-auth", "a:b"])
     shown = json.dumps(cmd_args.public_flags(args))
