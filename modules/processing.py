@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 MAX_PIXELS = 2048 * 2048          # one image
 MAX_BATCH_PIXELS = 2048 * 2048 * 4  # one batch, checked before anything is allocated
 MAX_PROMPT_CHARS = 100_000
+MAX_IMAGES = 1000                 # one request (A1111's UI goes up to 100 batches of 8)
 
 
 class GenerationRequest(BaseModel):
@@ -234,6 +235,9 @@ class GenerationRequest(BaseModel):
                              "megapixel limit")
         if self.width * self.height * self.batch_size > MAX_BATCH_PIXELS:
             raise ValueError("batch_size: width × height × batch_size is too large; lower batch_size")
+        if self.batch_size * self.n_iter > MAX_IMAGES:
+            raise ValueError(f"n_iter: batch_size × n_iter is {self.batch_size * self.n_iter}; one request makes at "
+                             f"most {MAX_IMAGES} images")
         if self.hr_sampler_name is not None:
             self.hr_sampler_name, self.hr_scheduler = samplers.resolve(self.hr_sampler_name,
                                                                        self.hr_scheduler or "Automatic")

@@ -20,6 +20,7 @@ from modules.controlnet.models import ControlNetCache, ControlNetRegistry
 from modules.controlnet.plan import ControlNet
 from modules.controlnet.preprocessors import Preprocessors
 from modules.models import files
+from modules.models.detect import PREDICTION_TYPES
 from modules.models.manager import ModelManager
 from modules.models.registry import CheckpointRegistry, HashCache
 from modules.options import Options, comma_list
@@ -155,6 +156,10 @@ class Services:
                     files.check_readable(chosen.path)
                 except files.ModelFileError as error:
                     raise ValueError(f"sd_vae: {error}") from None
+        for name, kind in (checked.get("sd_model_prediction_overrides") or {}).items():
+            if not isinstance(name, str) or len(name) > 255 or kind not in PREDICTION_TYPES:
+                raise ValueError(f"sd_model_prediction_overrides: expected checkpoint name → one of "
+                                 f"{list(PREDICTION_TYPES)}, got {str(name)[:80]!r} → {str(kind)[:80]!r}")
         return checked
 
     def update_options(self, changes: dict, *, from_api: bool) -> None:

@@ -240,6 +240,14 @@ def test_prediction_override_reloads_the_model(server):
     server.post("/sdapi/v1/options", json={"sd_model_prediction_overrides": {}})
 
 
+@pytest.mark.parametrize("value", [{"tiny-sd1.safetensors": "x-prediction"}, {"tiny-sd1.safetensors": 3},
+                                   {"tiny-sd1.safetensors": {"nested": [1]}}, {"x" * 300: "epsilon"}])
+def test_prediction_overrides_take_only_prediction_types(server, value):
+    response = server.post("/sdapi/v1/options", json={"sd_model_prediction_overrides": value})
+    assert response.status_code == 422 and "sd_model_prediction_overrides" in response.text
+    assert server.get("/sdapi/v1/options").json()["sd_model_prediction_overrides"] == {}
+
+
 def test_infotext_field_fills_what_the_request_did_not_set(server):
     text = "a lighthouse at dusk\nNegative prompt: fog\nSteps: 3, Sampler: Euler a, CFG scale: 5, Seed: 77, Size: 72x64"
     body = server.post("/sdapi/v1/txt2img", json={"infotext": text, "steps": 2}).json()

@@ -193,6 +193,20 @@ def test_titles_are_name_and_old_hash(folder):
     assert [info.title for info in ControlNetRegistry(folder, hashing=False).items()][0] == "control_v11p_sd15_canny"
 
 
+def test_files_sharing_a_name_are_listed_apart(tmp_path, controlnets):
+    """x.pth and x.bin (or x in two sub-folders) used to list twice under one title: a choice meant either."""
+    write_controlnet(controlnets["sd1"], tmp_path / "twin.pth")
+    write_controlnet(controlnets["sd1"], tmp_path / "twin.bin")
+    write_controlnet(controlnets["sd1"], tmp_path / "a" / "same.safetensors")
+    write_controlnet(controlnets["sd1"], tmp_path / "b" / "same.safetensors")
+    registry = ControlNetRegistry(tmp_path)
+    names = sorted(info.name for info in registry.items())
+    assert names == ["a/same.safetensors", "b/same.safetensors", "twin.bin", "twin.pth"]
+    assert len(set(registry.titles())) == 4
+    assert registry.find("twin.pth").path == tmp_path / "twin.pth"
+    assert registry.find("b/same.safetensors").path == tmp_path / "b" / "same.safetensors"
+
+
 def test_find_accepts_what_clients_send(folder):
     registry = ControlNetRegistry(folder)
     canny = registry.items()[0]

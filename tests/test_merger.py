@@ -231,7 +231,7 @@ def test_a_backtracking_discard_pattern_holds_nothing_up(services, monkeypatch, 
         started = time.perf_counter()
         time.sleep(0.05)
         late.append(time.perf_counter() - started - 0.05)
-    assert max(late) < 0.5
+    assert max(late) < 1.0   # the bar: the server answers within a second (it used to freeze minutes)
     if refused:
         assert job.state == "failed" and job.error_status == 422
         assert "Discard weights with matching name: the regular expression takes too long" in job.error

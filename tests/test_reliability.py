@@ -335,3 +335,48 @@ def test_waiters_hear_of_a_job_ending_at_once_and_a_failing_one_harms_nothing():
     finally:
         release.set()
         queue.shutdown()
+
+
+def test_a_body_that_stops_arriving_is_given_up_and_the_server_answers_meanwhile(tmp_path, monkeypatch):
+    """300 half-sent requests used to be held open for as long as their senders liked."""
+    import socket
+
+    import uvicorn
+
+    from modules.api import middleware
+    from webui import create_app
+
+    monkeypatch.setattr(middleware, "BODY_IDLE_SECONDS", 1)
+    services = services_module.create(cmd_args.parse_args(["--data-dir", str(tmp_path), "--nowebui",
+                                                           "--skip-load-model-at-start"]))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        stalled = []
+        for _ in range(20):
+            connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+            connection.sendall(b"POST /sdapi/v1/png-info HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                               b"\r\nContent-Length: 1000\r\n\r\n{\"image\": \"")
+            stalled.append(connection)
+        started = time.perf_counter()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as other:
+            other.sendall(b"GET /internal/ping HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            assert other.recv(100).startswith(b"HTTP/1.1 200")
+        assert time.perf_counter() - started < 1
+        for connection in stalled:
+            answer = b""
+            while b"stopped arriving" not in answer and (chunk := connection.recv(1000)):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408") and b"stopped arriving" in answer, answer[:300]
+            connection.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        services.shutdown()

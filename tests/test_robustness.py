@@ -480,6 +480,8 @@ def test_d24_any_multiple_of_8_is_accepted(server):
     ("/sdapi/v1/txt2img", {"width": 512, "height": 512, "enable_hr": True, "hr_resize_x": 8192,
                            "hr_resize_y": 8192}, "hr_scale"),
     ("/sdapi/v1/img2img", {"width": 4096, "height": 4096}, "width"),
+    ("/sdapi/v1/txt2img", {"batch_size": 64, "n_iter": 1000}, "n_iter"),     # 64,000 images
+    ("/sdapi/v1/txt2img", {"batch_size": 8, "n_iter": 126}, "n_iter"),
 ])
 def test_d25_over_the_pixel_budget_is_422_before_any_job_or_model(server, monkeypatch, path, payload, field):
     submitted, loaded = [], []

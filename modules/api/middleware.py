@@ -2,6 +2,7 @@
 framing refusal, served-file headers, timing header, request log."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -16,6 +17,7 @@ from modules.user_regex import PatternTooSlow, UserPattern
 
 MAX_ORIGIN_CHARS = 2048        # far longer than any real origin (scheme, host, port)
 ORIGIN_MATCH_SECONDS = 0.05    # for --cors-allow-origins-regex, per request
+BODY_IDLE_SECONDS = 30         # a body that stops arriving for this long is given up (408)
 MAX_BODY_BYTES = 128 * 1024 * 1024   # room for several base64 images in later img2img/ControlNet requests
 # Every path a client may change state through outside the UI; auth and the Origin check cover them all.
 API_PREFIXES = ("/sdapi/", "/controlnet/", "/internal/")
@@ -94,10 +96,11 @@ class HostCheck:
 
 class BodyLimit:
     """Bodies over MAX_BODY_BYTES get a 413: at once when Content-Length says so, and while they arrive when
-    it is absent (chunked uploads), so no handler ever holds more. Pure ASGI: it has to wrap `receive`.
-    Starlette's RequestBodyLimitMiddleware answers in plain text; this raises our HTTPException in the
-    handler reading the body, so the A1111 error body comes back. It must be the innermost middleware: a
-    BaseHTTPMiddleware inside it would turn the exception into an ExceptionGroup."""
+    it is absent (chunked uploads), so no handler ever holds more. A body that stops arriving for
+    BODY_IDLE_SECONDS gets a 408, so half-sent requests do not hold the server's resources. Pure ASGI: it has
+    to wrap `receive`. Starlette's RequestBodyLimitMiddleware answers in plain text; this raises our
+    HTTPException in the handler reading the body, so the A1111 error body comes back. It must be the innermost
+    middleware: a BaseHTTPMiddleware inside it would turn the exception into an ExceptionGroup."""
 
     def __init__(self, app):
         self.app = app
@@ -112,12 +115,20 @@ class BodyLimit:
             response = JSONResponse(status_code=413, content=error_body("PayloadTooLarge", message, message))
             return await response(scope, receive, send)
         received = 0
+        complete = False
 
         async def limited_receive():
-            nonlocal received
-            event = await receive()
+            nonlocal received, complete
+            if complete:   # after the body, receive() waits for the client to go away: no time limit on that
+                return await receive()
+            try:
+                event = await asyncio.wait_for(receive(), BODY_IDLE_SECONDS)
+            except asyncio.TimeoutError:
+                raise HTTPException(status_code=408, detail=f"the request body stopped arriving for "
+                                                            f"{BODY_IDLE_SECONDS} s") from None
             if event["type"] == "http.request":
                 received += len(event.get("body", b""))
+                complete = not event.get("more_body", False)
                 if received > limit:   # raised inside the handler's body read: the error handlers answer
                     raise HTTPException(status_code=413, detail=message)
             return event

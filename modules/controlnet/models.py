@@ -14,7 +14,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,6 +70,20 @@ class ControlNetInfo:
     @property
     def title(self) -> str:
         return f"{self.name} [{self.shorthash}]" if self.shorthash else self.name
+
+
+def _distinct_names(found: list[ControlNetInfo]) -> list[ControlNetInfo]:
+    """Files that share a stem (x.pth and x.bin, or the same name in two sub-folders) are listed under their file
+    name, or their path in the folder: one name, one file, so a choice or an infotext means one model."""
+    stems: dict[str, int] = {}
+    for info in found:
+        stems[info.name.lower()] = stems.get(info.name.lower(), 0) + 1
+    named = [replace(info, name=info.path.name) if stems[info.name.lower()] > 1 else info for info in found]
+    files: dict[str, int] = {}
+    for info in named:
+        files[info.name.lower()] = files.get(info.name.lower(), 0) + 1
+    return [replace(info, name=str(info.path.parent.name + "/" + info.name)) if files[info.name.lower()] > 1 else info
+            for info in named]
 
 
 # ---------------------------------------------------------------- what a file is
@@ -367,6 +381,7 @@ class ControlNetRegistry:
                 for filename in sorted(user_files.regular_names(root, files)):
                     if filename.lower().endswith(CONTROLNET_EXTENSIONS):
                         found.append(self._describe(Path(filename).stem, root_path / filename))
+        found = _distinct_names(found)
         found.sort(key=lambda info: info.name.lower())
         with self._lock:
             self._items = found
