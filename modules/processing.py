@@ -503,7 +503,8 @@ class Generator:
                 lora.applied(pipe, model.family, prepared.loras, self.networks.lora_cache,
                              should_stop=lambda: job.interrupted))
             warnings += list(applied_loras) + list(stack.enter_context(
-                hypernetwork.applied(pipe, prepared.hypernetworks, self.networks.hypernetwork_cache)))
+                hypernetwork.applied(pipe, prepared.hypernetworks, self.networks.hypernetwork_cache,
+                                     should_stop=lambda: job.interrupted)))
             stack.enter_context(swapped_vae(pipe, external_vae))
             for used in (model, *([refiner.model] if refiner else [])):   # compile_unet (the VAE swapped in too)
                 self._compile(used)

@@ -34,7 +34,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from modules import user_files
+from modules import stop_points, user_files
 from modules.models import files
 from modules.models.files import ModelFileError
 
@@ -496,8 +496,8 @@ class AppliedHypernetworks(list):
 
 
 @contextmanager
-def applied(pipeline, requests: list[tuple[HypernetworkInfo, float]],
-            cache: HypernetworkCache) -> Iterator[AppliedHypernetworks]:
+def applied(pipeline, requests: list[tuple[HypernetworkInfo, float]], cache: HypernetworkCache,
+            should_stop: Callable[[], bool] | None = None) -> Iterator[AppliedHypernetworks]:
     """Apply the requested hypernetworks, in order, to the pipeline's attention layers for the duration of the
     block; the original attention processor objects are always put back afterwards.
 
@@ -514,6 +514,8 @@ def applied(pipeline, requests: list[tuple[HypernetworkInfo, float]],
         text_widths = {layer.width for layer in layers if layer.cross}
         per_width: dict[int, list[tuple[HypernetworkModule, HypernetworkModule, float]]] = {}
         for info, multiplier in requests:
+            if should_stop is not None:   # between hypernetworks: the job was interrupted (stop_points.Interrupted)
+                stop_points.check(should_stop)
             try:
                 network = cache.get(info.path)
             except (ModelFileError, OSError) as error:
