@@ -17,7 +17,7 @@ from modules.controlnet.plan import ControlNetError
 from modules.controlnet.units import CONTROL_MODES, HIRES_OPTIONS, RESIZE_MODES, ControlNetUnit
 from modules.ui import paste
 from modules.ui.common import PRIVATE, number, slider, tool_button
-from modules.ui.image_inputs import UserImage
+from modules.ui.image_inputs import named_refusals
 
 PREFIX = "controlnet_units."
 ALL_TYPES = "All"
@@ -194,9 +194,9 @@ def _create_unit(services, tab: str, index: int, types: dict[str, dict]) -> Unit
         fields["independent"] = gr.Checkbox(False, label="Upload independent control image",
                                             elem_id=f"{prefix}_controlnet_same_img2img_checkbox")
     with gr.Row(elem_classes=["cnet-image-row"], equal_height=True, visible=not img2img) as image_row:
-        fields["image"] = UserImage(type="pil", image_mode="RGB", sources=["upload", "clipboard"],
-                                   label="Control image", elem_id=f"{prefix}_input_image",
-                                   elem_classes=["cnet-image"], height=300)
+        fields["image"] = named_refusals(gr.Image(type="pil", image_mode="RGB", sources=["upload", "clipboard"],
+                                                  label="Control image", elem_id=f"{prefix}_input_image",
+                                                  elem_classes=["cnet-image"], height=300))
         with gr.Column(visible=False, elem_classes=["cnet-generated-image-group"]) as preview_column:
             preview = gr.Image(None, label="Preprocessor Preview", interactive=False, height=300,
                                elem_id=f"{prefix}_generated_image", elem_classes=["cnet-image"], format="png")

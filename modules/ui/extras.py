@@ -16,7 +16,7 @@ from modules.postprocessing import validate_extras
 from modules.ui import progress
 from modules.ui.common import PRIVATE, escape_multiline, number, tool_button
 from modules.ui.output import OutputPanel, create_output_panel, error_html, infotext_html
-from modules.ui.image_inputs import UserImage
+from modules.ui.image_inputs import named_refusals
 
 TAB = "extras"
 SINGLE, BATCH, DIRECTORY = "single_image", "batch_process", "batch_from_directory"
@@ -104,8 +104,9 @@ def create_tab(services, demo: gr.Blocks | None = None) -> ExtrasTab:
         with gr.Column(variant="compact", elem_id=f"{TAB}_settings"):
             with gr.Tabs(elem_id="mode_extras") as mode_tabs:
                 with gr.Tab("Single Image", id=SINGLE, elem_id="extras_single_tab") as single_tab:
-                    image = UserImage(label="Source", type="pil", image_mode=None, sources=["upload", "clipboard"],
-                                     elem_id="extras_image", interactive=True, height=400)
+                    image = named_refusals(gr.Image(label="Source", type="pil", image_mode=None,
+                                                    sources=["upload", "clipboard"], elem_id="extras_image",
+                                                    interactive=True, height=400))
                 with gr.Tab("Batch Process", id=BATCH, elem_id="extras_batch_process_tab") as batch_tab:
                     files = gr.File(label="Batch Process", file_count="multiple", file_types=["image"],
                                     elem_id="extras_image_batch", interactive=True)

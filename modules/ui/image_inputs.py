@@ -2,7 +2,7 @@
 
 Pillow refuses an image over the project's cap when Gradio opens an upload (images.cap_decoding), before decoding
 it; Gradio would report that as a developer's message naming its temporary file. These name the input and the
-limit instead. Gradio draws them as their parents (`is_template`).
+limit instead.
 """
 from __future__ import annotations
 
@@ -21,21 +21,18 @@ def _too_large(label: str | None, error: Exception) -> gr.Error:
                     f"({int(MAX_INPUT_PIXELS ** 0.5)}×{int(MAX_INPUT_PIXELS ** 0.5)}); use a smaller image")
 
 
-class UserImage(gr.Image):
-    is_template = True
+def named_refusals(component):
+    """`component` (a gr.Image or gr.ImageEditor) with its upload refusals naming it and the limit.
 
-    def preprocess(self, payload):
+    Its preprocess is wrapped on the instance, not in a subclass: Gradio writes a .pyi stub beside the module of
+    every Component subclass it imports, into the source tree."""
+    preprocess = component.preprocess
+
+    def checked(payload):
         try:
-            return super().preprocess(payload)
+            return preprocess(payload)
         except Image.DecompressionBombError as error:
-            raise _too_large(self.label, error) from None
+            raise _too_large(component.label, error) from None
 
-
-class UserImageEditor(gr.ImageEditor):
-    is_template = True
-
-    def preprocess(self, payload):
-        try:
-            return super().preprocess(payload)
-        except Image.DecompressionBombError as error:
-            raise _too_large(self.label, error) from None
+    component.preprocess = checked
+    return component

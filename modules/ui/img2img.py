@@ -20,7 +20,7 @@ from modules.ui import scripts as scripts_ui
 from modules.ui.common import PRIVATE, number, slider, tool_button
 from modules.ui.output import OutputPanel, create_output_panel
 from modules.ui.txt2img import Submission
-from modules.ui.image_inputs import UserImage, UserImageEditor
+from modules.ui.image_inputs import named_refusals
 
 log = logging.getLogger(__name__)
 
@@ -229,14 +229,14 @@ class Img2ImgTab:
 
 
 def _editor(elem_id: str, brush: gr.Brush) -> gr.ImageEditor:
-    return UserImageEditor(type="pil", image_mode="RGBA", sources=["upload", "clipboard"], label="Image for img2img",
-                          show_label=False, elem_id=elem_id, brush=brush, layers=False, transforms=[], height=480,
-                          canvas_size=(512, 512))
+    return named_refusals(gr.ImageEditor(type="pil", image_mode="RGBA", sources=["upload", "clipboard"],
+                                         label="Image for img2img", show_label=False, elem_id=elem_id, brush=brush,
+                                         layers=False, transforms=[], height=480, canvas_size=(512, 512)))
 
 
 def _image(elem_id: str, label: str) -> gr.Image:
-    return UserImage(type="pil", image_mode="RGBA", sources=["upload", "clipboard"], label=label, show_label=False,
-                    elem_id=elem_id, height=480)
+    return named_refusals(gr.Image(type="pil", image_mode="RGBA", sources=["upload", "clipboard"], label=label,
+                                   show_label=False, elem_id=elem_id, height=480))
 
 
 def _create_scripts(services) -> tuple[gr.Dropdown, dict[str, gr.components.Component]]:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from modules import images
 from modules.ui.common import PRIVATE, escape_multiline, message_html
-from modules.ui.image_inputs import UserImage
+from modules.ui.image_inputs import named_refusals
 
 TARGETS = ("txt2img", "img2img", "inpaint", "extras")
 
@@ -47,8 +47,9 @@ def create_tab() -> PngInfoTab:
     with gr.Row(equal_height=False, elem_id="pnginfo_row"):
         with gr.Column(variant="panel"):
             # image_mode=None: the file as uploaded, with its text chunks and EXIF, not a converted copy.
-            image = UserImage(label="Source", type="pil", image_mode=None, sources=["upload", "clipboard"],
-                             elem_id="pnginfo_image", interactive=True, height=512)
+            image = named_refusals(gr.Image(label="Source", type="pil", image_mode=None,
+                                            sources=["upload", "clipboard"], elem_id="pnginfo_image",
+                                            interactive=True, height=512))
         with gr.Column(variant="panel"):
             html_info = gr.HTML("", elem_id="pnginfo_html_info", elem_classes=["pnginfo-panel"], js_on_load=None)
             with gr.Row(elem_id="pnginfo_send_buttons", elem_classes=["send-buttons"]):
