@@ -24,27 +24,18 @@ import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
-from modules import compilation, samplers, sampling
+from modules import compilation, sampling
 from modules.devices import FULL, LOWVRAM, MEDVRAM
-from modules.models import detect, loader
 from modules.networks import lora
 from modules.script_callbacks import CallbackRegistry
 from modules.unet_forward import replaced_forward
+from tests.fixtures.pipelines import build_pipeline
 from tests.fixtures import tiny_loras
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
 WIDE_NOISE = torch.randn(1, 4, 8, 10, generator=torch.Generator().manual_seed(1))
-
-
-def build_pipeline(model):
-    spec = detect.detect(model.state_dict)
-    components = loader.build_components(model.state_dict, spec, torch.float32, torch.float32)
-    pipe = loader.build_pipeline(components, spec,
-                                 samplers.create_scheduler("Euler", "Automatic", loader.scheduler_config(spec)))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def run(pipe, noise=NOISE, output_type="latent") -> np.ndarray:

@@ -9,12 +9,11 @@ import safetensors.torch
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from modules import samplers
-from modules.models import detect, loader
 from modules.models.files import ModelFileError
 from modules.networks import hypernetwork as hn
 from modules.prompts import parser
 from tests.fixtures import tiny_hypernetworks as fixtures
+from tests.fixtures.pipelines import build_pipeline
 from tests.fixtures.tiny_checkpoints import build_tiny_model, write_malicious_pickle
 
 # --------------------------------------------------------------------------- fixtures
@@ -24,11 +23,7 @@ class TinySD1:
 
     def __init__(self):
         model = build_tiny_model("sd1")
-        spec = detect.detect(model.state_dict)
-        components = loader.build_components(model.state_dict, spec, torch.float32, torch.float32)
-        scheduler = samplers.create_scheduler("Euler", "Automatic", loader.scheduler_config(spec))
-        self.pipe = loader.build_pipeline(components, spec, scheduler)
-        self.pipe.set_progress_bar_config(disable=True)
+        self.pipe = build_pipeline(model)
         generator = torch.Generator().manual_seed(0)
         self.latents = torch.randn(1, 4, 8, 8, generator=generator)
         self.prompt_embeds = torch.randn(1, 77, 32, generator=generator)

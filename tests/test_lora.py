@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from modules import samplers
-from modules.models import detect, files, loader
+from modules.models import files
 from modules.models.registry import HashCache
 from modules.networks import lora
 from tests.fixtures import tiny_loras
+from tests.fixtures.pipelines import build_pipeline
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 
 
@@ -31,11 +31,7 @@ class Tiny:
     def __init__(self, family: str):
         self.family = family
         self.model = build_tiny_model(family)
-        spec = detect.detect(self.model.state_dict)
-        components = loader.build_components(self.model.state_dict, spec, torch.float32, torch.float32)
-        scheduler = samplers.create_scheduler("Euler", "Automatic", loader.scheduler_config(spec))
-        self.pipe = loader.build_pipeline(components, spec, scheduler)
-        self.pipe.set_progress_bar_config(disable=True)
+        self.pipe = build_pipeline(self.model)
         self.latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
 
     def run(self) -> np.ndarray:

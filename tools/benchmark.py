@@ -316,7 +316,7 @@ def worker_ours(spec: dict) -> dict:
     name, size, steps = spec["checkpoint_name"], spec["size"], spec["steps"]
     result: dict = {}
     try:
-        with TestClient(create_app(services)) as client:
+        with TestClient(create_app(services), base_url="http://127.0.0.1:7860") as client:   # a name it answers to
             took, job = timed(lambda: services.switch_model(name))
             if job.state != "done":
                 raise RuntimeError(f"loading {name} failed: {job.error}")
@@ -672,7 +672,7 @@ def bench_extras(cases: list[Case], work: Path, options, run: dict) -> list[dict
     # Names as the registry lists them: relative to --ckpt-dir, each model in its own sub-folder.
     names = {case.key: checkpoint_path(work, case.key).relative_to(work / "checkpoints").as_posix() for case in cases}
     try:
-        with TestClient(create_app(services)) as client:
+        with TestClient(create_app(services), base_url="http://127.0.0.1:7860") as client:   # a name it answers to
             for case in cases:
                 if case.key == "tiny-b":   # only there to switch to
                     continue

@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from modules import stop_points, user_files
+from modules.attention_processor import AttentionProcessor
 from modules.models import files
 from modules.models.files import ModelFileError
 
@@ -365,12 +365,11 @@ def _standard_processors() -> tuple[type, ...]:
     return tuple(getattr(ap, name) for name in names if hasattr(ap, name))
 
 
-class HypernetworkAttnProcessor:
+class HypernetworkAttnProcessor(AttentionProcessor):
     """diffusers' `AttnProcessor2_0` with A1111's hypernetwork step: the context that feeds the keys and the one
     that feeds the values each pass through the hypernetwork modules of their width, in order, before to_k / to_v.
 
-    `original` is the processor it stands in for, put back by `applied` after the job. Not an nn.Module, so
-    setting it adds nothing to the model's parameters or state dict.
+    `original` is the processor it stands in for, put back by `applied` after the job.
     """
 
     def __init__(self, original, modules: list[tuple[HypernetworkModule, HypernetworkModule, float]],
@@ -389,7 +388,7 @@ class HypernetworkAttnProcessor:
             self._placed[key] = copy.deepcopy(module).to(device)
         return self._placed[key]
 
-    def _contexts(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def contexts(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         context_k = context_v = context
         for module_k, module_v, multiplier in self.modules:
             if module_k.width != context.shape[-1]:
@@ -399,64 +398,6 @@ class HypernetworkAttnProcessor:
             context_k = module_k(context_k.to(dtype), multiplier).to(context.dtype)
             context_v = module_v(context_v.to(dtype), multiplier).to(context.dtype)
         return context_k, context_v
-
-    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
-                 *args, **kwargs) -> torch.Tensor:
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch_size, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
-
-        batch_size, sequence_length, _ = (
-            hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape)
-
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
-            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
-
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-
-        query = attn.to_q(hidden_states)
-
-        if encoder_hidden_states is None:     # self-attention: A1111's `context = default(context, x)`
-            encoder_hidden_states = hidden_states
-        elif attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-
-        context_k, context_v = self._contexts(encoder_hidden_states)
-        key = attn.to_k(context_k)
-        value = attn.to_v(context_v)
-
-        inner_dim = key.shape[-1]
-        head_dim = inner_dim // attn.heads
-        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
-
-        hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0,
-                                                       is_causal=False)
-        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
-        hidden_states = hidden_states.to(query.dtype)
-
-        hidden_states = attn.to_out[0](hidden_states)
-        hidden_states = attn.to_out[1](hidden_states)
-
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
 
 
 # --------------------------------------------------------------------------- applying for one job
