@@ -164,7 +164,7 @@ def connect(services, *, tabs: gr.Tabs, topbar, txt2img, img2img=None, extras=No
                 parsed = infotext.parse_infotext(text) if text else {}
                 try:
                     picture = images.check_user_image(image) if target.image is not None else None
-                except (OSError, ValueError) as error:
+                except (OSError, ValueError, Image.DecompressionBombError) as error:   # an Extras upscale over the cap
                     raise gr.Error(html.escape(f"Could not read the image: {error}"), title=LABELS[name]) from None
                 updates = _updates(services, target, name, parsed, picture, None, (shown or {}).get("title"),
                                    topbar.checkpoint)
@@ -194,7 +194,7 @@ def connect(services, *, tabs: gr.Tabs, topbar, txt2img, img2img=None, extras=No
                 texts = (generation or {}).get("parameters") or (generation or {}).get("infotexts") or []
                 try:
                     picture = _open_gallery_image(gallery, index)
-                except (OSError, ValueError) as error:
+                except (OSError, ValueError, Image.DecompressionBombError) as error:   # an Extras upscale over the cap
                     raise gr.Error(html.escape(f"Could not read the image: {error}"), title=LABELS[name]) from None
                 if picture is None:
                     gr.Warning("Nothing to send: generate an image first.", title=LABELS[name])
