@@ -216,7 +216,6 @@ def test_split_attention_flag_slices_attention(data):
 
 def test_memory_route_reports_real_figures_in_a1111s_shape(data, monkeypatch):
     import psutil
-    from fastapi.testclient import TestClient
 
     from webui import create_app
 

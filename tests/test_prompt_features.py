@@ -9,7 +9,7 @@ from PIL import Image
 from modules import cmd_args, services as services_module
 from modules.infotext import parse_infotext
 from modules.processing import validate_request
-from modules.prompts import conditioning
+from modules.prompts import chunks
 from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
@@ -112,12 +112,12 @@ def test_emphasis_mode_setting(services):
 
 
 def test_token_counter_counts_like_a1111():
-    assert conditioning.token_count("") == (0, 75)
-    assert conditioning.token_count("a cat") == (2, 75)
-    used, limit = conditioning.token_count(", ".join(["word"] * 50))      # 99 tokens
+    assert chunks.token_count("") == (0, 75)
+    assert chunks.token_count("a cat") == (2, 75)
+    used, limit = chunks.token_count(", ".join(["word"] * 50))      # 99 tokens
     assert (used > 75, limit) == (True, 150)
-    assert conditioning.token_count("a cat <lora:x:1> # comment")[0] == 2
-    assert conditioning.token_count("[a cat:a very very long dog description:0.5]")[0] == 6   # the longer variant
+    assert chunks.token_count("a cat <lora:x:1> # comment")[0] == 2
+    assert chunks.token_count("[a cat:a very very long dog description:0.5]")[0] == 6   # the longer variant
 
 
 class TestTextualInversion:
@@ -205,8 +205,6 @@ def test_hypernetwork_applies_for_the_job_only(services):
 
 
 def test_api_lists_every_kind_of_add_on(services):
-    from fastapi.testclient import TestClient
-
     from webui import create_app
 
     services.args.api = True

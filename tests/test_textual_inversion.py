@@ -216,16 +216,11 @@ def test_an_embedding_is_never_split_across_chunks():
     assert ti.chunk_expanded_tokens([], []) == [([], [])]
 
 
-def test_prompt_chunking_in_conditioning_keeps_embeddings_whole():
-    try:
-        from modules.prompts import conditioning
-    except ImportError as error:     # the prompt modules are being written alongside
-        pytest.skip(f"modules.prompts.conditioning is not importable yet: {error}")
-    if "embeddings" not in getattr(conditioning.split_into_chunks, "__code__", SimpleNamespace(co_varnames=())
-                                   ).co_varnames:
-        pytest.skip("conditioning.split_into_chunks takes no embeddings")
+def test_prompt_chunking_keeps_embeddings_whole():
+    from modules.prompts.chunks import split_into_chunks
+
     emb = make_embedding("easynegative", count=4)
-    chunks = conditioning.split_into_chunks("cat " * 73 + "easynegative dog", embeddings={"easynegative": emb})
+    chunks = split_into_chunks("cat " * 73 + "easynegative dog", embeddings={"easynegative": emb})
     assert [len(chunk.tokens) for chunk in chunks] == [73, 5]
     assert chunks[1].fixes == [(0, emb)]
 

@@ -6,7 +6,7 @@ above what prompts written by hand use (a long one has 3-6 chunks, a composition
 """
 from __future__ import annotations
 
-from modules.prompts import parser
+from modules.prompts import chunks, parser
 
 MAX_AND_PARTS = 32
 MAX_NETWORK_TAGS = 64
@@ -38,9 +38,7 @@ def check_chunks(text: str) -> None:
     breaks = text.count("BREAK")
     if len(text) + 55 * breaks <= _CHARS_SURELY_WITHIN:
         return
-    from modules.prompts.conditioning import split_into_chunks   # the tokenizer: only for long texts
-
-    count = len(split_into_chunks(text))
+    count = len(chunks.split_into_chunks(text))   # the tokenizer: only for long texts
     if count > MAX_CHUNKS:
         raise PromptTooLarge(too_many_chunks(count))
 

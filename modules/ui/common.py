@@ -5,7 +5,7 @@ import html
 
 import gradio as gr
 
-from modules.prompts import conditioning
+from modules.prompts import chunks
 
 # Event handlers of the UI are internal: the project's public HTTP API is /sdapi/v1.
 PRIVATE = "private"
@@ -32,7 +32,7 @@ def message_html(text: str, kind: str = "info") -> str:
 
 def token_counter_text(text: str | None) -> str:
     """A1111's "N/75" counter; the limit grows by 75 with each chunk the prompt needs."""
-    used, limit = conditioning.token_count(text or "")
+    used, limit = chunks.token_count(text or "")
     return f"<span>{used}/{limit}</span>"
 
 
