@@ -61,7 +61,9 @@ def create_app(services: services_module.Services, server_control=None) -> FastA
 def prepare_extensions(parser, known) -> None:
     """Before the flags are parsed: run enabled extensions' install.py (unless --skip-install) and their
     preload.py, which may add flags. Failures are reported, never fatal."""
-    from modules import extensions, json_file, paths as paths_module, script_loading
+    from modules import paths as paths_module
+    from modules.addons import extensions, script_loading
+    from modules.untrusted import json_file
 
     paths = paths_module.from_args(known)
     settings = json_file.read_json_object(paths.config_file) if paths.config_file.is_file() else {}

@@ -9,7 +9,7 @@ from modules.networks import hypernetwork, lora
 from modules.networks.textual_inversion import EmbeddingDatabase
 from modules.networks.vae import VaeCache, VaeRegistry
 from modules.prompts import parser
-from modules.styles import StyleDatabase
+from modules.prompts.styles import StyleDatabase
 
 LORA_KINDS = ("lora", "lyco")
 HYPERNET_KIND = hypernetwork.TAG_KIND   # "hypernet"

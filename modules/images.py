@@ -21,7 +21,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from modules import user_files
+from modules.untrusted import user_files
 
 MAX_METADATA_CHARS = 1024 * 1024  # longer text metadata is refused, not parsed
 MAX_INPUT_PIXELS = 4096 * 4096    # the largest image a user may give, on every path

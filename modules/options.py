@@ -20,8 +20,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
-from modules import json_file, user_files
-from modules.json_file import write_json_atomically
+from modules.untrusted import json_file, user_files
+from modules.untrusted.json_file import write_json_atomically
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,11 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from modules import (compilation, extra_networks, images, img2img, img2img_scripts, infotext, masking, noise, previews,
-                     samplers, sampling, script_processing, stop_points, token_merging, warmup)
+from modules import extra_networks, images, masking
+from modules.diffusion import compilation, noise, previews, samplers, sampling, stop_points, token_merging, warmup
+from modules.generation import img2img, img2img_scripts
+from modules.output import infotext
+from modules.addons import script_processing
 from modules.controlnet import plan as controlnet_plan
 from modules.controlnet.units import MAX_UNITS, ControlNetUnit
 from modules.networks import hypernetwork, lora, textual_inversion, vae
@@ -33,12 +36,12 @@ from modules.options import Options
 from modules.paths import Paths
 from modules.prompts import conditioning, limits
 from modules.script_callbacks import ImageSaveParams
-from modules.script_loading import ScriptHost
+from modules.addons.script_loading import ScriptHost
 # A1111's processing API for scripts and extensions (`from modules.processing import process_images, ...`)
-from modules.script_processing import (Processed, StableDiffusionProcessing,  # noqa: F401  (re-exported)
+from modules.addons.script_processing import (Processed, StableDiffusionProcessing,  # noqa: F401  (re-exported)
                                        StableDiffusionProcessingImg2Img, StableDiffusionProcessingTxt2Img,
                                        fix_seed, get_fixed_seed, process_images)
-from modules.upscalers import UpscalerError, upscale_latents
+from modules.postprocess.upscalers import UpscalerError, upscale_latents
 from modules.version import INFOTEXT_VERSION
 
 log = logging.getLogger(__name__)

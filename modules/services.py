@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from modules import compilation, devices, extra_networks, images, leftovers, paths as paths_module
+from modules import devices, extra_networks, images, paths as paths_module
+from modules.diffusion import compilation
+from modules.output import leftovers
 from modules.cmd_args import parse_args
 from modules.jobs import Job, JobError, JobQueue
 from modules.controlnet.models import ControlNetCache, ControlNetRegistry
@@ -25,16 +27,16 @@ from modules.models.manager import ModelManager
 from modules.models.registry import CheckpointRegistry, HashCache
 from modules.options import Options, comma_list
 from modules.paths import Paths
-from modules.face_restoration import FaceRestorers
-from modules.previews import Previews
+from modules.postprocess.face_restoration import FaceRestorers
+from modules.diffusion.previews import Previews
 from modules.processing import GenerationRequest, Generator
-from modules.script_loading import ScriptHost
-from modules.upscalers import Upscalers
+from modules.addons.script_loading import ScriptHost
+from modules.postprocess.upscalers import Upscalers
 
 if TYPE_CHECKING:
     from modules.controlnet.units import ControlNetUnit
-    from modules.merger import MergeRequest
-    from modules.postprocessing import ExtrasRequest
+    from modules.models.merger import MergeRequest
+    from modules.postprocess.postprocessing import ExtrasRequest
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ class Services:
                       output_dir: Path | None = None) -> Job:
         """Extras (upscale, face restoration) on [(image, file name)]; runs on the worker, which owns the device.
         `output_dir`: save there instead of outputs/extras-images (Batch from Directory)."""
-        from modules import postprocessing
+        from modules.postprocess import postprocessing
 
         def run(job: Job):
             try:
@@ -120,7 +122,7 @@ class Services:
     def submit_merge(self, request: "MergeRequest") -> Job:
         """The Checkpoint Merger, on the worker (after the jobs before it); the result is the new file's
         CheckpointInfo, listed and hashed, or None when interrupted."""
-        from modules import merger
+        from modules.models import merger
 
         def run(job: Job):
             try:
@@ -200,7 +202,8 @@ class Services:
         (on_ui_settings), so the API and the Settings tab both see extensions' options. Idempotent."""
         if self.scripts.loaded:
             return
-        from modules import extensions, script_loading, shared
+        from modules import shared
+        from modules.addons import extensions, script_loading
 
         shared.bind(self)   # A1111 extensions read modules.shared at import time
         found = extensions.discover(self.paths, self.options, self.args)

@@ -179,7 +179,7 @@ def run_outside_job(p):
 
 
 def _run_in_job(running, p, job):
-    from modules.script_processing import process_images
+    from modules.addons.script_processing import process_images
 
     p._generator, p._job = running.generator, job
     return process_images(p)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import copy
 import json
 
-from modules import grids, noise, scripts
+from modules import scripts
+from modules.output import grids
+from modules.diffusion import noise
 from modules.jobs import JobError
 from modules.processing import Processed, process_images
 

@@ -10,7 +10,8 @@ import copy
 import json
 import shlex
 
-from modules import noise, samplers, scripts
+from modules import scripts
+from modules.diffusion import noise, samplers
 from modules.jobs import JobError
 from modules.processing import Processed, process_images
 

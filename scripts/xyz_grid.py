@@ -14,7 +14,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from modules import grids, noise, samplers, scripts
+from modules import scripts
+from modules.output import grids
+from modules.diffusion import noise, samplers
 from modules.jobs import JobError
 from modules.processing import Processed, process_images
 

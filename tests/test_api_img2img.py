@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from modules import cmd_args, services as services_module
-from modules.infotext import parse_infotext
+from modules.output.infotext import parse_infotext
 from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model

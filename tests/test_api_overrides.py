@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from modules import cmd_args, services as services_module
-from modules.infotext import parse_infotext
+from modules.output.infotext import parse_infotext
 from modules.options import Options
 from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints

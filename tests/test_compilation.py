@@ -24,11 +24,11 @@ import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
-from modules import compilation, sampling
+from modules.diffusion import compilation, sampling
 from modules.devices import FULL, LOWVRAM, MEDVRAM
 from modules.networks import lora
 from modules.script_callbacks import CallbackRegistry
-from modules.unet_forward import replaced_forward
+from modules.diffusion.unet_forward import replaced_forward
 from tests.fixtures.pipelines import build_pipeline
 from tests.fixtures import tiny_loras
 from tests.fixtures.tiny_checkpoints import build_tiny_model
@@ -215,7 +215,7 @@ def test_modes_fit_the_device_and_memory_mode(caplog):
     assert effective(compilation.NONE, cuda=True, memory=FULL) == compilation.NONE
     assert effective("max-autotune", cuda=True) == compilation.NONE   # an unknown value never reaches torch
     compilation._logged.clear()
-    with caplog.at_level(logging.INFO, logger="modules.compilation"):
+    with caplog.at_level(logging.INFO, logger="modules.diffusion.compilation"):
         for _ in range(3):
             assert effective(compilation.CUDA_GRAPHS, cuda=False) == compilation.COMPILE
     assert sum("CUDA graphs need a CUDA device" in record.message for record in caplog.records) == 1
@@ -225,7 +225,7 @@ CHILD = """
 import json, sys, time, torch
 from types import SimpleNamespace
 from diffusers.models.resnet import ResnetBlock2D
-from modules import compilation
+from modules.diffusion import compilation
 compilation.configure_cache(sys.argv[1])
 torch.manual_seed(0)
 block = ResnetBlock2D(in_channels=32, out_channels=32, temb_channels=64, groups=8).eval()

@@ -181,7 +181,7 @@ def test_builtin_example_extension_appends_its_suffix(server):
 def test_metadata_ini_orders_scripts_and_callbacks(tmp_path):
     from types import SimpleNamespace
 
-    from modules import extensions, script_loading
+    from modules.addons import extensions, script_loading
 
     for name, before in (("aaa", ""), ("bbb", "[scripts/b.py]\nBefore = a.py\n"
                                              "[callbacks/bbb/b.py/ui_settings]\nBefore = aaa/a.py/ui_settings\n")):

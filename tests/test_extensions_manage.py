@@ -13,7 +13,8 @@ import git
 import gradio as gr
 import pytest
 
-from modules import extensions, paths as paths_module
+from modules import paths as paths_module
+from modules.addons import extensions
 from modules.cmd_args import parse_args
 from modules.options import Options
 from modules.ui import extensions as tab

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from modules.infotext import (
+from modules.output.infotext import (
     INFOTEXT_KEY_ORDER, RE_PARAM, create_infotext, find_params, infotext_to_request_fields,
     parse_infotext, quote, unquote,
 )

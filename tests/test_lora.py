@@ -353,7 +353,7 @@ def test_each_lora_loads_into_a_model_without_adapters(sd1, registry, cache, mon
 
 
 def test_an_interrupt_between_loras_stops_and_restores(sd1, registry, cache):
-    from modules import stop_points
+    from modules.diffusion import stop_points
 
     seen = []
 

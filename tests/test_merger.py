@@ -15,8 +15,9 @@ import safetensors.torch
 import torch
 from torch.testing import assert_close
 
-from modules import cmd_args, merger, services as services_module
-from modules.merger import MergeRequest
+from modules import cmd_args, services as services_module
+from modules.models import merger
+from modules.models.merger import MergeRequest
 from modules.processing import validate_request
 from modules.ui import merger as merger_ui
 from tests.fixtures.data_dirs import data_dir_with_checkpoints

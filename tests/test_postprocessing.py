@@ -8,15 +8,15 @@ import torch
 from PIL import Image, PngImagePlugin
 from pydantic import ValidationError
 
-from modules.face_detection import FACE_TEMPLATE
-from modules.face_restoration import (
+from modules.postprocess.face_detection import FACE_TEMPLATE
+from modules.postprocess.face_restoration import (
     FaceRestorationError,
     FaceRestorers,
     restore_with,
 )
 from modules.images import read_info
-from modules.postprocessing import run_extras, validate_extras
-from modules.upscalers import Upscalers
+from modules.postprocess.postprocessing import run_extras, validate_extras
+from modules.postprocess.upscalers import Upscalers
 from tests.fixtures.tiny_upscalers import write_upscaler_models
 
 

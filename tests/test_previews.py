@@ -9,7 +9,8 @@ import pytest
 import safetensors.torch
 import torch
 
-from modules import cmd_args, previews, services as services_module
+from modules import cmd_args, services as services_module
+from modules.diffusion import previews
 from modules.jobs import Job
 from modules.processing import validate_request
 from tests.fixtures.data_dirs import data_dir_with_checkpoints

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from modules import cmd_args, services as services_module
-from modules.infotext import parse_infotext
+from modules.output.infotext import parse_infotext
 from modules.processing import validate_request
 from modules.prompts import chunks
 from tests.fixtures.app_client import app_client

@@ -33,7 +33,7 @@ from packaging.version import Version
 from PIL import Image, ImageFile, PngImagePlugin
 
 from modules import cmd_args, services as services_module
-from modules.infotext import parse_infotext
+from modules.output.infotext import parse_infotext
 from modules.models import files
 from modules.options import OPTIONS
 from tests.fixtures.app_client import app_client
@@ -447,7 +447,7 @@ def test_b_a_refused_or_damaged_hires_upscaler_is_a_422_as_in_extras(server):
 
 
 def test_b_an_unexpected_error_names_no_server_path(server, monkeypatch):
-    from modules import sampling
+    from modules.diffusion import sampling
 
     def crash(*args, **kwargs):
         raise OSError(5, "Input/output error", str(server.data / "models" / "secret" / "file.bin"))

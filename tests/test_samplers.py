@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from modules import samplers
-from modules.samplers import AUTOMATIC, SAMPLERS
+from modules.diffusion import samplers
+from modules.diffusion.samplers import AUTOMATIC, SAMPLERS
 
 BASE_CONFIG = {  # the SD1.x training schedule, as the model loader hands it over
     "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
@@ -228,7 +228,7 @@ def test_api_listings():
 def test_backend_imports_no_web_framework():
     import subprocess
     import sys
-    code = ("import sys, modules.samplers as s; s.api_samplers(); s.resolve('Euler a'); "
+    code = ("import sys, modules.diffusion.samplers as s; s.api_samplers(); s.resolve('Euler a'); "
             "print(any(m in sys.modules for m in ('gradio', 'fastapi', 'diffusers')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modules import cmd_args, grids, services as services_module
-from modules.infotext import parse_infotext
+from modules import cmd_args, services as services_module
+from modules.output import grids
+from modules.output.infotext import parse_infotext
 from modules.processing import validate_request
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
@@ -377,7 +378,7 @@ def test_xyz_progress_counts_every_cell_not_each_cell_anew(services, monkeypatch
 def test_pasting_a_grid_infotext_sets_the_script_and_its_axes(services):
     import gradio as gr
 
-    from modules.infotext import parse_infotext
+    from modules.output.infotext import parse_infotext
     from modules.ui import scripts as scripts_ui
 
     with gr.Blocks():

@@ -16,7 +16,8 @@ from fastapi import HTTPException, WebSocket, WebSocketDisconnect
 from fastapi.routing import APIRoute, iter_route_contexts
 from PIL import Image
 
-from modules import cmd_args, services as services_module, url_images
+from modules import cmd_args, services as services_module
+from modules.untrusted import url_images
 from modules.api.image_inputs import decode_image_field
 from tests.fixtures.app_client import app_client
 from tests.fixtures.server_control import RecordingControl

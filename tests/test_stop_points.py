@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from modules import attention_processor, sampling, stop_points
+from modules.diffusion import attention_processor, sampling, stop_points
 from tests.fixtures.pipelines import build_pipeline
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 

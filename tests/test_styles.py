@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from modules.styles import PromptStyle, StyleDatabase, merge_prompts
+from modules.prompts.styles import PromptStyle, StyleDatabase, merge_prompts
 
 
 def write(path, text: str, encoding="utf-8"):
@@ -183,7 +183,7 @@ def test_failed_write_leaves_file_and_memory_untouched(tmp_path, db, monkeypatch
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("modules.styles.os.replace", boom)
+    monkeypatch.setattr("modules.prompts.styles.os.replace", boom)
     with pytest.raises(OSError):
         db.save(PromptStyle("new", "p", "n"))
     with pytest.raises(OSError):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from modules import cmd_args, infotext, services as services_module
+from modules import cmd_args, services as services_module
+from modules.output import infotext
 from modules.ui import controlnet, img2img, send_to, txt2img
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model

@@ -8,7 +8,9 @@ import gradio as gr
 import pytest
 from PIL import Image
 
-from modules import images, infotext, samplers
+from modules import images
+from modules.output import infotext
+from modules.diffusion import samplers
 from modules.ui import paste, pnginfo, send_to
 
 HIRES_INFOTEXT = (

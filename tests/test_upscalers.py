@@ -7,7 +7,7 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from modules.upscalers import LATENT_MODES, UpscalerError, Upscalers, latent_api_list, upscale_latents
+from modules.postprocess.upscalers import LATENT_MODES, UpscalerError, Upscalers, latent_api_list, upscale_latents
 from tests.fixtures.tiny_upscalers import write_malicious_pickle, write_upscaler_models
 
 MODEL_NAMES = ["tiny_esrgan_4x", "tiny_esrgan_2x", "tiny_realesrgan_x4plus", "tiny_compact_x4"]

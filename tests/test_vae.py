@@ -8,7 +8,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from modules import samplers
+from modules.diffusion import samplers
 from modules.models import detect, loader
 from modules.models.registry import CheckpointRegistry, HashCache
 from modules.networks import vae as vae_module

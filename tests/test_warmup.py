@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modules import cmd_args, services as services_module, warmup
+from modules import cmd_args, services as services_module
+from modules.diffusion import warmup
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 

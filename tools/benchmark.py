@@ -356,7 +356,7 @@ def worker_raw(spec: dict) -> dict:
     weights assigned), called directly with fp16 + SDPA, and the mode's diffusers switch."""
     import torch
 
-    from modules import samplers
+    from modules.diffusion import samplers
     from modules.models import detect, files, loader
 
     cuda = torch.cuda.is_available()
@@ -510,7 +510,7 @@ def out_of_time(options, needed: float) -> bool:
 
 
 def compilation_available() -> bool:
-    return importlib.util.find_spec("modules.compilation") is not None
+    return importlib.util.find_spec("modules.diffusion.compilation") is not None
 
 
 def bench_mode(case: Case, mode_name: str, work: Path, options, run: dict, device_name: str) -> dict:

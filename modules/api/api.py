@@ -17,14 +17,16 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from starlette.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
-from modules import images, infotext, samplers
+from modules import images
+from modules.output import infotext
+from modules.diffusion import samplers
 from modules.api import controlnet as controlnet_api, models, scripts as scripts_api, server as server_api
 from modules.api.errors import error_body, validation_error
 from modules.api.generation import (check_kept_overrides, keep_overrides, request_validation_error,
                                     to_generation_request)
 from modules.api.image_inputs import decode_image_field
 from modules.cmd_args import public_flags
-from modules import extensions as extensions_module
+from modules.addons import extensions as extensions_module
 from modules.jobs import Job, JobIdInUse, QueueFull
 from modules.services import Services
 
@@ -185,7 +187,7 @@ def create_router(services: Services, auth: list) -> APIRouter:
         return models.ImageResponse(images=encoded, parameters=parameters, info=result.info_json())
 
     def extras_request(body: models.ExtrasOptions):
-        from modules.postprocessing import validate_extras
+        from modules.postprocess.postprocessing import validate_extras
 
         data = body.model_dump(exclude={"image", "imageList"})
         data["save_images"] = False   # A1111's API returns the images without saving them
@@ -231,7 +233,7 @@ def create_router(services: Services, auth: list) -> APIRouter:
 
     @router.get("/latent-upscale-modes")
     def latent_upscale_modes():
-        from modules.upscalers import latent_api_list
+        from modules.postprocess.upscalers import latent_api_list
 
         return latent_api_list()
 

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import HTTPException
 from pydantic import ValidationError
 
-from modules import infotext
+from modules.output import infotext
 from modules.api import controlnet as controlnet_api, models
 from modules.api.errors import validation_error
 from modules.api.image_inputs import decode_image_field
@@ -78,7 +78,7 @@ def _hires_fields(body: models.Txt2ImgRequest) -> dict[str, Any]:
 def _script_fields(body, services: Services, image_mode: bool) -> dict[str, Any]:
     """`script_name` + positional `script_args`: one of our img2img scripts (arguments checked by name), or a
     dropdown script from scripts/ or an extension (arguments passed on as given, after its defaults)."""
-    from modules import img2img_scripts
+    from modules.generation import img2img_scripts
 
     if not _wanted(body.script_name):
         return {}

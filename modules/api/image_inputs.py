@@ -1,7 +1,8 @@
 """Images in API requests: base64, data URIs or http(s) URLs, decoded at the edge with the same limits as uploads."""
 from __future__ import annotations
 
-from modules import images, url_images
+from modules import images
+from modules.untrusted import url_images
 from modules.api.errors import validation_error
 
 

@@ -13,7 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from modules.api.errors import error_body, install_error_handlers
 from modules.api.host_policy import HostPolicy
-from modules.user_regex import PatternTooSlow, UserPattern
+from modules.untrusted.user_regex import PatternTooSlow, UserPattern
 
 MAX_ORIGIN_CHARS = 2048        # far longer than any real origin (scheme, host, port)
 ORIGIN_MATCH_SECONDS = 0.05    # for --cors-allow-origins-regex, per request

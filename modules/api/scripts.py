@@ -6,7 +6,7 @@ As in A1111, /scripts lists the always-on scripts too; here that is ControlNet, 
 """
 from __future__ import annotations
 
-from modules import img2img_scripts
+from modules.generation import img2img_scripts
 from modules.api import models
 from modules.controlnet.units import ControlNetUnit
 from modules.services import Services

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from modules import masking
-from modules.unet_forward import replaced_forward
+from modules.diffusion.unet_forward import replaced_forward
 
 # The extension's soft injection: output i gets weight × 0.825^(12-i), written for SD1's 13 outputs (12 down, then
 # the middle) and cut to the first 10 for SDXL, whose middle output so gets 0.825^3. Kept as it is, since users'

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 import yaml
 
-from modules import json_file, user_files
+from modules.untrusted import json_file, user_files
 from modules.models.detect import FAMILY_LABELS
 from modules.models.files import ModelFileError, file_kind, load_state_dict, read_safetensors_header
 from modules.models.registry import old_hash

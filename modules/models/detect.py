@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from modules import user_files
+from modules.untrusted import user_files
 
 UNET = "model.diffusion_model."
 SD1_CLIP = "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"

@@ -15,7 +15,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from modules import json_file, user_files
+from modules.untrusted import json_file, user_files
 
 # Taken at import, before any extension can replace torch.load: every pickle read goes through this
 # reference, so a monkey-patched torch.load (as A1111 extensions do) can never widen what we accept.

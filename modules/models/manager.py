@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from modules import samplers
+from modules.diffusion import samplers
 from modules.devices import DeviceConfig
 from modules.models import detect, files
 from modules.models.placement import Placement

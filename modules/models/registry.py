@@ -11,9 +11,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modules import user_files
-from modules.hashes import file_sha256
-from modules.json_file import read_json_object, write_json_atomically
+from modules.untrusted import user_files
+from modules.models.hashes import file_sha256
+from modules.untrusted.json_file import read_json_object, write_json_atomically
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modules import user_files
-from modules.json_file import read_json_object, write_json_atomically
+from modules.untrusted import user_files
+from modules.untrusted.json_file import read_json_object, write_json_atomically
 
 log = logging.getLogger(__name__)
 

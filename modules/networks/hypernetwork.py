@@ -41,8 +41,9 @@ from pathlib import Path
 
 import torch
 
-from modules import stop_points, user_files
-from modules.attention_processor import AttentionProcessor
+from modules.diffusion import stop_points
+from modules.untrusted import user_files
+from modules.diffusion.attention_processor import AttentionProcessor
 from modules.models import files
 from modules.models.files import ModelFileError
 

@@ -36,8 +36,9 @@ from pathlib import Path
 
 import torch
 
-from modules import stop_points, user_files
-from modules.hashes import file_sha256
+from modules.diffusion import stop_points
+from modules.untrusted import user_files
+from modules.models.hashes import file_sha256
 from modules.models import files
 from modules.models.files import ModelFileError
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from modules import json_file, user_files
-from modules.hashes import file_sha256
+from modules.untrusted import json_file, user_files
+from modules.models.hashes import file_sha256
 from modules.models import files
 from modules.models.files import ModelFileError
 

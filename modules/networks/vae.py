@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modules import user_files
-from modules.hashes import file_sha256
+from modules.untrusted import user_files
+from modules.models.hashes import file_sha256
 from modules.models import files
 
 if TYPE_CHECKING:   # diffusers is imported on first load only, so listing VAEs stays cheap

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from modules.prompts.conditioning import Conditioning
-from modules.unet_forward import replaced_forward
+from modules.diffusion.unet_forward import replaced_forward
 
 
 def _predict(forward, sample, timestep, cond: Conditioning, dtype, args, kwargs, added_cond_kwargs):

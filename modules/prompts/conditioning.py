@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from modules import stop_points
+from modules.diffusion import stop_points
 from modules.devices import input_device
 from modules.models.tokenizer import BOS_ID, EOS_ID
 from modules.prompts import limits, parser

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from modules import user_files
+from modules.untrusted import user_files
 from modules.cmd_args import gradio_credentials
 from modules.ui import extensions as extensions_tab, extras, img2img, pnginfo, send_to, topbar, txt2img
 from modules.ui import merger as merger_tab

@@ -11,7 +11,7 @@ import time
 
 import gradio as gr
 
-from modules import extensions
+from modules.addons import extensions
 from modules.cmd_args import is_non_local
 from modules.ui.common import PRIVATE, escape_multiline, message_html
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from modules import images
 from modules.jobs import QueueFull
-from modules.postprocessing import validate_extras
+from modules.postprocess.postprocessing import validate_extras
 from modules.ui import progress
 from modules.ui.common import PRIVATE, escape_multiline, number, tool_button
 from modules.ui.output import OutputPanel, create_output_panel, error_html, infotext_html

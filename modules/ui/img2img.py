@@ -14,7 +14,9 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from modules import images, infotext, masking, samplers
+from modules import images, masking
+from modules.output import infotext
+from modules.diffusion import samplers
 from modules.ui import controlnet, txt2img
 from modules.ui import scripts as scripts_ui
 from modules.ui.common import PRIVATE, number, slider, tool_button

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from modules import merger
+from modules.models import merger
 from modules.jobs import QueueFull
 from modules.ui import progress
 from modules.ui.common import PRIVATE, message_html, slider, tool_button

@@ -7,7 +7,8 @@ from typing import Any
 
 import gradio as gr
 
-from modules import infotext, samplers
+from modules.output import infotext
+from modules.diffusion import samplers
 
 # A1111's inpaint infotext values, in the order of the request's integer fields (inpainting_fill 0–3,
 # inpainting_mask_invert 0/1, inpaint_full_res False/True).

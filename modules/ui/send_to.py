@@ -18,7 +18,8 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from modules import images, infotext
+from modules import images
+from modules.output import infotext
 from modules.ui import controlnet, extras as extras_module, paste, topbar as topbar_module, txt2img
 from modules.ui.common import PRIVATE, escape_multiline
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from modules import json_file
+from modules.untrusted import json_file
 from modules.options import OptionInfo
 from modules.ui.common import PRIVATE, message_html, number, slider, tool_button
 

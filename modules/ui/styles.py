@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from modules.styles import PromptStyle
+from modules.prompts.styles import PromptStyle
 from modules.ui.common import PRIVATE, tool_button
 
 log = logging.getLogger(__name__)

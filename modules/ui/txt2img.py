@@ -14,7 +14,8 @@ from typing import Any, Callable, Iterable
 import gradio as gr
 from pydantic import ValidationError
 
-from modules import infotext, samplers
+from modules.output import infotext
+from modules.diffusion import samplers
 from modules.jobs import Job, QueueFull
 from modules.processing import validate_request
 from modules.script_callbacks import BeforeTokenCounterParams

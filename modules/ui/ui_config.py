@@ -14,8 +14,8 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from modules import json_file, user_files
-from modules.json_file import write_json_atomically
+from modules.untrusted import json_file, user_files
+from modules.untrusted.json_file import write_json_atomically
 
 log = logging.getLogger(__name__)
 

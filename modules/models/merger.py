@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING
 import safetensors
 import torch
 
-from modules import json_file
+from modules.untrusted import json_file
 from modules.models import files
 from modules.networks import vae as vae_module
-from modules.user_regex import UserPattern
+from modules.untrusted.user_regex import UserPattern
 
 if TYPE_CHECKING:
     from modules.jobs import Job

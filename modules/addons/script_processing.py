@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from modules import noise
+from modules.diffusion import noise
 from modules.jobs import Job, JobError
 from modules.scripts import PostprocessBatchListArgs, PostprocessImageArgs, ScriptRunner
 

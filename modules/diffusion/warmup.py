@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from modules import sampling
+from modules.diffusion import sampling
 from modules.jobs import Job
 from modules.models.manager import LoadedModel
 from modules.prompts import conditioning

@@ -37,7 +37,7 @@ class ScriptFile:
     key: str              # "<extension>/scripts/<file>.py", what metadata.ini's Before/After name
     path: Path
     basedir: Path         # the extension's folder (the project root for scripts/)
-    extension: object = None   # modules.extensions.Extension, None for scripts/
+    extension: object = None   # modules.addons.extensions.Extension, None for scripts/
 
 
 @dataclass

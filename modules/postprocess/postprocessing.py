@@ -15,7 +15,8 @@ from pathlib import Path
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from modules import images, infotext
+from modules import images
+from modules.output import infotext
 
 MAX_SIDE = 8192
 MAX_PIXELS = 64_000_000

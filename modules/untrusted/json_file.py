@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from modules import user_files
+from modules.untrusted import user_files
 
 # No file or form of ours nests deeper than a few levels. Python's parser raises RecursionError (not ValueError)
 # at about a thousand, and what it does accept that deep breaks later code that walks it recursively.

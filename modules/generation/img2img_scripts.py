@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from modules import images, masking, noise
+from modules import images, masking
+from modules.diffusion import noise
 from modules.jobs import Job, JobError
 
 DIRECTIONS = ("left", "right", "up", "down")

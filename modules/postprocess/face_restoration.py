@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from modules.models import files
-from modules.upscalers import UpscalerError, load_descriptor
+from modules.postprocess.upscalers import UpscalerError, load_descriptor
 
 DETECTOR_FILE = "detection_Resnet50_Final.pth"
 MODEL_FILES = {"GFPGAN": ("GFPGAN", "GFPGANv1.4.pth"), "CodeFormer": ("Codeformer", "codeformer-v0.1.0.pth")}
@@ -85,7 +85,7 @@ class FaceRestorers:
         return value
 
     def _load_detector(self, path: Path):
-        from modules.face_detection import RetinaFace
+        from modules.postprocess.face_detection import RetinaFace
 
         try:
             state_dict = files.load_state_dict(path)
@@ -135,7 +135,7 @@ class FaceRestorers:
 def restore_with(image: Image.Image, detect: Callable[[np.ndarray], list[np.ndarray]],
                  restore: Callable[[torch.Tensor], torch.Tensor], visibility: float) -> Image.Image:
     """Detect, restore and paste back, then blend over `image` by `visibility` (A1111's Image.blend)."""
-    from modules.face_detection import restore_faces
+    from modules.postprocess.face_detection import restore_faces
 
     source = image.convert("RGB")
     rgb = np.asarray(source)

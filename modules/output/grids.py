@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from modules import images
-from modules.infotext import quote
+from modules.output.infotext import quote
 
 ACTIVE = (0, 0, 0)
 INACTIVE = (153, 153, 153)

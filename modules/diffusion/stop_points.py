@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
-from modules.attention_processor import AttentionProcessor
+from modules.diffusion.attention_processor import AttentionProcessor
 
 # The blocks a pre-hook is put on: each does a bounded amount of work between two checks.
 _BLOCK_TYPES = frozenset({"ResnetBlock2D", "BasicTransformerBlock", "Attention", "Downsample2D", "Upsample2D"})

@@ -2,7 +2,7 @@
 
 A pass is txt2img (from seed noise), img2img/inpaint (from an image's latents, part-way), the hires fix's
 second pass, or a refiner finishing what another model started. The txt2img pipeline runs the first kind,
-`modules.pipelines.image_pipeline` the others; this module hands them conditioning, noise, a scheduler and
+`modules.diffusion.pipelines.image_pipeline` the others; this module hands them conditioning, noise, a scheduler and
 a step callback (progress, previews, interrupt, prompt editing, stopping where a refiner takes over).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules import compilation, samplers, stop_points
+from modules.diffusion import compilation, samplers, stop_points
 from modules.controlnet.control import PassControl, controlled_unet
 from modules.devices import input_device
 from modules.jobs import Job
@@ -24,8 +24,8 @@ from modules.models.manager import LoadedModel
 from modules.prompts import conditioning
 from modules.prompts.composable import composable_unet
 from modules.script_callbacks import AfterCFGCallbackParams, CallbackRegistry, CFGDenoisedParams, CFGDenoiserParams
-from modules.token_merging import merged_tokens
-from modules.unet_forward import replaced_forward
+from modules.diffusion.token_merging import merged_tokens
+from modules.diffusion.unet_forward import replaced_forward
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, preview: Callable
     `callbacks` holds extensions' cfg_denoiser / cfg_denoised / cfg_after_cfg callbacks."""
     image_pass = step.init_latents is not None or step.start_latents is not None
     if image_pass:
-        from modules.pipelines import image_pipeline   # diffusers is imported with the first model, not at start
+        from modules.diffusion.pipelines import image_pipeline   # diffusers is imported with the first model, not at start
 
         pipe = image_pipeline(pipe, model.family)
         pipe.seed_noise = step.noise

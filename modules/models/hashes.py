@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from modules import user_files
+from modules.untrusted import user_files
 
 
 def file_sha256(path: Path, offset: int = 0) -> str:

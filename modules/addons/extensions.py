@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import git
 
-from modules import user_files
+from modules.untrusted import user_files
 from modules.cmd_args import is_non_local
 from modules.paths import PROJECT_ROOT
 

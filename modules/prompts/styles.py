@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from modules import user_files
+from modules.untrusted import user_files
 
 log = logging.getLogger(__name__)
 
