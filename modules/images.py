@@ -194,14 +194,14 @@ def save_image(image: Image.Image, directory: str | Path, *, seed: int, infotext
     return _save(image, directory, _Namer("", f"-{seed}", extension), infotext, save_to_dirs, date, quality)
 
 
-def save_grid(grid: Image.Image, directory: str | Path, *, seed: int | None = None, infotext: str | None,
+def save_grid(grid: Image.Image, directory: str | Path, *, infotext: str | None,
               extension: str = "png", save_to_dirs: bool = True,
               date: datetime.date | None = None, quality: int = JPEG_QUALITY) -> Path:
     """Save a grid as A1111 1.10 does with its defaults:
     ``images.save_image(grid, outpath_grids, "grid", ..., short_filename=True)``
     (grid_extended_filename is off) gives ``grid-NNNN.png`` -- a 4-digit counter
     over the ``grid-*`` files only, no seed -- in a dated folder
-    (grid_save_to_dirs is on). ``seed`` is accepted for symmetry and unused."""
+    (grid_save_to_dirs is on)."""
     return _save(grid, directory, _Namer("grid", "", extension), infotext, save_to_dirs, date, quality)
 
 

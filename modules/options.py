@@ -293,6 +293,24 @@ OPTIONS: dict[str, OptionInfo] = {
 }
 
 
+class Settings:
+    """Option values frozen for one job (Options.snapshot), read as the options are: `settings.samples_format`."""
+
+    def __init__(self, values: Mapping[str, Any]):
+        self._values = MappingProxyType(dict(values))
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._values.get(key, default)
+
+
 class Options:
     """Current values of every option; persisted to `config.json` atomically on change.
 
@@ -439,6 +457,15 @@ class Options:
     def data(self) -> Mapping[str, Any]:
         """A1111's `opts.data`: the saved values, read-only (changes go through `update`)."""
         return MappingProxyType(self._values)
+
+    def snapshot(self, overrides: Mapping[str, Any] | None = None) -> Settings:
+        """The values as they are now, with those overridden on this thread and then `overrides` on top: what one
+        generation runs with, fixed when it starts (a change in the UI meanwhile does not reach it)."""
+        with self._lock:
+            values = dict(self._values)
+        values.update(getattr(self._local, "overrides", {}))
+        values.update(overrides or {})
+        return Settings(values)
 
     @contextlib.contextmanager
     def overridden(self, values: dict[str, Any]):

@@ -29,7 +29,8 @@ from modules.options import Options, comma_list
 from modules.paths import Paths
 from modules.postprocess.face_restoration import FaceRestorers
 from modules.diffusion.previews import Previews
-from modules.processing import GenerationRequest, Generator
+from modules.generation.generator import Generator
+from modules.generation.request import GenerationRequest
 from modules.addons.script_loading import ScriptHost
 from modules.postprocess.upscalers import Upscalers
 
@@ -244,6 +245,7 @@ def create(args: argparse.Namespace | None = None) -> Services:
     generator = Generator(manager, options, paths, networks, upscalers=upscalers, controlnet=controlnet,
                           previews=Previews(paths.models / "VAE-taesd", device_config.device, device_config.dtype),
                           prompt_history=not args.no_prompt_history)
+    generator.scripts = ScriptHost()   # filled by load_scripts
     manager.on_loaded = lambda model: generator.scripts.callbacks.model_loaded(model)
     return Services(args=args, paths=paths, options=options, devices=device_config, registry=registry,
                     models=manager, queue=queue, generator=generator, networks=networks, upscalers=upscalers,

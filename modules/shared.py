@@ -160,26 +160,3 @@ def options_section(section_identifier: tuple, options_dict: dict) -> dict:
     import dataclasses
 
     return {key: dataclasses.replace(info, section=section_identifier) for key, info in options_dict.items()}
-
-
-def run_outside_job(p):
-    """`process_images(p)` on a `p` the job did not give (an extension's own route, or a new `p` made in a hook):
-    inside a job it runs there and then; elsewhere it is queued like any request and waited for."""
-    running = services()
-    if running.queue.on_worker():   # queuing from the worker would wait for itself forever
-        return _run_in_job(running, p, running.queue.current)
-    job = running.queue.submit("txt2img" if not p.init_images else "img2img",
-                               lambda job: _run_in_job(running, p, job))
-    job.done.wait()
-    if job.state == "failed":
-        from modules.jobs import JobError
-
-        raise JobError(job.error or "generation failed", status=job.error_status)
-    return job.result
-
-
-def _run_in_job(running, p, job):
-    from modules.addons.script_processing import process_images
-
-    p._generator, p._job = running.generator, job
-    return process_images(p)

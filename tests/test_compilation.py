@@ -269,13 +269,13 @@ def test_the_compile_setting_reaches_generation_and_keeps_the_image(tmp_path, mo
     the job's UNet forward is the compiled one, the graphs are really used, and the image is the uncompiled one."""
     from torch._dynamo.testing import CompileCounterWithBackend
 
-    from modules import cmd_args, processing, services as services_module
-    from modules.processing import validate_request
+    from modules import cmd_args, services as services_module
+    from modules.generation.request import validate_request
     from tests.fixtures.data_dirs import data_dir_with_checkpoints
 
     counter = CompileCounterWithBackend("eager")   # dynamo's capture and guards, without inductor's minutes on CPU
     real_apply = compilation.apply
-    monkeypatch.setattr(processing.compilation, "apply",
+    monkeypatch.setattr(compilation, "apply",
                         lambda *args, **kwargs: real_apply(*args, **{**kwargs, "backend": counter}))
     torch._dynamo.reset()
     data = data_dir_with_checkpoints(tmp_path, {"tiny-sd1.safetensors": build_tiny_model("sd1")})

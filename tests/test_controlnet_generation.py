@@ -13,7 +13,7 @@ from modules.controlnet.models import load_controlnet
 from modules.controlnet.plan import PreparedUnit
 from modules.controlnet.units import ControlNetUnit
 from modules.output.infotext import infotext_to_request_fields, parse_infotext
-from modules.processing import validate_request
+from modules.generation.request import validate_request
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 from tests.fixtures.tiny_controlnets import build_tiny_controlnet, write_controlnet

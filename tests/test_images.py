@@ -171,8 +171,8 @@ def test_concurrent_saves_get_distinct_names(tmp_path):
 
 def test_save_grid_names(tmp_path):
     save_image(rgb(), tmp_path, seed=1, infotext=None, date=DAY)
-    first = save_grid(rgb(), tmp_path, seed=1, infotext=INFOTEXT, date=DAY)
-    second = save_grid(rgb(), tmp_path, seed=1, infotext=INFOTEXT, date=DAY)
+    first = save_grid(rgb(), tmp_path, infotext=INFOTEXT, date=DAY)
+    second = save_grid(rgb(), tmp_path, infotext=INFOTEXT, date=DAY)
     assert (first.name, second.name) == ("grid-0000.png", "grid-0001.png")
     assert save_image(rgb(), tmp_path, seed=2, infotext=None, date=DAY).name == "00001-2.png"
     with Image.open(first) as saved:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from modules import cmd_args, devices, services as services_module
 from modules.models import placement as placement_module
-from modules.processing import validate_request
+from modules.generation.request import validate_request
 from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model

@@ -12,7 +12,7 @@ import torch
 from modules import cmd_args, services as services_module
 from modules.diffusion import previews
 from modules.jobs import Job
-from modules.processing import validate_request
+from modules.generation.request import validate_request
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model, write_malicious_pickle
 

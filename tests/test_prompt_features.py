@@ -8,7 +8,7 @@ from PIL import Image
 
 from modules import cmd_args, services as services_module
 from modules.output.infotext import parse_infotext
-from modules.processing import validate_request
+from modules.generation.request import validate_request
 from modules.prompts import chunks
 from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints

@@ -1,4 +1,4 @@
-"""A1111 sampler / schedule names ↔ diffusers schedulers (modules/samplers.py)."""
+"""A1111 sampler / schedule names ↔ diffusers schedulers (modules/diffusion/samplers.py)."""
 from __future__ import annotations
 
 import math

@@ -10,7 +10,7 @@ from PIL import Image
 from modules import cmd_args, services as services_module
 from modules.output import grids
 from modules.output.infotext import parse_infotext
-from modules.processing import validate_request
+from modules.generation.request import validate_request
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 

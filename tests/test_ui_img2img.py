@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from modules.processing import validate_request
+from modules.generation.request import validate_request
 from modules.ui import img2img, txt2img
 
 

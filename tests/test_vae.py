@@ -349,7 +349,7 @@ def test_backend_module_imports_no_web_framework():
     import subprocess
     import sys
 
-    code = ("import sys, modules.networks.vae, modules.styles; "
+    code = ("import sys, modules.networks.vae, modules.prompts.styles; "
             "bad = [m for m in ('gradio', 'fastapi', 'diffusers') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

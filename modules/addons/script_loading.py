@@ -55,6 +55,16 @@ class ScriptHost:
     def runner(self, is_img2img: bool) -> ScriptRunner:
         return self.img2img if is_img2img else self.txt2img
 
+    # What the generator asks of the scripts (generation.generator.Scripts).
+    def take_part(self, request) -> bool:
+        """The request's tab has always-on scripts, or the request chose a dropdown script."""
+        return bool(self.runner(bool(request.init_images)).alwayson_scripts or request.selected_script)
+
+    def run(self, generator, request, job):
+        from modules.addons.script_runs import run_with_scripts   # it imports modules.processing, which needs us not
+
+        return run_with_scripts(generator, request, job, self.runner(bool(request.init_images)))
+
     def unload(self) -> None:
         """A1111's on_script_unloaded: extensions release what they hold (shutdown, restart)."""
         self.callbacks.fire("script_unloaded")

@@ -15,7 +15,7 @@ from modules.api import controlnet as controlnet_api, models
 from modules.api.errors import validation_error
 from modules.api.image_inputs import decode_image_field
 from modules.jobs import QueueFull
-from modules.processing import GenerationRequest, validate_request
+from modules.generation.request import GenerationRequest, validate_request
 from modules.services import Services
 
 log = logging.getLogger(__name__)

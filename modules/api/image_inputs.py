@@ -10,7 +10,7 @@ def decode_image_field(value: str, loc: list, options):
     """The image in one request field; a 422 naming `loc` for anything else.
 
     A URL is fetched only when `options.api_enable_requests` is on (A1111's setting), from public addresses
-    only (modules.url_images). The fetch blocks for up to ~15 s, so an async route must run this in a worker
+    only (modules.untrusted.url_images). The fetch blocks for up to ~15 s, so an async route must run this in a worker
     thread (starlette.concurrency.run_in_threadpool)."""
     try:
         if url_images.looks_like_url(value):

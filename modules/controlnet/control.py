@@ -1,7 +1,7 @@
 """Applying ControlNet units to a denoising pass.
 
 Every pass type (txt2img, img2img, inpaint, the hires fix's second pass) runs through diffusers' own
-pipelines in `modules.sampling`. diffusers' ControlNet pipelines are separate copies of those pipelines that
+pipelines in `modules.diffusion.sampling`. diffusers' ControlNet pipelines are separate copies of those pipelines that
 cannot take our seeded noise, image latents or inpainting conditioning, so instead each pass's UNet is
 given a forward that first runs the unit's diffusers `ControlNetModel` and hands its residuals to the UNet
 (`down_block_additional_residuals`, the same hand-over diffusers' ControlNet pipelines make). The

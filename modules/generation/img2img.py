@@ -109,3 +109,29 @@ def infotext_params(request) -> dict:
         params["Inpaint area"] = "Only masked"
         params["Masked area padding"] = request.inpaint_full_res_padding
     return params
+
+
+def encode_inputs(pipe, inputs: ImageInputs, *, inpainting: bool, should_stop) -> dict:
+    """Each distinct init image encoded once per job (and its masked version for inpainting models)."""
+    from modules.diffusion import sampling
+
+    latents = [sampling.encode(pipe, [image], should_stop=should_stop) for image in inputs.images]
+    masked = ([sampling.encode_masked(pipe, [image], inputs.mask, should_stop=should_stop) for image in inputs.images]
+              if inpainting else None)
+    return {"latents": latents, "masked": masked}
+
+
+def add_image(step, request, inputs: ImageInputs, encoded: dict, first: int, batch_noise: torch.Tensor) -> None:
+    """Make `step` (a sampling.Pass) an img2img/inpaint pass from the job's init images (cycled over the batch)."""
+    from modules.postprocess.upscalers import upscale_latents
+
+    count = batch_noise.shape[0]
+    picks = [(first + i) % len(inputs.images) for i in range(count)]
+    latents = torch.cat([encoded["latents"][i] for i in picks]).to(batch_noise.device)
+    if latents.shape[2:] != batch_noise.shape[2:]:   # "Just resize (latent upscale)"
+        latents = upscale_latents(latents, batch_noise.shape[2], batch_noise.shape[3], "Latent")
+    step.init_latents = fill_latents(latents, inputs.mask, request.inpainting_fill, batch_noise)
+    step.mask = inputs.mask
+    if encoded["masked"] is not None:
+        step.masked_image_latents = torch.cat([encoded["masked"][i] for i in picks]).to(batch_noise.device)
+    step.strength = request.denoising_strength

@@ -1,6 +1,6 @@
 """The Extensions tab (A1111 ui_extensions.py): the installed extensions with enable/disable, "Apply and restart
 UI", "Check for updates", and "Install from URL". The handlers are plain functions of their inputs (the tests call
-them directly); modules/extensions.py does the work. Every change is refused on a server reachable from the
+them directly); modules/addons/extensions.py does the work. Every change is refused on a server reachable from the
 network unless --enable-insecure-extension-access (A1111's check_access); listing stays allowed.
 """
 from __future__ import annotations

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from modules.output import infotext
 from modules.diffusion import samplers
 from modules.jobs import Job, QueueFull
-from modules.processing import validate_request
+from modules.generation.request import validate_request
 from modules.script_callbacks import BeforeTokenCounterParams
 from modules.ui import controlnet, extra_networks, paste, progress, styles
 from modules.ui import scripts as scripts_ui

@@ -1,0 +1,140 @@
+"""A job's denoising passes: the first one, handing over to a refiner part-way when the request has one, and the
+hires fix's second one (upscale the first pass, denoise again); live previews for each."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from PIL import Image
+
+from modules import extra_networks, masking
+from modules.diffusion import previews, sampling, token_merging
+from modules.generation.context import JobContext, Refiner
+from modules.jobs import JobError
+from modules.models.manager import LoadedModel
+from modules.postprocess.upscalers import UpscalerError, upscale_latents
+from modules.prompts import conditioning
+
+
+def refiner_for(generator, request, model: LoadedModel) -> Refiner | None:
+    if not request.refiner_checkpoint or request.refiner_switch_at >= 1.0:
+        return None
+    refiner = generator.load(request.refiner_checkpoint, make_current=False)
+    if refiner.info.name == model.info.name:
+        return None
+    if refiner.family.startswith("sdxl") != model.family.startswith("sdxl") or refiner.spec.inpainting:
+        raise JobError(f"refiner_checkpoint: {refiner.info.name} ({refiner.spec.label}) cannot refine "
+                       f"{model.info.name} ({model.spec.label})")
+    return Refiner(refiner, request.refiner_switch_at)
+
+
+def run_pass(generator, ctx: JobContext, step: sampling.Pass, refiner: Refiner | None) -> torch.Tensor:
+    """One pass; with a refiner, the base stops at "switch at" and the refiner does the remaining steps."""
+    job, model = ctx.job, ctx.model
+    every = int(ctx.settings.show_progress_every_n_steps)
+    callbacks = generator.scripts.callbacks
+    runs = step.runs_steps
+    if runs < 1:   # denoising strength 0: nothing to denoise, the image stays as it is
+        return step.init_latents
+    # The base does at least one step, so there is always something for the refiner to continue from.
+    switch = max(1, int(runs * refiner.switch_at)) if refiner is not None else runs
+    if refiner is None or switch >= runs:
+        return sampling.denoise(model, model.pipeline, step, job, preview=preview_maker(generator, ctx, model),
+                                preview_every=every, callbacks=callbacks)
+    step.stop_after = switch
+    latents = sampling.denoise(model, model.pipeline, step, job, preview=preview_maker(generator, ctx, model),
+                               preview_every=every, progress_total=runs, callbacks=callbacks)
+    if job.should_stop:
+        return latents
+    generator.manager.placement.release(model)
+    job.textinfo = f"Refiner: {refiner.model.info.name}"
+    encoder = generator.encoder(refiner.model, 1, ctx)
+    remaining = runs - switch
+    refined = dataclasses.replace(
+        step, plan=conditioning.schedule(encoder, ctx.prepared.text, ctx.prepared.negative_text, remaining),
+        init_latents=step.init_latents if step.init_latents is not None else latents, start_latents=latents,
+        masked_image_latents=None, strength=sampling.strength_for_remaining(remaining, step.steps),
+        stop_after=None, controls=[])   # ControlNets fit the base model's UNet, not the refiner's
+    return sampling.denoise(refiner.model, refiner.model.pipeline, refined, job,
+                            preview=preview_maker(generator, ctx, refiner.model), preview_every=every,
+                            progress_offset=switch, progress_total=runs, callbacks=callbacks)
+
+
+def preview_maker(generator, ctx: JobContext, model: LoadedModel):
+    """The live-preview maker for a pass on `model` (show_progress_type), or None when previews are off."""
+    if not ctx.settings.live_previews_enable:
+        return None
+    method = ctx.settings.show_progress_type
+    family = model.family
+    if generator.previews is None:
+        def render(latent):
+            return previews.latent_preview(latent[0], family)
+    elif method == "Full":
+        # The checkpoint's own VAE: only the job's thread may run it (offload hooks, the fp32 NaN fallback),
+        # so this preview is made now, in the sampling loop; it is slow anyway, and chosen knowingly.
+        return lambda latents, pipeline: generator.previews.image(latents, family, method, pipeline)
+    else:
+        def render(latent):
+            return generator.previews.image(latent, family, method)
+    return lambda latents, pipeline: previews.deferred(render, latents)
+
+
+# ------------------------------------------------------------- the hires fix's second pass
+
+def upscaled_first_pass(generator, ctx: JobContext, latents: torch.Tensor) -> torch.Tensor:
+    """The first pass at the hires size: in latent space, or decoded, upscaled and encoded again."""
+    pipe = ctx.model.pipeline
+    request = ctx.request
+    width, height = ctx.hires.target
+    if generator.upscalers is not None and generator.upscalers.is_latent(request.hr_upscaler):
+        scale = sampling.vae_scale(pipe)
+        cover_w, cover_h = ctx.hires.cover
+        upscaled = upscale_latents(latents, cover_h // scale, cover_w // scale, request.hr_upscaler)
+        top, left = (cover_h - height) // scale // 2, (cover_w - width) // scale // 2
+        return upscaled[:, :, top:top + height // scale, left:left + width // scale]
+    decoded = sampling.decode(pipe, latents, nan_check=generator.manager.devices.nan_check,
+                              should_stop=lambda: ctx.job.interrupted)
+    pictures = [upscale_to(generator, image, width, height, request.hr_upscaler) for image in decoded]
+    return torch.cat([sampling.encode(pipe, [picture], should_stop=lambda: ctx.job.interrupted)
+                      for picture in pictures])
+
+
+def upscale_to(generator, image: Image.Image, width: int, height: int, upscaler: str) -> Image.Image:
+    """A pixel upscaler to cover width×height, then A1111's crop to the exact size."""
+    scale = max(width / image.width, height / image.height)
+    if generator.upscalers is not None and upscaler not in ("None", None):
+        try:
+            image = generator.upscalers.upscale(image, scale, upscaler)
+        except UpscalerError as error:
+            raise JobError(f"hr_upscaler: {error}", status=422) from None
+    return masking.resize_image(1, image, width, height)
+
+
+def second_pass(generator, ctx: JobContext, latents: torch.Tensor, seed_noise, seeds: list[int]) -> sampling.Pass:
+    """The hires pass: its schedule (A1111 runs exactly the hires steps), prompt and noise, from the upscaled
+    first pass."""
+    request = ctx.request
+    job = ctx.job
+    job.textinfo = "Hires fix"
+    pipe = ctx.model.pipeline
+    width, height = ctx.hires.target
+    upscaled = upscaled_first_pass(generator, ctx, latents)
+    steps = request.hr_second_pass_steps or request.steps
+    schedule = sampling.steps_for_strength(steps, request.denoising_strength, exact=True)
+    runs = int(schedule * request.denoising_strength)
+    text, negative = ctx.prepared.text, ctx.prepared.negative_text
+    if request.hr_prompt or request.hr_negative_prompt:
+        hr = extra_networks.prepare_prompt(request.hr_prompt or request.prompt,
+                                           request.hr_negative_prompt or request.negative_prompt,
+                                           request.styles, generator.networks)
+        text, negative = hr.text, hr.negative_text
+    plan = conditioning.schedule(ctx.encoder, text, negative, max(runs, 1))
+    step = sampling.Pass(request.hr_sampler_name or request.sampler_name,
+                         request.hr_scheduler or request.scheduler, schedule, request.cfg_scale, width, height,
+                         plan, seed_noise(width, height), init_latents=upscaled.to(generator.manager.devices.device),
+                         strength=request.denoising_strength, seeds=seeds, controls=ctx.hires_controls,
+                         token_merging_ratio=token_merging.ratios(ctx.settings, image_mode=False)[1])
+    if ctx.model.spec.inpainting:   # the whole image is repainted: its conditioning image is all blank
+        blank = sampling.encode_masked(pipe, [Image.new("RGB", (width, height))], None)
+        step.masked_image_latents = blank.repeat(upscaled.shape[0], 1, 1, 1)
+    return step
