@@ -58,8 +58,7 @@ class StableDiffusionProcessing:
         self.subseeds: list[int] = []
         self.iteration = 0
         self.scripts: ScriptRunner | None = None
-        self.script_args: list = []      # A1111's flat list; our img2img scripts' named args are kept apart
-        self._named_script_args: dict = {}
+        self.script_args: list = []      # A1111's flat list: [chosen dropdown script's index, *each script's args]
         self.sd_model = None             # the LoadedModel once the generation has loaded it
         self.outpath_samples = self.outpath_grids = ""
         self.comments: dict = {}
@@ -94,8 +93,7 @@ class StableDiffusionProcessing:
         """The validated GenerationRequest this object describes; ValueError-like problems become a 422 job error."""
         from pydantic import ValidationError
 
-        data = {name: getattr(self, name) for name in request_fields() if name != "script_args"}
-        data["script_args"] = self._named_script_args
+        data = {name: getattr(self, name) for name in request_fields()}
         data["save_images"] = bool(data["save_images"]) and not self.do_not_save_samples
         data["save_grid"] = bool(data["save_grid"]) and not self.do_not_save_grid
         overrides = dict(data.get("option_overrides") or {})
@@ -294,3 +292,32 @@ def _run_outside_job(p: StableDiffusionProcessing) -> Processed:
 def _run_in_job(running, p: StableDiffusionProcessing, job: Job) -> Processed:
     p._generator, p._job = running.generator, job
     return process_images(p)
+
+
+def joined(p: StableDiffusionProcessing, parts: list[Processed]) -> Processed:
+    """One Processed from several runs of a script in the same job (Loopback's loops, SD upscale's batches):
+    their images, with a grid in front when there is more than one and grids are saved, as A1111 returns."""
+    from modules import images
+
+    first = parts[0]
+    pictures = [image for part in parts for image in part.images[part.index_of_first_image:]]
+    texts = [text for part in parts for text in part.infotexts[part.index_of_first_image:]]
+    seeds = [seed for part in parts for seed in part.all_seeds]
+    subseeds = [seed for part in parts for seed in part.all_subseeds]
+    saved = [path for part in parts for path in part.saved]
+    index = 0
+    if len(pictures) > 1 and not p.do_not_save_grid and shared.opts.grid_save:
+        grid = images.make_grid(pictures)
+        outdir = "outdir_img2img_grids" if p.is_img2img else "outdir_txt2img_grids"
+        saved.append(str(p._generator.save(grid, outdir, seeds[0], texts[0], grid=True, p=p)))
+        grid.info["parameters"] = texts[0]
+        pictures.insert(0, grid)
+        texts.insert(0, texts[0])
+        index = 1
+    info = json.loads(first.info) if first.info.startswith("{") else {}
+    info.update(all_seeds=seeds, all_subseeds=subseeds, infotexts=texts, index_of_first_image=index)
+    processed = Processed(p, pictures, seed=first.seed, info=json.dumps(info, ensure_ascii=False, default=str),
+                          subseed=first.subseed, all_seeds=seeds, all_subseeds=subseeds, index_of_first_image=index,
+                          infotexts=texts)
+    processed.saved, processed.warnings = saved, list(first.warnings)
+    return processed

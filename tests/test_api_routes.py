@@ -112,7 +112,7 @@ def test_reload_without_any_checkpoint_says_where_to_put_one(tmp_path):
 
 def test_scripts_and_script_info_agree(server):
     names = server.get("/sdapi/v1/scripts").json()
-    assert names["img2img"][:4] == ["loopback", "poor man's outpainting", "outpainting mk2", "sd upscale"]
+    assert names["img2img"][:4] == ["loopback", "outpainting mk2", "poor man's outpainting", "prompt matrix"]
     for mode in ("txt2img", "img2img"):   # dropdown scripts, then always-on ones (the example extension's)
         assert names[mode][-2:] == ["prompt suffix", "controlnet"]
     infos = server.get("/sdapi/v1/script-info").json()
@@ -128,7 +128,8 @@ def test_scripts_and_script_info_agree(server):
 def test_script_info_defaults_are_valid_script_args(server):
     infos = {(info["name"], info["is_img2img"]): info for info in server.get("/sdapi/v1/script-info").json()}
     loopback = infos[("loopback", True)]["args"]
-    assert [arg["label"] for arg in loopback] == ["loops", "final_denoising_strength", "denoising_curve", None]
+    assert [arg["label"] for arg in loopback] == ["Loops", "Final denoising strength", "Denoising strength curve",
+                                                  "Append interrogated prompt at each iteration"]
     assert loopback[2]["choices"] == ["Aggressive", "Linear", "Lazy"]
     image = io.BytesIO()
     Image.new("RGB", (64, 64), "gray").save(image, format="PNG")

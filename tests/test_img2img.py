@@ -249,8 +249,6 @@ def test_a_refiner_of_another_family_is_a_clear_error(services):
 @pytest.mark.parametrize("fields, named", [
     ({"hr_upscaler": "Sparkle 9x", "enable_hr": True}, "hr_upscaler"),
     ({"refiner_checkpoint": "no-such-model"}, "refiner_checkpoint"),
-    ({"script_name": "Dance"}, "script_name"),
-    ({"script_name": "Loopback", "script_args": {"loops": 99}}, "loops"),
     ({"mask": Image.new("L", (64, 64))}, "mask"),
     ({"enable_hr": True, "hr_scale": 8.0, "width": 512, "height": 512}, "hr_scale"),
     ({"init_images": ["not an image"]}, "init_images"),
@@ -261,37 +259,6 @@ def test_bad_img2img_fields_are_named(services, fields, named):
     with pytest.raises(ValidationError) as caught:
         validate_request({"prompt": "x", **fields}, services.registry, services.networks, services.upscalers)
     assert named in str(caught.value)
-
-
-def test_loopback_feeds_each_output_back_in(services):
-    result = run(services, init_images=[photo()], script_name="Loopback",
-                 script_args={"loops": 3, "final_denoising_strength": 0.3, "denoising_curve": "Aggressive"},
-                 denoising_strength=0.6)
-    assert len(result.images) == 4 and result.index_of_first_image == 1   # grid + one image per loop
-    strengths = [parse_infotext(text)["Denoising strength"] for text in result.infotexts[1:]]
-    assert strengths[0] == "0.6" and strengths[2] == "0.3"
-    assert float(strengths[1]) == pytest.approx(0.6 - 0.3 * 2 ** -0.5, abs=1e-3)   # the aggressive curve
-
-
-@pytest.mark.parametrize("script", ["Poor man's outpainting", "Outpainting mk2"])
-def test_outpainting_extends_the_canvas_and_keeps_the_original(services, script):
-    source = photo()
-    result = run(services, init_images=[source], script_name=script,
-                 script_args={"pixels": 32, "direction": ["right", "down"], "mask_blur": 0},
-                 denoising_strength=1.0)
-    image = result.images[0]
-    assert image.size == (96, 96)
-    # away from the seam the original picture is untouched
-    assert np.array_equal(pixels(image)[:48, :48], pixels(source)[:48, :48])
-
-
-def test_sd_upscale_doubles_the_picture_tile_by_tile(services):
-    result = run(services, init_images=[photo()], script_name="SD upscale",
-                 script_args={"overlap": 16, "scale_factor": 2.0, "upscaler": "Lanczos"}, denoising_strength=0.3)
-    image = result.images[0]
-    assert image.size == (128, 128)
-    assert "SD upscale upscaler: Lanczos" in image.info["parameters"]
-    assert len(result.saved) == 1 and "img2img-images" in result.saved[0]
 
 
 @pytest.mark.parametrize("sampler", ["Euler a", "DPM2 a", "DPM++ 2M SDE", "DPM++ 3M SDE"])

@@ -1,4 +1,5 @@
-"""The built-in scripts: X/Y/Z plot, Prompt matrix, Prompts from file or textbox; labelled grids."""
+"""The built-in scripts: X/Y/Z plot, Prompt matrix, Prompts from file or textbox, and img2img's Loopback,
+Poor man's outpainting, Outpainting mk2 and SD upscale; labelled grids."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -151,7 +152,7 @@ def run_script(services, script: str, args: list, **fields):
     request = validate_request({"prompt": "a photo of a cat", "checkpoint": "tiny-a", "seed": 5, **SMALL, **fields,
                                 "selected_script": script, "extension_scripts": {script: args}},
                                services.registry, scripts=services.generator.scripts)
-    job = services.submit_txt2img(request)
+    job = services.submit_img2img(request) if request.init_images else services.submit_txt2img(request)
     assert job.done.wait(600)
     return job
 
@@ -401,3 +402,64 @@ def test_xyz_size_on_z_with_legend_makes_one_labelled_grid(services):
                                  save_images=False))
     grid = result.images[0]
     assert grid.width >= 2 * 128 and grid.height > 64   # two Z cells as wide as the widest, with labels
+
+
+# ------------------------------------------------------------------ img2img's scripts (A1111's positional args)
+
+def photo(width: int = 64, height: int = 64) -> Image.Image:
+    """A picture with structure: a gradient with a dark disc."""
+    from PIL import ImageDraw
+
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None, None]
+    array = np.concatenate([np.broadcast_to(x, (height, width, 1)), np.broadcast_to(y, (height, width, 1)),
+                            np.full((height, width, 1), 128, np.float32)], axis=2).astype(np.uint8)
+    image = Image.fromarray(array, "RGB")
+    ImageDraw.Draw(image).ellipse((width // 4, height // 4, width // 2, height // 2), fill=(20, 20, 20))
+    return image
+
+
+def test_img2img_scripts_are_img2img_dropdown_scripts_in_a1111s_order(services):
+    runner = services.generator.scripts.img2img
+    names = [script.name for script in runner.selectable_scripts]
+    assert names[:4] == ["loopback", "outpainting mk2", "poor man's outpainting", "prompt matrix"]
+    assert "sd upscale" in names and "loopback" not in [s.name for s in services.generator.scripts.txt2img.scripts]
+
+
+def test_loopback_feeds_each_output_back_in(services):
+    result = finished(run_script(services, "loopback", [3, 0.3, "Aggressive", "None"], init_images=[photo()],
+                                 denoising_strength=0.6))
+    assert len(result.images) == 4 and result.index_of_first_image == 1   # grid + one image per loop
+    strengths = [parse_infotext(text)["Denoising strength"] for text in result.infotexts[1:]]
+    assert strengths[0] == "0.6" and strengths[2] == "0.3"
+    assert float(strengths[1]) == pytest.approx(0.6 - 0.3 * 2 ** -0.5, abs=1e-3)   # the aggressive curve
+
+
+@pytest.mark.parametrize("args, named", [([99], "loops"), ([4, 1.5], "final_denoising_strength"),
+                                         ([4, 0.5, "Wavy"], "denoising_curve")])
+def test_loopback_arguments_out_of_range_are_named(services, args, named):
+    job = run_script(services, "loopback", args, init_images=[photo()])
+    assert job.state == "failed" and job.error_status == 422 and named in job.error
+
+
+@pytest.mark.parametrize("script, args", [
+    ("poor man's outpainting", [32, 0, 1, ["right", "down"]]),
+    ("outpainting mk2", ["", 32, 0, ["right", "down"], 1.0, 0.05]),
+])
+def test_outpainting_extends_the_canvas_and_keeps_the_original(services, script, args):
+    source = photo()
+    result = finished(run_script(services, script, args, init_images=[source], denoising_strength=1.0))
+    image = result.images[0]
+    assert image.size == (96, 96)
+    # away from the seam the original picture is untouched
+    assert np.array_equal(np.asarray(image.convert("RGB"))[:48, :48], np.asarray(source)[:48, :48])
+
+
+def test_sd_upscale_doubles_the_picture_tile_by_tile(services):
+    lanczos = services.upscalers.names().index("Lanczos")
+    result = finished(run_script(services, "sd upscale", ["", 16, lanczos, 2.0], init_images=[photo()],
+                                 denoising_strength=0.3, save_images=True))
+    image = result.images[0]
+    assert image.size == (128, 128)
+    assert "SD upscale upscaler: Lanczos" in image.info["parameters"]
+    assert len(result.saved) == 1 and "img2img-images" in result.saved[0]

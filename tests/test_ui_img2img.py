@@ -28,13 +28,10 @@ def _img2img_values(**changes) -> dict:
     values.update({"mode": "img2img", "resize_tab": "to", "scale_by": 1.0, "denoising_strength": 0.75,
                    "resize_mode": 0, "mask_blur": 4, "mask_alpha": 0, "inpainting_mask_invert": 0,
                    "inpainting_fill": 1, "inpaint_full_res": 0, "inpaint_full_res_padding": 32,
-                   "script_name": "None", "init_img": None, "sketch": None, "init_img_with_mask": None,
+                   "init_img": None, "sketch": None, "init_img_with_mask": None,
                    "inpaint_color_sketch": None, "init_img_inpaint": None, "init_mask_inpaint": None,
                    "batch_input_dir": "", "batch_output_dir": "", "batch_inpaint_mask_dir": "",
-                   "batch_use_png_info": False, "batch_png_info_dir": "", "batch_png_info_props": [],
-                   "loopback_loops": 4, "loopback_final_denoising_strength": 0.5,
-                   "loopback_denoising_curve": "Linear", "sd_upscale_overlap": 64,
-                   "sd_upscale_scale_factor": 2.0, "sd_upscale_upscaler": "None"})
+                   "batch_use_png_info": False, "batch_png_info_dir": "", "batch_png_info_props": []})
     values.update(changes)
     return values
 
@@ -104,7 +101,7 @@ def test_img2img_request_data_validates_with_the_image_and_settings():
     assert request.mask is None
     assert request.denoising_strength == 0.75 and request.n_iter == 2
     assert request.inpaint_full_res is True and request.inpainting_fill == 1
-    assert request.script_name is None and request.script_args == {}
+    assert request.selected_script is None and request.extension_scripts == {}
     assert request.refiner_checkpoint is None             # the accordion is not ticked
 
 
@@ -120,14 +117,6 @@ def test_resize_by_scales_the_input_size_to_multiples_of_8():
     data = img2img.request_data(_img2img_values(init_img=Image.new("RGB", (100, 60)), resize_tab="by",
                                                 scale_by=1.5))
     assert (data["width"], data["height"]) == (152, 88)
-
-
-def test_script_arguments_of_the_selected_script_only():
-    data = img2img.request_data(_img2img_values(init_img=Image.new("RGB", (64, 64)), script_name="Loopback",
-                                                loopback_loops=6.0))
-    request = validate_request(data)
-    assert request.script_name == "Loopback"
-    assert request.script_args == {"loops": 6, "final_denoising_strength": 0.5, "denoising_curve": "Linear"}
 
 
 def test_inpaint_request_carries_the_mask():
@@ -194,7 +183,7 @@ def test_paste_fills_the_hires_and_refiner_accordions():
 class _BatchServices:
     def __init__(self, hide=False):
         self.args = type("Args", (), {"hide_ui_dir_config": hide})()
-        self.registry = self.networks = self.controlnet = self.scripts = None
+        self.registry = self.networks = self.upscalers = self.controlnet = self.scripts = None
         self.requests = []
 
     def submit_img2img(self, request):

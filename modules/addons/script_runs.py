@@ -17,8 +17,7 @@ def processing_for(request, generator, job: Job, runner: ScriptRunner | None,
                    script_args: list | None = None) -> StableDiffusionProcessing:
     """A `p` for a request about to run in `job`."""
     cls = StableDiffusionProcessingImg2Img if request.init_images else StableDiffusionProcessingTxt2Img
-    p = cls(**{name: copy.copy(getattr(request, name)) for name in request_fields() if name != "script_args"})
-    p._named_script_args = dict(request.script_args)
+    p = cls(**{name: copy.copy(getattr(request, name)) for name in request_fields()})
     for key, field_name in OVERRIDE_FIELDS.items():
         value = getattr(request, field_name)
         if value is not None:

@@ -76,27 +76,16 @@ def _hires_fields(body: models.Txt2ImgRequest) -> dict[str, Any]:
 
 
 def _script_fields(body, services: Services, image_mode: bool) -> dict[str, Any]:
-    """`script_name` + positional `script_args`: one of our img2img scripts (arguments checked by name), or a
-    dropdown script from scripts/ or an extension (arguments passed on as given, after its defaults)."""
-    from modules.generation import img2img_scripts
-
+    """`script_name` + positional `script_args`: a dropdown script of the tab (scripts/ or an extension's); its
+    arguments are passed on as given, after its defaults, and checked by the script."""
     if not _wanted(body.script_name):
         return {}
-    name = img2img_scripts.find(body.script_name) if image_mode else None
-    if name is None:
-        runner = services.scripts.runner(image_mode)
-        script = runner.find_selectable(body.script_name)
-        if script is None:
-            choices = (list(img2img_scripts.SCRIPTS) if image_mode else []) + [
-                s.name for s in runner.selectable_scripts]
-            raise validation_error(["script_name"], f"unknown script {body.script_name!r}; available: {choices}")
-        return {"selected_script": script.name, "extension_scripts": {script.name: list(body.script_args or [])}}
-    try:
-        named = img2img_scripts.positional_args(name, list(body.script_args or []), services.upscalers.names())
-        img2img_scripts.check_args(name, named, services.upscalers)
-    except ValueError as error:
-        raise validation_error(["script_args"], str(error)) from None
-    return {"script_name": name, "script_args": named}
+    runner = services.scripts.runner(image_mode)
+    script = runner.find_selectable(body.script_name)
+    if script is None:
+        choices = [s.name for s in runner.selectable_scripts]
+        raise validation_error(["script_name"], f"unknown script {body.script_name!r}; available: {choices}")
+    return {"selected_script": script.name, "extension_scripts": {script.name: list(body.script_args or [])}}
 
 
 def _alwayson_fields(scripts: dict[str, Any], services: Services, image_mode: bool) -> dict[str, Any]:

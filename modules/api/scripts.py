@@ -1,12 +1,11 @@
-"""What /sdapi/v1/scripts and /sdapi/v1/script-info report: our img2img scripts, the scripts loaded from
-scripts/ and extensions, and ControlNet.
+"""What /sdapi/v1/scripts and /sdapi/v1/script-info report: the scripts loaded from scripts/ and extensions, and
+ControlNet.
 
 Names are A1111's `script.name` (the title in lower case, what `script_name` and `alwayson_scripts` match).
 As in A1111, /scripts lists the always-on scripts too; here that is ControlNet, in both modes.
 """
 from __future__ import annotations
 
-from modules.generation import img2img_scripts
 from modules.api import models
 from modules.controlnet.units import ControlNetUnit
 from modules.services import Services
@@ -16,20 +15,14 @@ CONTROLNET = "controlnet"
 
 def script_lists(services: Services) -> models.ScriptsList:
     """Dropdown scripts, then always-on ones (ControlNet last), per tab, by name."""
-    def names(runner, own: list[str]) -> list[str]:
-        return [*own, *(s.name for s in runner.selectable_scripts), *(s.name for s in runner.alwayson_scripts),
-                CONTROLNET]
-    return models.ScriptsList(txt2img=names(services.scripts.txt2img, []),
-                              img2img=names(services.scripts.img2img,
-                                            [name.lower() for name in img2img_scripts.SCRIPTS]))
+    def names(runner) -> list[str]:
+        return [*(s.name for s in runner.selectable_scripts), *(s.name for s in runner.alwayson_scripts), CONTROLNET]
+    return models.ScriptsList(txt2img=names(services.scripts.txt2img), img2img=names(services.scripts.img2img))
 
 
 def script_infos(services: Services) -> list[models.ScriptInfo]:
     """txt2img's scripts, then img2img's, as A1111 lists them."""
     controlnet_args = _controlnet_args(int(services.options.control_net_unit_count))
-    selectable = [models.ScriptInfo(name=name.lower(), is_alwayson=False, is_img2img=True,
-                                    args=_img2img_script_args(name, services.upscalers.names()))
-                  for name in img2img_scripts.SCRIPTS]
 
     def loaded(runner) -> list[models.ScriptInfo]:
         return [models.ScriptInfo(name=script.name, is_alwayson=script.alwayson, is_img2img=runner.is_img2img,
@@ -37,20 +30,8 @@ def script_infos(services: Services) -> list[models.ScriptInfo]:
                 for script in [*runner.selectable_scripts, *runner.alwayson_scripts]]
     return [*loaded(services.scripts.txt2img),
             models.ScriptInfo(name=CONTROLNET, is_alwayson=True, is_img2img=False, args=controlnet_args),
-            *selectable, *loaded(services.scripts.img2img),
+            *loaded(services.scripts.img2img),
             models.ScriptInfo(name=CONTROLNET, is_alwayson=True, is_img2img=True, args=controlnet_args)]
-
-
-def _img2img_script_args(name: str, upscaler_names: list[str]) -> list[models.ScriptArg]:
-    """One entry per positional `script_args` slot, in A1111's order; a slot this project ignores (an
-    info text, Loopback's interrogation) has no label. img2img_scripts declares no slider ranges, so
-    minimum, maximum and step stay unset."""
-    choices = {"denoising_curve": list(img2img_scripts.CURVES), "direction": list(img2img_scripts.DIRECTIONS),
-               "upscaler": upscaler_names}
-    defaults = img2img_scripts.SCRIPTS[name]
-    return [models.ScriptArg() if key is None else
-            models.ScriptArg(label=key, value=defaults[key], choices=choices.get(key))
-            for key in img2img_scripts.POSITIONAL[name]]
 
 
 def _controlnet_args(unit_count: int) -> list[models.ScriptArg]:

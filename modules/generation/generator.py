@@ -18,7 +18,7 @@ from modules import extra_networks, images
 from modules.controlnet import plan as controlnet_plan
 from modules.devices import FULL
 from modules.diffusion import compilation, noise, sampling, stop_points, token_merging, warmup
-from modules.generation import hires as hires_fix, img2img, img2img_scripts, passes, results
+from modules.generation import hires as hires_fix, img2img, passes, results
 from modules.generation.context import JobContext, ScriptHooks
 from modules.generation.saving import Saver, write_params
 from modules.jobs import Job, JobError
@@ -134,8 +134,6 @@ class Generator:
     def img2img(self, request, job: Job) -> results.GenerationResult:
         if not request.init_images:
             raise JobError("init_images: img2img needs an image to start from", status=422)
-        if request.script_name:
-            return self._guarded(request, img2img_scripts.run, self, request, job)
         return self._guarded(request, self._run, request, job)
 
     def _run(self, request, job: Job) -> results.GenerationResult:

@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from modules import images
 from modules.controlnet.units import MAX_UNITS, ControlNetUnit
 from modules.diffusion import noise, samplers
-from modules.generation import img2img_scripts
 from modules.generation.hires import HiresPlan
 from modules.prompts import limits
 
@@ -77,12 +76,7 @@ class GenerationRequest(BaseModel):
     refiner_checkpoint: str | None = None
     refiner_switch_at: float = Field(0.8, ge=0.01, le=1.0, allow_inf_nan=False)
 
-    # img2img scripts (A1111 script dropdown): None, "Loopback", "Poor man's outpainting", "Outpainting mk2",
-    # "SD upscale"; script_args holds that script's arguments by name.
-    script_name: str | None = None
-    script_args: dict[str, Any] = Field(default_factory=dict)
-
-    # Scripts loaded from scripts/ and extensions (modules.scripts): the chosen dropdown script's name, and the
+    # Scripts (modules.scripts, from scripts/ and extensions): the chosen dropdown script's name, and the
     # positional args of any script given some (A1111's script_args / alwayson_scripts[name]["args"]).
     selected_script: str | None = None
     extension_scripts: dict[str, list] = Field(default_factory=dict)
@@ -158,16 +152,6 @@ class GenerationRequest(BaseModel):
         # The UI's "Use same sampler" / "Use same scheduler" and an empty value mean the first pass's.
         return None if not value or value.startswith("Use same") else value
 
-    @field_validator("script_name")
-    @classmethod
-    def _known_script(cls, value: str | None) -> str | None:
-        if not value or value == "None":
-            return None
-        found = img2img_scripts.find(value)
-        if found is None:
-            raise ValueError(f"unknown script {value!r}; choose one of {list(img2img_scripts.SCRIPTS)}")
-        return found
-
     @field_validator("vae")
     @classmethod
     def _known_vae(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -223,8 +207,6 @@ class GenerationRequest(BaseModel):
                                  f"{MAX_PIXELS // 1_000_000} megapixel limit")
         if self.mask is not None and not self.init_images:
             raise ValueError("mask: a mask needs an init image")
-        if self.script_name is not None:
-            self.script_args = img2img_scripts.check_args(self.script_name, self.script_args)
         return self
 
     @model_validator(mode="after")

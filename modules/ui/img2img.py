@@ -35,29 +35,9 @@ INPAINT_MODES = ("inpaint", "inpaint_sketch", "inpaint_upload")
 MASK_MODES = ["Inpaint masked", "Inpaint not masked"]
 FILL_MODES = ["fill", "original", "latent noise", "latent nothing"]
 AREAS = ["Whole picture", "Only masked"]
-DIRECTIONS = ["left", "right", "up", "down"]
-SCRIPTS = ["None", "Loopback", "Poor man's outpainting", "Outpainting mk2", "SD upscale"]
 PNG_INFO_PROPS = ["Prompt", "Negative prompt", "Seed", "CFG scale", "Sampler", "Steps", "Model hash"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif")
 
-# Component key (in Img2ImgTab.fields) → (script, argument) for each script's controls.
-SCRIPT_FIELDS = {
-    "loopback_loops": ("Loopback", "loops"),
-    "loopback_final_denoising_strength": ("Loopback", "final_denoising_strength"),
-    "loopback_denoising_curve": ("Loopback", "denoising_curve"),
-    "poor_man_pixels": ("Poor man's outpainting", "pixels"),
-    "poor_man_mask_blur": ("Poor man's outpainting", "mask_blur"),
-    "poor_man_inpainting_fill": ("Poor man's outpainting", "inpainting_fill"),
-    "poor_man_direction": ("Poor man's outpainting", "direction"),
-    "mk2_pixels": ("Outpainting mk2", "pixels"),
-    "mk2_mask_blur": ("Outpainting mk2", "mask_blur"),
-    "mk2_direction": ("Outpainting mk2", "direction"),
-    "mk2_noise_q": ("Outpainting mk2", "noise_q"),
-    "mk2_color_variation": ("Outpainting mk2", "color_variation"),
-    "sd_upscale_overlap": ("SD upscale", "overlap"),
-    "sd_upscale_scale_factor": ("SD upscale", "scale_factor"),
-    "sd_upscale_upscaler": ("SD upscale", "upscaler"),
-}
 # Keys of Img2ImgTab.fields that are not request fields: the inputs, resize-by and batch controls.
 IMAGE_KEYS = ("init_img", "sketch", "init_img_with_mask", "inpaint_color_sketch", "init_img_inpaint",
               "init_mask_inpaint")
@@ -67,7 +47,7 @@ UI_KEYS = IMAGE_KEYS + ("mode", "resize_tab", "scale_by", "mask_alpha", "batch_i
 LABELS = {**txt2img.LABELS, "init_images": "Image", "mask": "Mask", "resize_mode": "Resize mode",
           "mask_blur": "Mask blur", "inpainting_fill": "Masked content", "inpaint_full_res": "Inpaint area",
           "inpaint_full_res_padding": "Only masked padding, pixels", "inpainting_mask_invert": "Mask mode",
-          "script_name": "Script", "script_args": "Script"}
+          "selected_script": "Script", "extension_scripts": "Script"}
 
 
 class InputError(ValueError):
@@ -142,23 +122,12 @@ def init_and_mask(mode: str, values: dict[str, Any], background: str = "#ffffff"
     raise InputError(f"unknown img2img mode {mode!r}")
 
 
-def script_args(name: str | None, values: dict[str, Any]) -> dict[str, Any]:
-    args = {}
-    for key, (script, arg) in SCRIPT_FIELDS.items():
-        if script == name and key in values:
-            value = values[key]
-            if isinstance(value, float) and arg in ("loops", "pixels", "mask_blur", "overlap"):
-                value = number(value, int)
-            args[arg] = list(value) if isinstance(value, (list, tuple)) else value
-    return args
-
-
 def request_data(values: dict[str, Any], background: str = "#ffffff") -> dict[str, Any]:
     """Component values → the dict GenerationRequest validates: init image and mask of the selected mode,
     "Resize by" turned into a size, the selected script's arguments. Raises InputError without an image."""
     values = dict(values)
     mode = values.get("mode") or "img2img"
-    data = {key: value for key, value in values.items() if key not in UI_KEYS and key not in SCRIPT_FIELDS}
+    data = {key: value for key, value in values.items() if key not in UI_KEYS}
     data = txt2img.request_data(data)
     if mode != "batch":
         init, mask = init_and_mask(mode, values, background)
@@ -170,9 +139,6 @@ def request_data(values: dict[str, Any], background: str = "#ffffff") -> dict[st
             data[key] = number(data[key], int)
     if "inpaint_full_res" in data:   # the radio's index: 1 = "Only masked"
         data["inpaint_full_res"] = data["inpaint_full_res"] == 1
-    name = values.get("script_name")
-    data["script_name"] = None if name in (None, "", "None") else name
-    data["script_args"] = script_args(data["script_name"], values)
     return data
 
 
@@ -239,58 +205,6 @@ def _editor(elem_id: str, brush: gr.Brush) -> gr.ImageEditor:
 def _image(elem_id: str, label: str) -> gr.Image:
     return named_refusals(gr.Image(type="pil", image_mode="RGBA", sources=["upload", "clipboard"], label=label,
                                    show_label=False, elem_id=elem_id, height=480))
-
-
-def _create_scripts(services) -> tuple[gr.Dropdown, dict[str, gr.components.Component]]:
-    upscaler_names = services.upscalers.names()
-    script = gr.Dropdown(SCRIPTS + scripts_ui.titles(services.scripts.img2img), value="None", label="Script",
-                         elem_id="script_list")
-    groups = {}
-    fields: dict[str, gr.components.Component] = {}
-    with gr.Group(visible=False, elem_id="script_loopback") as groups["Loopback"]:
-        fields["loopback_loops"] = slider(1, 32, value=4, step=1, precision=0, label="Loops", elem_id="loopback_loops")
-        fields["loopback_final_denoising_strength"] = slider(
-            0.0, 1.0, value=0.5, step=0.01, label="Final denoising strength",
-            elem_id="loopback_final_denoising_strength")
-        fields["loopback_denoising_curve"] = gr.Radio(["Aggressive", "Linear", "Lazy"], value="Linear",
-                                                      label="Denoising strength curve",
-                                                      elem_id="loopback_denoising_curve")
-    with gr.Group(visible=False, elem_id="script_poor_mans_outpainting") as groups["Poor man's outpainting"]:
-        fields["poor_man_pixels"] = slider(8, 256, value=128, step=8, precision=0, label="Pixels to expand",
-                                           elem_id="poor_man_pixels")
-        fields["poor_man_mask_blur"] = slider(0, 64, value=4, step=1, precision=0, label="Mask blur",
-                                              elem_id="poor_man_mask_blur")
-        fields["poor_man_inpainting_fill"] = gr.Radio(FILL_MODES, value=FILL_MODES[1], type="index",
-                                                      label="Masked content", elem_id="poor_man_inpainting_fill")
-        fields["poor_man_direction"] = gr.CheckboxGroup(DIRECTIONS, value=DIRECTIONS, label="Outpainting direction",
-                                                        elem_id="poor_man_direction")
-    with gr.Group(visible=False, elem_id="script_outpainting_mk2") as groups["Outpainting mk2"]:
-        gr.HTML("<p>Recommended settings: Sampling Steps: 80-100, Sampler: Euler a, Denoising strength: 0.8</p>",
-                js_on_load=None)
-        fields["mk2_pixels"] = slider(8, 256, value=128, step=8, precision=0, label="Pixels to expand",
-                                      elem_id="mk2_pixels")
-        fields["mk2_mask_blur"] = slider(0, 64, value=8, step=1, precision=0, label="Mask blur",
-                                         elem_id="mk2_mask_blur")
-        fields["mk2_direction"] = gr.CheckboxGroup(DIRECTIONS, value=DIRECTIONS, label="Outpainting direction",
-                                                   elem_id="mk2_direction")
-        fields["mk2_noise_q"] = slider(0.0, 4.0, value=1.0, step=0.01, label="Fall-off exponent (lower=higher detail)",
-                                       elem_id="mk2_noise_q")
-        fields["mk2_color_variation"] = slider(0.0, 1.0, value=0.05, step=0.01, label="Color variation",
-                                               elem_id="mk2_color_variation")
-    with gr.Group(visible=False, elem_id="script_sd_upscale") as groups["SD upscale"]:
-        gr.HTML("<p>Will upscale the image by the selected scale factor; use width and height sliders to set "
-                "tile size</p>", js_on_load=None)
-        fields["sd_upscale_overlap"] = slider(0, 256, value=64, step=16, precision=0, label="Tile overlap",
-                                              elem_id="sd_upscale_overlap")
-        fields["sd_upscale_scale_factor"] = slider(1.0, 4.0, value=2.0, step=0.05, label="Scale Factor",
-                                                   elem_id="sd_upscale_scale_factor")
-        fields["sd_upscale_upscaler"] = gr.Radio(upscaler_names, value="None", label="Upscaler",
-                                                 elem_id="sd_upscale_upscaler")
-    names = list(groups)
-    script.change(lambda chosen: [gr.update(visible=name == chosen) for name in names], inputs=[script],
-                  outputs=[groups[name] for name in names], queue=False, show_progress="hidden",
-                  api_visibility=PRIVATE)
-    return script, fields
 
 
 def _create_batch(services) -> dict[str, gr.components.Component]:
@@ -414,9 +328,7 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Img2ImgT
                                                                 elem_id=f"{TAB}_inpaint_full_res_padding")
             fields.update(txt2img.create_refiner(services, TAB))
             fields.update(controlnet.create_panel(services, TAB, width, height, demo=demo, topbar=topbar).fields)
-            fields["script_name"], script_fields = _create_scripts(services)
-            fields.update(script_fields)
-            script_controls = scripts_ui.create(services.scripts.img2img, chooser=fields["script_name"])
+            script_controls = scripts_ui.create(services.scripts.img2img)
             fields["styles"] = top.styles
         output = create_output_panel(TAB)
 
@@ -475,12 +387,12 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Img2ImgT
         request = txt2img.validated(services, data, LABELS)
         return Submission(lambda: services.submit_img2img(request))
 
+    chooser = [script_controls.chooser] if script_controls.chooser is not None else []
+
     def submissions(*values):
-        script_values = list(values[len(names):])
+        script_values = list(values[len(names) + len(chooser):])
+        chosen = values[len(names)] if chooser else None
         values = dict(zip(names, values))
-        chosen = values.get("script_name")
-        if chosen in scripts_ui.titles(services.scripts.img2img):   # a script from scripts/ or an extension
-            values["script_name"] = None
         try:
             data = request_data(values, background)
         except InputError as error:
@@ -491,8 +403,9 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Img2ImgT
         return batch_submissions(services, data, values, background)
 
     js = _MODE_JS.format(mode=names.index("mode"), resize=names.index("resize_tab"), modes=json.dumps(MODES))
-    txt2img.connect_generation(services, top, output, [fields[name] for name in names] + script_controls.components,
-                               submissions, js=js)
+    txt2img.connect_generation(services, top, output,
+                               [fields[name] for name in names] + chooser + script_controls.components, submissions,
+                               js=js)
     return tab
 
 

@@ -104,8 +104,8 @@ def validation_message(error: ValidationError, labels: dict[str, str] = LABELS) 
 def validated(services, data: dict, labels: dict[str, str] = LABELS):
     """`validate_request`, its error shown as a gr.Error naming each field by its label."""
     try:
-        return validate_request(data, services.registry, services.networks, controlnet=services.controlnet,
-                                scripts=services.scripts)
+        return validate_request(data, services.registry, services.networks, services.upscalers,
+                                controlnet=services.controlnet, scripts=services.scripts)
     except ValidationError as error:
         raise gr.Error(escape_multiline(validation_message(error, labels)), title="Invalid settings",
                        print_exception=False) from None
