@@ -29,17 +29,18 @@ class DeviceConfig:
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
 
-    def memory_for(self, family: str) -> str:
-        if self.memory == FULL and self.medvram_sdxl and family.startswith("sdxl"):
+    def memory_for(self, family) -> str:
+        """The memory mode for a model of `family` (a models.families.Family): --medvram-sdxl for SDXL ones."""
+        if self.memory == FULL and self.medvram_sdxl and family.xl:
             return MEDVRAM
         return self.memory
 
-    def vae_dtype_for(self, family: str) -> torch.dtype:
+    def vae_dtype_for(self, family) -> torch.dtype:
         """The VAE's dtype for a model family. SDXL's VAE overflows fp16 (A1111's "A tensor with all NaNs was
         produced in VAE": a wasted decode, then the VAE kept in fp32, twice the memory and time). bf16 has fp32's
         range, so on a GPU that computes in bf16 an fp16 SDXL VAE runs in bf16 instead, as ComfyUI does: no
         overflow and half fp32's memory, at a precision below what an 8-bit image shows. SD 1.x/2.x VAEs keep fp16."""
-        if self.vae_dtype == torch.float16 and self.bf16_sdxl_vae and family.startswith("sdxl"):
+        if self.vae_dtype == torch.float16 and self.bf16_sdxl_vae and family.xl:
             return torch.bfloat16
         return self.vae_dtype
 

@@ -19,6 +19,7 @@ from modules.controlnet.models import (
     load_controlnet,
     to_diffusers,
 )
+from modules.models import families
 from tests.fixtures.tiny_checkpoints import build_tiny_model, write_malicious_pickle, write_safetensors
 from tests.fixtures.tiny_controlnets import (
     build_tiny_controlnet,
@@ -78,11 +79,11 @@ def test_every_layout_loads_the_same_weights_and_family(tmp_path, controlnets, f
         name, options = LAYOUTS[layout]
         path = write_controlnet(controlnets[family], tmp_path / name, **options)
     model, detected = load_controlnet(path, torch.float32)
-    assert detected == family
+    assert detected.id == family
     assert not model.training and all(p.device.type == "cpu" for p in model.parameters())
     assert_same_weights(model, controlnets[family])
     registry = ControlNetRegistry(tmp_path)
-    assert registry.family(registry.items()[0]) == family   # read from the header / weights alone
+    assert registry.family(registry.items()[0]).id == family   # read from the header / weights alone
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -116,7 +117,7 @@ def test_old_file_holding_the_whole_sd_model_uses_only_the_controlnet(tmp_path, 
     path = tmp_path / "control_sd15_canny.pth"
     torch.save(combined, path)
     model, family = load_controlnet(path, torch.float32)
-    assert family == "sd1"
+    assert family is families.SD1
     assert_same_weights(model, controlnets["sd1"])
 
 
@@ -137,9 +138,9 @@ def test_real_size_controlnets_are_recognised(family):
     with init_empty_weights():
         real = ControlNetModel(**REAL_CONFIGS[family])
     original = {"control_model." + key: value for key, value in controlnet_to_ldm(real).items()}
-    assert detect_family({key: tuple(value.shape) for key, value in original.items()}) == family
+    assert detect_family({key: tuple(value.shape) for key, value in original.items()}).id == family
     shapes = {key: tuple(value.shape) for key, value in to_diffusers(original).items()}
-    config = controlnet_config(shapes, family)
+    config = controlnet_config(shapes, families.by_id(family))
     for key, value in REAL_CONFIGS[family].items():
         if key != "transformer_layers_per_block":   # read back only where a level has attention
             assert list(config[key]) == list(value) if isinstance(value, list) else config[key] == value, key
@@ -226,11 +227,11 @@ def test_titles_filtered_by_checkpoint_family(folder, tiny_sd1, caplog):
     registry = ControlNetRegistry(folder)
     names = lambda titles: [title.split(" [")[0] for title in titles]  # noqa: E731
     with caplog.at_level(logging.WARNING):
-        assert names(registry.titles("sd1")) == ["control_v11p_sd15_canny", "control_v11p_sd15_canny_anime"]
+        assert names(registry.titles(families.SD1)) == ["control_v11p_sd15_canny", "control_v11p_sd15_canny_anime"]
     assert "broken.safetensors" in caplog.text and "some_lora.safetensors" in caplog.text
-    assert names(registry.titles("sd2")) == ["controlnet_sd21_depth"]
-    assert names(registry.titles("sdxl")) == ["controlnet-depth-sdxl", "diffusers_xl_canny_full"]
-    assert registry.titles("sdxl_refiner") == []
+    assert names(registry.titles(families.SD2)) == ["controlnet_sd21_depth"]
+    assert names(registry.titles(families.SDXL)) == ["controlnet-depth-sdxl", "diffusers_xl_canny_full"]
+    assert registry.titles(families.SDXL_REFINER) == []
     assert len(registry.titles()) == 7   # the unfiltered list still shows every file
 
 
@@ -262,7 +263,7 @@ def test_malicious_pickle_executes_nothing(tmp_path):
         registry.family(registry.items()[0])
     with pytest.raises(ControlNetLoadError, match="control_evil.pth"):
         ControlNetCache(registry, torch.device("cpu"), torch.float32, lambda: 2).get(registry.items()[0])
-    assert registry.titles("sd1") == []
+    assert registry.titles(families.SD1) == []
     assert not marker.exists()
     assert path.exists()
 
@@ -304,5 +305,5 @@ def test_cache_reloads_a_changed_file(tmp_path, controlnets):
     after = cache.get(info)
     assert after is not before
     assert_same_weights(after, replacement)
-    assert registry.family(info) == "sd1"
+    assert registry.family(info).id == "sd1"
 

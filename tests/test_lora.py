@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from modules.models import files
+from modules.models import families, files
 from modules.models.registry import HashCache
 from modules.networks import lora
+from modules.networks.lora import apply as lora_apply
 from tests.fixtures import tiny_loras
 from tests.fixtures.pipelines import build_pipeline
 from tests.fixtures.tiny_checkpoints import build_tiny_model
@@ -242,9 +243,9 @@ def test_requests_from_tags_follow_a1111_weight_rules(registry):
 # --------------------------------------------------------------------------- family detection
 
 def test_lora_family_from_layout_and_real_widths(sd1, sdxl):
-    assert lora.lora_family(tiny_loras.kohya_lora(sd1.model)) == "sd1"
-    assert lora.lora_family(tiny_loras.kohya_lora(sdxl.model)) == "sdxl"
-    assert lora.lora_family(tiny_loras.kohya_lora(sdxl.model, text_encoder=False)) == "sdxl"   # depth-2 blocks
+    assert lora.lora_family(tiny_loras.kohya_lora(sd1.model)).id == "sd1"
+    assert lora.lora_family(tiny_loras.kohya_lora(sdxl.model)).id == "sdxl"
+    assert lora.lora_family(tiny_loras.kohya_lora(sdxl.model, text_encoder=False)).id == "sdxl"   # depth-2 blocks
 
     def real(width: int, te: int | None = None):
         key = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k"
@@ -254,9 +255,9 @@ def test_lora_family_from_layout_and_real_widths(sd1, sdxl):
             sd |= {f"{te_key}.lora_down.weight": torch.zeros(1, te), f"{te_key}.lora_up.weight": torch.zeros(te, 1)}
         return sd
 
-    assert lora.lora_family(real(768)) == "sd1"
-    assert lora.lora_family(real(1024)) == "sd2"
-    assert lora.lora_family(real(2048)) == "sdxl"
+    assert lora.lora_family(real(768)).id == "sd1"
+    assert lora.lora_family(real(1024)).id == "sd2"
+    assert lora.lora_family(real(2048)).id == "sdxl"
     assert lora.lora_family({"something_else": torch.zeros(1)}) is None
 
 
@@ -265,7 +266,7 @@ def test_fits_reports_the_reason(sd1, sdxl):
     assert lora.fits(tiny_loras.kohya_lora(sdxl.model), sdxl.pipe) is None
     reason = lora.fits(tiny_loras.kohya_lora(sdxl.model), sd1.pipe)
     assert reason.startswith("made for SDXL, but the checkpoint is SD 1.x:") and "/80 keys match" in reason
-    reason = lora.fits(tiny_loras.kohya_lora(sd1.model), sdxl.pipe, "sdxl")
+    reason = lora.fits(tiny_loras.kohya_lora(sd1.model), sdxl.pipe, families.SDXL)
     # the mid-block self-attention has the same widths in both tiny models; the rest does not match
     assert reason == "made for SD 1.x, but the checkpoint is SDXL: 6/40 keys match"
 
@@ -274,14 +275,14 @@ def test_fits_reports_the_reason(sd1, sdxl):
 
 def test_sd1_lora_changes_the_image_and_is_removed_bit_for_bit(sd1, registry, cache):
     info = registry.find("sd1_style")
-    with lora.applied(sd1.pipe, "sd1", [(info, 1.0, 1.0)], cache) as result:
+    with lora.applied(sd1.pipe, families.SD1, [(info, 1.0, 1.0)], cache) as result:
         assert list(result) == [] and result.loras == [info]
         assert changed_layers(sd1) == {"unet": 32, "text_encoder": 8}   # 4 blocks x 8 projections; 2 layers x 4
         assert sd1.structure() == sd1.tree     # merged: sampling runs the model's own layers, no adapter around them
         image = sd1.run()
     assert changed(image, sd1.baseline) > 1e-3
     assert_restored(sd1)
-    with lora.applied(sd1.pipe, "sd1", [(info, 1.0, 1.0)], cache):   # the same again: same pixels, from cache
+    with lora.applied(sd1.pipe, families.SD1, [(info, 1.0, 1.0)], cache):   # the same again: same pixels, from cache
         assert np.array_equal(sd1.run(), image)
     assert len(cache) == 1
     assert_restored(sd1)
@@ -291,7 +292,7 @@ def test_text_encoder_and_unet_weights_each_change_the_image(sd1, registry, cach
     info = registry.find("sd1_style")
     images = {}
     for te, unet in ((1.0, 0.0), (0.0, 1.0), (0.5, 0.5)):
-        with lora.applied(sd1.pipe, "sd1", [(info, te, unet)], cache):
+        with lora.applied(sd1.pipe, families.SD1, [(info, te, unet)], cache):
             images[te, unet] = sd1.run()
         assert changed(images[te, unet], sd1.baseline) > 1e-4, (te, unet)
     assert changed(images[1.0, 0.0], images[0.0, 1.0]) > 1e-4
@@ -301,7 +302,7 @@ def test_text_encoder_and_unet_weights_each_change_the_image(sd1, registry, cach
 
 def test_te_only_and_unet_only_files(sd1, registry, cache):
     for name in ("sd1_te_only", "sd1_unet_only"):
-        with lora.applied(sd1.pipe, "sd1", [(registry.find(name), 1.0, 1.0)], cache) as result:
+        with lora.applied(sd1.pipe, families.SD1, [(registry.find(name), 1.0, 1.0)], cache) as result:
             assert list(result) == []
             assert changed(sd1.run(), sd1.baseline) > 1e-4, name
     assert_restored(sd1)
@@ -309,11 +310,11 @@ def test_te_only_and_unet_only_files(sd1, registry, cache):
 
 def test_two_loras_at_once(sd1, registry, cache):
     one, two = registry.find("sd1_style"), registry.find("sd1_other")
-    with lora.applied(sd1.pipe, "sd1", [(one, 1.0, 1.0)], cache):
+    with lora.applied(sd1.pipe, families.SD1, [(one, 1.0, 1.0)], cache):
         only_one = sd1.run()
-    with lora.applied(sd1.pipe, "sd1", [(two, 1.0, 1.0)], cache):
+    with lora.applied(sd1.pipe, families.SD1, [(two, 1.0, 1.0)], cache):
         only_two = sd1.run()
-    with lora.applied(sd1.pipe, "sd1", [(one, 1.0, 1.0), (two, 0.7, 0.7)], cache) as result:
+    with lora.applied(sd1.pipe, families.SD1, [(one, 1.0, 1.0), (two, 0.7, 0.7)], cache) as result:
         assert list(result) == [] and result.loras == [one, two]
         assert sd1.structure() == sd1.tree
         both = sd1.run()
@@ -324,13 +325,13 @@ def test_two_loras_at_once(sd1, registry, cache):
 def test_a_lora_named_twice_is_applied_once_with_the_sum_of_its_weights(sd1, registry, cache, monkeypatch):
     """A1111 applies each mention, and the change is proportional to the weight: the same image, at the cost of one."""
     info = registry.find("sd1_style")
-    with lora.applied(sd1.pipe, "sd1", [(info, 1.0, 0.5)], cache):
+    with lora.applied(sd1.pipe, families.SD1, [(info, 1.0, 0.5)], cache):
         once = sd1.run()
     loads = []
     original = sd1.pipe.load_lora_weights
     monkeypatch.setattr(sd1.pipe, "load_lora_weights", lambda *args, **kwargs: (loads.append(1),
                                                                                 original(*args, **kwargs)))
-    with lora.applied(sd1.pipe, "sd1", [(info, 0.25, 0.125)] * 4, cache) as result:
+    with lora.applied(sd1.pipe, families.SD1, [(info, 0.25, 0.125)] * 4, cache) as result:
         assert len(loads) == 1 and result.loras == [info]
         assert np.allclose(sd1.run(), once, atol=1e-6)
     assert_restored(sd1)
@@ -347,7 +348,7 @@ def test_each_lora_loads_into_a_model_without_adapters(sd1, registry, cache, mon
 
     monkeypatch.setattr(sd1.pipe, "load_lora_weights", load)
     names = ["sd1_style", "sd1_other", "sd1_te_only", "sd1_unet_only", "sd1_locon"]
-    with lora.applied(sd1.pipe, "sd1", [(registry.find(name), 0.5, 0.5) for name in names], cache) as result:
+    with lora.applied(sd1.pipe, families.SD1, [(registry.find(name), 0.5, 0.5) for name in names], cache) as result:
         assert len(result.loras) == 5 and present == [0, 0, 0, 0, 0]
     assert_restored(sd1)
 
@@ -362,21 +363,21 @@ def test_an_interrupt_between_loras_stops_and_restores(sd1, registry, cache):
         return len(seen) > 1    # after the first LoRA
 
     requests = [(registry.find(name), 1.0, 1.0) for name in ("sd1_style", "sd1_other")]
-    with pytest.raises(stop_points.Interrupted), lora.applied(sd1.pipe, "sd1", requests, cache, should_stop):
+    with pytest.raises(stop_points.Interrupted), lora.applied(sd1.pipe, families.SD1, requests, cache, should_stop):
         pass
     assert_restored(sd1)
 
 
 def test_weight_zero_is_the_baseline(sd1, registry, cache):
     info = registry.find("sd1_style")
-    with lora.applied(sd1.pipe, "sd1", [(info, 0.0, 0.0)], cache) as result:
+    with lora.applied(sd1.pipe, families.SD1, [(info, 0.0, 0.0)], cache) as result:
         assert list(result) == [] and result.loras == [info]      # still listed for "Lora hashes", as A1111
         assert np.array_equal(sd1.run(), sd1.baseline)
     assert_restored(sd1)
 
 
 def test_locon_convolution_layers_are_applied(sd1, registry, cache):
-    with lora.applied(sd1.pipe, "sd1", [(registry.find("sd1_locon"), 1.0, 1.0)], cache) as result:
+    with lora.applied(sd1.pipe, families.SD1, [(registry.find("sd1_locon"), 1.0, 1.0)], cache) as result:
         assert list(result) == []
         assert changed_layers(sd1)["unet"] == 32 + 16     # attention + resnet convs
         assert changed(sd1.run(), sd1.baseline) > 1e-4
@@ -385,18 +386,18 @@ def test_locon_convolution_layers_are_applied(sd1, registry, cache):
 
 def test_sdxl_lora_with_sgm_names_applies_to_all_three_parts(sdxl, registry, cache):
     info = registry.find("SDXL Style")
-    with lora.applied(sdxl.pipe, "sdxl", [(info, 1.0, 1.0)], cache) as result:
+    with lora.applied(sdxl.pipe, families.SDXL, [(info, 1.0, 1.0)], cache) as result:
         assert list(result) == []
         assert changed_layers(sdxl) == {"unet": 64, "text_encoder": 8, "text_encoder_2": 8}
         image = sdxl.run()
     assert changed(image, sdxl.baseline) > 1e-4
-    with lora.applied(sdxl.pipe, "sdxl", [(info, 1.0, 0.0)], cache):
+    with lora.applied(sdxl.pipe, families.SDXL, [(info, 1.0, 0.0)], cache):
         assert changed(sdxl.run(), sdxl.baseline) > 1e-4                  # the text encoders alone
     assert_restored(sdxl)
 
 
 def test_sd1_lora_on_sdxl_is_a_warning_and_not_applied(sdxl, registry, cache):
-    with lora.applied(sdxl.pipe, "sdxl", [(registry.find("sd1_style"), 1.0, 1.0)], cache) as result:
+    with lora.applied(sdxl.pipe, families.SDXL, [(registry.find("sd1_style"), 1.0, 1.0)], cache) as result:
         assert result.loras == []
         assert list(result) == [("LoRA sd1_style: made for SD 1.x, but the checkpoint is SDXL: 6/40 keys match; "
                                  "not applied")]
@@ -407,7 +408,7 @@ def test_sd1_lora_on_sdxl_is_a_warning_and_not_applied(sdxl, registry, cache):
 
 def test_sdxl_lora_on_sd1_is_a_warning_and_the_other_lora_still_applies(sd1, registry, cache):
     requests = [(registry.find("sdxl_style"), 1.0, 1.0), (registry.find("sd1_style"), 1.0, 1.0)]
-    with lora.applied(sd1.pipe, "sd1", requests, cache) as result:
+    with lora.applied(sd1.pipe, families.SD1, requests, cache) as result:
         assert len(result) == 1 and result[0].startswith("LoRA sdxl_style: made for SDXL, but the checkpoint is SD 1.x")
         assert [info.name for info in result.loras] == ["sd1_style"]
         assert changed(sd1.run(), sd1.baseline) > 1e-4
@@ -416,7 +417,7 @@ def test_sdxl_lora_on_sd1_is_a_warning_and_the_other_lora_still_applies(sd1, reg
 
 @pytest.mark.parametrize("name, kind", [("sd1_loha", "LoHa"), ("sd1_lokr", "LoKr")])
 def test_unsupported_lycoris_types_are_named_in_a_warning(sd1, registry, cache, name, kind):
-    with lora.applied(sd1.pipe, "sd1", [(registry.find(name), 1.0, 1.0)], cache) as result:
+    with lora.applied(sd1.pipe, families.SD1, [(registry.find(name), 1.0, 1.0)], cache) as result:
         assert result.loras == [] and len(result) == 1
         assert f"LoRA {name}: {kind} networks are not supported" in result[0]
         assert np.array_equal(sd1.run(), sd1.baseline)
@@ -425,7 +426,7 @@ def test_unsupported_lycoris_types_are_named_in_a_warning(sd1, registry, cache, 
 
 def test_an_exception_inside_the_block_still_removes_the_adapters(sd1, registry, cache):
     with (pytest.raises(RuntimeError, match="boom"),
-          lora.applied(sd1.pipe, "sd1", [(registry.find("sd1_style"), 1.0, 1.0)], cache)):
+          lora.applied(sd1.pipe, families.SD1, [(registry.find("sd1_style"), 1.0, 1.0)], cache)):
         assert changed_layers(sd1)
         raise RuntimeError("boom")
     assert_restored(sd1)
@@ -444,7 +445,7 @@ def test_damaged_and_hostile_files_are_warnings(sd1, tmp_path, cache):
                           folder / "empty.safetensors")
     registry = lora.LoraRegistry(folder)
     requests = [(registry.find(name), 1.0, 1.0) for name in ("truncated", "hostile", "empty")]
-    with lora.applied(sd1.pipe, "sd1", requests, cache) as result:
+    with lora.applied(sd1.pipe, families.SD1, requests, cache) as result:
         assert result.loras == [] and len(result) == 3
         assert result[0].startswith("LoRA truncated: cannot be read")
         assert result[1].startswith("LoRA hostile: refused")
@@ -459,7 +460,7 @@ def test_layers_the_model_lacks_are_skipped_with_a_warning(sd1, tmp_path, cache)
            f"{extra}.alpha": torch.tensor(4.0)}
     tiny_loras.write_lora(sd, tmp_path / "Lora" / "extra.safetensors")
     info = lora.LoraRegistry(tmp_path / "Lora").find("extra")
-    with lora.applied(sd1.pipe, "sd1", [(info, 1.0, 1.0)], cache) as result:
+    with lora.applied(sd1.pipe, families.SD1, [(info, 1.0, 1.0)], cache) as result:
         assert result.loras == [info]
         assert result[0] == (f"LoRA extra: 1 of 41 layers have no counterpart in this checkpoint and were skipped "
                              f"(e.g. {extra})")
@@ -493,7 +494,7 @@ def test_weights_follow_a1111_maths(sd1, registry, cache):
                "lora_te_text_model_encoder_layers_1_self_attn_out_proj", 0.5)]
     originals = {name: (model.get_submodule(name).weight.detach().clone(), model.get_submodule(name).bias)
                  for model, name, _, _ in layers}
-    with lora.applied(sd1.pipe, "sd1", [(info, 0.5, 0.7)], cache):
+    with lora.applied(sd1.pipe, families.SD1, [(info, 0.5, 0.7)], cache):
         for model, name, key, multiplier in layers:
             layer = model.get_submodule(name)
             weight, bias = originals[name]
@@ -531,8 +532,8 @@ def test_every_key_layout_gives_the_same_image(sd1, tmp_path, cache):
     registry = lora.LoraRegistry(tmp_path / "Lora")
     images = []
     for name in ("kohya", "sgm", "diffusers", "legacy"):
-        assert lora.lora_family(files.load_state_dict(registry.find(name).path)) == "sd1", name
-        with lora.applied(sd1.pipe, "sd1", [(registry.find(name), 1.0, 1.0)], cache) as result:
+        assert lora.lora_family(files.load_state_dict(registry.find(name).path)).id == "sd1", name
+        with lora.applied(sd1.pipe, families.SD1, [(registry.find(name), 1.0, 1.0)], cache) as result:
             assert list(result) == [], name
             assert changed_layers(sd1) == {"unet": 32, "text_encoder": 8}, name
             images.append(sd1.run())
@@ -553,12 +554,12 @@ def test_a_load_that_fails_half_way_is_cleaned_up_and_the_others_still_apply(sd1
 
     monkeypatch.setattr(sd1.pipe, "load_lora_weights", fails_after_injecting)
     requests = [(registry.find("sd1_other"), 1.0, 1.0), (registry.find("sd1_style"), 1.0, 1.0)]
-    with lora.applied(sd1.pipe, "sd1", requests, cache) as result:
+    with lora.applied(sd1.pipe, families.SD1, requests, cache) as result:
         assert list(result) == ["LoRA sd1_other: could not be applied: late failure"]
         assert [info.name for info in result.loras] == ["sd1_style"]
-        assert lora._injected_layers(sd1.pipe, calls[0]) == {"unet": 0, "text_encoder": 0}
+        assert lora_apply._injected_layers(sd1.pipe, calls[0]) == {"unet": 0, "text_encoder": 0}
         image = sd1.run()
     monkeypatch.undo()
-    with lora.applied(sd1.pipe, "sd1", [(registry.find("sd1_style"), 1.0, 1.0)], cache):
+    with lora.applied(sd1.pipe, families.SD1, [(registry.find("sd1_style"), 1.0, 1.0)], cache):
         assert np.array_equal(sd1.run(), image)
     assert_restored(sd1)

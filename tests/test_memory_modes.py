@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from modules import cmd_args, devices, services as services_module
-from modules.models import placement as placement_module
+from modules.models import families, placement as placement_module
 from modules.generation.request import validate_request
 from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
@@ -39,10 +39,10 @@ def test_a1111_speed_and_memory_flags_are_accepted():
 def test_memory_mode_per_family():
     cpu = torch.device("cpu")
     sdxl_only = devices.DeviceConfig(cpu, torch.float16, torch.float16, "sdp", True, medvram_sdxl=True)
-    assert sdxl_only.memory_for("sdxl") == devices.MEDVRAM and sdxl_only.memory_for("sd1") == devices.FULL
+    assert sdxl_only.memory_for(families.SDXL) == devices.MEDVRAM and sdxl_only.memory_for(families.SD1) == devices.FULL
     low = devices.DeviceConfig(cpu, torch.float16, torch.float16, "sdp", True, memory=devices.LOWVRAM,
                                medvram_sdxl=True)
-    assert low.memory_for("sdxl") == devices.LOWVRAM and low.memory_for("sd2") == devices.LOWVRAM
+    assert low.memory_for(families.SDXL) == devices.LOWVRAM and low.memory_for(families.SD2) == devices.LOWVRAM
     # On the CPU everything is in RAM already: the flags change nothing.
     on_cpu = devices.from_args(cmd_args.parse_args(["--lowvram", "--use-cpu", "all"]))
     assert on_cpu.memory == devices.FULL and on_cpu.device.type == "cpu"
@@ -244,12 +244,13 @@ def test_sdxl_vae_runs_in_bf16_where_fp16_would_overflow(data, monkeypatch):
     """On a GPU that computes in bf16, an fp16 setup gives SDXL's VAE bf16 (fp32's range: no NaN image and no
     fp32 retry); SD 1.x keeps its fp16 VAE, and --no-half-vae (fp32) is left alone."""
     gpu_like = devices.DeviceConfig(torch.device("cpu"), torch.float16, torch.float16, "sdp", True, bf16_sdxl_vae=True)
-    assert [gpu_like.vae_dtype_for(family) for family in ("sd1", "sd2", "sdxl", "sdxl_refiner")] == [
+    assert [gpu_like.vae_dtype_for(family) for family in (families.SD1, families.SD2, families.SDXL,
+                                                          families.SDXL_REFINER)] == [
         torch.float16, torch.float16, torch.bfloat16, torch.bfloat16]
     no_half_vae = devices.DeviceConfig(torch.device("cpu"), torch.float16, torch.float32, "sdp", True,
                                        bf16_sdxl_vae=True)
-    assert no_half_vae.vae_dtype_for("sdxl") == torch.float32
-    assert devices.from_args(cmd_args.parse_args(["--use-cpu", "all"])).vae_dtype_for("sdxl") == torch.float32
+    assert no_half_vae.vae_dtype_for(families.SDXL) == torch.float32
+    assert devices.from_args(cmd_args.parse_args(["--use-cpu", "all"])).vae_dtype_for(families.SDXL) == torch.float32
 
     real = devices.from_args
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modules.models import detect, files, loader
+from modules.models import detect, families, files, loader
 from tests.fixtures.tiny_checkpoints import (
     FAMILIES,
     build_tiny_model,
@@ -35,7 +35,7 @@ def tiny_models():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_family_detected_from_keys(tiny_models, family):
     spec = detect.detect(tiny_models[family].state_dict)
-    assert (spec.family, spec.inpainting) == EXPECTED[family]
+    assert (spec.family.id, spec.inpainting) == EXPECTED[family]
     assert spec.prediction_type == "epsilon"
 
 
@@ -62,13 +62,15 @@ def test_components_rebuilt_exactly_from_file(tiny_models, tmp_path, family):
 
 
 @pytest.mark.parametrize("family, keys", [
-    ("sd1", {detect.SD1_CLIP: (49408, 768), "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 768)}),
-    ("sd2", {detect.SD2_OPENCLIP: (49408, 1024),
+    ("sd1", {families.SD1.text_encoder.token_embedding: (49408, 768),
+             "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 768)}),
+    ("sd2", {families.SD2.text_encoder.token_embedding: (49408, 1024),
              "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 1024)}),
-    ("sdxl", {detect.SDXL_CLIP_L: (49408, 768), detect.SDXL_CLIP_G: (49408, 1280),
-              "label_emb.0.0.weight": (1280, 2816),
+    ("sdxl", {families.SDXL.text_encoder.token_embedding: (49408, 768),
+              families.SDXL.text_encoder_2.token_embedding: (49408, 1280), "label_emb.0.0.weight": (1280, 2816),
               "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": (640, 2048)}),
-    ("sdxl_refiner", {detect.REFINER_CLIP_G: (49408, 1280), "label_emb.0.0.weight": (1536, 2560),
+    ("sdxl_refiner", {families.SDXL_REFINER.text_encoder_2.token_embedding: (49408, 1280),
+                      "label_emb.0.0.weight": (1536, 2560),
                       "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": (768, 1280)}),
 ])
 def test_real_widths_recognised_too(family, keys):
@@ -77,12 +79,12 @@ def test_real_widths_recognised_too(family, keys):
     for key, shape in keys.items():
         name = key if key.startswith(("cond_stage_model", "conditioner")) else detect.UNET + key
         state_dict[name] = torch.empty(shape)
-    assert detect.detect(state_dict).family == family
+    assert detect.detect(state_dict).family is families.by_id(family)
 
 
 def test_inconsistent_widths_are_refused(tiny_models):
     state_dict = dict(tiny_models["sd1"].state_dict)
-    state_dict[detect.SD1_CLIP] = torch.zeros(49408, 48)
+    state_dict[families.SD1.text_encoder.token_embedding] = torch.zeros(49408, 48)
     with pytest.raises(detect.UnsupportedModelError, match="text features"):
         detect.detect(state_dict)
 
@@ -103,7 +105,7 @@ class TestPredictionType:
         mark_as_v_prediction_sd2(state_dict)
         spec = detect.detect(state_dict)
         assert (spec.prediction_type, spec.prediction_source) == ("v_prediction", "heuristic")
-        assert loader.config_variant(spec) == "sd2_768_v"
+        assert spec.config_variant == "sd2_768_v"
         assert loader.scheduler_config(spec)["prediction_type"] == "v_prediction"
 
     def test_sidecar_yaml_wins_over_heuristic(self, tiny_models, tmp_path):
@@ -168,7 +170,7 @@ class TestSafeReading:
     def test_old_lightning_ckpt_loads_through_allowlist(self, tiny_models, tmp_path):
         path = write_ckpt(tiny_models["sd1"], tmp_path / "old.ckpt", lightning_extras=True)
         state_dict = files.load_state_dict(path)
-        assert detect.detect(state_dict).family == "sd1"
+        assert detect.detect(state_dict).family is families.SD1
         key = detect.UNET + "input_blocks.0.0.weight"
         assert torch.equal(state_dict[key], tiny_models["sd1"].state_dict[key])
 

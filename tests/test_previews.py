@@ -13,6 +13,7 @@ from modules import cmd_args, services as services_module
 from modules.diffusion import previews
 from modules.jobs import Job
 from modules.generation.request import validate_request
+from modules.models import families
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model, write_malicious_pickle
 
@@ -43,31 +44,31 @@ def test_taesd_decoder_files_decode_exactly_like_the_decoder(tmp_path, layout):
         safetensors.torch.save_file({f"decoder.{k}": v.contiguous() for k, v in decoder.state_dict().items()},
                                     str(tmp_path / "taesd_decoder.safetensors"))
     made = previews.Previews(tmp_path, torch.device("cpu"), torch.float32)
-    image = made.image(LATENTS, "sd1", "TAESD")
+    image = made.image(LATENTS, families.SD1, "TAESD")
     assert image.size == (64, 64)   # full size: 8 pixels per latent
     with torch.no_grad():
         expected = decoder(LATENTS[:1])
     expected = ((expected[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     assert np.array_equal(np.asarray(image), expected)
-    assert made.decoder("sdxl") is None   # no taesdxl_decoder: SDXL previews fall back
+    assert made.decoder(families.SDXL) is None   # no taesdxl_decoder: SDXL previews fall back
 
 
 def test_missing_broken_or_malicious_files_fall_back_to_the_approximation(tmp_path):
-    approx = previews.latent_preview(LATENTS[0], "sd1")
+    approx = previews.latent_preview(LATENTS[0], families.SD1)
     assert approx.size == (8, 8)
     assert np.array_equal(np.asarray(previews.Previews(tmp_path, torch.device("cpu"), torch.float32)
-                                     .image(LATENTS, "sd1", "TAESD")), np.asarray(approx))
+                                     .image(LATENTS, families.SD1, "TAESD")), np.asarray(approx))
     (tmp_path / "taesd_decoder.pth").write_bytes(b"not a model at all")
     marker = tmp_path / "pwned"
     write_malicious_pickle(tmp_path / "taesdxl_decoder.pth", marker)
     made = previews.Previews(tmp_path, torch.device("cpu"), torch.float32)
-    assert made.image(LATENTS, "sd1", "TAESD").size == (8, 8)
-    assert made.image(LATENTS, "sdxl", "TAESD").size == (8, 8)
+    assert made.image(LATENTS, families.SD1, "TAESD").size == (8, 8)
+    assert made.image(LATENTS, families.SDXL, "TAESD").size == (8, 8)
     assert not marker.exists()   # the pickle's payload never ran
     # another model's weights under the right name are refused, not half-loaded
     safetensors.torch.save_file({"1.weight": torch.zeros(3, 3)}, str(tmp_path / "taesd_decoder.safetensors"))
     (tmp_path / "taesd_decoder.pth").unlink()
-    assert previews.Previews(tmp_path, torch.device("cpu"), torch.float32).decoder("sd1") is None
+    assert previews.Previews(tmp_path, torch.device("cpu"), torch.float32).decoder(families.SD1) is None
 
 
 def test_generation_shows_full_size_taesd_previews(tmp_path):
@@ -102,7 +103,7 @@ def test_previews_are_decoded_only_when_somebody_looks_and_show_their_step(tmp_p
     services = services_module.create(cmd_args.parse_args(["--data-dir", str(data)]))
     try:
         services.options.update({"show_progress_every_n_steps": 1, "show_progress_type": "TAESD"}, from_api=False)
-        decoder = services.generator.previews.decoder("sd1")
+        decoder = services.generator.previews.decoder(families.SD1)
         decoded_in = []
         decoder.register_forward_hook(lambda *_: decoded_in.append(threading.current_thread().name))
         seen = {}

@@ -48,7 +48,7 @@ def pixels(image: Image.Image) -> np.ndarray:
                                                 ("tiny-sdxl_inpaint", "sdxl")])
 def test_each_family_generates_an_image_with_infotext(services, checkpoint, family):
     result = generate(services, checkpoint=checkpoint, seed=11, width=72, height=64)
-    assert services.models.current.family == family
+    assert services.models.current.family.id == family
     image = result.images[0]
     assert image.size == (72, 64)
     assert np.isfinite(pixels(image)).all() and pixels(image).std() > 0

@@ -9,7 +9,7 @@ import safetensors.torch
 import torch
 
 from modules.diffusion import samplers
-from modules.models import detect, loader
+from modules.models import detect, families, loader
 from modules.models.registry import CheckpointRegistry, HashCache
 from modules.networks import vae as vae_module
 from modules.networks.vae import (
@@ -26,8 +26,8 @@ from tests.fixtures.tiny_checkpoints import (
     write_safetensors,
 )
 
-SD1 = detect.ModelSpec("sd1", False, "epsilon", "default")
-SDXL = detect.ModelSpec("sdxl", False, "epsilon", "default")
+SD1 = detect.ModelSpec(families.SD1, False, "epsilon", "default")
+SDXL = detect.ModelSpec(families.SDXL, False, "epsilon", "default")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,8 @@ import torch
 import yaml
 
 from modules.untrusted import json_file, user_files
-from modules.models.detect import FAMILY_LABELS
+from modules.models import families
+from modules.models.families import Family
 from modules.models.files import ModelFileError, file_kind, load_state_dict, read_safetensors_header
 from modules.models.registry import old_hash
 
@@ -40,10 +41,6 @@ CONTROLNET_EXTENSIONS = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
 FOLDER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
                   "diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.bin")
 LDM_PREFIX = "control_model."
-# The bundled UNet config whose constants (activation, norms, time embedding) a family's ControlNets share.
-FAMILY_CONFIGS = {"sd1": "sd15", "sd2": "sd2_768_v", "sdxl": "sdxl_base"}
-# Cross-attention widths of the real text encoders; other widths (tiny test models) confirm nothing.
-REAL_CONTEXT_WIDTHS = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 
 
 @cache
@@ -120,8 +117,8 @@ def _what_else(keys: set[str]) -> str:
     return "not a ControlNet model (no control_model.* or controlnet_cond_embedding.* weights)"
 
 
-def detect_family(keys_and_shapes: Shapes) -> str:
-    """"sd1" | "sd2" | "sdxl" from a ControlNet's keys (either layout); widths only confirm.
+def detect_family(keys_and_shapes: Shapes) -> Family:
+    """SD 1.x, SD 2.x or SDXL, from a ControlNet's keys (either layout); widths only confirm.
 
     SDXL has `label_emb` / `add_embedding`; SD2 projects into its transformers with a linear layer, SD1 with
     a 1×1 conv. A real cross-attention width (768 / 1024 / 2048) that disagrees is an error.
@@ -132,15 +129,15 @@ def detect_family(keys_and_shapes: Shapes) -> str:
     proj_in = next((shape for key, shape in shapes.items() if key.endswith("proj_in.weight")), None)
     context = next((shape[1] for key, shape in shapes.items() if key.endswith("attn2.to_k.weight")), None)
     if any(key.startswith(sdxl_key) for key in shapes):
-        family = "sdxl"
+        family = families.SDXL
     elif proj_in is None:
         raise ControlNetLoadError("a ControlNet without attention layers: cannot tell SD 1.x from SD 2.x")
     else:
-        family = "sd2" if len(proj_in) == 2 else "sd1"
-    by_width = REAL_CONTEXT_WIDTHS.get(context)
-    if by_width is not None and by_width != family:
-        raise ControlNetLoadError(f"its layers look {FAMILY_LABELS[family]} but its cross-attention is "
-                                  f"{context} wide ({FAMILY_LABELS[by_width]})")
+        family = families.SD2 if len(proj_in) == 2 else families.SD1
+    by_width = families.by_real_context_width(context)   # tiny test models' widths confirm nothing
+    if by_width is not None and by_width is not family:
+        raise ControlNetLoadError(f"its layers look {family.label} but its cross-attention is "
+                                  f"{context} wide ({by_width.label})")
     return family
 
 
@@ -185,7 +182,7 @@ def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return {key: tuple(tensor.shape) for key, tensor in _read_weights(path).items()}
 
 
-def _family_of(path: Path, shapes: Shapes) -> str:
+def _family_of(path: Path, shapes: Shapes) -> Family:
     try:
         return detect_family(shapes)
     except ControlNetLoadError as error:
@@ -226,12 +223,12 @@ def _time_id_width(projection_in: int) -> int:
     return width
 
 
-def controlnet_config(shapes: Shapes, family: str, *, global_pool: bool = False) -> dict:
+def controlnet_config(shapes: Shapes, family: Family, *, global_pool: bool = False) -> dict:
     """The diffusers ControlNetModel config for weights under diffusers' names (see `to_diffusers`)."""
     from modules.models.loader import bundled_config, key_indices
 
     parameters = _controlnet_parameters()
-    config = {k: v for k, v in bundled_config(FAMILY_CONFIGS[family], "unet").items() if k in parameters}
+    config = {k: v for k, v in bundled_config(family.controlnet_config, "unet").items() if k in parameters}
     levels = []
     for i in key_indices(shapes, r"down_blocks\.(\d+)\."):
         levels.append({
@@ -265,7 +262,7 @@ def controlnet_config(shapes: Shapes, family: str, *, global_pool: bool = False)
                                       for level in levels],
         mid_block_type="UNetMidBlock2DCrossAttn" if mid_attention else "UNetMidBlock2D",
         # Heads cannot be read from weights: SD1 uses 8 heads everywhere, SD2 and SDXL 64 channels per head.
-        attention_head_dim=8 if family == "sd1" else [max(1, c // 64) for c in channels],
+        attention_head_dim=family.heads or [max(1, c // 64) for c in channels],
         global_pool_conditions=global_pool,
     )
     proj_in = next((shape for key, shape in shapes.items() if key.endswith("proj_in.weight")), None)
@@ -284,7 +281,7 @@ def controlnet_config(shapes: Shapes, family: str, *, global_pool: bool = False)
     return config
 
 
-def _global_pooling(path: Path, family: str) -> bool:
+def _global_pooling(path: Path, family: Family) -> bool:
     """v1.1 shuffle ControlNets pool their output to one value per channel.
 
     The original release says so in `<name>.yaml` (`global_average_pooling: True`); without one, the
@@ -298,7 +295,7 @@ def _global_pooling(path: Path, family: str) -> bool:
             return bool(value)
         except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError, RecursionError):
             pass
-    return family != "sdxl" and "shuffle" in path.stem.lower()
+    return not family.xl and "shuffle" in path.stem.lower()
 
 
 # ---------------------------------------------------------------- loading
@@ -418,14 +415,14 @@ class ControlNetRegistry:
         containing = [info for info in items if lowered in info.name.lower()]
         return min(containing, key=lambda info: len(info.name), default=None)
 
-    def family(self, info: ControlNetInfo) -> str:
-        """"sd1" | "sd2" | "sdxl", read once per file version; raises ControlNetLoadError for unusable files."""
+    def family(self, info: ControlNetInfo) -> Family:
+        """SD 1.x, SD 2.x or SDXL, read once per file version; raises ControlNetLoadError for unusable files."""
         stamp = _stamp(info.path)
         with self._lock:
             cached = self._families.get(info.path)
         if cached is None or cached[0] != stamp:
             try:
-                result: str | ControlNetLoadError = _family_of(info.path, read_shapes(info.path))
+                result: Family | ControlNetLoadError = _family_of(info.path, read_shapes(info.path))
             except ControlNetLoadError as error:
                 result = error
             cached = (stamp, result)
@@ -435,13 +432,13 @@ class ControlNetRegistry:
             raise cached[1]
         return cached[1]
 
-    def remember_family(self, info: ControlNetInfo, family: str) -> None:
+    def remember_family(self, info: ControlNetInfo, family: Family) -> None:
         """What loading the file found, so `family` need not read it again."""
         stamp = _stamp(info.path)
         with self._lock:
             self._families[info.path] = (stamp, family)
 
-    def titles(self, family: str | None = None) -> list[str]:
+    def titles(self, family: Family | None = None) -> list[str]:
         """All titles, or those usable with a checkpoint of `family` (an SDXL refiner takes none)."""
         items = self.items()
         if family is None:
@@ -449,7 +446,7 @@ class ControlNetRegistry:
         titles = []
         for info in items:
             try:
-                if self.family(info) == family:
+                if self.family(info) is family:   # a refiner's family: no ControlNet is made for it
                     titles.append(info.title)
             except ControlNetLoadError as error:
                 if (info.path, str(error)) not in self._warned:   # once per problem, not at every refresh

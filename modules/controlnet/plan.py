@@ -16,7 +16,7 @@ from modules.controlnet.control import PassControl, hint_tensor, pixel_perfect_r
 from modules.controlnet.models import ControlNetCache, ControlNetLoadError, ControlNetRegistry
 from modules.controlnet.preprocessors import PreprocessorError, Preprocessors
 from modules.controlnet.units import ControlNetUnit, infotext_value
-from modules.models.detect import FAMILY_LABELS
+from modules.models.families import Family
 
 # Maps of these preprocessors get soft weights in the hires pass, as the extension does (sharp edges
 # at the upscaled size otherwise fight the upscaled image).
@@ -93,7 +93,7 @@ class ControlNet:
             raise ControlNetError(f"module: {error}") from None
         return detected, resolution, thresholds
 
-    def prepare(self, units: list[ControlNetUnit], checkpoint_family: str, width: int, height: int,
+    def prepare(self, units: list[ControlNetUnit], checkpoint_family: Family, width: int, height: int,
                 init_image: Image.Image | None) -> list[PreparedUnit]:
         """Every enabled unit checked, annotated and loaded; raises ControlNetError naming the unit."""
         prepared = []
@@ -106,7 +106,7 @@ class ControlNet:
                 raise ControlNetError(f"ControlNet unit {index}: {error}") from None
         return prepared
 
-    def _prepare_one(self, unit: ControlNetUnit, checkpoint_family: str, width: int, height: int,
+    def _prepare_one(self, unit: ControlNetUnit, checkpoint_family: Family, width: int, height: int,
                      init_image: Image.Image | None) -> PreparedUnit:
         info = self.registry.find(unit.model)
         if info is None:
@@ -115,10 +115,9 @@ class ControlNet:
             family = self.registry.family(info)
         except ControlNetLoadError as error:
             raise ControlNetError(f"model: {error}") from None
-        if family != checkpoint_family:
-            raise ControlNetError(
-                f"model: {info.title} is a ControlNet for {FAMILY_LABELS.get(family, family)} and cannot guide "
-                f"a {FAMILY_LABELS.get(checkpoint_family, checkpoint_family)} checkpoint")
+        if family is not checkpoint_family:
+            raise ControlNetError(f"model: {info.title} is a ControlNet for {family.label} and cannot guide "
+                                  f"a {checkpoint_family.label} checkpoint")
         source = unit.image if unit.image is not None else init_image
         if source is None:
             raise ControlNetError("image: no control image; upload one (or use img2img, whose image is used)")

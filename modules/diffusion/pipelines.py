@@ -45,9 +45,10 @@ class SeededInpaintXLPipeline(_SeedNoise, StableDiffusionXLInpaintPipeline):
     pass
 
 
-def image_pipeline(pipeline, family: str):
-    """An img2img/inpaint pipeline over the same modules as `pipeline` (its current VAE, LoRAs and all)."""
-    cls = SeededInpaintXLPipeline if family.startswith("sdxl") else SeededInpaintPipeline
+def image_pipeline(pipeline, family):
+    """An img2img/inpaint pipeline over the same modules as `pipeline` (its current VAE, LoRAs and all), for a
+    model of `family` (a models.families.Family)."""
+    cls = SeededInpaintXLPipeline if family.xl else SeededInpaintPipeline
     image_pipe = cls.from_pipe(pipeline)
     image_pipe.set_progress_bar_config(disable=True)
     return image_pipe

@@ -23,6 +23,7 @@ from PIL import Image
 
 from modules.jobs import Deferred
 from modules.models import files
+from modules.models.families import Family
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ _PREVIEW_COEFFICIENTS = {
 _ORIGINAL_KEY = re.compile(r"^(\d+)\.(.*)$")
 
 
-def latent_preview(latent: torch.Tensor, family: str) -> Image.Image:
+def latent_preview(latent: torch.Tensor, family: Family) -> Image.Image:
     """'Approx cheap': one latent (C, H, W) → an RGB image of H×W."""
     coefficients = _PREVIEW_COEFFICIENTS[_kind(family)]
     rgb = torch.einsum("lhw,lr->hwr", latent[:4].float().cpu(), coefficients)
@@ -60,8 +61,8 @@ def deferred(render: Callable[[torch.Tensor], Image.Image], latents: torch.Tenso
     return Deferred(lambda: render(held[0]), release)
 
 
-def _kind(family: str) -> str:
-    return "sdxl" if family.startswith("sdxl") else "sd"
+def _kind(family: Family) -> str:
+    return "sdxl" if family.xl else "sd"   # SDXL's latent space is its own; SD 1.x and 2.x share theirs
 
 
 def new_decoder() -> torch.nn.Module:
@@ -97,7 +98,7 @@ class Previews:
         self._decoders: dict[str, torch.nn.Module | None] = {}   # None: no usable file (fall back)
         self._lock = threading.Lock()
 
-    def image(self, latents: torch.Tensor, family: str, method: str, pipeline=None) -> Image.Image:
+    def image(self, latents: torch.Tensor, family: Family, method: str, pipeline=None) -> Image.Image:
         """The preview of the first image of a batch of latents (in the UNet's scaled latent space)."""
         latent = latents[:1]
         if method == "Full" and pipeline is not None:
@@ -110,7 +111,7 @@ class Previews:
                 return _to_image(pixels)
         return latent_preview(latent[0], family)
 
-    def decoder(self, family: str) -> torch.nn.Module | None:
+    def decoder(self, family: Family) -> torch.nn.Module | None:
         kind = _kind(family)
         with self._lock:
             if kind not in self._decoders:

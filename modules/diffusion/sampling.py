@@ -115,7 +115,7 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, preview: Callable
                                                steps=step.steps)
     batch = step.noise.shape[0]
     dtype = pipe.unet.dtype
-    sdxl = model.family.startswith("sdxl")
+    sdxl = model.family.xl   # pooled text embeddings beside the sequence
     plan = step.plan
     cond, uncond = plan.at(0)
     kwargs: dict[str, Any] = dict(

@@ -23,16 +23,12 @@ log = logging.getLogger(__name__)
 
 def native_size(model: LoadedModel) -> int:
     """The size the model was trained at, which is what most of its images are asked at."""
-    if model.family.startswith("sdxl"):
-        return 1024
-    if model.family == "sd2" and model.spec.prediction_type == "v_prediction":
-        return 768
-    return 512
+    return model.family.native_size_for(model.spec.v_prediction)
 
 
 def warm_up(model: LoadedModel, device: torch.device, *, nan_check: bool) -> float:
     """Run the warm-up generation; returns its seconds. An SDXL refiner (which only refines) is skipped."""
-    if model.family == "sdxl_refiner":
+    if not model.family.generates:
         return 0.0
     started = time.perf_counter()
     pipe = model.pipeline

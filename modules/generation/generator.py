@@ -173,10 +173,9 @@ class Generator:
         #    not remembered as the user's choice.
         settings = self.options.snapshot()
         model = self.load(request.checkpoint, remember=False)
-        if model.family == "sdxl_refiner" and not request.init_images:
-            raise JobError(f"{model.info.name} is an SDXL refiner: it refines images from a base model "
-                           "and cannot generate on its own. Choose an SDXL base checkpoint, and this one as "
-                           "the Refiner.")
+        if not model.family.generates and not request.init_images:
+            raise JobError(f"{model.info.name} is an {model.family.label}: it refines images from a base model "
+                           "and cannot generate on its own. Choose a base checkpoint, and this one as the Refiner.")
         ctx = JobContext(request, job, settings, model, hooks or ScriptHooks(),
                          extra_params if extra_params is not None else {})
         ctx.refiner = passes.refiner_for(self, request, model)
@@ -374,8 +373,8 @@ class Generator:
             raise JobError("controlnet_units: ControlNet is not available in this server", status=422)
         init_image = request.init_images[0].convert("RGB") if request.init_images else None
         try:
-            return self.controlnet.prepare(request.controlnet_units, ctx.model.family, request.width, request.height,
-                                           init_image)
+            return self.controlnet.prepare(request.controlnet_units, ctx.model.family, request.width,
+                                           request.height, init_image)
         except controlnet_plan.ControlNetError as error:
             raise JobError(f"controlnet_units: {error}", status=422) from None
 

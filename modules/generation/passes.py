@@ -22,7 +22,7 @@ def refiner_for(generator, request, model: LoadedModel) -> Refiner | None:
     refiner = generator.load(request.refiner_checkpoint, make_current=False)
     if refiner.info.name == model.info.name:
         return None
-    if refiner.family.startswith("sdxl") != model.family.startswith("sdxl") or refiner.spec.inpainting:
+    if refiner.family.xl != model.family.xl or refiner.spec.inpainting:   # another latent space, or a 9-channel UNet
         raise JobError(f"refiner_checkpoint: {refiner.info.name} ({refiner.spec.label}) cannot refine "
                        f"{model.info.name} ({model.spec.label})")
     return Refiner(refiner, request.refiner_switch_at)

@@ -70,7 +70,7 @@ def image_infotext(ctx: JobContext, params: dict, seed: int, subseed: int, extra
         "Seed resize from": (f"{request.seed_resize_from_w}x{request.seed_resize_from_h}"
                              if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0 else None),
         "Denoising strength": request.denoising_strength if ctx.image_mode or ctx.hires is not None else None,
-        "Clip skip": clip_skip if clip_skip > 1 and not model.family.startswith("sdxl") else None,
+        "Clip skip": clip_skip if clip_skip > 1 and model.family.clip_skip else None,
         "RNG": settings.randn_source if settings.randn_source != "GPU" else None,
         "Tiling": True if request.tiling else None,
         "Version": INFOTEXT_VERSION if settings.add_version_to_infotext else None,

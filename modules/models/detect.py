@@ -11,16 +11,10 @@ from pathlib import Path
 import torch
 import yaml
 
+from modules.models import families
+from modules.models.families import UNET, Family
 from modules.untrusted import user_files
 
-UNET = "model.diffusion_model."
-SD1_CLIP = "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
-SD2_OPENCLIP = "cond_stage_model.model.token_embedding.weight"
-SDXL_CLIP_L = "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight"
-SDXL_CLIP_G = "conditioner.embedders.1.model.token_embedding.weight"
-REFINER_CLIP_G = "conditioner.embedders.0.model.token_embedding.weight"
-
-FAMILY_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sdxl_refiner": "SDXL refiner"}
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 # ComfyUI's SD2 v-prediction test: trained v models have a wide spread in this bias, eps models a narrow one.
@@ -33,15 +27,24 @@ class UnsupportedModelError(Exception):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    family: str                 # "sd1" | "sd2" | "sdxl" | "sdxl_refiner"
+    family: Family
     inpainting: bool
     prediction_type: str        # "epsilon" | "v_prediction"
     prediction_source: str      # how it was decided: override, yaml, v_pred key, heuristic, default
     zero_terminal_snr: bool = False
 
     @property
+    def v_prediction(self) -> bool:
+        return self.prediction_type == "v_prediction"
+
+    @property
+    def config_variant(self) -> str:
+        """Which bundled config folder holds this model's constants."""
+        return self.family.config_variant(inpainting=self.inpainting, v_prediction=self.v_prediction)
+
+    @property
     def label(self) -> str:
-        text = FAMILY_LABELS[self.family]
+        text = self.family.label
         if self.inpainting:
             text += " inpainting"
         if self.prediction_type == "v_prediction":
@@ -77,35 +80,25 @@ def detect(state_dict: dict[str, torch.Tensor], *, sidecar_yaml: Path | None = N
     )
 
 
-def _family(keys) -> str:
-    if SDXL_CLIP_G in keys and SDXL_CLIP_L in keys:
-        if UNET + "label_emb.0.0.weight" not in keys:
-            raise UnsupportedModelError("SDXL text encoders without the SDXL UNet's label_emb")
-        return "sdxl"
-    if REFINER_CLIP_G in keys:
-        return "sdxl_refiner"
-    if SD2_OPENCLIP in keys:
-        return "sd2"
-    if SD1_CLIP in keys:
-        return "sd1"
-    raise UnsupportedModelError("no known text encoder found (CLIP / OpenCLIP keys are missing)")
+def _family(keys) -> Family:
+    family = families.of_keys(keys)
+    if family is None:
+        raise UnsupportedModelError("no known text encoder found (CLIP / OpenCLIP keys are missing)")
+    if family.xl and family.generates and UNET + "label_emb.0.0.weight" not in keys:
+        raise UnsupportedModelError(f"{family.label} text encoders without the SDXL UNet's label_emb")
+    return family
 
 
-def _confirm_widths(state_dict, family: str) -> None:
-    """The UNet's cross-attention width must equal what the family's text encoders produce."""
+def _confirm_widths(state_dict, family: Family) -> None:
+    """The UNet's cross-attention width must equal what the family's text encoders produce together."""
     context = next((t.shape[1] for k, t in state_dict.items()
                     if k.startswith(UNET) and k.endswith("attn2.to_k.weight")), None)
     if context is None:
         raise UnsupportedModelError("the UNet has no cross-attention layers")
-    width = {
-        "sd1": lambda: state_dict[SD1_CLIP].shape[1],
-        "sd2": lambda: state_dict[SD2_OPENCLIP].shape[1],
-        "sdxl": lambda: state_dict[SDXL_CLIP_L].shape[1] + state_dict[SDXL_CLIP_G].shape[1],
-        "sdxl_refiner": lambda: state_dict[REFINER_CLIP_G].shape[1],
-    }[family]()
+    width = sum(state_dict[encoder.token_embedding].shape[1] for encoder in family.encoders)
     if context != width:
         raise UnsupportedModelError(
-            f"looks like {FAMILY_LABELS[family]}, but its UNet expects {context}-wide text features "
+            f"looks like {family.label}, but its UNet expects {context}-wide text features "
             f"while its text encoder gives {width}")
 
 
@@ -117,7 +110,7 @@ def _prediction_type(state_dict, family, sidecar_yaml, override) -> tuple[str, s
         return from_yaml, "yaml"
     if "v_pred" in state_dict:
         return "v_prediction", "v_pred key"
-    if family == "sd2":
+    if family.v_config:   # a family with both kinds (SD 2.x): read it from the weights
         bias = _last_output_norm_bias(state_dict)
         if bias is not None:
             is_v = float(bias.float().std()) > V_PREDICTION_BIAS_STD

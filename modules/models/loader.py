@@ -21,15 +21,7 @@ os.environ.setdefault("DIFFUSERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 from accelerate import init_empty_weights  # noqa: E402
-from diffusers import (  # noqa: E402
-    AutoencoderKL,
-    StableDiffusionInpaintPipeline,
-    StableDiffusionPipeline,
-    StableDiffusionXLImg2ImgPipeline,
-    StableDiffusionXLInpaintPipeline,
-    StableDiffusionXLPipeline,
-    UNet2DConditionModel,
-)
+from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
 from diffusers.loaders.single_file_utils import (  # noqa: E402
     convert_ldm_unet_checkpoint,
     convert_ldm_vae_checkpoint,
@@ -39,6 +31,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from modules.models import detect  # noqa: E402
 from modules.models.detect import ModelSpec  # noqa: E402
+from modules.models.families import TextEncoder  # noqa: E402
 from modules.models.tokenizer import clip_tokenizer  # noqa: E402
 
 CONFIG_ROOT = Path(__file__).parent / "configs"
@@ -50,19 +43,6 @@ class ModelLoadError(Exception):
     """The checkpoint's weights do not fit the architecture read from it."""
 
 
-def config_variant(spec: ModelSpec) -> str:
-    """Which bundled config directory holds this model's constants."""
-    if spec.family == "sd1":
-        return "sd15_inpaint" if spec.inpainting else "sd15"
-    if spec.family == "sd2":
-        if spec.inpainting:
-            return "sd2_inpaint"
-        return "sd2_768_v" if spec.prediction_type == "v_prediction" else "sd2_512"
-    if spec.family == "sdxl":
-        return "sdxl_inpaint" if spec.inpainting else "sdxl_base"
-    return "sdxl_refiner"
-
-
 @lru_cache(maxsize=64)
 def bundled_config(variant: str, part: str) -> dict:
     name = "scheduler_config.json" if part == "scheduler" else "config.json"
@@ -71,7 +51,7 @@ def bundled_config(variant: str, part: str) -> dict:
 
 def scheduler_config(spec: ModelSpec) -> dict:
     """The model's DDPM training schedule, the base every sampler's scheduler is built from."""
-    config = {k: v for k, v in bundled_config(config_variant(spec), "scheduler").items() if not k.startswith("_")}
+    config = {k: v for k, v in bundled_config(spec.config_variant, "scheduler").items() if not k.startswith("_")}
     config["prediction_type"] = spec.prediction_type
     if spec.zero_terminal_snr:
         config["rescale_betas_zero_snr"] = True
@@ -87,7 +67,7 @@ def key_indices(state_dict, pattern: str) -> list[int]:
 
 
 def unet_config(state_dict, spec: ModelSpec) -> dict:
-    config = dict(bundled_config(config_variant(spec), "unet"))
+    config = dict(bundled_config(spec.config_variant, "unet"))
     first = state_dict[UNET + "input_blocks.0.0.weight"]
 
     # Walk the input blocks: ResBlocks (with an optional SpatialTransformer) until a Downsample ends a level.
@@ -128,14 +108,14 @@ def unet_config(state_dict, spec: ModelSpec) -> dict:
         use_linear_projection=proj_in.dim() == 2,
     )
     # Heads cannot be read from weights: SD1 uses 8 heads everywhere, SD2 and SDXL 64 channels per head.
-    config["attention_head_dim"] = 8 if spec.family == "sd1" else [max(1, c // 64) for c in channels]
+    config["attention_head_dim"] = spec.family.heads or [max(1, c // 64) for c in channels]
     time_embed = state_dict[UNET + "time_embed.0.weight"].shape[0]
     if time_embed != channels[0] * 4:
         config["time_embedding_dim"] = time_embed
     if UNET + "label_emb.0.0.weight" in state_dict:
         projection_in = state_dict[UNET + "label_emb.0.0.weight"].shape[1]
         pooled = _pooled_width(state_dict, spec)
-        time_ids = 5 if spec.family == "sdxl_refiner" else 6   # refiner: aesthetic score instead of target size
+        time_ids = spec.family.time_ids   # the refiner: an aesthetic score instead of the target size
         if (projection_in - pooled) % time_ids:
             raise ModelLoadError("the SDXL UNet's label_emb width does not fit its text encoder")
         config.update(projection_class_embeddings_input_dim=projection_in,
@@ -144,13 +124,13 @@ def unet_config(state_dict, spec: ModelSpec) -> dict:
 
 
 def _pooled_width(state_dict, spec: ModelSpec) -> int:
-    prefix = "conditioner.embedders.0.model." if spec.family == "sdxl_refiner" else "conditioner.embedders.1.model."
+    prefix = spec.family.pooled_encoder.prefix
     projection = state_dict.get(prefix + "text_projection")
     return projection.shape[1] if projection is not None else state_dict[prefix + "token_embedding.weight"].shape[1]
 
 
 def vae_config(state_dict, spec: ModelSpec) -> dict:
-    config = dict(bundled_config(config_variant(spec), "vae"))
+    config = dict(bundled_config(spec.config_variant, "vae"))
     levels = key_indices(state_dict, re.escape(VAE) + r"encoder\.down\.(\d+)\.")
     if not levels:
         raise ModelLoadError("no VAE found (no first_stage_model.* weights)")
@@ -270,41 +250,34 @@ class Components:
     extras: dict = field(default_factory=dict)
 
 
+def build_text_encoder(state_dict, encoder: TextEncoder | None, variant: str, dtype):
+    if encoder is None:
+        return None
+    base = bundled_config(variant, encoder.config_part)
+    if encoder.kind == "clip_l":
+        return build_clip_l(state_dict, encoder.prefix, base, dtype)
+    return build_open_clip(state_dict, encoder.prefix, base, dtype, with_projection=encoder.with_projection,
+                           drop_last_layer=encoder.drop_last_layer)
+
+
 def build_components(state_dict, spec: ModelSpec, dtype: torch.dtype, vae_dtype: torch.dtype) -> Components:
-    variant = config_variant(spec)
-    if spec.family == "sd1":
-        te = build_clip_l(state_dict, "cond_stage_model.transformer.", bundled_config(variant, "text_encoder"), dtype)
-        te2 = None
-    elif spec.family == "sd2":
-        te = build_open_clip(state_dict, "cond_stage_model.model.", bundled_config(variant, "text_encoder"), dtype,
-                             with_projection=False, drop_last_layer=True)
-        te2 = None
-    elif spec.family == "sdxl":
-        te = build_clip_l(state_dict, "conditioner.embedders.0.transformer.", bundled_config(variant, "text_encoder"), dtype)
-        te2 = build_open_clip(state_dict, "conditioner.embedders.1.model.", bundled_config(variant, "text_encoder_2"),
-                              dtype, with_projection=True, drop_last_layer=False)
-    else:
-        te = None
-        te2 = build_open_clip(state_dict, "conditioner.embedders.0.model.", bundled_config(variant, "text_encoder_2"),
-                              dtype, with_projection=True, drop_last_layer=False)
+    family, variant = spec.family, spec.config_variant
     return Components(unet=build_unet(state_dict, spec, dtype), vae=build_vae(state_dict, spec, vae_dtype),
-                      text_encoder=te, text_encoder_2=te2)
+                      text_encoder=build_text_encoder(state_dict, family.text_encoder, variant, dtype),
+                      text_encoder_2=build_text_encoder(state_dict, family.text_encoder_2, variant, dtype))
 
 
 def build_pipeline(components: Components, spec: ModelSpec, scheduler):
-    """The diffusers pipeline class for the family; txt2img on an inpainting model uses the inpaint pipeline."""
-    if spec.family in ("sd1", "sd2"):
-        cls = StableDiffusionInpaintPipeline if spec.inpainting else StableDiffusionPipeline
-        pad = "<|endoftext|>" if spec.family == "sd1" else "!"
-        return cls(vae=components.vae, text_encoder=components.text_encoder, tokenizer=clip_tokenizer(pad),
+    """The family's diffusers pipeline; txt2img on an inpainting model uses the inpaint pipeline."""
+    family = spec.family
+    cls = family.pipeline_class(inpainting=spec.inpainting)
+    tokenizers = [clip_tokenizer(encoder.pad_token) if encoder is not None else None
+                  for encoder in (family.text_encoder, family.text_encoder_2)]
+    if not family.xl:
+        return cls(vae=components.vae, text_encoder=components.text_encoder, tokenizer=tokenizers[0],
                    unet=components.unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
                    requires_safety_checker=False)
-    if spec.family == "sdxl":
-        cls = StableDiffusionXLInpaintPipeline if spec.inpainting else StableDiffusionXLPipeline
-        return cls(vae=components.vae, text_encoder=components.text_encoder,
-                   text_encoder_2=components.text_encoder_2, tokenizer=clip_tokenizer(),
-                   tokenizer_2=clip_tokenizer("!"), unet=components.unet, scheduler=scheduler)
-    return StableDiffusionXLImg2ImgPipeline(
-        vae=components.vae, text_encoder=None, text_encoder_2=components.text_encoder_2, tokenizer=None,
-        tokenizer_2=clip_tokenizer("!"), unet=components.unet, scheduler=scheduler,
-        requires_aesthetics_score=True)
+    extra = {} if family.generates else {"requires_aesthetics_score": True}
+    return cls(vae=components.vae, text_encoder=components.text_encoder, text_encoder_2=components.text_encoder_2,
+               tokenizer=tokenizers[0], tokenizer_2=tokenizers[1], unet=components.unet, scheduler=scheduler,
+               **extra)

@@ -375,14 +375,12 @@ class VaeCache:
 
     @staticmethod
     def key(info: VaeInfo, spec: ModelSpec, dtype) -> tuple:
-        from modules.models import loader
-
         path = Path(info.path)
         try:
             mtime = path.stat().st_mtime_ns
         except OSError as error:
             raise VaeLoadError(f"{path.name}: cannot be read ({error.strerror or error})") from None
-        return str(path), mtime, str(dtype), loader.config_variant(spec)
+        return str(path), mtime, str(dtype), spec.config_variant
 
     def get(self, info: VaeInfo, spec: ModelSpec, dtype) -> AutoencoderKL:
         key = self.key(info, spec, dtype)

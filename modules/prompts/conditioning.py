@@ -14,6 +14,7 @@ import torch
 
 from modules.diffusion import stop_points
 from modules.devices import input_device
+from modules.models.families import Family
 from modules.models.tokenizer import BOS_ID, EOS_ID
 from modules.prompts import limits, parser
 from modules.prompts.chunks import CHUNK_TOKENS, PromptChunk, split_into_chunks
@@ -36,7 +37,7 @@ def _final_norm(encoder):
 class TextEncoder:
     """Encodes prompts for one loaded model and one job (clip skip, emphasis mode, embeddings)."""
 
-    def __init__(self, pipeline, family: str, *, clip_skip: int = 1, emphasis: str = "Original",
+    def __init__(self, pipeline, family: Family, *, clip_skip: int = 1, emphasis: str = "Original",
                  embeddings: dict | None = None, should_stop: Callable[[], bool] | None = None):
         self.pipeline = pipeline
         self.should_stop = should_stop   # checked before each chunk: stop_points.Interrupted once it is True
@@ -100,10 +101,10 @@ class TextEncoder:
         return weighted
 
     def _encode_chunk(self, chunk: PromptChunk):
-        pipe = self.pipeline
-        if self.family in ("sd1", "sd2"):
+        pipe, family = self.pipeline, self.family
+        if not family.xl:
             encoder = pipe.text_encoder
-            out = self._run(encoder, "", chunk, EOS_ID if self.family == "sd1" else 0)
+            out = self._run(encoder, "", chunk, family.text_encoder.pad_id)
             if self.clip_skip > 1:
                 # A1111 clip skip: an earlier layer's output, still passed through the final layer norm.
                 hidden = _final_norm(encoder)(out.hidden_states[-self.clip_skip])
@@ -114,9 +115,9 @@ class TextEncoder:
         # A1111 ignores Clip skip for SDXL by default (setting sdxl_clip_l_skip off), and so do we.
         hidden = []
         if pipe.text_encoder is not None:
-            out = self._run(pipe.text_encoder, "clip_l", chunk, EOS_ID)
+            out = self._run(pipe.text_encoder, "clip_l", chunk, family.text_encoder.pad_id)
             hidden.append(self._emphasise(out.hidden_states[-2], chunk))
-        out = self._run(pipe.text_encoder_2, "clip_g", chunk, 0)
+        out = self._run(pipe.text_encoder_2, "clip_g", chunk, family.text_encoder_2.pad_id)
         hidden.append(self._emphasise(out.hidden_states[-2], chunk))
         return torch.cat(hidden, dim=-1), out.text_embeds
 

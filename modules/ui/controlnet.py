@@ -90,8 +90,9 @@ def error_label(location: tuple, message: str) -> tuple[str, str]:
 
 # ------------------------------------------------------------------ what the lists offer
 
-def current_family(services) -> str | None:
-    """The loaded checkpoint's family; None (offer every ControlNet) before one is loaded."""
+def current_family(services):
+    """The loaded checkpoint's family (a models.families.Family); None (offer every ControlNet) before one is
+    loaded."""
     model = services.models.current
     return model.family if model is not None else None
 
