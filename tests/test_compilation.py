@@ -24,8 +24,9 @@ import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
-from modules.diffusion import compilation, sampling
+from modules.diffusion import compilation, features
 from modules.devices import FULL, LOWVRAM, MEDVRAM
+from modules.models import families
 from modules.networks import lora
 from modules.script_callbacks import CallbackRegistry
 from modules.diffusion.unet_forward import replaced_forward
@@ -96,7 +97,7 @@ def test_per_job_wrappers_run_on_top_of_the_compiled_forward_without_recompiling
     graphs = counter.frame_count
 
     def job(callbacks_seen: list) -> np.ndarray:
-        """What a job does: an extension's cfg callback (sampling.cfg_callbacks) and a wrapper like ControlNet's
+        """What a job does: an extension's cfg callback (features.cfg_callbacks) and a wrapper like ControlNet's
         (unet_forward.replaced_forward), both fresh closures over the forward in place."""
         registry = CallbackRegistry()
         registry.add("cfg_denoised", lambda params: callbacks_seen.append(params.x.shape))
@@ -106,7 +107,7 @@ def test_per_job_wrappers_run_on_top_of_the_compiled_forward_without_recompiling
             output = previous(sample, timestep, encoder_hidden_states, *args, **kwargs)
             return (output[0] * 2, *output[1:]) if isinstance(output, tuple) else type(output)(sample=output.sample * 2)
 
-        with replaced_forward(unet, doubled), sampling.cfg_callbacks(unet, registry, lambda: 0, 2, 1):
+        with replaced_forward(unet, doubled), features.cfg_callbacks(unet, registry, lambda: 0, 2, 1):
             return run(tiny.compiled)
 
     first_seen, second_seen = [], []
@@ -134,9 +135,9 @@ def test_a_lora_added_and_removed_is_never_served_by_a_stale_graph(tiny, counter
     np.testing.assert_allclose(run(tiny.compiled), tiny.baseline, rtol=1e-4, atol=1e-5)
     without = counter.frame_count
     for weight in (1.0, 0.5):
-        with lora.applied(tiny.eager, "sd1", [(info, weight, weight)], cache):
+        with lora.applied(tiny.eager, families.SD1, [(info, weight, weight)], cache):
             expected = run(tiny.eager)
-        with lora.applied(tiny.compiled, "sd1", [(info, weight, weight)], cache):
+        with lora.applied(tiny.compiled, families.SD1, [(info, weight, weight)], cache):
             assert compilation.compiled_mode(tiny.compiled.unet) == compilation.COMPILE
             got = run(tiny.compiled)
         assert not np.allclose(expected, tiny.baseline, atol=1e-4)   # the LoRA does change the image

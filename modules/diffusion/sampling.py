@@ -16,16 +16,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules.diffusion import compilation, samplers, stop_points
-from modules.controlnet.control import PassControl, controlled_unet
+from modules.controlnet.control import PassControl
 from modules.devices import input_device
+from modules.diffusion import features, samplers, stop_points
 from modules.jobs import Job
 from modules.models.manager import LoadedModel
 from modules.prompts import conditioning
-from modules.prompts.composable import composable_unet
-from modules.script_callbacks import AfterCFGCallbackParams, CallbackRegistry, CFGDenoisedParams, CFGDenoiserParams
-from modules.diffusion.token_merging import merged_tokens
-from modules.diffusion.unet_forward import replaced_forward
+from modules.script_callbacks import CallbackRegistry
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +101,55 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, preview: Callable
     """Run one pass; returns latents. `pipe` is the model's txt2img pipeline (image passes derive theirs);
     `preview(latents, pipeline)` makes the live preview every `preview_every` steps (None: no previews);
     `callbacks` holds extensions' cfg_denoiser / cfg_denoised / cfg_after_cfg callbacks."""
+    # 1. The pipeline and its call: scheduler, conditioning, noise or the image to start from.
+    pipe, kwargs = _pipeline_call(model, pipe, step)
+    runs = step.runs_steps if step.stop_after is None else min(step.runs_steps, step.stop_after)
+    state = features.PassState(runs=runs, offset=progress_offset, total=progress_total or runs)
+    job.set_progress(progress_offset, state.total)
+    # 2. The loop features the pass needs, in the order they wrap the denoiser (the first innermost).
+    images = step.noise.shape[0]
+    plan = step.plan
+    used: list = [features.Progress(job, preview, preview_every, step.stop_after)]
+    if step.controls:
+        used.append(features.ControlNetGuidance(step.controls, state, images, steps=step.runs_steps))
+    if plan.composable:   # AND: the parts follow the steps inside the denoiser call
+        used.append(features.ComposablePrompts(plan, state, guided=step.cfg_scale > 1))
+    elif plan.changes:
+        used.append(features.PromptEditing(plan, images, pooled=model.family.xl))
+    if step.token_merging_ratio > 0:
+        used.append(features.TokenMerging(step.token_merging_ratio))
+    if callbacks is not None:
+        used.append(features.ScriptCallbacks(callbacks, state, images))
+    used.append(features.StopPoints(lambda: job.should_stop, also=[control.model for control in step.controls]))
+
+    # 3. The pipeline's loop, each feature's step end after each step.
+    def on_step_end(pipeline, index, timestep, callback_kwargs):
+        end = features.StepEnd(pipeline, index, callback_kwargs)
+        for feature in used:
+            feature.on_step_end(state, end)
+        if state.stop:
+            pipeline._interrupt = True   # diffusers skips the remaining steps; what we have is returned
+        return callback_kwargs
+
+    tensor_inputs = ["latents", *(name for feature in used for name in feature.tensor_inputs)]
+    with contextlib.ExitStack() as stack:
+        for feature in used:
+            stack.enter_context(feature.patch(pipe.unet))
+        try:
+            return pipe(**kwargs, callback_on_step_end=on_step_end,
+                        callback_on_step_end_tensor_inputs=tensor_inputs).images
+        except stop_points.Interrupted:
+            if state.latents is None:   # not one step done: nothing to show
+                raise
+            return state.latents   # stopped mid-step: the last finished step's latents, as A1111 returns them
+
+
+def _pipeline_call(model: LoadedModel, pipe, step: Pass) -> tuple[Any, dict[str, Any]]:
+    """The pipeline for the pass (an image pass derives the img2img/inpaint one) with its scheduler, and the
+    keyword arguments of its call."""
     image_pass = step.init_latents is not None or step.start_latents is not None
     if image_pass:
-        from modules.diffusion.pipelines import image_pipeline   # diffusers is imported with the first model, not at start
+        from modules.diffusion.pipelines import image_pipeline   # diffusers is imported with the first model
 
         pipe = image_pipeline(pipe, model.family)
         pipe.seed_noise = step.noise
@@ -115,9 +158,7 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, preview: Callable
                                                steps=step.steps)
     batch = step.noise.shape[0]
     dtype = pipe.unet.dtype
-    sdxl = model.family.xl   # pooled text embeddings beside the sequence
-    plan = step.plan
-    cond, uncond = plan.at(0)
+    cond, uncond = step.plan.at(0)
     kwargs: dict[str, Any] = dict(
         prompt_embeds=cond.embeds.repeat(batch, 1, 1).to(dtype),
         negative_prompt_embeds=uncond.embeds.repeat(batch, 1, 1).to(dtype),
@@ -126,7 +167,7 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, preview: Callable
     )
     if step.seeds:   # ancestral and SDE samplers draw noise every step: from the image's seed, so it repeats
         kwargs["generator"] = [torch.Generator("cpu").manual_seed(seed) for seed in step.seeds]
-    if sdxl:
+    if model.family.xl:   # the pooled text embeddings beside the sequence
         kwargs.update(pooled_prompt_embeds=cond.pooled.repeat(batch, 1).to(dtype),
                       negative_pooled_prompt_embeds=uncond.pooled.repeat(batch, 1).to(dtype))
     if image_pass:
@@ -141,105 +182,12 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, preview: Callable
             # txt2img on an inpainting model: everything masked, as A1111 conditions it.
             kwargs.update(image=Image.new("RGB", (step.width, step.height), (127, 127, 127)),
                           mask_image=Image.new("L", (step.width, step.height), 255), strength=1.0)
-    runs = step.runs_steps if step.stop_after is None else min(step.runs_steps, step.stop_after)
-    total = progress_total or runs
-    tensor_inputs = ["latents"]
-    if plan.changes:
-        tensor_inputs += ["prompt_embeds", "add_text_embeds"] if sdxl else ["prompt_embeds"]
-    job.set_progress(progress_offset, total)
-
-    def step_conditioning(pipeline, index: int, callback_kwargs: dict) -> None:
-        """Prompt editing and alternation: hand the pipeline the next step's conditioning (its CFG layout)."""
-        cond, uncond = plan.at(index)
-        embeds = [cond.embeds.repeat(batch, 1, 1)]
-        pooled = [cond.pooled.repeat(batch, 1)] if sdxl else []
-        if pipeline.do_classifier_free_guidance:
-            embeds.insert(0, uncond.embeds.repeat(batch, 1, 1))
-            pooled[:0] = [uncond.pooled.repeat(batch, 1)] if sdxl else []
-        previous = callback_kwargs["prompt_embeds"]
-        callback_kwargs["prompt_embeds"] = torch.cat(embeds).to(previous.device, previous.dtype)
-        if sdxl:
-            callback_kwargs["add_text_embeds"] = torch.cat(pooled).to(previous.device, previous.dtype)
-
-    current = {"step": 0, "latents": None}
-
-    def on_step_end(pipeline, index, timestep, callback_kwargs):
-        done = index + 1
-        current["step"] = done
-        current["latents"] = callback_kwargs["latents"]
-        job.set_progress(progress_offset + done, total)
-        if preview is not None and preview_every > 0 and done % preview_every == 0:
-            job.set_preview(preview(callback_kwargs["latents"], pipeline))
-        if job.should_stop or (step.stop_after is not None and done >= step.stop_after):
-            pipeline._interrupt = True   # diffusers skips the remaining steps; what we have is returned
-        elif done < runs and not plan.composable and plan.changes_at(done):
-            step_conditioning(pipeline, done, callback_kwargs)
-        if callbacks is not None and callbacks.has("cfg_after_cfg"):
-            after = AfterCFGCallbackParams(callback_kwargs["latents"], progress_offset + index, total)
-            callbacks.fire("cfg_after_cfg", after)
-            callback_kwargs["latents"] = after.x
-        return callback_kwargs
-
-    with contextlib.ExitStack() as stack:
-        # Guidance start/end are fractions of the whole pass, also where a refiner takes over part-way.
-        stack.enter_context(controlled_unet(pipe.unet, step.controls, lambda: current["step"] / max(step.runs_steps, 1),
-                                            batch))
-        if plan.composable:   # AND: the UNet answers with the weighted parts (they follow the steps themselves)
-            stack.enter_context(composable_unet(
-                pipe.unet, lambda: (plan.parts_at(current["step"]), plan.at(current["step"])[1]),
-                guided=step.cfg_scale > 1))
-            tensor_inputs = ["latents"]
-        stack.enter_context(merged_tokens(pipe.unet, step.token_merging_ratio))
-        stack.enter_context(cfg_callbacks(pipe.unet, callbacks, lambda: progress_offset + current["step"], total,
-                                          batch))
-        stack.enter_context(stop_points_in(pipe.unet, [pipe.unet, *(control.model for control in step.controls)],
-                                           lambda: job.should_stop))
-        try:
-            return pipe(**kwargs, callback_on_step_end=on_step_end,
-                        callback_on_step_end_tensor_inputs=tensor_inputs).images
-        except stop_points.Interrupted:
-            if current["latents"] is None:   # not one step done: nothing to show
-                raise
-            return current["latents"]   # stopped mid-step: the last finished step's latents, as A1111 returns them
-
-
-def stop_points_in(unet, modules: list, should_stop: Callable[[], bool]):
-    """Stop points in the pass's models (not in a compiled UNet); attention sliced where it runs on the CPU."""
-    if compilation.compiled_mode(unet) != compilation.NONE:
-        return contextlib.nullcontext()
-    on_cpu = next(unet.parameters()).device.type == "cpu"   # (under --lowvram the weights are "meta": on the GPU)
-    return stop_points.inside(modules, should_stop, slice_attention=on_cpu)
-
-
-@contextlib.contextmanager
-def cfg_callbacks(unet, callbacks: CallbackRegistry | None, step_of, total: int, images: int):
-    """A1111's on_cfg_denoiser / on_cfg_denoised around each UNet call: the first sees (and may replace) the
-    UNet's input latents with the text conditioning split into cond and uncond, the second its output."""
-    if callbacks is None or not (callbacks.has("cfg_denoiser") or callbacks.has("cfg_denoised")):
-        yield
-        return
-    original = unet.forward
-
-    def forward(sample, timestep, encoder_hidden_states, *args, **kwargs):
-        guided = sample.shape[0] == 2 * images   # diffusers batches [uncond, cond] under CFG
-        uncond, cond = encoder_hidden_states.chunk(2) if guided else (None, encoder_hidden_states)
-        before = CFGDenoiserParams(sample, None, timestep, step_of(), total, cond, uncond)
-        callbacks.fire("cfg_denoiser", before)
-        output = original(before.x, timestep, encoder_hidden_states, *args, **kwargs)
-        prediction = output[0] if isinstance(output, tuple) else output.sample
-        after = CFGDenoisedParams(prediction, step_of(), total, unet)
-        callbacks.fire("cfg_denoised", after)
-        if isinstance(output, tuple):
-            return (after.x, *output[1:])
-        output.sample = after.x
-        return output
-
-    with replaced_forward(unet, forward):
-        yield
+    return pipe, kwargs
 
 
 def _vae_stops(vae, should_stop: Callable[[], bool] | None):
-    return stop_points_in(vae.decoder, [vae], should_stop) if should_stop is not None else contextlib.nullcontext()
+    return (features.stop_points_in(vae.decoder, [vae], should_stop) if should_stop is not None
+            else contextlib.nullcontext())
 
 
 def encode(pipe, images: list[Image.Image], should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
