@@ -1,10 +1,14 @@
 """Loop features: what a denoising pass does besides the pipeline's own loop, each one object.
 
-A feature may `patch` the denoiser for the length of the pass (wrap its forward, hook its blocks) and act at the
-end of each step (`on_step_end`: read or replace the step's tensors, or ask the pipeline to stop). `denoise`
-enters the features a pass needs in a stated order (the first entered wraps the denoiser innermost) and calls
-each one's step end in that order. As InvokeAI's backend/stable_diffusion/extensions. The denoiser is the UNet
-today; a transformer family's goes through the same two calls.
+A feature may `patch` the pipeline while it is in effect (wrap the denoiser's forward, hook its blocks, merge
+weights, swap the VAE) and act at the end of each step (`on_step_end`: read or replace the step's tensors, or ask
+the pipeline to stop). Two scopes use the one protocol:
+- pass features (this module): `sampling.denoise` enters the ones a pass needs in a stated order (the first
+  entered wraps the denoiser innermost) and calls each one's step end in that order;
+- job features (the prompt's LoRAs and hypernetworks, the external VAE: networks/features.py; tiling here):
+  `Generator.generate` enters them once for the whole job; they only patch.
+As InvokeAI's backend/stable_diffusion/extensions. The denoiser is the UNet today; a transformer family's is
+reached through `denoiser_of` and goes through the same two calls.
 
 diffusers' HookRegistry was considered for the forward wrappers: it replaces `module.forward` in a way that
 collides with the slot a compiled forward takes (diffusion/compilation.py), so the project's `replaced_forward`
@@ -29,6 +33,12 @@ from modules.prompts.composable import composable_unet
 from modules.script_callbacks import AfterCFGCallbackParams, CallbackRegistry, CFGDenoisedParams, CFGDenoiserParams
 
 
+def denoiser_of(pipe) -> torch.nn.Module:
+    """The model a pipeline denoises with: the UNet (SD 1/2/XL); a transformer for the DiT families."""
+    unet = getattr(pipe, "unet", None)
+    return unet if unet is not None else pipe.transformer
+
+
 @dataclass
 class PassState:
     """Where the pass is: shared by the features (ControlNet's guidance window, AND's parts, the callbacks)."""
@@ -51,7 +61,8 @@ class StepEnd:
 class LoopFeature:
     tensor_inputs: tuple[str, ...] = ()   # the pipeline tensors on_step_end reads or replaces, besides latents
 
-    def patch(self, denoiser) -> contextlib.AbstractContextManager:
+    def patch(self, pipe) -> contextlib.AbstractContextManager:
+        """The change to `pipe` (a diffusers pipeline) while the feature is in effect, undone on the way out."""
         return contextlib.nullcontext()
 
     def on_step_end(self, state: PassState, step: StepEnd) -> None:
@@ -115,8 +126,8 @@ class ControlNetGuidance(LoopFeature):
     images: int
     steps: int                         # the pass's steps had no refiner taken over
 
-    def patch(self, denoiser):
-        return controlled_unet(denoiser, self.controls, lambda: self.state.step / max(self.steps, 1), self.images)
+    def patch(self, pipe):
+        return controlled_unet(denoiser_of(pipe), self.controls, lambda: self.state.step / max(self.steps, 1), self.images)
 
 
 @dataclass
@@ -128,9 +139,9 @@ class ComposablePrompts(LoopFeature):
     state: PassState
     guided: bool
 
-    def patch(self, denoiser):
+    def patch(self, pipe):
         plan, state = self.plan, self.state
-        return composable_unet(denoiser, lambda: (plan.parts_at(state.step), plan.at(state.step)[1]),
+        return composable_unet(denoiser_of(pipe), lambda: (plan.parts_at(state.step), plan.at(state.step)[1]),
                                guided=self.guided)
 
 
@@ -138,8 +149,8 @@ class ComposablePrompts(LoopFeature):
 class TokenMerging(LoopFeature):
     ratio: float
 
-    def patch(self, denoiser):
-        return merged_tokens(denoiser, self.ratio)
+    def patch(self, pipe):
+        return merged_tokens(denoiser_of(pipe), self.ratio)
 
 
 @dataclass
@@ -150,8 +161,8 @@ class ScriptCallbacks(LoopFeature):
     state: PassState
     images: int
 
-    def patch(self, denoiser):
-        return cfg_callbacks(denoiser, self.callbacks, lambda: self.state.offset + self.state.step, self.state.total,
+    def patch(self, pipe):
+        return cfg_callbacks(denoiser_of(pipe), self.callbacks, lambda: self.state.offset + self.state.step, self.state.total,
                              self.images)
 
     def on_step_end(self, state: PassState, step: StepEnd) -> None:
@@ -168,8 +179,33 @@ class StopPoints(LoopFeature):
     should_stop: Callable[[], bool]
     also: list = field(default_factory=list)   # more models the pass runs (the ControlNets)
 
-    def patch(self, denoiser):
+    def patch(self, pipe):
+        denoiser = denoiser_of(pipe)
         return stop_points_in(denoiser, [denoiser, *self.also], self.should_stop)
+
+
+@dataclass
+class Tiling(LoopFeature):
+    """Seamless tiling (A1111's Tiling): every convolution of the denoiser and the VAE wraps around the image
+    edges."""
+
+    enabled: bool
+
+    @contextlib.contextmanager
+    def patch(self, pipe):
+        if not self.enabled:
+            yield
+            return
+        convs = [m for module in (denoiser_of(pipe), pipe.vae) for m in module.modules()
+                 if isinstance(m, torch.nn.Conv2d)]
+        previous = [conv.padding_mode for conv in convs]
+        for conv in convs:
+            conv.padding_mode = "circular"
+        try:
+            yield
+        finally:
+            for conv, mode in zip(convs, previous):
+                conv.padding_mode = mode
 
 
 def stop_points_in(denoiser, modules: list, should_stop: Callable[[], bool]):

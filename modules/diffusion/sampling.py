@@ -2,8 +2,8 @@
 
 A pass is txt2img (from seed noise), img2img/inpaint (from an image's latents, part-way), the hires fix's
 second pass, or a refiner finishing what another model started. The txt2img pipeline runs the first kind,
-`modules.diffusion.pipelines.image_pipeline` the others; this module hands them conditioning, noise, a scheduler and
-a step callback (progress, previews, interrupt, prompt editing, stopping where a refiner takes over).
+`modules.diffusion.pipelines.image_pipeline` the others; this module hands them conditioning, noise, a scheduler
+and the pass's loop features (diffusion/features.py: progress, previews, prompt editing, ControlNet, …).
 """
 from __future__ import annotations
 
@@ -25,23 +25,6 @@ from modules.prompts import conditioning
 from modules.script_callbacks import CallbackRegistry
 
 log = logging.getLogger(__name__)
-
-@contextlib.contextmanager
-def circular_padding(modules: list[torch.nn.Module], enabled: bool):
-    """Seamless tiling: every convolution wraps around the image edges for the duration of a job."""
-    if not enabled:
-        yield
-        return
-    convs = [m for module in modules for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
-    previous = [conv.padding_mode for conv in convs]
-    for conv in convs:
-        conv.padding_mode = "circular"
-    try:
-        yield
-    finally:
-        for conv, mode in zip(convs, previous):
-            conv.padding_mode = mode
-
 
 def vae_scale(pipeline) -> int:
     return 2 ** (len(pipeline.vae.config.block_out_channels) - 1)
@@ -134,7 +117,7 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, preview: Callable
     tensor_inputs = ["latents", *(name for feature in used for name in feature.tensor_inputs)]
     with contextlib.ExitStack() as stack:
         for feature in used:
-            stack.enter_context(feature.patch(pipe.unet))
+            stack.enter_context(feature.patch(pipe))
         try:
             return pipe(**kwargs, callback_on_step_end=on_step_end,
                         callback_on_step_end_tensor_inputs=tensor_inputs).images

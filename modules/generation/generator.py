@@ -17,15 +17,15 @@ from PIL import Image
 from modules import extra_networks, images
 from modules.controlnet import plan as controlnet_plan
 from modules.devices import FULL
-from modules.diffusion import compilation, noise, sampling, stop_points, token_merging, warmup
+from modules.diffusion import compilation, features, noise, sampling, stop_points, token_merging, warmup
 from modules.generation import hires as hires_fix, img2img, passes, results
 from modules.generation.context import JobContext, ScriptHooks
 from modules.generation.saving import Saver, write_params
 from modules.jobs import Job, JobError
 from modules.models.manager import CheckpointLoadError, CheckpointNotFound, LoadedModel, ModelManager
-from modules.networks import hypernetwork, lora, textual_inversion
+from modules.networks import features as network_features, textual_inversion
 from modules.networks.cards import read_user_metadata
-from modules.networks.vae import VaeLoadError, swapped_vae
+from modules.networks.vae import VaeLoadError
 from modules.options import Options, Settings
 from modules.paths import Paths
 from modules.postprocess.upscalers import UpscalerError
@@ -243,22 +243,21 @@ class Generator:
         ctx.tome_ratio, ctx.tome_hires_ratio = token_merging.ratios(settings, image_mode=ctx.image_mode)
 
     def _apply_networks(self, stack: contextlib.ExitStack, ctx: JobContext, external_vae) -> list:
-        """LoRAs, hypernetworks and the VAE on for this job only, removed on the way out even on errors; then
-        compile and the memory mode's offload hooks. Returns the LoRAs in effect (for the infotext)."""
-        pipe, job = ctx.model.pipeline, ctx.job
-        applied_loras = stack.enter_context(
-            lora.applied(pipe, ctx.model.family, ctx.prepared.loras, self.networks.lora_cache,
-                         should_stop=lambda: job.interrupted))
-        ctx.warnings += list(applied_loras) + list(stack.enter_context(
-            hypernetwork.applied(pipe, ctx.prepared.hypernetworks, self.networks.hypernetwork_cache,
-                                 should_stop=lambda: job.interrupted)))
-        stack.enter_context(swapped_vae(pipe, external_vae))
+        """The job features (LoRAs, hypernetworks, the VAE) on for this job only, taken off on the way out even on
+        errors; then compile and the memory mode's offload hooks. Returns the LoRAs in effect (for the infotext)."""
+        pipe, should_stop = ctx.model.pipeline, lambda: ctx.job.interrupted
+        loras = network_features.Loras(ctx.prepared.loras, ctx.model.family, self.networks.lora_cache, should_stop)
+        hypernetworks = network_features.Hypernetworks(ctx.prepared.hypernetworks,
+                                                       self.networks.hypernetwork_cache, should_stop)
+        for feature in (loras, hypernetworks, network_features.ExternalVae(external_vae)):
+            stack.enter_context(feature.patch(pipe))
+        ctx.warnings += loras.warnings + hypernetworks.warnings
         used = (ctx.model, *([ctx.refiner.model] if ctx.refiner else []))
         for model in used:   # compile_unet (the VAE swapped in too)
             self._compile(model, ctx.settings)
         # medvram/lowvram: offload hooks on once the job's weights are in place, off before they are removed
         stack.enter_context(self.manager.placement.job(*used))
-        return applied_loras.loras
+        return loras.used
 
     def _batch(self, ctx: JobContext, batch_index: int, saver: Saver) -> _Batch:
         """One batch: noise → first pass → hires pass → decode → scripts' hooks → finished, saved images."""
@@ -284,7 +283,7 @@ class Generator:
             img2img.add_image(step, request, ctx.inputs, ctx.encoded, first, first_noise)
         ctx.hooks.before_batch(batch_index, [ctx.prepared.prompt] * request.batch_size, seeds, subseeds)
         try:
-            with sampling.circular_padding([pipe.unet, pipe.vae], request.tiling):
+            with features.Tiling(request.tiling).patch(pipe):
                 latents = passes.run_pass(self, ctx, step, ctx.refiner if ctx.hires is None else None)
                 if ctx.hires is not None and not job.interrupted:
                     second = passes.second_pass(self, ctx, latents, seed_noise, seeds)
