@@ -1,96 +1,32 @@
-"""LoRA: listing, hashes, prompt-tag semantics, and applying kohya files to tiny SD1/SDXL pipelines for one job."""
+"""LoRA applied for one job: kohya files (and LoCon, the diffusers and legacy layouts) merged into tiny SD1/SDXL
+pipelines and removed bit for bit afterwards; files for another family, unsupported kinds and damaged files are
+warnings (listing, hashes and tags: test_lora_files.py)."""
 from __future__ import annotations
-
-import hashlib
-import os
-import struct
-import tracemalloc
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 import torch
 
 from modules.models import families, files
-from modules.models.registry import HashCache
 from modules.networks import lora
 from modules.networks.lora import apply as lora_apply
 from tests.fixtures import tiny_loras
-from tests.fixtures.pipelines import build_pipeline
-from tests.fixtures.tiny_checkpoints import build_tiny_model
-
-
-@dataclass
-class Tag:   # the shape of the prompt parser's NetworkTag
-    kind: str
-    name: str
-    positional: tuple = ()
-    named: dict = field(default_factory=dict)
-
-
-class Tiny:
-    def __init__(self, family: str):
-        self.family = family
-        self.model = build_tiny_model(family)
-        self.pipe = build_pipeline(self.model)
-        self.latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-
-    def run(self) -> np.ndarray:
-        """The denoised latents of a fixed-noise generation (the VAE, which no LoRA touches, is left out)."""
-        with torch.no_grad():
-            return self.pipe(prompt="a photo of a cat", negative_prompt="blurry", latents=self.latents.clone(),
-                             num_inference_steps=2, height=64, width=64, output_type="latent").images.numpy()
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        """Every tensor of every LoRA-able component, copied, by component-qualified key."""
-        out = {}
-        for component in ("unet", "text_encoder", "text_encoder_2"):
-            module = getattr(self.pipe, component, None)
-            if module is not None:
-                out.update({f"{component}.{k}": v.detach().clone() for k, v in module.state_dict().items()})
-        return out
-
-    def structure(self) -> list[tuple[str, str]]:
-        return [(f"{component}.{name}", type(module).__name__)
-                for component in ("unet", "text_encoder", "text_encoder_2")
-                if getattr(self.pipe, component, None) is not None
-                for name, module in getattr(self.pipe, component).named_modules()]
+from tests.fixtures.lora_targets import Tiny, assert_restored, changed, changed_layers, write_lora_folder
 
 
 @pytest.fixture(scope="module")
 def sd1():
-    tiny = Tiny("sd1")
-    tiny.baseline = tiny.run()
-    tiny.before = tiny.weights()
-    tiny.tree = tiny.structure()
-    return tiny
+    return Tiny("sd1").keep_reference()
 
 
 @pytest.fixture(scope="module")
 def sdxl():
-    tiny = Tiny("sdxl")
-    tiny.baseline = tiny.run()
-    tiny.before = tiny.weights()
-    tiny.tree = tiny.structure()
-    return tiny
+    return Tiny("sdxl").keep_reference()
 
 
 @pytest.fixture(scope="module")
 def lora_dir(tmp_path_factory, sd1, sdxl):
-    root = tmp_path_factory.mktemp("Lora")
-    write = tiny_loras.write_lora
-    write(tiny_loras.kohya_lora(sd1.model), root / "sd1_style.safetensors", output_name="SD1 Style")
-    write(tiny_loras.kohya_lora(sd1.model, seed=1), root / "sub" / "deeper" / "sd1_other.safetensors")
-    write(tiny_loras.kohya_lora(sd1.model, seed=2, unet=False), root / "sd1_te_only.safetensors")
-    write(tiny_loras.kohya_lora(sd1.model, seed=3, text_encoder=False), root / "sd1_unet_only.safetensors")
-    write(tiny_loras.kohya_lora(sd1.model, seed=4, conv=True), root / "sd1_locon.safetensors")
-    write(tiny_loras.kohya_lora(sdxl.model), root / "sdxl_style.safetensors", output_name="SDXL Style",
-          metadata={"ss_base_model_version": "sdxl_base_v1-0"})
-    write(tiny_loras.loha(sd1.model), root / "sd1_loha.safetensors", metadata={"ss_network_module": "lycoris.kohya"})
-    write(tiny_loras.lokr(sd1.model), root / "sd1_lokr.safetensors", metadata={"ss_network_module": "lycoris.kohya"})
-    tiny_loras.write_header_bomb(root / "aaa_bomb.safetensors")
-    (root / "notes.txt").write_text("not a LoRA")
-    return root
+    return write_lora_folder(tmp_path_factory.mktemp("Lora"), sd1.model, sdxl.model)
 
 
 @pytest.fixture(scope="module")
@@ -103,163 +39,7 @@ def cache():
     return lora.LoraCache(max_items=16)
 
 
-def assert_restored(tiny: Tiny):
-    """No adapter left, same module tree, every weight bit-for-bit, the baseline image bit-for-bit."""
-    assert not any(tiny.pipe.get_list_adapters().values())
-    assert tiny.structure() == tiny.tree
-    after = tiny.weights()
-    assert after.keys() == tiny.before.keys()
-    assert all(torch.equal(after[key], tiny.before[key]) for key in after)
-    assert np.array_equal(tiny.run(), tiny.baseline)
-
-
-def changed_layers(tiny: Tiny) -> dict[str, int]:
-    """How many weights of each component differ from the model's own (LoRAs are merged into them)."""
-    counts: dict[str, int] = {}
-    for key, value in tiny.weights().items():
-        if not torch.equal(value, tiny.before[key]):
-            component = key.partition(".")[0]
-            counts[component] = counts.get(component, 0) + 1
-    return counts
-
-
-def changed(image: np.ndarray, baseline: np.ndarray) -> float:
-    return float(np.abs(image - baseline).max())
-
-
-# --------------------------------------------------------------------------- listing and hashes
-
-def test_listing_is_recursive_uses_metadata_aliases_and_skips_header_bombs(registry, lora_dir):
-    names = [info.name for info in registry.items()]
-    assert "aaa_bomb" not in names                       # skipped, and the listing went on after it
-    assert {"sd1_style", "sd1_other", "sdxl_style", "sd1_loha"} <= set(names)
-    assert "notes" not in names
-    style = registry.find("sd1_style")
-    assert style.alias == "SD1 Style" and style.path == (lora_dir / "sd1_style.safetensors").resolve()
-    assert style.metadata["ss_output_name"] == "SD1 Style"
-    assert registry.find("SD1 Style") is style           # by alias too
-    assert registry.find("sd1_other").path.parent.name == "deeper"
-    assert registry.find("sd1_other").alias == "sd1_other"
-    for bad in ("../sd1_style", str(style.path), "sub/deeper/sd1_other", "", None, "sd1_style.safetensors"):
-        assert registry.find(bad) is None
-    listed = lora.api_list(registry)
-    entry = next(item for item in listed if item["name"] == "sd1_style")
-    assert entry == {"name": "sd1_style", "alias": "SD1 Style", "path": str(style.path), "metadata": style.metadata}
-
-
-def test_header_bomb_listing_does_not_allocate(lora_dir):
-    tracemalloc.start()
-    try:
-        registry = lora.LoraRegistry(lora_dir)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert registry.find("aaa_bomb") is None and registry.find("sd1_style") is not None
-    assert peak < 20 * 1024 * 1024
-
-
-def test_shorthash_is_a1111_addnet_hash(registry, lora_dir):
-    path = lora_dir / "sd1_style.safetensors"
-    data = path.read_bytes()
-    (header_length,) = struct.unpack("<Q", data[:8])
-    expected = hashlib.sha256(data[8 + header_length:]).hexdigest()[:12]
-    assert registry.find("sd1_style").shorthash() == expected == tiny_loras.addnet_hash(path)[:12]
-    assert expected != hashlib.sha256(data).hexdigest()[:12]     # the header is not hashed
-
-
-def test_shorthash_prefers_metadata_and_follows_file_changes(tmp_path, sd1):
-    folder = tmp_path / "Lora"
-    tiny_loras.write_lora(tiny_loras.kohya_lora(sd1.model), folder / "meta.safetensors",
-                          metadata={"sshs_model_hash": "0123456789abcdef" * 4})
-    tiny_loras.write_lora(tiny_loras.kohya_lora(sd1.model), folder / "plain.safetensors")
-    registry = lora.LoraRegistry(folder)
-    assert registry.find("meta").shorthash() == "0123456789ab"
-    first = registry.find("plain").shorthash()
-    tiny_loras.write_lora(tiny_loras.kohya_lora(sd1.model, seed=9), folder / "plain.safetensors")
-    os.utime(folder / "plain.safetensors", ns=(1, 1_000_000_000))
-    registry.refresh()
-    assert registry.find("plain").shorthash() == tiny_loras.addnet_hash(folder / "plain.safetensors")[:12] != first
-
-
-def test_hashes_go_through_the_hash_cache(tmp_path, sd1):
-    class Cache:   # HashCache's interface: cached(key, file), and store(key, file, value) where it has one
-        def __init__(self):
-            self.data = {}
-
-        def cached(self, key, file):
-            entry = self.data.get(key)
-            return entry[1] if entry and entry[0] == file.stat().st_mtime else None
-
-        def store(self, key, file, value):
-            self.data[key] = (file.stat().st_mtime, value)
-
-    path = tiny_loras.write_lora(tiny_loras.kohya_lora(sd1.model), tmp_path / "Lora" / "x.safetensors")
-    cache = Cache()
-    short = lora.LoraRegistry(tmp_path / "Lora", hashes=cache).find("x").shorthash()
-    assert cache.data["lora/x"][1] == tiny_loras.addnet_hash(path)
-    cache.data["lora/x"] = (path.stat().st_mtime, "f" * 64)         # a fresh registry reads the cached value
-    assert lora.LoraRegistry(tmp_path / "Lora", hashes=cache).find("x").shorthash() == "f" * 12 != short
-    real = HashCache(tmp_path / "cache.json")                        # the project's cache works as well
-    assert lora.LoraRegistry(tmp_path / "Lora", hashes=real).find("x").shorthash() == short
-
-
-def test_same_stem_later_file_wins_and_shared_alias_only_matches_by_name(tmp_path, sd1):
-    folder = tmp_path / "Lora"
-    sd = tiny_loras.kohya_lora(sd1.model)
-    tiny_loras.write_lora(sd, folder / "dup.safetensors", output_name="shared")
-    tiny_loras.write_lora(sd, folder / "z" / "dup.safetensors", output_name="dup-z")
-    tiny_loras.write_lora(sd, folder / "other.safetensors", output_name="shared")
-    registry = lora.LoraRegistry(folder)
-    assert registry.find("dup").path.parent.name == "z"          # scanned later (A1111 overwrites)
-    assert [info.name for info in registry.items()].count("dup") == 1
-    assert registry.find("shared") is None                         # two files call themselves "shared"
-    assert registry.find("other").alias == "shared"
-
-
-def test_infotext_hashes(registry):
-    requests, warnings = lora.requests_from_tags([Tag("lora", "SD1 Style", ("0.5",)), Tag("lora", "sd1_other")],
-                                                 registry)
-    assert warnings == []
-    text = lora.infotext_hashes([info for info, _, _ in requests])
-    first, second = registry.find("sd1_style").shorthash(), registry.find("sd1_other").shorthash()
-    assert text == f"SD1 Style: {first}, sd1_other: {second}"     # the names as the prompt wrote them
-
-
-# --------------------------------------------------------------------------- tags → requests
-
-def test_requests_from_tags_follow_a1111_weight_rules(registry):
-    tags = [Tag("lora", "sd1_style"), Tag("lora", "sd1_style", ("0.8",)), Tag("lora", "sd1_style", ("0.8", "0.3")),
-            Tag("lora", "sd1_style", (), {"te": "0.2"}), Tag("lora", "sd1_style", ("0.8",), {"unet": "0.1"}),
-            Tag("lyco", "SD1 Style", ("0.4",)), Tag("hypernet", "sd1_style", ("1",)),
-            Tag("lora", "missing"), Tag("lora", "sd1_style", ("abc",)), Tag("lora", "sd1_style", ("nan",))]
-    requests, warnings = lora.requests_from_tags(tags, registry)
-    assert [(info.name, te, unet) for info, te, unet in requests] == [
-        ("sd1_style", 1.0, 1.0), ("sd1_style", 0.8, 0.8), ("sd1_style", 0.8, 0.3), ("sd1_style", 0.2, 0.2),
-        ("sd1_style", 0.8, 0.1), ("sd1_style", 0.4, 0.4)]
-    assert warnings[0] == "LoRA not found: missing"
-    assert "'abc' is not a number" in warnings[1] and "'nan'" in warnings[2]
-
-
-# --------------------------------------------------------------------------- family detection
-
-def test_lora_family_from_layout_and_real_widths(sd1, sdxl):
-    assert lora.lora_family(tiny_loras.kohya_lora(sd1.model)).id == "sd1"
-    assert lora.lora_family(tiny_loras.kohya_lora(sdxl.model)).id == "sdxl"
-    assert lora.lora_family(tiny_loras.kohya_lora(sdxl.model, text_encoder=False)).id == "sdxl"   # depth-2 blocks
-
-    def real(width: int, te: int | None = None):
-        key = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k"
-        sd = {f"{key}.lora_down.weight": torch.zeros(1, width), f"{key}.lora_up.weight": torch.zeros(640, 1)}
-        if te:
-            te_key = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
-            sd |= {f"{te_key}.lora_down.weight": torch.zeros(1, te), f"{te_key}.lora_up.weight": torch.zeros(te, 1)}
-        return sd
-
-    assert lora.lora_family(real(768)).id == "sd1"
-    assert lora.lora_family(real(1024)).id == "sd2"
-    assert lora.lora_family(real(2048)).id == "sdxl"
-    assert lora.lora_family({"something_else": torch.zeros(1)}) is None
-
+# --------------------------------------------------------------------------- does it fit the checkpoint
 
 def test_fits_reports_the_reason(sd1, sdxl):
     assert lora.fits(tiny_loras.kohya_lora(sd1.model), sd1.pipe) is None
@@ -466,21 +246,6 @@ def test_layers_the_model_lacks_are_skipped_with_a_warning(sd1, tmp_path, cache)
                              f"(e.g. {extra})")
         assert changed(sd1.run(), sd1.baseline) > 1e-4
     assert_restored(sd1)
-
-
-def test_lora_cache_reuses_and_invalidates(tmp_path, sd1):
-    path = tiny_loras.write_lora(tiny_loras.kohya_lora(sd1.model), tmp_path / "a.safetensors")
-    other = tiny_loras.write_lora(tiny_loras.kohya_lora(sd1.model, seed=5), tmp_path / "b.safetensors")
-    cache = lora.LoraCache(max_items=1)
-    first = cache.get(path)
-    assert cache.get(path) is first
-    cache.get(other)
-    assert len(cache) == 1 and cache.get(path) is not first           # evicted, read again
-    tiny_loras.write_lora(tiny_loras.kohya_lora(sd1.model, seed=6), path)
-    os.utime(path, ns=(1, 2_000_000_000))
-    changed_dict = cache.get(path)
-    key = next(key for key in changed_dict if key.endswith("lora_down.weight"))
-    assert not torch.equal(changed_dict[key], first[key])
 
 
 def test_weights_follow_a1111_maths(sd1, registry, cache):

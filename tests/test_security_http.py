@@ -1,36 +1,24 @@
-"""Security at the edges, as a client or an attacker's page sees it: CORS and cross-site requests, URL images
-that never reach local addresses (SSRF), the files the UI serves, and auth on every API route."""
+"""Security at the edges of the HTTP server, as a client or an attacker's page sees it: CORS and cross-site
+requests, the Host allow-list against DNS rebinding, framing, the files the UI serves, auth on every API route, and
+the API's answer to a URL image it refuses (the URL fetcher itself: test_security_url_images.py)."""
 from __future__ import annotations
 
-import _socket
 import contextlib
-import http.server
-import io
 import re
 import socket
-import threading
 import time
 
 import pytest
-from fastapi import HTTPException, WebSocket, WebSocketDisconnect
+from fastapi import WebSocket, WebSocketDisconnect
 from fastapi.routing import APIRoute, iter_route_contexts
-from PIL import Image
 
 from modules import cmd_args, services as services_module
-from modules.untrusted import url_images
-from modules.api.image_inputs import decode_image_field
 from tests.fixtures.app_client import app_client
+from tests.fixtures.local_http import png_bytes, this_machine_server
 from tests.fixtures.server_control import RecordingControl
-from modules.options import Options
-from tests.fixtures.png_bombs import png_declaring
+
 
 A1111_ERROR_KEYS = {"error", "detail", "body", "errors"}
-
-
-def png_bytes(size=(8, 6), colour=(200, 30, 30)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------- CORS and cross-site requests
@@ -200,12 +188,12 @@ def default_app(tmp_path_factory):
     services.shutdown()
 
 
-# One call of each route family: the API, the ControlNet API, /internal, the UI page, its config, its queue (how
-# Extensions → Install is called), uploads and served files.
 ROUTE_FAMILIES = [("POST", "/sdapi/v1/options"), ("POST", "/sdapi/v1/txt2img"), ("GET", "/sdapi/v1/progress"),
                   ("POST", "/controlnet/detect"), ("GET", "/internal/ping"), ("GET", "/"), ("GET", "/config"),
                   ("POST", "/gradio_api/queue/join"), ("POST", "/gradio_api/upload"), ("GET", "/gradio_api/info"),
                   ("GET", "/gradio_api/file=README.md"), ("OPTIONS", "/sdapi/v1/options")]
+
+
 REBOUND = {"Host": "evil.example:7860", "Origin": "http://evil.example:7860"}
 
 
@@ -281,208 +269,6 @@ def test_no_page_of_another_site_may_frame_the_ui(default_app):
         assert "frame-ancestors 'self'" in response.headers["content-security-policy"]
 
 
-# ---------------------------------------------------------------- URL images (SSRF)
-
-
-def respond(status: int, body: bytes = b"", delay: float = 0.0, length: bool = True, **headers):
-    def handle(handler):
-        time.sleep(delay)
-        handler.send_response(status)
-        for name, value in headers.items():
-            handler.send_header(name.replace("_", "-"), value)
-        if length:
-            handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
-    return handle
-
-
-class LocalServer:
-    """An HTTP server on a loopback address: path → responder; every request's path and headers recorded."""
-
-    def __init__(self, host: str):
-        self.host, self.routes, self.requests = host, {}, []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.requests.append((self.path, dict(self.headers)))
-                outer.routes.get(self.path, respond(404, b"missing"))(self)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.handle_error = lambda request, address: None   # a client that gave up (timeout tests)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def url(self, path: str, host: str | None = None) -> str:
-        return f"http://{host or self.host}:{self.port}{path}"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def local_server():
-    """A server on 127.0.0.1: this machine, which a URL image must never reach."""
-    server = LocalServer("127.0.0.1")
-    server.routes["/secret.png"] = respond(200, png_bytes(), Content_Type="image/png")
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def public_server(monkeypatch):
-    """A server on 127.0.0.2 that the address check treats as public (for this server only), serving a PNG."""
-    server = LocalServer("127.0.0.2")
-    server.routes["/cat.png"] = respond(200, png_bytes((8, 6)), Content_Type="image/png")
-    real_check = url_images.is_public_address
-    monkeypatch.setattr(url_images, "is_public_address", lambda address: address == "127.0.0.2" or real_check(address))
-    yield server
-    server.close()
-
-
-def resolving(monkeypatch, name: str, *answers: list[str]):
-    """`name` resolves to answers[0] on the first lookup, answers[1] on the second, …; returns the lookup log."""
-    real = socket.getaddrinfo
-    lookups = []
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        if host != name:
-            return real(host, port, *args, **kwargs)
-        addresses = answers[min(len(lookups), len(answers) - 1)]
-        lookups.append(addresses)
-        return [(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM, 6, "",
-                 (address, port, 0, 0) if ":" in address else (address, port)) for address in addresses]
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return lookups
-
-
-@pytest.fixture
-def options():
-    values = Options(None)
-    values.update({"api_enable_requests": True, "api_useragent": ""})
-    return values
-
-
-def refusal(value: str, options, loc=("init_images", 0)) -> str:
-    """decode_image_field's 422 for `value`: checks the field is named, returns the message."""
-    with pytest.raises(HTTPException) as caught:
-        decode_image_field(value, list(loc), options)
-    assert caught.value.status_code == 422
-    [item] = caught.value.detail
-    assert item["loc"] == ["body", *loc]
-    return item["msg"]
-
-
-def test_a_url_image_is_fetched_from_a_public_address(public_server, options, monkeypatch):
-    image = decode_image_field(public_server.url("/cat.png"), ["init_images", 0], options)
-    assert image.size == (8, 6) and image.mode == "RGB" and image.getpixel((0, 0)) == (200, 30, 30)
-    lookups = resolving(monkeypatch, "images.example", ["127.0.0.2"])
-    options.update({"api_useragent": "my-client/1.0"})
-    assert decode_image_field(public_server.url("/cat.png", "images.example"), ["mask"], options).size == (8, 6)
-    path, headers = public_server.requests[-1]
-    assert headers["Host"] == f"images.example:{public_server.port}" and headers["User-Agent"] == "my-client/1.0"
-    assert len(lookups) == 1
-
-
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "0.0.0.0", "2130706433", "0x7f.1", "127.1"])
-def test_this_machine_is_never_fetched(local_server, options, monkeypatch, host):
-    # Numeric spellings resolve without DNS (the suite's guard blocks every name but localhost).
-    monkeypatch.setattr(socket, "getaddrinfo", lambda name, port, *args, **kwargs: _socket.getaddrinfo(
-        name, port, 0, socket.SOCK_STREAM, 0, 0 if name == "localhost" else socket.AI_NUMERICHOST))
-    message = refusal(f"http://{host}:{local_server.port}/secret.png", options)
-    assert "local or private" in message, message
-    assert local_server.requests == []
-
-
-@pytest.mark.parametrize("answers", [["127.0.0.1"], ["10.0.0.1"], ["192.168.1.20"], ["169.254.169.254"],
-                                     ["100.64.0.1"], ["::1"], ["::ffff:127.0.0.1"], ["::ffff:10.0.0.1"],
-                                     ["fd00::1"], ["fe80::1"], ["2002:7f00:1::"], ["64:ff9b::a00:1"], ["::127.0.0.1"],
-                                     ["224.0.0.1"], ["93.184.216.34", "10.0.0.1"]])
-def test_a_public_looking_name_for_a_private_address_is_refused(monkeypatch, options, answers):
-    resolving(monkeypatch, "images.example", answers)
-    message = refusal("https://images.example/cat.png", options)
-    assert "local or private" in message and answers[-1] in message
-
-
-def test_a_redirect_to_this_machine_is_refused(public_server, local_server, options):
-    public_server.routes["/moved"] = respond(302, Location=local_server.url("/secret.png"))
-    assert "local or private" in refusal(public_server.url("/moved"), options)
-    assert [path for path, _ in public_server.requests] == ["/moved"] and local_server.requests == []
-
-
-def test_redirects_are_followed_up_to_three(public_server, options):
-    for index in range(4):
-        public_server.routes[f"/hop{index}"] = respond(301, Location=f"/hop{index + 1}")
-    public_server.routes["/hop4"] = respond(200, png_bytes(), Content_Type="image/png")
-    assert decode_image_field(public_server.url("/hop1"), ["image"], options).size == (8, 6)
-    assert "more than 3 redirects" in refusal(public_server.url("/hop0"), options)
-
-
-def test_dns_rebinding_cannot_move_the_connection(public_server, local_server, options, monkeypatch):
-    """The name is checked once and the socket connects to the checked address; a second answer (here this
-    machine) is never asked for."""
-    local_server.port = public_server.port    # the same port on the rebound address
-    lookups = resolving(monkeypatch, "rebind.example", ["127.0.0.2"], ["127.0.0.1"])
-    image = decode_image_field(public_server.url("/cat.png", "rebind.example"), ["image"], options)
-    assert image.size == (8, 6) and lookups == [["127.0.0.2"]] and local_server.requests == []
-
-
-@pytest.mark.parametrize("url, expected", [
-    ("file:///etc/passwd", "only http:// and https://"),
-    ("ftp://example.com/cat.png", "only http:// and https://"),
-    ("gopher://127.0.0.1:70/_x", "only http:// and https://"),
-    ("http://user:pw@images.example/cat.png", "credentials"),
-    ("https://user@images.example/cat.png", "credentials"),
-    ("http:///cat.png", "no host"),
-    ("http://images.example:99999/cat.png", "not valid"),
-])
-def test_other_schemes_and_credentials_are_refused(options, url, expected):
-    assert expected in refusal(url, options)
-
-
-def test_url_images_can_be_switched_off(public_server, options):
-    options.update({"api_enable_requests": False})
-    assert "URL images are disabled" in refusal(public_server.url("/cat.png"), options)
-    assert public_server.requests == []
-
-
-def test_downloads_are_capped_and_checked_like_uploads(public_server, options, monkeypatch):
-    monkeypatch.setattr(url_images, "MAX_BYTES", 1000)
-    public_server.routes.update({
-        "/declared.png": respond(200, b"x" * 2000, Content_Type="image/png"),
-        "/streamed.png": respond(200, b"x" * 5000, length=False, Content_Type="image/png"),
-        "/page.html": respond(200, b"<html><script>alert(1)</script></html>", Content_Type="text/html"),
-        "/bomb.png": respond(200, png_declaring(20000, 20000), Content_Type="image/png"),
-    })
-    assert "larger than the limit of 1000 bytes" in refusal(public_server.url("/declared.png"), options)
-    assert "larger than the limit of 1000 bytes" in refusal(public_server.url("/streamed.png"), options)
-    assert "not a supported image" in refusal(public_server.url("/page.html"), options)
-    assert "more than the limit" in refusal(public_server.url("/bomb.png"), options)
-    assert "HTTP 404" in refusal(public_server.url("/nothing-here.png"), options)
-
-
-def test_a_slow_server_times_out(public_server, options, monkeypatch):
-    monkeypatch.setattr(url_images, "TIMEOUT_SECONDS", 0.3)
-    public_server.routes["/slow.png"] = respond(200, png_bytes(), delay=2.0, Content_Type="image/png")
-    started = time.monotonic()
-    assert "within" in refusal(public_server.url("/slow.png"), options)
-    assert time.monotonic() - started < 1.5
-
-
-def test_the_api_names_the_field_of_a_refused_url(cors_api, local_server):
-    response = cors_api.post("/sdapi/v1/img2img", json={"init_images": [local_server.url("/secret.png")]})
-    assert response.status_code == 422, response.text
-    assert set(response.json()) == A1111_ERROR_KEYS and response.json()["errors"].startswith("body.init_images.0: ")
-    assert local_server.requests == []
-
-
 # ---------------------------------------------------------------- files the UI serves
 
 
@@ -544,6 +330,7 @@ def test_blocked_paths_keep_secrets_inside_allowed_folders(ui_app):
 
 # ---------------------------------------------------------------- auth on every API route
 
+
 KNOWN_API_PREFIXES = {"sdapi", "controlnet", "internal"}
 
 
@@ -578,3 +365,20 @@ def test_the_route_list_is_not_empty_without_the_ui(cors_api):
     """The enumeration itself works (an empty list would let the auth test pass on nothing)."""
     assert len(api_routes(cors_api.app)) > 20
 
+
+# ---------------------------------------------------------------- URL images through the API
+
+
+@pytest.fixture
+def local_server():
+    """A server on 127.0.0.1: this machine, which a URL image must never reach."""
+    server = this_machine_server()
+    yield server
+    server.close()
+
+
+def test_the_api_names_the_field_of_a_refused_url(cors_api, local_server):
+    response = cors_api.post("/sdapi/v1/img2img", json={"init_images": [local_server.url("/secret.png")]})
+    assert response.status_code == 422, response.text
+    assert set(response.json()) == A1111_ERROR_KEYS and response.json()["errors"].startswith("body.init_images.0: ")
+    assert local_server.requests == []
