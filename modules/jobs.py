@@ -41,11 +41,37 @@ class JobIdInUse(Exception):
 
 
 class JobError(Exception):
-    """A failure the user can act on (bad model, unsupported request); `status` is the HTTP code to report."""
+    """A failure the user can act on, told in its message. Raised as is, the request was invalid (a bad value, an
+    unsupported combination); the subclasses below name the other kinds of failure. The job records which kind
+    it was (`Job.error_kind`), and each edge reports it in its own terms (the API: modules/api/errors.py)."""
 
-    def __init__(self, message: str, status: int = 422):
-        super().__init__(message)
-        self.status = status
+
+class NotFound(JobError):
+    """Something the request names does not exist (an unknown checkpoint)."""
+
+
+class NotReady(JobError):
+    """The request is valid, but the server cannot serve it in its present state (no checkpoint installed)."""
+
+
+class Interrupted(JobError):
+    """The job was stopped before it made anything to return (a script's loop interrupted early)."""
+
+
+class OutOfMemory(JobError):
+    """The device ran out of memory: a smaller size or batch, or a memory-saving mode, may fit."""
+
+
+class StorageFull(JobError):
+    """A file could not be written: the disk is full or the folder read-only."""
+
+
+class ScriptFailed(JobError):
+    """A script's own bug (it raised, or returned the wrong thing); the traceback is in the server log."""
+
+
+class InternalError(JobError):
+    """An unexpected exception inside the job (our bug); the worker records it with its public message."""
 
 
 class Deferred:
@@ -100,7 +126,7 @@ class Job:
     textinfo: str = ""
     result: Any = None
     error: str | None = None
-    error_status: int = 500
+    error_kind: type[JobError] | None = None   # when failed: which kind of JobError (InternalError if unexpected)
     interrupted: bool = False
     skipped: bool = False
     done: threading.Event = field(default_factory=threading.Event)
@@ -301,10 +327,10 @@ class JobQueue:
                 job.result = job.run(job)
                 state = "interrupted" if job.interrupted else "done"
             except JobError as error:
-                job.error, job.error_status, state = str(error), error.status, "failed"
+                job.error, job.error_kind, state = str(error), type(error), "failed"
             except Exception as error:  # noqa: BLE001 - a failed job must never take the worker down
                 log.exception("job %s (%s) failed", job.id, job.kind)
-                job.error, job.error_status, state = public_message(error), 500, "failed"
+                job.error, job.error_kind, state = public_message(error), InternalError, "failed"
             with self._cond:
                 self._current = None
                 self._finish(job, state)

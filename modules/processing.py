@@ -20,15 +20,12 @@ from PIL import Image
 from modules import shared
 from modules.diffusion import noise
 from modules.generation.context import ScriptHooks as NoHooks
-from modules.generation.request import GenerationRequest, validate_request
+from modules.generation.request import OVERRIDE_FIELDS, GenerationRequest, validate_request
 from modules.generation.results import GenerationResult
 from modules.jobs import Job, JobError
 from modules.scripts import PostprocessBatchListArgs, PostprocessImageArgs, ScriptRunner
 
 log = logging.getLogger(__name__)
-
-# override_settings keys that are request fields (as in the API)
-OVERRIDE_FIELDS = {"sd_model_checkpoint": "checkpoint", "CLIP_stop_at_last_layers": "clip_skip", "sd_vae": "vae"}
 
 
 def request_fields() -> dict[str, Any]:
@@ -90,7 +87,7 @@ class StableDiffusionProcessing:
         return bool(self.init_images)
 
     def to_request(self):
-        """The validated GenerationRequest this object describes; ValueError-like problems become a 422 job error."""
+        """The validated GenerationRequest this object describes; ValueError-like problems become JobErrors."""
         from pydantic import ValidationError
 
         data = {name: getattr(self, name) for name in request_fields()}
@@ -108,13 +105,12 @@ class StableDiffusionProcessing:
                 overrides = {key: generator.options.validate({key: value}, from_api=False)[key]
                              for key, value in overrides.items()}
             except ValueError as error:
-                raise JobError(f"override_settings: {error}", status=422) from None
+                raise JobError(f"override_settings: {error}") from None
         data["option_overrides"] = overrides
         data["extension_scripts"] = {}      # scripts already ran: what is validated here is the plain request
         data["selected_script"] = None
         if isinstance(data.get("prompt"), list) or isinstance(data.get("negative_prompt"), list):
-            raise JobError("prompt: a list of prompts is not supported here; call process_images once per prompt",
-                           status=422)
+            raise JobError("prompt: a list of prompts is not supported here; call process_images once per prompt")
         context = {} if generator is None else dict(
             registry=generator.manager.registry, networks=generator.networks, upscalers=generator.upscalers,
             controlnet=generator.controlnet)
@@ -123,7 +119,7 @@ class StableDiffusionProcessing:
         except ValidationError as error:
             problem = error.errors()[0]
             where = ".".join(str(part) for part in problem["loc"]) or "request"
-            raise JobError(f"{where}: {problem['msg']}", status=422) from None
+            raise JobError(f"{where}: {problem['msg']}") from None
 
 
 class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
@@ -285,7 +281,7 @@ def _run_outside_job(p: StableDiffusionProcessing) -> Processed:
                                lambda job: _run_in_job(running, p, job))
     job.done.wait()
     if job.state == "failed":
-        raise JobError(job.error or "generation failed", status=job.error_status)
+        raise job.error_kind(job.error or "generation failed")   # the job's kind of failure, not a new one
     return job.result
 
 

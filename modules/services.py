@@ -17,7 +17,7 @@ from modules import devices, extra_networks, images, paths as paths_module
 from modules.diffusion import compilation
 from modules.output import leftovers
 from modules.cmd_args import parse_args
-from modules.jobs import Job, JobError, JobQueue
+from modules.jobs import Job, JobError, JobQueue, StorageFull
 from modules.controlnet.models import ControlNetCache, ControlNetRegistry
 from modules.controlnet.plan import ControlNet
 from modules.controlnet.preprocessors import Preprocessors
@@ -88,7 +88,7 @@ class Services:
                                                  options=self.options, paths=self.paths, job=job,
                                                  output_dir=output_dir)
             except ValueError as error:   # an unknown upscaler, a broken model file, an over-large result
-                raise JobError(str(error), status=422) from None
+                raise JobError(str(error)) from None
 
         return self.queue.submit("extras", run, job_id=job_id)
 
@@ -102,7 +102,7 @@ class Services:
                 return [self.controlnet.detect(unit, picture, picture.width, picture.height)[0]
                         for picture in pictures]
             except ControlNetError as error:   # unknown module, missing annotator weights
-                raise JobError(str(error), status=422) from None
+                raise JobError(str(error)) from None
 
         return self.queue.submit("controlnet-detect", run, job_id=job_id)
 
@@ -129,9 +129,9 @@ class Services:
             try:
                 path = merger.merge(request, self.registry, self.networks.vaes, job=job)
             except ValueError as error:   # a missing model, a bad name, regex or JSON, shapes that do not fit
-                raise JobError(str(error), status=422) from None
+                raise JobError(str(error)) from None
             except OSError as error:      # the disk is full, the folder is read-only
-                raise JobError(f"could not write the merged checkpoint: {error}", status=507) from None
+                raise StorageFull(f"could not write the merged checkpoint: {error}") from None
             if path is None:
                 return None
             self.registry.refresh()

@@ -1,9 +1,12 @@
-"""A1111's `modules.shared`, for extensions only: `opts`, `cmd_opts`, `state`, `sd_model`, `OptionInfo`.
+"""A1111's `modules.shared`, for extensions and A1111's surface here: `opts`, `cmd_opts`, `state`, `sd_model`,
+`OptionInfo`.
 
-The project itself never imports this module: its code receives the services it needs (design rule 3).
 Extensions written for A1111 read these globals, so `bind(services)` (called once the services exist and
 before any extension is imported) points them at the one options object, the parsed flags, the job queue
 and the model manager. Everything here forwards to those owners; nothing is stored twice.
+Inside the project only A1111's surface reads it (`processing`, `scripts`, `addons/outpainting` and the built-in
+scripts, which are written like extensions), and `services` binds it; the rest of the backend receives the
+services it needs (design rule 3).
 """
 from __future__ import annotations
 

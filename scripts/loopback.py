@@ -7,7 +7,7 @@ import math
 
 from modules import processing, scripts
 from modules.addons import arguments
-from modules.jobs import JobError
+from modules.jobs import Interrupted, JobError
 
 TITLE = "Loopback"
 CURVES = ("Aggressive", "Linear", "Lazy")
@@ -39,7 +39,7 @@ class Script(scripts.Script):
         final = arguments.number(TITLE, "final_denoising_strength", final_denoising_strength, float, 0.0, 1.0)
         arguments.choice(TITLE, "denoising_curve", denoising_curve, CURVES)
         if append_interrogation not in (None, False, "", "None"):
-            raise JobError(f"{TITLE}: appending an interrogated prompt is not available", status=422)
+            raise JobError(f"{TITLE}: appending an interrogated prompt is not available")
         processing.fix_seed(p)
         start = p.denoising_strength
 
@@ -68,5 +68,5 @@ class Script(scripts.Script):
                 parts.append(processed)
                 current = processed.images[processed.index_of_first_image:]
         if not parts:
-            raise JobError("interrupted before the first loop", status=409)
+            raise Interrupted("interrupted before the first loop")
         return processing.joined(p, parts)

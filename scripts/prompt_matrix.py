@@ -45,17 +45,16 @@ class Script(scripts.Script):
 
     def run(self, p, put_at_start, different_seeds, prompt_type, variations_delimiter, margin_size):
         if prompt_type not in ("positive", "negative"):
-            raise JobError(f"{TITLE}: unknown prompt type {prompt_type!r}; choose positive or negative", status=422)
+            raise JobError(f"{TITLE}: unknown prompt type {prompt_type!r}; choose positive or negative")
         if variations_delimiter not in ("comma", "space"):
-            raise JobError(f"{TITLE}: unknown joining char {variations_delimiter!r}; choose comma or space",
-                           status=422)
+            raise JobError(f"{TITLE}: unknown joining char {variations_delimiter!r}; choose comma or space")
         p.seed = noise.resolve_seed(p.seed)
         p.subseed = noise.resolve_seed(p.subseed)
         original = p.prompt if prompt_type == "positive" else p.negative_prompt
         parts = original.split("|")
         if len(parts) - 1 > MAX_VARIABLE_PARTS:
             raise JobError(f"{TITLE}: {len(parts) - 1} variable parts would make {2 ** (len(parts) - 1)} images; "
-                           f"at most {MAX_VARIABLE_PARTS} parts", status=422)
+                           f"at most {MAX_VARIABLE_PARTS} parts")
         delimiter = ", " if variations_delimiter == "comma" else " "
         prompts = []
         for combination in range(2 ** (len(parts) - 1)):
@@ -67,7 +66,7 @@ class Script(scripts.Script):
         if megapixels > grids.MAX_GRID_MEGAPIXELS:
             raise JobError(f"{TITLE}: {len(prompts)} images of {p.width}x{p.height} would make a "
                            f"{megapixels:.0f} megapixel grid, over the {grids.MAX_GRID_MEGAPIXELS} megapixel "
-                           "limit; use fewer | parts or a smaller size", status=422)
+                           "limit; use fewer | parts or a smaller size")
         cells = []
         for index, prompt in enumerate(prompts):
             cell = copy.copy(p)
@@ -80,7 +79,7 @@ class Script(scripts.Script):
             try:
                 cell.to_request()
             except JobError as error:
-                raise JobError(f"{TITLE}: {prompt!r}: {error}", status=422) from None
+                raise JobError(f"{TITLE}: {prompt!r}: {error}") from None
             cells.append(cell)
 
         job = p._job

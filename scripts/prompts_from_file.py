@@ -160,11 +160,11 @@ class Script(scripts.Script):
 
     def run(self, p, checkbox_iterate, checkbox_iterate_batch, prompt_position, prompt_txt):
         if prompt_position not in ("start", "end"):
-            raise JobError(f"{TITLE}: unknown prompt position {prompt_position!r}; choose start or end", status=422)
+            raise JobError(f"{TITLE}: unknown prompt position {prompt_position!r}; choose start or end")
         lines = [(number, line.strip()) for number, line in enumerate(str(prompt_txt or "").splitlines(), start=1)
                  if line.strip()]
         if not lines:
-            raise JobError(f"{TITLE}: the list of prompt inputs is empty", status=422)
+            raise JobError(f"{TITLE}: the list of prompt inputs is empty")
         p.do_not_save_grid = True
         if checkbox_iterate or checkbox_iterate_batch:
             p.seed = noise.resolve_seed(p.seed)
@@ -174,12 +174,12 @@ class Script(scripts.Script):
             try:
                 jobs.append((number, line, parse_line(line)))
             except ValueError as error:
-                raise JobError(f"{TITLE}: line {number} ({line!r}): {error}", status=422) from None
+                raise JobError(f"{TITLE}: line {number} ({line!r}): {error}") from None
         for number, line, args in jobs:     # every line valid before the first image
             try:
                 _line_p(p, args, prompt_position).to_request()
             except JobError as error:
-                raise JobError(f"{TITLE}: line {number} ({line!r}): {error}", status=422) from None
+                raise JobError(f"{TITLE}: line {number} ({line!r}): {error}") from None
 
         job = p._job
         results = []

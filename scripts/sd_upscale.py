@@ -6,7 +6,7 @@ import copy
 
 from modules import masking, processing, scripts, shared
 from modules.addons import arguments
-from modules.jobs import JobError
+from modules.jobs import Interrupted, JobError
 
 TITLE = "SD upscale"
 MAX_PIXELS = 4096 * 4096
@@ -17,11 +17,11 @@ def _upscaler_name(value, upscalers) -> str:
     names = upscalers.names()
     if isinstance(value, int) and not isinstance(value, bool):
         if not 0 <= value < len(names):
-            raise JobError(f"{TITLE}: upscaler index {value} is out of range (0-{len(names) - 1})", status=422)
+            raise JobError(f"{TITLE}: upscaler index {value} is out of range (0-{len(names) - 1})")
         value = names[value]
     found = upscalers.find(str(value))
     if found is None or upscalers.is_latent(found):
-        raise JobError(f"{TITLE}: unknown upscaler {value!r}; choose one of {names}", status=422)
+        raise JobError(f"{TITLE}: unknown upscaler {value!r}; choose one of {names}")
     return found
 
 
@@ -56,7 +56,7 @@ class Script(scripts.Script):
         source = masking.flatten(p.init_images[0], shared.opts.img2img_background_color)
         target = (round(source.width * scale_factor), round(source.height * scale_factor))
         if target[0] * target[1] > MAX_PIXELS:
-            raise JobError(f"SD upscale to {target[0]}x{target[1]} is over the 16 megapixel limit", status=422)
+            raise JobError(f"SD upscale to {target[0]}x{target[1]} is over the 16 megapixel limit")
         job.textinfo = "Upscaling"
         upscaled = masking.resize_image(0, upscalers.upscale(source, scale_factor, upscaler, job=job), *target)
         extra = {"SD upscale overlap": overlap, "SD upscale upscaler": upscaler}
@@ -65,13 +65,13 @@ class Script(scripts.Script):
             try:
                 tiles = masking.split_tiles(upscaled, p.width, p.height, overlap)
             except ValueError as error:
-                raise JobError(f"{TITLE}: overlap: {error}", status=422) from None
+                raise JobError(f"{TITLE}: overlap: {error}") from None
             pieces = list(tiles)
             job.image_count = p.n_iter * len(pieces)   # the progress bar covers every tile
             first = None
             for index, tile in enumerate(pieces):
                 if job.interrupted:
-                    raise JobError("interrupted", status=409)
+                    raise Interrupted("interrupted")
                 job.textinfo = f"Tile {index + 1} of {len(pieces)}"
                 cell = copy.copy(p)
                 cell.init_images, cell.n_iter, cell.batch_size, cell.mask, cell.resize_mode = [tile.image], 1, 1, None, 0

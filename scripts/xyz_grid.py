@@ -323,8 +323,7 @@ class Script(scripts.Script):
         megapixels = count * p.width * p.height / 1_000_000
         if megapixels > grids.MAX_GRID_MEGAPIXELS:
             raise JobError(f"{TITLE}: the grid would be {megapixels:.0f} megapixels, over the "
-                           f"{grids.MAX_GRID_MEGAPIXELS} megapixel limit; use fewer values or a smaller size",
-                           status=422)
+                           f"{grids.MAX_GRID_MEGAPIXELS} megapixel limit; use fewer values or a smaller size")
         vary = (bool(vary_seeds_x), bool(vary_seeds_y), bool(vary_seeds_z))
         cells = {position: self._cell(p, (x, y, z), position, vary)
                  for position in itertools.product(*(range(len(axis.values)) for axis in (x, y, z)))}
@@ -362,9 +361,9 @@ class Script(scripts.Script):
             else:
                 values = given
         except ValueError as error:
-            raise JobError(f"{TITLE}: {name} values ({option.label}): {error}", status=422) from None
+            raise JobError(f"{TITLE}: {name} values ({option.label}): {error}") from None
         if not values:
-            raise JobError(f"{TITLE}: {name} values ({option.label}): none given", status=422)
+            raise JobError(f"{TITLE}: {name} values ({option.label}): none given")
         if option.label in ("Seed", "Var. seed") and not no_fixed_seeds:
             values = [noise.resolve_seed(value) for value in values]   # -1 becomes one seed for the whole row
         for value in values:
@@ -373,8 +372,7 @@ class Script(scripts.Script):
                 option.apply(check, value, values)
                 check.to_request()
             except (ValueError, JobError) as error:
-                raise JobError(f"{TITLE}: {name} value {_shown(value)!r} ({option.label}): {error}",
-                               status=422) from None
+                raise JobError(f"{TITLE}: {name} value {_shown(value)!r} ({option.label}): {error}") from None
         return _Axis(name, option, text or "", values)
 
     def _cell(self, p, axes, position, vary):
@@ -394,7 +392,7 @@ class Script(scripts.Script):
         except JobError as error:
             where = ", ".join(f"{axis.name} = {_shown(axis.values[index])}" for axis, index in zip(axes, position)
                               if axis.option.label != "Nothing")
-            raise JobError(f"{TITLE}: cell {where}: {error}", status=422) from None
+            raise JobError(f"{TITLE}: cell {where}: {error}") from None
         return cell
 
     def _gather(self, p, axes, results, draw_legend, margin, include_lone_images, include_sub_grids,
@@ -495,16 +493,15 @@ def _find_option(name: str, options: list[AxisOption], kind) -> AxisOption:
         kind = int(kind)
     if isinstance(kind, int) and not isinstance(kind, bool):
         if not 0 <= kind < len(options):
-            raise JobError(f"{TITLE}: {name} type {kind} is out of range (0-{len(options) - 1})", status=422)
+            raise JobError(f"{TITLE}: {name} type {kind} is out of range (0-{len(options) - 1})")
         option = options[kind]
     else:
         option = next((o for o in options if o.label.lower() == str(kind).strip().lower()), None)
         if option is None:
             raise JobError(f"{TITLE}: unknown {name} type {kind!r}; choose one of "
-                           f"{[o.label for o in options if not o.unavailable]}", status=422)
+                           f"{[o.label for o in options if not o.unavailable]}")
     if option.unavailable:
-        raise JobError(f"{TITLE}: the {name} axis {option.label!r} is not available: {option.unavailable}",
-                       status=422)
+        raise JobError(f"{TITLE}: the {name} axis {option.label!r} is not available: {option.unavailable}")
     return option
 
 

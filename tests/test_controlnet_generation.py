@@ -14,6 +14,7 @@ from modules.controlnet.plan import PreparedUnit
 from modules.controlnet.units import ControlNetUnit
 from modules.output.infotext import infotext_to_request_fields, parse_infotext
 from modules.generation.request import validate_request
+from modules.jobs import JobError
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 from tests.fixtures.tiny_controlnets import build_tiny_controlnet, write_controlnet
@@ -231,14 +232,14 @@ def test_hires_fix_with_controlnet(services):
 
 def test_controlnet_for_another_family_is_refused(services):
     job = failure(services, checkpoint="tiny-sdxl", controlnet_units=[unit()])
-    assert job.error_status == 422
+    assert job.error_kind is JobError
     assert "ControlNet unit 0" in job.error and "SD 1.x" in job.error and "SDXL" in job.error
     assert run(services).images   # the server keeps working
 
 
 def test_txt2img_unit_without_image_is_refused(services):
     job = failure(services, controlnet_units=[unit(image=None)])
-    assert job.error_status == 422 and "image" in job.error
+    assert job.error_kind is JobError and "image" in job.error
 
 
 @pytest.mark.parametrize("fields,field", [

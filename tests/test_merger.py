@@ -19,6 +19,7 @@ from modules import cmd_args, services as services_module
 from modules.models import merger
 from modules.models.merger import MergeRequest
 from modules.generation.request import validate_request
+from modules.jobs import JobError, StorageFull
 from modules.ui import merger as merger_ui
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model, write_ckpt, write_sidecar_yaml
@@ -234,7 +235,7 @@ def test_a_backtracking_discard_pattern_holds_nothing_up(services, monkeypatch, 
         late.append(time.perf_counter() - started - 0.05)
     assert max(late) < 3   # it froze for minutes; the merge itself holds the interpreter lock briefly under load
     if refused:
-        assert job.state == "failed" and job.error_status == 422
+        assert job.state == "failed" and job.error_kind is JobError
         assert "Discard weights with matching name: the regular expression takes too long" in job.error
         assert not (services.registry.folder / f"{name}.safetensors").exists()
     else:
@@ -277,9 +278,9 @@ def test_merged_checkpoint_is_listed_loads_and_generates(services):
     assert services.models.current.info.name == "generated.safetensors"
 
 
-def test_job_errors_are_422_and_a_failed_write_507_with_nothing_left(services, monkeypatch):
+def test_bad_merges_are_invalid_requests_and_a_failed_write_leaves_nothing(services, monkeypatch):
     job = services.submit_merge(MergeRequest(primary="a", secondary="b", discard_weights="(", custom_name="e"))
-    assert job.done.wait(60) and job.state == "failed" and job.error_status == 422
+    assert job.done.wait(60) and job.state == "failed" and job.error_kind is JobError
     assert "invalid regular expression" in job.error
 
     real_write = merger._write_safetensors
@@ -291,7 +292,7 @@ def test_job_errors_are_422_and_a_failed_write_507_with_nothing_left(services, m
     monkeypatch.setattr(merger, "_write_safetensors", disk_full)
     before = folder_listing(services)
     job = services.submit_merge(MergeRequest(primary="a", secondary="b", custom_name="full"))
-    assert job.done.wait(60) and job.state == "failed" and job.error_status == 507
+    assert job.done.wait(60) and job.state == "failed" and job.error_kind is StorageFull
     assert "No space left on device" in job.error
     assert folder_listing(services) == before
 

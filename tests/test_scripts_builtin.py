@@ -12,6 +12,7 @@ from modules import cmd_args, services as services_module
 from modules.output import grids
 from modules.output.infotext import parse_infotext
 from modules.generation.request import validate_request
+from modules.jobs import JobError
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 
@@ -235,7 +236,7 @@ def test_xyz_checkpoint_axis_loads_each_checkpoint_once(services, monkeypatch):
 def test_xyz_bad_sampler_fails_before_any_image(services):
     samples = len(files(services, "txt2img-images"))
     job = run_script(services, "x/y/z plot", xyz_args(x=(XYZ_TXT2IMG["Sampler"], "Euler, Eulr"), csv_mode=True))
-    assert job.state == "failed" and job.error_status == 422
+    assert job.state == "failed" and job.error_kind is JobError
     assert "X value 'Eulr' (Sampler)" in job.error and "unknown sampler" in job.error
     assert len(files(services, "txt2img-images")) == samples
 
@@ -439,7 +440,7 @@ def test_loopback_feeds_each_output_back_in(services):
                                          ([4, 0.5, "Wavy"], "denoising_curve")])
 def test_loopback_arguments_out_of_range_are_named(services, args, named):
     job = run_script(services, "loopback", args, init_images=[photo()])
-    assert job.state == "failed" and job.error_status == 422 and named in job.error
+    assert job.state == "failed" and job.error_kind is JobError and named in job.error
 
 
 @pytest.mark.parametrize("script, args", [

@@ -24,7 +24,7 @@ def outpaint(title: str, p, pixels, mask_blur, direction, *, fill_mode: str, inp
     width, height = canvas.width // 8 * 8, canvas.height // 8 * 8
     if width * height > MAX_PIXELS:
         raise JobError(f"the outpainted picture would be {canvas.width}x{canvas.height}, over the 4 megapixel "
-                       "limit: use fewer pixels or directions, or a smaller image", status=422)
+                       "limit: use fewer pixels or directions, or a smaller image")
     if (width, height) != canvas.size:
         canvas, mask = canvas.crop((0, 0, width, height)), mask.crop((0, 0, width, height))
     cell = copy.copy(p)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 import logging
 
-from modules.jobs import Job, JobError
-from modules.processing import (OVERRIDE_FIELDS, Processed, StableDiffusionProcessing, StableDiffusionProcessingImg2Img,
+from modules.generation.request import OVERRIDE_FIELDS
+from modules.jobs import Job, JobError, ScriptFailed
+from modules.processing import (Processed, StableDiffusionProcessing, StableDiffusionProcessingImg2Img,
                                 StableDiffusionProcessingTxt2Img, request_fields, process_images)
 from modules.scripts import ScriptRunner
 
@@ -49,11 +50,9 @@ def run_with_scripts(generator, request, job: Job, runner: ScriptRunner):
             raise
         except Exception as error:   # the script's bug: say whose, keep the traceback in the log
             log.exception("script %s failed", selected.title())
-            raise JobError(f"script {selected.title()!r} failed: {type(error).__name__}: {error}",
-                           status=500) from None
+            raise ScriptFailed(f"script {selected.title()!r} failed: {type(error).__name__}: {error}") from None
         if processed is not None and not isinstance(processed, Processed):
-            raise JobError(f"script {selected.title()!r} returned {type(processed).__name__}, not Processed",
-                           status=500)
+            raise ScriptFailed(f"script {selected.title()!r} returned {type(processed).__name__}, not Processed")
     if processed is None:
         processed = process_images(p)
     return processed.to_result(request)

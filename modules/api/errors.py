@@ -1,4 +1,5 @@
-"""Errors in A1111's API shape, `{error, detail, body, errors}`: a 4xx names the field and the rule."""
+"""Errors in A1111's API shape, `{error, detail, body, errors}`: a 4xx names the field and the rule; and the one
+table from the backend's kinds of job failure to HTTP status codes."""
 from __future__ import annotations
 
 import logging
@@ -8,9 +9,33 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from modules.jobs import public_message
+from modules.jobs import (Interrupted, InternalError, Job, JobError, NotFound, NotReady, OutOfMemory, ScriptFailed,
+                          StorageFull, public_message)
 
 log = logging.getLogger("api")
+
+
+# Each kind of job failure → the status the API answers with. A kind not listed (an extension's subclass) takes
+# its nearest listed base's.
+STATUS_OF_KIND: dict[type[JobError], int] = {
+    JobError: 422,       # an invalid request
+    NotFound: 404,
+    NotReady: 409,
+    Interrupted: 409,
+    OutOfMemory: 507,
+    StorageFull: 507,
+    ScriptFailed: 500,
+    InternalError: 500,
+}
+
+
+def status_of(kind: type[JobError]) -> int:
+    return next(STATUS_OF_KIND[base] for base in kind.__mro__ if base in STATUS_OF_KIND)
+
+
+def failed_job_response(job: Job, error: str) -> JSONResponse:
+    """A failed job in A1111's error body, named `error` (e.g. "GenerationError"), with its kind's status."""
+    return JSONResponse(status_code=status_of(job.error_kind), content=error_body(error, job.error, job.error))
 
 
 def validation_error(loc: list, message: str, kind: str = "value_error") -> HTTPException:

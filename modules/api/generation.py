@@ -15,7 +15,7 @@ from modules.api import controlnet as controlnet_api, models
 from modules.api.errors import validation_error
 from modules.api.image_inputs import decode_image_field
 from modules.jobs import QueueFull
-from modules.generation.request import GenerationRequest, validate_request
+from modules.generation.request import OVERRIDE_FIELDS, GenerationRequest, validate_request
 from modules.services import Services
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,6 @@ NOT_YET_SUPPORTED = {
 }
 # Values of those fields that mean "not used".
 UNSET = (None, False, "", [], {}, "None", "Use same checkpoint")
-# override_settings keys that map onto request fields.
-OVERRIDE_FIELDS = {"sd_model_checkpoint": "checkpoint", "CLIP_stop_at_last_layers": "clip_skip", "sd_vae": "vae"}
 # Where a GenerationRequest field came from in the A1111 request, to name it in errors.
 FIELD_LOCATIONS = {"checkpoint": ["override_settings", "sd_model_checkpoint"],
                    "clip_skip": ["override_settings", "CLIP_stop_at_last_layers"],
@@ -37,13 +35,12 @@ FIELD_LOCATIONS = {"checkpoint": ["override_settings", "sd_model_checkpoint"],
                    "controlnet_units": ["alwayson_scripts", "controlnet", "args"]}
 
 
-
 def _wanted(value: Any) -> bool:
     return value not in UNSET
 
 
 def _image_fields(body: models.Img2ImgRequest, services: Services) -> dict[str, Any]:
-    """img2img's own fields, images decoded (base64 or data URIs; URLs are refused)."""
+    """img2img's own fields, images decoded (base64, data URIs, or URLs where api_enable_requests allows)."""
     if not body.init_images:
         raise validation_error(["init_images"], "img2img needs at least one init image (base64 or data URI)")
     if len(body.init_images) > 64:

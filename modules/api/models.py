@@ -142,10 +142,6 @@ class ImageResponse(BaseModel):
     info: str
 
 
-class OptionsResponse(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
 class PngInfoRequest(BaseModel):
     model_config = ConfigDict(strict=True)
     image: str = Field(..., max_length=64 * 1024 * 1024, description="base64 image or data URI")

@@ -1,22 +1,16 @@
-"""Stopping, restarting and killing the server over the API: A1111's server-* routes (`--api-server-stop`).
+"""Stopping, restarting and killing the running server: what A1111's server-* routes (`--api-server-stop`,
+modules/api/routes/server.py) and the UI's Extensions tab (its restart) act through.
 
 webui.main owns the uvicorn server: it hands it to a ServerControl, runs it, and re-executes itself when a
-restart was asked for. Each route answers first and acts afterwards (a background task runs once the
-response is sent), so the client always gets its reply before the process goes away.
+restart was asked for.
 """
 from __future__ import annotations
 
 import os
 
-from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
-from starlette.background import BackgroundTask
-
-from modules.services import Services
-
 
 class ServerControl:
-    """What the routes do to the running process."""
+    """What the server-* routes and the Extensions tab do to the running process."""
 
     def __init__(self):
         self.server = None               # the uvicorn.Server; webui.main sets it once the server exists
@@ -32,32 +26,3 @@ class ServerControl:
 
     def kill(self) -> None:
         os._exit(0)   # A1111's server-kill: no clean-up at all
-
-
-def create_router(services: Services, control: ServerControl, auth: list) -> APIRouter:
-    router = APIRouter(prefix="/sdapi/v1", dependencies=auth)
-
-    def stop_jobs_then(action):
-        """Interrupt the running job and cancel the queued ones, so that the requests waiting on them answer
-        at once instead of holding the graceful shutdown; then `action`."""
-        def run():
-            for job in services.queue.pending():
-                services.queue.interrupt(job.id)
-            services.queue.interrupt()
-            action()
-
-        return BackgroundTask(run)
-
-    @router.post("/server-stop", response_class=PlainTextResponse)
-    def server_stop():
-        return PlainTextResponse("Stopping.", background=stop_jobs_then(control.stop))
-
-    @router.post("/server-restart", response_class=PlainTextResponse)
-    def server_restart():
-        return PlainTextResponse("Restarting.", background=stop_jobs_then(control.restart))
-
-    @router.post("/server-kill", response_class=PlainTextResponse)
-    def server_kill():
-        return PlainTextResponse("Killing.", background=BackgroundTask(control.kill))
-
-    return router

@@ -21,7 +21,7 @@ from modules.diffusion import compilation, features, noise, sampling, stop_point
 from modules.generation import hires as hires_fix, img2img, passes, results
 from modules.generation.context import JobContext, ScriptHooks
 from modules.generation.saving import Saver, write_params
-from modules.jobs import Job, JobError
+from modules.jobs import Job, JobError, NotFound, NotReady, OutOfMemory
 from modules.models.manager import CheckpointLoadError, CheckpointNotFound, LoadedModel, ModelManager
 from modules.networks import features as network_features, textual_inversion
 from modules.networks.cards import read_user_metadata
@@ -95,9 +95,9 @@ class Generator:
         try:
             model = self.manager.get(checkpoint, make_current=make_current, remember=remember)
         except CheckpointNotFound as error:
-            raise JobError(str(error), status=404 if checkpoint else 409) from None
+            raise (NotFound if checkpoint else NotReady)(str(error)) from None
         except CheckpointLoadError as error:
-            raise JobError(str(error), status=422) from None
+            raise JobError(str(error)) from None
         if warm:
             self._warm_up(model)
         return model
@@ -128,12 +128,12 @@ class Generator:
 
     def txt2img(self, request, job: Job) -> results.GenerationResult:
         if request.init_images:
-            raise JobError("init_images: txt2img takes no init image; use img2img", status=422)
+            raise JobError("init_images: txt2img takes no init image; use img2img")
         return self._guarded(request, self._run, request, job)
 
     def img2img(self, request, job: Job) -> results.GenerationResult:
         if not request.init_images:
-            raise JobError("init_images: img2img needs an image to start from", status=422)
+            raise JobError("init_images: img2img needs an image to start from")
         return self._guarded(request, self._run, request, job)
 
     def _run(self, request, job: Job) -> results.GenerationResult:
@@ -147,16 +147,16 @@ class Generator:
             with self.options.overridden(request.option_overrides):   # what scripts read through shared.opts
                 return run(*args)
         except limits.PromptTooLarge as error:   # after styles and embeddings: longer than the request looked
-            raise JobError(f"prompt: {error}", status=422) from None
+            raise JobError(f"prompt: {error}") from None
         except UpscalerError as error:   # a script's upscaler (SD upscale) that cannot be used; it names the file
-            raise JobError(str(error), status=422) from None
+            raise JobError(str(error)) from None
         except torch.OutOfMemoryError:
             pass   # freed below, outside this block: the exception's traceback holds the failed job's tensors
         if self.controlnet is not None:   # ControlNets and annotators load again when next needed
             self.controlnet.models.clear()
             self.controlnet.preprocessors.unload()
         self.manager.release_memory()
-        raise JobError("out of GPU memory: lower the size or batch size, or use --medvram", status=507)
+        raise OutOfMemory("out of GPU memory: lower the size or batch size, or use --medvram")
 
     def save(self, image: Image.Image, option: str, seed: int | None, text: str, *, grid: bool = False, p=None):
         """Save an image a script made (a grid of its cells) with the settings in effect now."""
@@ -354,7 +354,7 @@ class Generator:
             vae_dtype = self.manager.devices.vae_dtype_for(model.family)
             loaded = self.networks.vae_cache.get(info, model.spec, vae_dtype) if info else None
         except (ValueError, VaeLoadError) as error:
-            raise JobError(f"VAE: {error}", status=422) from None
+            raise JobError(f"VAE: {error}") from None
         return info, loaded
 
     def encoder(self, model: LoadedModel, clip_skip: int, ctx: JobContext) -> conditioning.TextEncoder:
@@ -369,13 +369,13 @@ class Generator:
         if not any(unit.enabled for unit in request.controlnet_units):
             return []
         if self.controlnet is None:
-            raise JobError("controlnet_units: ControlNet is not available in this server", status=422)
+            raise JobError("controlnet_units: ControlNet is not available in this server")
         init_image = request.init_images[0].convert("RGB") if request.init_images else None
         try:
             return self.controlnet.prepare(request.controlnet_units, ctx.model.family, request.width,
                                            request.height, init_image)
         except controlnet_plan.ControlNetError as error:
-            raise JobError(f"controlnet_units: {error}", status=422) from None
+            raise JobError(f"controlnet_units: {error}") from None
 
     def _detected_maps(self, ctx: JobContext, saver: Saver) -> list[Image.Image]:
         """The annotations to show after the images (the extension's side-by-side view), saved if asked."""

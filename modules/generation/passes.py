@@ -106,7 +106,7 @@ def upscale_to(generator, image: Image.Image, width: int, height: int, upscaler:
         try:
             image = generator.upscalers.upscale(image, scale, upscaler)
         except UpscalerError as error:
-            raise JobError(f"hr_upscaler: {error}", status=422) from None
+            raise JobError(f"hr_upscaler: {error}") from None
     return masking.resize_image(1, image, width, height)
 
 

@@ -19,6 +19,8 @@ MAX_PIXELS = 2048 * 2048          # one image
 MAX_BATCH_PIXELS = 2048 * 2048 * 4  # one batch, checked before anything is allocated
 MAX_PROMPT_CHARS = 100_000
 MAX_IMAGES = 1000                 # one request (A1111's UI goes up to 100 batches of 8)
+# override_settings keys (A1111's option names) that are request fields, for the API and A1111's `p` alike
+OVERRIDE_FIELDS = {"sd_model_checkpoint": "checkpoint", "CLIP_stop_at_last_layers": "clip_skip", "sd_vae": "vae"}
 
 
 class GenerationRequest(BaseModel):

@@ -7,7 +7,7 @@ from pathlib import Path
 from PIL import Image
 
 from modules import images
-from modules.jobs import JobError
+from modules.jobs import StorageFull
 from modules.script_callbacks import CallbackRegistry, ImageSaveParams
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class Saver:
                 path = images.save_image(params.image, folder, seed=seed, infotext=embedded,
                                          extension=settings.samples_format, save_to_dirs=settings.save_to_dirs)
         except OSError as error:
-            raise JobError(f"could not save the image: {error.strerror or error}", status=507) from None
+            raise StorageFull(f"could not save the image: {error.strerror or error}") from None
         params.filename = str(path)
         self.callbacks.image_saved(params)
         return path

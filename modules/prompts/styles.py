@@ -205,7 +205,7 @@ class StyleDatabase:
             return self._styles.get(name) if isinstance(name, str) else None
 
     def unknown(self, names) -> list[str]:
-        """The names that are not styles, in the order given (for a 422 that names them)."""
+        """The names that are not styles, in the order given (for an error that names them)."""
         with self._lock:
             return [name for name in (names or []) if name not in self._styles]
 

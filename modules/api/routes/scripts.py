@@ -1,16 +1,41 @@
-"""What /sdapi/v1/scripts and /sdapi/v1/script-info report: the scripts loaded from scripts/ and extensions, and
-ControlNet.
+"""GET /sdapi/v1/scripts, /script-info and /extensions: the scripts loaded from scripts/ and extensions (and
+ControlNet), and the extensions themselves.
 
-Names are A1111's `script.name` (the title in lower case, what `script_name` and `alwayson_scripts` match).
+Script names are A1111's `script.name` (the title in lower case, what `script_name` and `alwayson_scripts` match).
 As in A1111, /scripts lists the always-on scripts too; here that is ControlNet, in both modes.
 """
 from __future__ import annotations
 
+from fastapi import APIRouter
+
+from modules.addons import extensions as extensions_module
 from modules.api import models
 from modules.controlnet.units import ControlNetUnit
 from modules.services import Services
 
 CONTROLNET = "controlnet"
+
+
+def create_router(services: Services) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/scripts", response_model=models.ScriptsList)
+    def scripts():
+        return script_lists(services)
+
+    @router.get("/script-info", response_model=list[models.ScriptInfo])
+    def script_info():
+        return script_infos(services)
+
+    @router.get("/extensions", response_model=list[models.ExtensionItem])
+    def extensions():
+        # Built-in and user extensions; commit_date is a string of the unix time, as A1111's model has it.
+        return [{"name": item.name, "remote": item.remote, "branch": item.branch, "commit_hash": item.commit_hash,
+                 "version": item.version, "commit_date": "" if item.commit_date is None else str(item.commit_date),
+                 "enabled": item.enabled}
+                for item in extensions_module.discover(services.paths, services.options, services.args)]
+
+    return router
 
 
 def script_lists(services: Services) -> models.ScriptsList:

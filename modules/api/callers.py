@@ -1,0 +1,22 @@
+"""Who calls a route: the --api-auth login and the client's address, to tell one caller's jobs from another's."""
+from __future__ import annotations
+
+import base64
+
+from fastapi import Request
+
+
+def api_user(http: Request) -> str:
+    """The --api-auth login of the call ("" without one; auth itself was checked before any route runs)."""
+    scheme, _, encoded = http.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(encoded).decode("utf-8", "replace").partition(":")[0]
+        except ValueError:
+            pass
+    return ""
+
+
+def caller(http: Request) -> str:
+    """Who is calling, to tell their job from others': the client's address and, with --api-auth, the user."""
+    return f"{http.client.host if http.client else ''}|{api_user(http)}"
