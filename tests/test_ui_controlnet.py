@@ -9,7 +9,8 @@ from PIL import Image, ImageDraw
 
 from modules import cmd_args, services as services_module
 from modules.output import infotext
-from modules.ui import controlnet, img2img, send_to, txt2img
+from modules.ui import controlnet, img2img, img2img_inputs, request_form, send_to, txt2img
+from modules.ui.paste_button import paste_handler
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 from tests.fixtures.tiny_controlnets import build_tiny_controlnet, write_controlnet
@@ -70,7 +71,7 @@ def test_the_units_settings_become_the_requests_controlnet_units(services, tabs)
                             guidance_end=0.8, pixel_perfect=True, control_mode="ControlNet is more important",
                             resize_mode="Just Resize", hr_option="Low res only", low_vram=True),
               **unit_values(1, image=photo())}   # a picture in a unit that is not enabled
-    request = txt2img.validated(services, txt2img.request_data(values))
+    request = request_form.validated(services, request_form.request_data(values))
     first, second, third = request.controlnet_units
     assert first.enabled and first.module == "canny" and first.model == title_of(services, SD15)
     assert first.image.size == image.size
@@ -78,14 +79,14 @@ def test_the_units_settings_become_the_requests_controlnet_units(services, tabs)
     assert (first.guidance_start, first.guidance_end, first.pixel_perfect, first.low_vram) == (0.1, 0.8, True, True)
     assert (first.control_mode, first.resize_mode, first.hr_option) == (2, 0, "Low res only")
     assert not second.enabled and second.image is None and not third.enabled
-    untouched = txt2img.validated(services, txt2img.request_data(defaults(tab)))
+    untouched = request_form.validated(services, request_form.request_data(defaults(tab)))
     assert not any(unit.enabled for unit in untouched.controlnet_units)
 
 
 def test_an_enabled_unit_without_a_model_is_named_in_the_error(services, tabs):
     values = {**defaults(tabs["txt2img"]), **unit_values(1, enabled=True, module="canny", image=photo())}
     with pytest.raises(gr.Error) as raised:
-        txt2img.validated(services, txt2img.request_data(values))
+        request_form.validated(services, request_form.request_data(values))
     assert "ControlNet Unit 1 › Model: an enabled unit needs a ControlNet model" in raised.value.message
 
 
@@ -95,10 +96,10 @@ def test_img2img_units_use_the_img2img_image_unless_given_their_own(services, ta
     own = photo((80, 64))
     base = {**defaults(tab), "init_img": photo(),
             **unit_values(0, enabled=True, module="canny", model=title_of(services, SD15), image=own)}
-    same = txt2img.validated(services, img2img.request_data(base), img2img.LABELS)
+    same = request_form.validated(services, img2img_inputs.request_data(base), img2img_inputs.LABELS)
     assert same.controlnet_units[0].image is None   # the backend uses the img2img image
     independent = {**base, **unit_values(0, independent=True)}
-    request = txt2img.validated(services, img2img.request_data(independent), img2img.LABELS)
+    request = request_form.validated(services, img2img_inputs.request_data(independent), img2img_inputs.LABELS)
     assert request.controlnet_units[0].image.size == (80, 64)
 
 
@@ -112,7 +113,7 @@ PASTED = ('a house\nSteps: 4, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 64x
 
 def test_paste_fills_the_units_controls(services, tabs):
     fields = tabs["txt2img"].fields
-    updates = txt2img.paste_handler(services, fields)(PASTED.format(model=f"{SD15} [0123456789]"))
+    updates = paste_handler(services, fields)(PASTED.format(model=f"{SD15} [0123456789]"))
     field = lambda index, name: updates.get(fields[controlnet.unit_key(index, name)])   # noqa: E731
     assert field(0, "enabled") is True
     assert field(0, "module")["value"] == "canny" and field(0, "control_type") == "All"

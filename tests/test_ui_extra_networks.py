@@ -186,7 +186,7 @@ def test_sd_vae_quicksetting_stores_the_choice_and_reverts_a_refused_one():
 
 
 def test_selected_styles_go_into_the_request():
-    from modules.ui.txt2img import request_data
+    from modules.ui.request_form import request_data
 
     assert request_data({"styles": ["fancy", "dark"]})["styles"] == ["fancy", "dark"]
     assert request_data({"styles": None})["styles"] == []

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from modules.generation.hires import HiresPlan
 from modules.generation.request import validate_request
-from modules.ui import img2img, txt2img
+from modules.ui import accordions, img2img_batch, img2img_inputs, paste, request_form
 
 
 def _txt2img_values(**changes) -> dict:
@@ -50,7 +51,7 @@ def _editor(size=(64, 48), box=None, color=(255, 255, 255, 255)) -> dict:
 
 def test_inpaint_mask_is_the_painted_area_of_the_layers():
     editor = _editor(box=(10, 5, 19, 14))
-    init, mask = img2img.init_and_mask("inpaint", {"init_img_with_mask": editor})
+    init, mask = img2img_inputs.init_and_mask("inpaint", {"init_img_with_mask": editor})
     assert init.mode == "RGB" and init.size == (64, 48)
     assert init.getpixel((15, 10)) == (200, 0, 0)      # the background, not the white paint
     assert mask.mode == "L" and mask.size == (64, 48)
@@ -60,24 +61,24 @@ def test_inpaint_mask_is_the_painted_area_of_the_layers():
 
 
 def test_inpaint_without_a_stroke_or_image_says_what_to_do():
-    with pytest.raises(img2img.InputError, match="paint over"):
-        img2img.init_and_mask("inpaint", {"init_img_with_mask": _editor()})
-    with pytest.raises(img2img.InputError, match="upload an image first"):
-        img2img.init_and_mask("inpaint", {"init_img_with_mask": {"background": None, "layers": [],
+    with pytest.raises(img2img_inputs.InputError, match="paint over"):
+        img2img_inputs.init_and_mask("inpaint", {"init_img_with_mask": _editor()})
+    with pytest.raises(img2img_inputs.InputError, match="upload an image first"):
+        img2img_inputs.init_and_mask("inpaint", {"init_img_with_mask": {"background": None, "layers": [],
                                                                  "composite": None}})
 
 
 def test_inpaint_sketch_mask_is_where_the_sketch_changed_the_picture():
     editor = _editor(box=(0, 0, 7, 7), color=(0, 0, 255, 255))
-    init, mask = img2img.init_and_mask("inpaint_sketch", {"inpaint_color_sketch": editor, "mask_alpha": 0})
+    init, mask = img2img_inputs.init_and_mask("inpaint_sketch", {"inpaint_color_sketch": editor, "mask_alpha": 0})
     assert init.getpixel((2, 2)) == (0, 0, 255)          # the sketch is part of the init image
     assert np.asarray(mask)[:8, :8].min() == 255 and np.asarray(mask)[8:, 8:].max() == 0
-    _, faded = img2img.init_and_mask("inpaint_sketch", {"inpaint_color_sketch": editor, "mask_alpha": 50})
+    _, faded = img2img_inputs.init_and_mask("inpaint_sketch", {"inpaint_color_sketch": editor, "mask_alpha": 50})
     assert 120 <= faded.getpixel((2, 2)) <= 135          # "Mask transparency" 50 halves the mask
 
 
 def test_sketch_uses_the_composite_and_no_mask():
-    init, mask = img2img.init_and_mask("sketch", {"sketch": _editor(box=(0, 0, 3, 3), color=(0, 255, 0, 255))})
+    init, mask = img2img_inputs.init_and_mask("sketch", {"sketch": _editor(box=(0, 0, 3, 3), color=(0, 255, 0, 255))})
     assert mask is None and init.getpixel((1, 1)) == (0, 255, 0)
 
 
@@ -85,17 +86,18 @@ def test_uploaded_mask_is_required_and_passed_on():
     image = Image.new("RGB", (40, 40), "blue")
     alpha_mask = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
     ImageDraw.Draw(alpha_mask).rectangle((0, 0, 9, 19), fill=(0, 0, 0, 255))
-    _, mask = img2img.init_and_mask("inpaint_upload", {"init_img_inpaint": image, "init_mask_inpaint": alpha_mask})
+    _, mask = img2img_inputs.init_and_mask("inpaint_upload",
+                                           {"init_img_inpaint": image, "init_mask_inpaint": alpha_mask})
     assert mask is alpha_mask   # passed on as uploaded: the backend reads alpha or grey and fits it to the image
-    with pytest.raises(img2img.InputError, match="mask"):
-        img2img.init_and_mask("inpaint_upload", {"init_img_inpaint": image, "init_mask_inpaint": None})
+    with pytest.raises(img2img_inputs.InputError, match="mask"):
+        img2img_inputs.init_and_mask("inpaint_upload", {"init_img_inpaint": image, "init_mask_inpaint": None})
 
 
 # ------------------------------------------------------------------ request data
 
 def test_img2img_request_data_validates_with_the_image_and_settings():
     photo = Image.new("RGBA", (96, 64), (10, 20, 30, 255))
-    data = img2img.request_data(_img2img_values(init_img=photo, inpaint_full_res=1, n_iter=2.0))
+    data = img2img_inputs.request_data(_img2img_values(init_img=photo, inpaint_full_res=1, n_iter=2.0))
     request = validate_request(data)
     assert len(request.init_images) == 1 and request.init_images[0].mode == "RGB"
     assert request.mask is None
@@ -106,21 +108,21 @@ def test_img2img_request_data_validates_with_the_image_and_settings():
 
 
 def test_no_image_is_a_clear_error():
-    with pytest.raises(img2img.InputError, match="img2img: upload an image first"):
-        img2img.request_data(_img2img_values())
+    with pytest.raises(img2img_inputs.InputError, match="img2img: upload an image first"):
+        img2img_inputs.request_data(_img2img_values())
 
 
 def test_resize_by_scales_the_input_size_to_multiples_of_8():
-    assert img2img.scaled_size((100, 60), 1.5) == (152, 88)
-    assert img2img.scaled_size((512, 768), 0.5) == (256, 384)
-    assert img2img.scaled_size((100, 60), 0.05) == (64, 64)
-    data = img2img.request_data(_img2img_values(init_img=Image.new("RGB", (100, 60)), resize_tab="by",
+    assert img2img_inputs.scaled_size((100, 60), 1.5) == (152, 88)
+    assert img2img_inputs.scaled_size((512, 768), 0.5) == (256, 384)
+    assert img2img_inputs.scaled_size((100, 60), 0.05) == (64, 64)
+    data = img2img_inputs.request_data(_img2img_values(init_img=Image.new("RGB", (100, 60)), resize_tab="by",
                                                 scale_by=1.5))
     assert (data["width"], data["height"]) == (152, 88)
 
 
 def test_inpaint_request_carries_the_mask():
-    data = img2img.request_data(_img2img_values(mode="inpaint", init_img_with_mask=_editor(box=(0, 0, 9, 9)),
+    data = img2img_inputs.request_data(_img2img_values(mode="inpaint", init_img_with_mask=_editor(box=(0, 0, 9, 9)),
                                                 inpainting_mask_invert=1, mask_blur=8.0))
     request = validate_request(data)
     assert request.mask.size == request.init_images[0].size == (64, 48)
@@ -130,31 +132,37 @@ def test_inpaint_request_carries_the_mask():
 def test_png_info_fields_override_the_tab_for_batch_files():
     text = "a dog\nNegative prompt: ugly\nSteps: 33, Sampler: Euler a, CFG scale: 5, Seed: 77, Size: 64x64"
     base = {"prompt": "photo", "negative_prompt": "", "seed": -1, "steps": 20, "cfg_scale": 7.0}
-    data = img2img.png_info_overrides(base, text, ["Prompt", "Seed", "Steps"])
+    data = img2img_batch.png_info_overrides(base, text, ["Prompt", "Seed", "Steps"])
     assert data["prompt"] == "photo a dog" and data["seed"] == 77 and data["steps"] == 33
     assert data["cfg_scale"] == 7.0 and data["negative_prompt"] == ""   # not chosen: kept
-    assert img2img.png_info_overrides(base, None, ["Prompt"]) == base
+    assert img2img_batch.png_info_overrides(base, None, ["Prompt"]) == base
 
 
 # ------------------------------------------------------------------ txt2img: Hires. fix and Refiner
 
 def test_txt2img_hires_and_refiner_request_data():
-    request = validate_request(txt2img.request_data(_txt2img_values(enable_hr=True, hr_scale=2)))
+    request = validate_request(request_form.request_data(_txt2img_values(enable_hr=True, hr_scale=2)))
     assert request.enable_hr and request.hr_scale == 2.0 and request.hr_upscaler == "Latent"
     assert request.hr_sampler_name is None and request.hr_scheduler is None and request.hr_prompt == ""
     assert request.denoising_strength == 0.7
     assert request.refiner_checkpoint is None
-    on = txt2img.request_data(_txt2img_values(enable_refiner=True, hr_sampler_name="Euler"))
+    on = request_form.request_data(_txt2img_values(enable_refiner=True, hr_sampler_name="Euler"))
     assert on["refiner_checkpoint"] == "sd_xl_refiner.safetensors" and on["hr_sampler_name"] == "Euler"
 
 
-def test_hires_target_size_as_a1111():
-    assert txt2img.hires_target_size(512, 512, 2.0, 0, 0) == (1024, 1024)
-    assert txt2img.hires_target_size(512, 768, 1.5, 0, 0) == (768, 1152)
-    assert txt2img.hires_target_size(512, 256, 2.0, 1024, 0) == (1024, 512)
-    assert txt2img.hires_target_size(512, 256, 2.0, 0, 1024) == (2048, 1024)
+def test_hires_size_shown_is_the_size_the_backend_renders():
+    shown = accordions.hires_size_html
     assert "from <span class='resolution'>64x64</span> to <span class='resolution'>128x128</span>" == \
-        txt2img.hires_size_html(64, 64, 2, 0, 0)
+        shown(64, 64, 2, 0, 0)
+    # 512 × 1.3 = 665.6: the latents make it 664, and the UI says so (not 665)
+    assert shown(512, 512, 1.3, 0, 0).endswith("<span class='resolution'>664x664</span>")
+    # both resize-to values set: the final size, after the cover is cropped to the box
+    assert shown(512, 256, 2.0, 1024, 1024).endswith("<span class='resolution'>1024x1024</span>")
+    for case in ((512, 512, 2.0, 0, 0), (512, 768, 1.5, 0, 0), (512, 256, 2.0, 1024, 0), (512, 256, 2.0, 0, 1024),
+                 (512, 512, 1.3, 0, 0), (600, 400, 1.0, 0, 1000), (512, 256, 2.0, 1000, 700)):
+        width, height = HiresPlan.of_size(*case).target
+        assert shown(*case).endswith(f"<span class='resolution'>{width}x{height}</span>")
+    assert shown(512, 0, 2.0, 0, 1024) == ""   # a size that cannot be: nothing shown
 
 
 class _Registry:
@@ -170,11 +178,11 @@ def test_paste_fills_the_hires_and_refiner_accordions():
     parsed = {"denoising_strength": 0.4, "hr_scale": 1.5, "enable_hr": True, "hr_sampler_name": "Euler Karras",
               "refiner_checkpoint": "refiner.safetensors [abc123]", "refiner_switch_at": 0.6,
               "seed_resize_from_w": -1}
-    values = txt2img.pasted_values(Services(), parsed)
+    values = paste.pasted_values(Services(), parsed)
     assert values["hr_sampler_name"] == "Euler" and values["hr_scheduler"] == "Karras"
     assert values["refiner_checkpoint"] == "refiner.safetensors [abc123]" and values["enable_refiner"] is True
     assert values["enable_hr"] is True and values["seed_resize_from_w"] == 0
-    unknown = txt2img.pasted_values(Services(), {"refiner_checkpoint": "other [ffff]"})
+    unknown = paste.pasted_values(Services(), {"refiner_checkpoint": "other [ffff]"})
     assert "refiner_checkpoint" not in unknown and "enable_refiner" not in unknown
 
 
@@ -201,7 +209,7 @@ def test_batch_makes_one_job_per_image_and_saves_to_the_output_folder(tmp_path):
     services = _BatchServices()
     values = _img2img_values(mode="batch", batch_input_dir=str(inputs), batch_output_dir=str(outputs),
                              batch_inpaint_mask_dir=str(masks))
-    submissions = img2img.batch_submissions(services, img2img.request_data(values), values, "#ffffff")
+    submissions = img2img_batch.submissions(services, img2img_inputs.request_data(values), values, "#ffffff")
     assert len(submissions) == 2
     first, second = (submission.submit() for submission in submissions)
     assert first.init_images[0].size == (64, 64) and first.mask.convert("L").getpixel((0, 0)) == 255
@@ -218,6 +226,6 @@ def test_batch_refuses_with_hide_ui_dir_config_and_without_images(tmp_path):
     import gradio as gr
     values = _img2img_values(mode="batch", batch_input_dir=str(tmp_path))
     with pytest.raises(gr.Error, match="hide-ui-dir-config"):
-        img2img.batch_submissions(_BatchServices(hide=True), img2img.request_data(values), values, "#ffffff")
+        img2img_batch.submissions(_BatchServices(hide=True), img2img_inputs.request_data(values), values, "#ffffff")
     with pytest.raises(gr.Error, match="no images"):
-        img2img.batch_submissions(_BatchServices(), img2img.request_data(values), values, "#ffffff")
+        img2img_batch.submissions(_BatchServices(), img2img_inputs.request_data(values), values, "#ffffff")

@@ -99,55 +99,11 @@ def restorer_info(services, name: str) -> str | None:
 
 def create_tab(services, demo: gr.Blocks | None = None) -> ExtrasTab:
     hide_dirs = bool(getattr(services.args, "hide_ui_dir_config", False))
-    upscalers = services.upscalers.names()
     with gr.Row(equal_height=False, elem_id=f"{TAB}_row"):
         with gr.Column(variant="compact", elem_id=f"{TAB}_settings"):
-            with gr.Tabs(elem_id="mode_extras") as mode_tabs:
-                with gr.Tab("Single Image", id=SINGLE, elem_id="extras_single_tab") as single_tab:
-                    image = named_refusals(gr.Image(label="Source", type="pil", image_mode=None,
-                                                    sources=["upload", "clipboard"], elem_id="extras_image",
-                                                    interactive=True, height=400))
-                with gr.Tab("Batch Process", id=BATCH, elem_id="extras_batch_process_tab") as batch_tab:
-                    files = gr.File(label="Batch Process", file_count="multiple", file_types=["image"],
-                                    elem_id="extras_image_batch", interactive=True)
-                with gr.Tab("Batch from Directory", id=DIRECTORY, elem_id="extras_batch_directory_tab") as dir_tab:
-                    input_dir = gr.Textbox(label="Input directory", interactive=not hide_dirs,
-                                           placeholder="A folder on the machine the server runs on.",
-                                           elem_id="extras_batch_input_dir")
-                    output_dir = gr.Textbox(label="Output directory", interactive=not hide_dirs,
-                                            placeholder="Leave blank to save images to the default path.",
-                                            elem_id="extras_batch_output_dir")
-                    show_results = gr.Checkbox(True, label="Show result images", elem_id="extras_show_extras_results")
-            with gr.Group(elem_id="extras_upscale"):
-                with gr.Tabs(elem_id="extras_resize_mode"):
-                    with gr.Tab("Scale by", id="scale_by", elem_id="extras_scale_by_tab") as scale_by_tab:
-                        resize = gr.Slider(1.0, 8.0, value=4.0, step=0.05, label="Resize", buttons=[],
-                                           elem_id="extras_upscaling_resize")
-                    with gr.Tab("Scale to", id="scale_to", elem_id="extras_scale_to_tab") as scale_to_tab:
-                        with gr.Row():
-                            resize_w = gr.Slider(64, 8192, value=512, step=8, precision=0, label="Width",
-                                                 buttons=[], elem_id="extras_upscaling_resize_w")
-                            swap = tool_button("⇅", "upscaling_res_switch_btn")
-                            resize_h = gr.Slider(64, 8192, value=512, step=8, precision=0, label="Height",
-                                                 buttons=[], elem_id="extras_upscaling_resize_h")
-                        crop = gr.Checkbox(True, label="Crop to fit", elem_id="extras_upscaling_crop")
-                with gr.Row():
-                    upscaler_1 = gr.Dropdown(upscalers, value="None", label="Upscaler 1",
-                                             elem_id="extras_upscaler_1")
-                    upscaler_2 = gr.Dropdown(upscalers, value="None", label="Upscaler 2",
-                                             elem_id="extras_upscaler_2")
-                    refresh = tool_button("🔄", "extras_refresh_upscalers")
-                upscaler_2_visibility = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="Upscaler 2 visibility",
-                                                  buttons=[], elem_id="extras_upscaler_2_visibility")
-            with gr.Group(elem_id="extras_face_restoration"):
-                gfpgan = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="GFPGAN visibility", buttons=[],
-                                   info=restorer_info(services, "GFPGAN"), elem_id="extras_gfpgan_visibility")
-                codeformer = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="CodeFormer visibility", buttons=[],
-                                       info=restorer_info(services, "CodeFormer"),
-                                       elem_id="extras_codeformer_visibility")
-                codeformer_weight = gr.Slider(0.0, 1.0, value=0.0, step=0.001, buttons=[],
-                                              label="CodeFormer weight (0 = maximum effect, 1 = minimum effect)",
-                                              elem_id="extras_codeformer_weight")
+            sources = _create_sources(hide_dirs)
+            upscale = _create_upscale(services.upscalers.names())
+            restore = _create_face_restoration(services)
         with gr.Column(elem_id=f"{TAB}_results_column"):
             with gr.Row(elem_id=f"{TAB}_generate_box", elem_classes=["generate-box"]):
                 interrupt = gr.Button("Interrupt", elem_id=f"{TAB}_interrupt", visible=False, min_width=0)
@@ -156,13 +112,104 @@ def create_tab(services, demo: gr.Blocks | None = None) -> ExtrasTab:
 
     mode = gr.State(SINGLE)
     resize_tab = gr.State("scale_by")
-    for tab, value in ((single_tab, SINGLE), (batch_tab, BATCH), (dir_tab, DIRECTORY)):
-        tab.select(lambda value=value: value, outputs=[mode], queue=False, show_progress="hidden",
-                   api_visibility=PRIVATE)
-    for tab, value in ((scale_by_tab, "scale_by"), (scale_to_tab, "scale_to")):
-        tab.select(lambda value=value: value, outputs=[resize_tab], queue=False, show_progress="hidden",
-                   api_visibility=PRIVATE)
-    swap.click(None, inputs=[resize_w, resize_h], outputs=[resize_w, resize_h], js="(w, h) => [h, w]")
+    for state, tabs in ((mode, sources.tabs), (resize_tab, upscale.tabs)):
+        for tab, value in tabs.items():
+            tab.select(lambda value=value: value, outputs=[state], queue=False, show_progress="hidden",
+                       api_visibility=PRIVATE)
+    width, height = upscale.fields["upscaling_resize_w"], upscale.fields["upscaling_resize_h"]
+    upscale.swap.click(None, inputs=[width, height], outputs=[width, height], js="(w, h) => [h, w]")
+    _connect_model_lists(services, demo, upscale, restore)
+
+    fields = {"resize_tab": resize_tab, **upscale.fields, **restore, "show_extras_results": sources.show_results}
+    _connect_generate(services, sources, mode, fields, generate, interrupt, output, hide_dirs)
+    return ExtrasTab(sources.image, sources.mode_tabs, mode, generate, output)
+
+
+@dataclass
+class _Sources:
+    mode_tabs: gr.Tabs
+    tabs: dict[gr.Tab, str]   # sub-tab → its id (SINGLE, BATCH, DIRECTORY)
+    image: gr.Image
+    files: gr.File
+    input_dir: gr.Textbox
+    output_dir: gr.Textbox
+    show_results: gr.Checkbox
+
+
+def _create_sources(hide_dirs: bool) -> _Sources:
+    """Single Image / Batch Process / Batch from Directory: what to process."""
+    with gr.Tabs(elem_id="mode_extras") as mode_tabs:
+        with gr.Tab("Single Image", id=SINGLE, elem_id="extras_single_tab") as single_tab:
+            image = named_refusals(gr.Image(label="Source", type="pil", image_mode=None,
+                                            sources=["upload", "clipboard"], elem_id="extras_image",
+                                            interactive=True, height=400))
+        with gr.Tab("Batch Process", id=BATCH, elem_id="extras_batch_process_tab") as batch_tab:
+            files = gr.File(label="Batch Process", file_count="multiple", file_types=["image"],
+                            elem_id="extras_image_batch", interactive=True)
+        with gr.Tab("Batch from Directory", id=DIRECTORY, elem_id="extras_batch_directory_tab") as dir_tab:
+            input_dir = gr.Textbox(label="Input directory", interactive=not hide_dirs,
+                                   placeholder="A folder on the machine the server runs on.",
+                                   elem_id="extras_batch_input_dir")
+            output_dir = gr.Textbox(label="Output directory", interactive=not hide_dirs,
+                                    placeholder="Leave blank to save images to the default path.",
+                                    elem_id="extras_batch_output_dir")
+            show_results = gr.Checkbox(True, label="Show result images", elem_id="extras_show_extras_results")
+    return _Sources(mode_tabs, {single_tab: SINGLE, batch_tab: BATCH, dir_tab: DIRECTORY}, image, files, input_dir,
+                    output_dir, show_results)
+
+
+@dataclass
+class _Upscale:
+    fields: dict[str, gr.components.Component]   # ExtrasRequest's upscaling fields → component
+    tabs: dict[gr.Tab, str]                      # "Scale by" / "Scale to" → the resize tab's id
+    swap: gr.Button
+    refresh: gr.Button
+
+
+def _create_upscale(upscalers: list[str]) -> _Upscale:
+    """Scale by / Scale to, the two upscalers and how much of the second shows."""
+    with gr.Group(elem_id="extras_upscale"):
+        with gr.Tabs(elem_id="extras_resize_mode"):
+            with gr.Tab("Scale by", id="scale_by", elem_id="extras_scale_by_tab") as scale_by_tab:
+                resize = gr.Slider(1.0, 8.0, value=4.0, step=0.05, label="Resize", buttons=[],
+                                   elem_id="extras_upscaling_resize")
+            with gr.Tab("Scale to", id="scale_to", elem_id="extras_scale_to_tab") as scale_to_tab:
+                with gr.Row():
+                    resize_w = gr.Slider(64, 8192, value=512, step=8, precision=0, label="Width",
+                                         buttons=[], elem_id="extras_upscaling_resize_w")
+                    swap = tool_button("⇅", "upscaling_res_switch_btn")
+                    resize_h = gr.Slider(64, 8192, value=512, step=8, precision=0, label="Height",
+                                         buttons=[], elem_id="extras_upscaling_resize_h")
+                crop = gr.Checkbox(True, label="Crop to fit", elem_id="extras_upscaling_crop")
+        with gr.Row():
+            upscaler_1 = gr.Dropdown(upscalers, value="None", label="Upscaler 1", elem_id="extras_upscaler_1")
+            upscaler_2 = gr.Dropdown(upscalers, value="None", label="Upscaler 2", elem_id="extras_upscaler_2")
+            refresh = tool_button("🔄", "extras_refresh_upscalers")
+        upscaler_2_visibility = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="Upscaler 2 visibility",
+                                          buttons=[], elem_id="extras_upscaler_2_visibility")
+    fields = {"upscaling_resize": resize, "upscaling_resize_w": resize_w, "upscaling_resize_h": resize_h,
+              "upscaling_crop": crop, "upscaler_1": upscaler_1, "upscaler_2": upscaler_2,
+              "extras_upscaler_2_visibility": upscaler_2_visibility}
+    return _Upscale(fields, {scale_by_tab: "scale_by", scale_to_tab: "scale_to"}, swap, refresh)
+
+
+def _create_face_restoration(services) -> dict[str, gr.components.Component]:
+    with gr.Group(elem_id="extras_face_restoration"):
+        gfpgan = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="GFPGAN visibility", buttons=[],
+                           info=restorer_info(services, "GFPGAN"), elem_id="extras_gfpgan_visibility")
+        codeformer = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="CodeFormer visibility", buttons=[],
+                               info=restorer_info(services, "CodeFormer"), elem_id="extras_codeformer_visibility")
+        codeformer_weight = gr.Slider(0.0, 1.0, value=0.0, step=0.001, buttons=[],
+                                      label="CodeFormer weight (0 = maximum effect, 1 = minimum effect)",
+                                      elem_id="extras_codeformer_weight")
+    return {"gfpgan_visibility": gfpgan, "codeformer_visibility": codeformer, "codeformer_weight": codeformer_weight}
+
+
+def _connect_model_lists(services, demo: gr.Blocks | None, upscale: _Upscale,
+                         restore: dict[str, gr.components.Component]) -> None:
+    """🔄 rescans the upscalers; a face restorer without its weights says which file to add."""
+    upscaler_1, upscaler_2 = upscale.fields["upscaler_1"], upscale.fields["upscaler_2"]
+    gfpgan, codeformer = restore["gfpgan_visibility"], restore["codeformer_visibility"]
 
     def upscaler_lists(rescan: bool):
         if rescan:
@@ -170,8 +217,8 @@ def create_tab(services, demo: gr.Blocks | None = None) -> ExtrasTab:
         names = services.upscalers.names()
         return gr.update(choices=names), gr.update(choices=names)
 
-    refresh.click(lambda: upscaler_lists(True), outputs=[upscaler_1, upscaler_2], show_progress="hidden",
-                  api_visibility=PRIVATE)
+    upscale.refresh.click(lambda: upscaler_lists(True), outputs=[upscaler_1, upscaler_2], show_progress="hidden",
+                          api_visibility=PRIVATE)
     for slider, name in ((gfpgan, "GFPGAN"), (codeformer, "CodeFormer")):
         def check_restorer(value, name=name):
             missing = restorer_info(services, name)
@@ -187,11 +234,10 @@ def create_tab(services, demo: gr.Blocks | None = None) -> ExtrasTab:
                   outputs=[upscaler_1, upscaler_2, gfpgan, codeformer], show_progress="hidden",
                   api_visibility=PRIVATE)
 
-    fields = {"resize_tab": resize_tab, "upscaling_resize": resize, "upscaling_resize_w": resize_w,
-              "upscaling_resize_h": resize_h, "upscaling_crop": crop, "upscaler_1": upscaler_1,
-              "upscaler_2": upscaler_2, "extras_upscaler_2_visibility": upscaler_2_visibility,
-              "gfpgan_visibility": gfpgan, "codeformer_visibility": codeformer,
-              "codeformer_weight": codeformer_weight, "show_extras_results": show_results}
+
+def _connect_generate(services, sources: _Sources, mode: gr.State, fields: dict[str, gr.components.Component],
+                      generate: gr.Button, interrupt: gr.Button, output: OutputPanel, hide_dirs: bool) -> None:
+    """Generate: one job over the chosen images, followed with progress; Interrupt stops it."""
     names = list(fields)
     job_id = gr.State(None)
     busy_outputs = [generate, interrupt, output.progress, job_id]
@@ -248,9 +294,9 @@ def create_tab(services, demo: gr.Blocks | None = None) -> ExtrasTab:
                                        "seconds": seconds},
                    output.selected: None}
 
-    event = generate.click(run, inputs=[mode, image, files, input_dir, output_dir, *fields.values()],
-                           outputs=outputs, show_progress="hidden", concurrency_limit=None, api_visibility=PRIVATE)
+    event_inputs = [mode, sources.image, sources.files, sources.input_dir, sources.output_dir, *fields.values()]
+    event = generate.click(run, inputs=event_inputs, outputs=outputs, show_progress="hidden", concurrency_limit=None,
+                           api_visibility=PRIVATE)
     event.failure(idle, outputs=busy_outputs, queue=False, show_progress="hidden", api_visibility=PRIVATE)
     interrupt.click(lambda current: services.queue.interrupt(current) if current else None, inputs=[job_id],
                     queue=False, show_progress="hidden", api_visibility=PRIVATE)
-    return ExtrasTab(image, mode_tabs, mode, generate, output)

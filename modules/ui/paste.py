@@ -88,3 +88,29 @@ def component_value(name: str, component, value, warnings: list[str]):
             warnings.append(f"{component.label or name}: {value} is outside {low}–{high}; using {clamped}")
             return clamped
     return value
+
+
+def pasted_values(services, parsed: dict) -> dict[str, Any]:
+    """Request fields parsed from infotext → the values the tab's components take (UI-only keys included):
+    0 for "off" seed resizing, Extra/Hires/Refiner ticked when their fields are set, titles for checkpoints."""
+    values = {name: value for name, value in parsed.items() if value is not None}
+    for name in ("seed_resize_from_w", "seed_resize_from_h"):
+        if name in values and values[name] <= 0:
+            values[name] = 0
+    if (values.get("subseed_strength") or 0) > 0 or (values.get("seed_resize_from_w") or 0) > 0:
+        values["extra"] = True
+    if values.get("hr_sampler_name"):
+        try:
+            values["hr_sampler_name"], values["hr_scheduler"] = samplers.resolve(values["hr_sampler_name"],
+                                                                                 values.get("hr_scheduler"))
+        except ValueError:
+            values.pop("hr_sampler_name"), values.pop("hr_scheduler", None)
+    if "refiner_checkpoint" in values:
+        # "Refiner: name [hash]" → the dropdown's title; an unknown refiner is left as it was
+        info = services.registry.find(str(values["refiner_checkpoint"]).split(" [")[0])
+        info = info or services.registry.find(values["refiner_checkpoint"])
+        if info is None:
+            values.pop("refiner_checkpoint")
+        else:
+            values["refiner_checkpoint"], values["enable_refiner"] = info.title, True
+    return values

@@ -89,7 +89,7 @@
     new MutationObserver(applyTitles).observe(document.documentElement, {childList: true, subtree: true});
 })();
 
-// ---- img2img tab, Hires. fix and Refiner (modules/ui/img2img.py, txt2img.py) ----------------------------
+// ---- img2img tab, Hires. fix and Refiner (modules/ui/img2img.py, accordions.py) -------------------------
 (function () {
     "use strict";
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from modules import images
 from modules.output import infotext
-from modules.ui import controlnet, extras as extras_module, paste, topbar as topbar_module, txt2img
+from modules.ui import controlnet, extras as extras_module, paste, topbar as topbar_module
 from modules.ui.common import PRIVATE, escape_multiline
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ HIRES_FIELDS = frozenset({"enable_hr", "hr_scale", "hr_upscaler", "hr_second_pas
 def field_values(services, parsed: dict, target: str, warnings: list[str], *,
                  image_size: tuple[int, int] | None = None, only: Collection[str] | None = None) -> dict[str, Any]:
     """Request field names (plus the UI's "extra", "enable_hr", "enable_refiner") → values for `target` from a
-    parsed infotext, as ↙️ paste gives them (txt2img.pasted_values), plus the inpaint settings, and the
+    parsed infotext, as ↙️ paste gives them (paste.pasted_values), plus the inpaint settings, and the
     checkboxes unticked when the image had no such settings (as A1111; without ControlNet units,
     `controlnet_units` is empty). `image_size` (the sent image's) sets width/height, as A1111's send_size;
     `only` limits the fields (a gallery send)."""
@@ -54,7 +54,7 @@ def field_values(services, parsed: dict, target: str, warnings: list[str], *,
     values: dict[str, Any] = {}
     if parsed:   # no infotext: only the image's size
         values = {"extra": False, "enable_hr": False, "enable_refiner": False, "controlnet_units": []}
-        values.update(txt2img.pasted_values(services, paste.parsed_fields(parsed, warnings)))
+        values.update(paste.pasted_values(services, paste.parsed_fields(parsed, warnings)))
     if target != "txt2img":
         values = {name: value for name, value in values.items() if name not in HIRES_FIELDS}
     if image_size is not None:

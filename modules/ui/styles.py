@@ -114,7 +114,8 @@ def create_editor(services, tab: str, row: StylesRow, prompt: gr.Textbox,
     close.click(lambda: gr.update(visible=False), outputs=[panel], queue=False, **quiet)
 
 
-def connect(services, tab: str, demo: gr.Blocks | None, row: StylesRow, prompt: gr.Textbox, negative: gr.Textbox) -> None:
+def connect(services, tab: str, demo: gr.Blocks | None, row: StylesRow, prompt: gr.Textbox,
+            negative: gr.Textbox) -> None:
     """📋 merges the selected styles into the prompt boxes and clears the selection (A1111)."""
 
     def apply(prompt_text: str, negative_text: str, selected: list[str] | None):
