@@ -167,10 +167,12 @@ def files(services, folder: str) -> list[Path]:
     return sorted((services.paths.data / "outputs" / folder).rglob("*.png"))
 
 
-def test_scripts_are_offered_in_both_tabs(services):
+def test_scripts_are_offered_in_their_tabs_in_a1111s_order(services):
+    both = ["Prompt matrix", "Prompts from file or textbox", "X/Y/Z plot"]
+    assert [s.title() for s in services.generator.scripts.txt2img.selectable_scripts] == both
+    assert [s.title() for s in services.generator.scripts.img2img.selectable_scripts] == [
+        "Loopback", "Outpainting mk2", "Poor man's outpainting", *both[:2], "SD upscale", both[2]]
     for runner in (services.generator.scripts.txt2img, services.generator.scripts.img2img):
-        assert [s.title() for s in runner.selectable_scripts] == \
-            ["Prompt matrix", "Prompts from file or textbox", "X/Y/Z plot"]
         assert len(runner.defaults["x/y/z plot"]) == 18 and len(runner.defaults["prompt matrix"]) == 5
         assert len(runner.defaults["prompts from file or textbox"]) == 4
 
