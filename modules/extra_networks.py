@@ -8,7 +8,7 @@ from pathlib import Path
 from modules.networks import hypernetwork, lora
 from modules.networks.textual_inversion import EmbeddingDatabase
 from modules.networks.vae import VaeCache, VaeRegistry
-from modules.prompts import parser
+from modules.prompts import splitting
 from modules.prompts.styles import StyleDatabase
 
 LORA_KINDS = ("lora", "lyco")
@@ -63,8 +63,8 @@ class PreparedPrompt:
 
 def prepare_prompt(prompt: str, negative: str, style_names: list[str], networks: ExtraNetworks) -> PreparedPrompt:
     prompt, negative = networks.styles.apply(prompt, negative, style_names)
-    text, tags = parser.extract_networks(parser.strip_comments(prompt))
-    negative_text, negative_tags = parser.extract_networks(parser.strip_comments(negative))
+    text, tags = splitting.extract_networks(splitting.strip_comments(prompt))
+    negative_text, negative_tags = splitting.extract_networks(splitting.strip_comments(negative))
     loras, warnings = lora.requests_from_tags([t for t in tags if t.kind in LORA_KINDS], networks.loras)
     hypernetworks, more = hypernetwork.requests_from_tags([t for t in tags if t.kind == HYPERNET_KIND],
                                                           networks.hypernetworks)

@@ -1,4 +1,4 @@
-"""Extra Networks cards (modules/networks/cards.py), without a browser: what each tab lists, previews,
+"""Extra Networks cards (modules/networks/cards/), without a browser: what each tab lists, previews,
 descriptions, user metadata, what a click inserts, sorting, search, thumbnails and HTML escaping."""
 from __future__ import annotations
 
@@ -310,7 +310,7 @@ def test_thumbnails_are_small_jpegs(networks, tmp_path):
 
 
 def test_huge_previews_are_not_decoded(tmp_path, monkeypatch):
-    monkeypatch.setattr(cards, "MAX_PREVIEW_PIXELS", 100)
+    monkeypatch.setattr(cards.render, "MAX_PREVIEW_PIXELS", 100)   # read where thumbnails are made
     assert cards.make_thumbnail(_image(tmp_path / "p.png", size=(20, 20))) is None
 
 

@@ -11,7 +11,7 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from modules.models.files import ModelFileError
 from modules.networks import hypernetwork as hn
-from modules.prompts import parser
+from modules.prompts import splitting
 from tests.fixtures import tiny_hypernetworks as fixtures
 from tests.fixtures.pipelines import build_pipeline
 from tests.fixtures.tiny_checkpoints import build_tiny_model, write_malicious_pickle
@@ -253,7 +253,7 @@ def test_refresh_picks_up_new_and_removed_files(tmp_path):
 
 
 def test_tags_follow_a1111_rules(registry):
-    _, tags = parser.extract_networks("a cat <hypernet:tiny_style> <hypernet:tiny_other:0.5> <hypernet:nope:1> "
+    _, tags = splitting.extract_networks("a cat <hypernet:tiny_style> <hypernet:tiny_other:0.5> <hypernet:nope:1> "
                                       "<hypernet:tiny_style:abc> <hypernet:tiny_style:inf> <lora:tiny_style:1>")
     requests, warnings = hn.requests_from_tags(tags, registry)
     assert [(info.name, multiplier) for info, multiplier in requests] == [("tiny_style", 1.0), ("tiny_other", 0.5)]

@@ -1,4 +1,5 @@
-"""A1111 prompt syntax: modules/prompts/parser.py against A1111 v1.10.1's documented and observed behaviour.
+"""A1111 prompt syntax (modules/prompts/splitting.py, attention.py, schedules.py) against A1111 v1.10.1's
+documented and observed behaviour.
 
 Expected values are A1111's (its doctests, and its functions run on the same inputs), written out here.
 """
@@ -9,16 +10,10 @@ import time
 
 import pytest
 
-from modules.prompts import parser
-from modules.prompts.parser import (
-    NetworkTag,
-    extract_networks,
-    get_schedules,
-    parse_prompt_attention,
-    prompt_variants_for_counting,
-    split_and,
-    strip_comments,
-)
+from modules.prompts import schedules
+from modules.prompts.attention import parse_prompt_attention
+from modules.prompts.schedules import get_schedules, prompt_variants_for_counting
+from modules.prompts.splitting import NetworkTag, extract_networks, split_and, strip_comments
 
 
 def schedule(prompt, steps=10, hires_steps=None, old=False):
@@ -209,7 +204,7 @@ def test_long_prompt_uses_bracket_groups():
     # 40 emphasis groups are far beyond what lark parses quickly as a whole; only the edit's group is parsed.
     prompt = "(masterpiece:1.2), " * 40 + "a [cat:dog:0.5] on a [red|blue] chair, ((detailed))"
     head = "(masterpiece:1.2), " * 40
-    assert parser._lark_cost(prompt) > parser.WHOLE_PROMPT_BUDGET
+    assert schedules._lark_cost(prompt) > schedules.WHOLE_PROMPT_BUDGET
     result = schedule(prompt, 4)
     assert result == [(1, head + "a cat on a red chair, ((detailed))"),
                       (2, head + "a cat on a blue chair, ((detailed))"),
@@ -364,8 +359,8 @@ def _calls(text):
 def test_robustness_corpus(name):
     text = ROBUSTNESS_CORPUS[name]
     for call_name, call in _calls(text).items():
-        parser._parse_prompt.cache_clear()
-        parser._parse_region.cache_clear()
+        schedules._parse_prompt.cache_clear()
+        schedules._parse_region.cache_clear()
         # CPU time of this process: the bound is about our work, not about other load on the machine.
         start = time.thread_time()
         result = call()
@@ -378,13 +373,13 @@ def test_worst_case_lark_inputs_stay_fast():
     # The shapes that cost lark the most, at the largest size each guard lets through.
     shapes = ["[word] ", "(w:1.2) ", "[a|b] ", "[]", "()", "[a:b:0.5] "]
     for unit in shapes:
-        for prefix, budget in (("", parser.WHOLE_PROMPT_BUDGET), ("(x) " * 60, parser.REGIONS_BUDGET)):
+        for prefix, budget in (("", schedules.WHOLE_PROMPT_BUDGET), ("(x) " * 60, schedules.REGIONS_BUDGET)):
             k = 1
-            while parser._lark_cost("[" + unit * (k + 1) + ":b:1]") <= budget:
+            while schedules._lark_cost("[" + unit * (k + 1) + ":b:1]") <= budget:
                 k += 1
             prompt = prefix + "[" + unit * k + ":b:1]"
-            parser._parse_prompt.cache_clear()
-            parser._parse_region.cache_clear()
+            schedules._parse_prompt.cache_clear()
+            schedules._parse_region.cache_clear()
             start = time.thread_time()
             result = get_schedules([prompt], 20)[0]
             elapsed = time.thread_time() - start

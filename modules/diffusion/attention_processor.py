@@ -1,7 +1,7 @@
 """diffusers' AttnProcessor2_0, step for step, with two places the project changes it.
 
 - `contexts`: what the keys and the values are computed from (hypernetworks pass the context through their
-  modules first, networks/hypernetwork.py);
+  modules first, networks/hypernetwork/apply.py);
 - `attend`: the attention itself, computed over slices of the queries when it is large and a `check` is set
   (stop_points.py: it raises to stop the job between slices; on two CPU cores one self-attention over 65,536
   tokens took 30 s). Each query's result depends only on that query and all keys, so slicing changes no value's

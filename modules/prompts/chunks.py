@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from modules.models.tokenizer import clip_tokenizer
-from modules.prompts import parser
+from modules.prompts import attention, schedules
 
 CHUNK_TOKENS = 75
 COMMA_BACKTRACK = 20          # A1111's comma_padding_backtrack default
@@ -32,7 +32,7 @@ def _token_ids(text: str) -> list[int]:
 def _weighted_pieces(text: str, emphasis: str) -> list[tuple[str, float]]:
     if emphasis == "None":   # brackets (and BREAK) are literal text, as in A1111
         return [(text, 1.0)]
-    pieces = parser.parse_prompt_attention(text)
+    pieces = attention.parse_prompt_attention(text)
     if emphasis == "Ignore":
         return [(t, w if t == "BREAK" and w == -1 else 1.0) for t, w in pieces]
     return pieces
@@ -100,7 +100,7 @@ def token_count(text: str, steps: int = 20) -> tuple[int, int]:
     counted, the largest shown.
     """
     used = 0
-    for variant in parser.prompt_variants_for_counting(text, steps):
+    for variant in schedules.prompt_variants_for_counting(text, steps):
         chunks = split_into_chunks(variant)
         used = max(used, (len(chunks) - 1) * CHUNK_TOKENS + len(chunks[-1].tokens))
     return used, max(1, -(-used // CHUNK_TOKENS)) * CHUNK_TOKENS

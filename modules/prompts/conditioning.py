@@ -16,7 +16,7 @@ from modules.diffusion import stop_points
 from modules.devices import input_device
 from modules.models.families import Family
 from modules.models.tokenizer import BOS_ID, EOS_ID
-from modules.prompts import limits, parser
+from modules.prompts import limits, schedules, splitting
 from modules.prompts.chunks import CHUNK_TOKENS, PromptChunk, split_into_chunks
 
 
@@ -166,9 +166,9 @@ class ScheduledConditioning:
 def schedule(encoder: TextEncoder, prompt: str, negative: str, steps: int) -> ScheduledConditioning:
     """Encode every text the prompt (each AND part) and negative prompt take over the steps, all to the same
     chunk count (the UNet batch needs one sequence length)."""
-    parts = parser.split_and(prompt)
-    plans = parser.get_schedules([text for text, _ in parts], steps)
-    negative_plan = parser.get_schedules([negative], steps)[0]
+    parts = splitting.split_and(prompt)
+    plans = schedules.get_schedules([text for text, _ in parts], steps)
+    negative_plan = schedules.get_schedules([negative], steps)[0]
     texts = {text for plan in plans + [negative_plan] for _, text in plan}
     chunks = max(len(encoder.chunks(text)) for text in texts)
     if chunks > limits.MAX_CHUNKS:   # (embeddings can make a prompt longer than the request's check saw)

@@ -6,7 +6,7 @@ above what prompts written by hand use (a long one has 3-6 chunks, a composition
 """
 from __future__ import annotations
 
-from modules.prompts import chunks, parser
+from modules.prompts import chunks, splitting
 
 MAX_AND_PARTS = 32
 MAX_NETWORK_TAGS = 64
@@ -23,11 +23,11 @@ class PromptTooLarge(ValueError):
 
 def check(prompt: str, *, positive: bool = True) -> None:
     """Raise PromptTooLarge naming the cap a prompt goes over (AND parts count in positive prompts only)."""
-    text, tags = parser.extract_networks(parser.strip_comments(prompt))
+    text, tags = splitting.extract_networks(splitting.strip_comments(prompt))
     if len(tags) > MAX_NETWORK_TAGS:
         raise PromptTooLarge(f"{len(tags)} extra-network tags (<lora:…> and the like); at most {MAX_NETWORK_TAGS} "
                              "(the same network named twice counts once when it is applied)")
-    parts = [part for part, _ in parser.split_and(text)] if positive else [text]
+    parts = [part for part, _ in splitting.split_and(text)] if positive else [text]
     if len(parts) > MAX_AND_PARTS:
         raise PromptTooLarge(f"{len(parts)} AND parts; at most {MAX_AND_PARTS}")
     for part in parts:
