@@ -1,189 +1,33 @@
 """X/Y/Z plot (A1111's scripts/xyz_grid.py): one generation per combination of up to three axes of values,
 drawn as a labelled grid (one per Z value, side by side, when there is a Z axis).
 
-The axis list is A1111's, in its order, because API clients send the axis type as an index into it; the
-axes this backend cannot vary (k-diffusion sigma settings, ...) stay in the list, are left out
-of the UI, and are refused with a reason. Every value is checked before the first image: each axis value
-alone, then every cell, through the request validator, so a misspelt sampler fails at once, naming it.
+The axes (A1111's list, in its order) are in modules/addons/xyz_axes.py; the names A1111 extensions use from
+this module (xyz_grid.AxisOption, xyz_grid.apply_field, ...) are imported here. Every value is checked before the
+first image: each axis value alone, then every cell, through the request validator, so a misspelt sampler fails at
+once, naming it.
 """
 import copy
 import itertools
 import json
 import math
-import os
 from dataclasses import dataclass
-from typing import Any, Callable
 
 from modules import scripts
+from modules.addons.xyz_axes import (AXIS_OPTIONS, K_DIFFUSION, PERMUTATIONS, TITLE, AxisOption, apply_checkpoint,
+                                     apply_field, apply_order, apply_override, apply_prompt, apply_size,
+                                     apply_styles, apply_vae, axis_options, checkpoint_names, do_nothing,
+                                     find_option, format_nothing, format_remove_path, format_value,
+                                     format_value_add_label, format_value_join_list)
 from modules.output import grids
-from modules.diffusion import noise, samplers
+from modules.diffusion import noise
 from modules.jobs import JobError
 from modules.processing import Processed, process_images
 
-TITLE = "X/Y/Z plot"
-PERMUTATIONS = "permutations"      # an axis type: every order of the given values (Prompt order)
-
-
-def apply_field(name: str):
-    def apply(p, value, values):
-        setattr(p, name, value)
-    return apply
-
-
-def apply_override(key: str):
-    def apply(p, value, values):
-        p.override_settings[key] = value
-    return apply
-
-
-def apply_prompt(p, value, values):
-    if values[0] not in p.prompt and values[0] not in p.negative_prompt:
-        raise ValueError(f"Prompt S/R did not find {values[0]!r} in the prompt or negative prompt")
-    p.prompt = p.prompt.replace(values[0], value)
-    p.negative_prompt = p.negative_prompt.replace(values[0], value)
-
-
-def apply_order(p, value, values):
-    """Put the given prompt pieces into this order, each where one of them was."""
-    missing = [token for token in value if token not in p.prompt]
-    if missing:
-        raise ValueError(f"Prompt order did not find {missing[0]!r} in the prompt")
-    ordered = sorted(value, key=p.prompt.find)
-    rest, parts = p.prompt, []
-    for token in ordered:
-        at = rest.find(token)
-        parts.append(rest[:at])
-        rest = rest[at + len(token):]
-    p.prompt = "".join(part + token for part, token in zip(parts, value)) + rest
-
-
-def apply_checkpoint(p, value, values):
-    p.override_settings["sd_model_checkpoint"] = value
-
-
-def apply_vae(p, value, values):
-    spelled = {"auto": "Automatic", "automatic": "Automatic", "none": "None"}
-    p.override_settings["sd_vae"] = spelled.get(value.strip().lower(), value.strip())
-
-
-def apply_styles(p, value, values):
-    p.styles = [*p.styles, *(name.strip() for name in value.split(",") if name.strip())]
-
-
-def apply_size(p, value, values):
-    width, _, height = value.lower().partition("x")
-    try:
-        p.width, p.height = int(width.strip()), int(height.strip())
-    except ValueError:
-        raise ValueError(f"{value!r} is not a size like 512x768") from None
-
-
-def do_nothing(p, value, values):
-    pass
-
-
-def format_value_add_label(p, option, value):
-    return f"{option.label}: {round(value, 8) if isinstance(value, float) else value}"
-
-
-def format_value(p, option, value):
-    return round(value, 8) if isinstance(value, float) else value
-
-
-def format_value_join_list(p, option, value):
-    return ", ".join(value)
-
-
-def format_nothing(p, option, value):
-    return ""
-
-
-def format_remove_path(p, option, value):
-    return os.path.basename(value)
-
-
-def checkpoint_names(generator) -> list[str]:
-    return sorted((info.name for info in generator.manager.registry.items()), key=str.casefold)
-
-
-@dataclass(frozen=True)
-class AxisOption:
-    label: str
-    type: Any                                   # int, float, str or PERMUTATIONS
-    apply: Callable = do_nothing                # apply(p, value, all values of the axis)
-    format_value: Callable = format_value_add_label
-    cost: float = 0.0                           # expensive to change (a checkpoint): iterated outermost
-    choices: Callable | None = None             # choices(generator) → the values the UI offers
-    tab: str | None = None                      # "txt2img" or "img2img" only; None: both
-    unavailable: str = ""                       # why this A1111 axis cannot be used here
-
-
-def _missing(label: str, kind, why: str, tab: str | None = None) -> AxisOption:
-    return AxisOption(label, kind, tab=tab, unavailable=why)
-
-
-K_DIFFUSION = "the diffusers samplers used here have no such setting"
-
-AXIS_OPTIONS = [
-    AxisOption("Nothing", str, format_value=format_nothing),
-    AxisOption("Seed", int, apply_field("seed")),
-    AxisOption("Var. seed", int, apply_field("subseed")),
-    AxisOption("Var. strength", float, apply_field("subseed_strength")),
-    AxisOption("Steps", int, apply_field("steps")),
-    AxisOption("Hires steps", int, apply_field("hr_second_pass_steps"), tab="txt2img"),
-    AxisOption("CFG Scale", float, apply_field("cfg_scale")),
-    _missing("Image CFG Scale", float, "instruct-pix2pix models are not supported", tab="img2img"),
-    AxisOption("Prompt S/R", str, apply_prompt, format_value=format_value),
-    AxisOption("Prompt order", PERMUTATIONS, apply_order, format_value=format_value_join_list),
-    AxisOption("Sampler", str, apply_field("sampler_name"), format_value=format_value,
-               choices=lambda generator: samplers.sampler_names(), tab="txt2img"),
-    AxisOption("Hires sampler", str, apply_field("hr_sampler_name"),
-               choices=lambda generator: samplers.sampler_names(), tab="txt2img"),
-    AxisOption("Sampler", str, apply_field("sampler_name"), format_value=format_value,
-               choices=lambda generator: samplers.sampler_names(), tab="img2img"),
-    AxisOption("Checkpoint name", str, apply_checkpoint, format_value=format_remove_path, cost=1.0,
-               choices=checkpoint_names),
-    _missing("Negative Guidance minimum sigma", float, K_DIFFUSION),
-    _missing("Sigma Churn", float, K_DIFFUSION),
-    _missing("Sigma min", float, K_DIFFUSION),
-    _missing("Sigma max", float, K_DIFFUSION),
-    _missing("Sigma noise", float, K_DIFFUSION),
-    AxisOption("Schedule type", str, apply_field("scheduler"), choices=lambda generator: samplers.schedule_labels()),
-    _missing("Schedule min sigma", float, K_DIFFUSION),
-    _missing("Schedule max sigma", float, K_DIFFUSION),
-    _missing("Schedule rho", float, K_DIFFUSION),
-    _missing("Skip Early CFG", float, "skipping CFG on early steps is not supported"),
-    _missing("Beta schedule alpha", float, K_DIFFUSION),
-    _missing("Beta schedule beta", float, K_DIFFUSION),
-    _missing("Eta", float, K_DIFFUSION),
-    AxisOption("Clip skip", int, apply_override("CLIP_stop_at_last_layers")),
-    AxisOption("Denoising", float, apply_field("denoising_strength")),
-    _missing("Initial noise multiplier", float, K_DIFFUSION),
-    _missing("Extra noise", float, K_DIFFUSION),
-    AxisOption("Hires upscaler", str, apply_field("hr_upscaler"),
-               choices=lambda generator: generator.upscalers.hires_choices(), tab="txt2img"),
-    _missing("Cond. Image Mask Weight", float, "the conditioning mask weight is not supported", tab="img2img"),
-    AxisOption("VAE", str, apply_vae, cost=0.7, choices=lambda generator: generator.networks.vaes.choices()),
-    AxisOption("Styles", str, apply_styles, choices=lambda generator: generator.networks.styles.names()),
-    _missing("UniPC Order", int, K_DIFFUSION),
-    _missing("Face restore", str, "face restoration during generation is not supported; use Extras"),
-    AxisOption("Token merging ratio", float, apply_override("token_merging_ratio")),
-    AxisOption("Token merging ratio high-res", float, apply_override("token_merging_ratio_hr")),
-    _missing("Always discard next-to-last sigma", str, K_DIFFUSION),
-    _missing("SGM noise multiplier", str, K_DIFFUSION),
-    AxisOption("Refiner checkpoint", str, apply_field("refiner_checkpoint"), format_value=format_remove_path,
-               cost=1.0, choices=lambda generator: ["None", *checkpoint_names(generator)]),
-    AxisOption("Refiner switch at", float, apply_field("refiner_switch_at")),
-    _missing("RNG source", str, "a per-image random number source is not supported; use the RNG setting"),
-    _missing("FP8 mode", str, "FP8 weights are not supported"),
-    AxisOption("Size", str, apply_size),
-]
-
-
-def axis_options(is_img2img: bool) -> list[AxisOption]:
-    """The axes of one tab, in A1111's order (the API's axis type is an index into this list)."""
-    tab = "img2img" if is_img2img else "txt2img"
-    return [option for option in AXIS_OPTIONS if option.tab in (None, tab)]
+# A1111 extensions reach the axes through this module (xyz_grid.AxisOption, xyz_grid.apply_field, ...).
+__all__ = ["Script", "TITLE", "PERMUTATIONS", "K_DIFFUSION", "AxisOption", "AXIS_OPTIONS", "axis_options",
+           "apply_field", "apply_override", "apply_prompt", "apply_order", "apply_checkpoint", "apply_vae",
+           "apply_styles", "apply_size", "do_nothing", "format_value_add_label", "format_value",
+           "format_value_join_list", "format_nothing", "format_remove_path", "checkpoint_names"]
 
 
 def _services():
@@ -342,7 +186,7 @@ class Script(scripts.Script):
 
     def _axis(self, name, options, kind, text, picked, csv_mode, no_fixed_seeds, p) -> _Axis:
         """One axis: its option (an A1111 index, or a label) and values, each value checked on its own."""
-        option = _find_option(name, options, kind)
+        option = find_option(name, options, kind)
         if option.label == "Nothing":
             return _Axis(name, option, "", [0])
         if option.choices is not None and not csv_mode and picked:
@@ -483,26 +327,6 @@ class Script(scripts.Script):
         combined.saved = saved
         combined.warnings = list(dict.fromkeys(w for processed in results.values() for w in processed.warnings))
         return combined
-
-
-def _find_option(name: str, options: list[AxisOption], kind) -> AxisOption:
-    """The axis an API client (an index into the tab's list, as A1111) or the UI names; None is Nothing."""
-    if kind is None or kind == "":
-        return options[0]
-    if isinstance(kind, float) and kind.is_integer():
-        kind = int(kind)
-    if isinstance(kind, int) and not isinstance(kind, bool):
-        if not 0 <= kind < len(options):
-            raise JobError(f"{TITLE}: {name} type {kind} is out of range (0-{len(options) - 1})")
-        option = options[kind]
-    else:
-        option = next((o for o in options if o.label.lower() == str(kind).strip().lower()), None)
-        if option is None:
-            raise JobError(f"{TITLE}: unknown {name} type {kind!r}; choose one of "
-                           f"{[o.label for o in options if not o.unavailable]}")
-    if option.unavailable:
-        raise JobError(f"{TITLE}: the {name} axis {option.label!r} is not available: {option.unavailable}")
-    return option
 
 
 def _order(axes) -> list[tuple[int, int, int]]:
