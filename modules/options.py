@@ -25,8 +25,6 @@ from modules.untrusted.json_file import write_json_atomically
 from modules.settings.option_info import OptionInfo
 from modules.settings.table import OPTIONS, SECTIONS
 
-__all__ = ["OPTIONS", "SECTIONS", "OptionInfo", "Options", "Settings", "comma_list"]
-
 log = logging.getLogger(__name__)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modules import options as options_module
+from modules.settings.option_info import OptionInfo as _OptionInfo
 
 _services = None
 
@@ -150,12 +150,12 @@ def __getattr__(name: str) -> Any:
 def OptionInfo(default: Any = None, label: str = "", component: Any = None, component_args: Any = None,
                onchange: Any = None, section: Any = None, refresh: Any = None, comment_before: str = "",
                comment_after: str = "", infotext: str | None = None, restrict_api: bool = False,
-               category_id: str | None = None) -> options_module.OptionInfo:
+               category_id: str | None = None) -> _OptionInfo:
     """A1111's OptionInfo signature, giving the project's OptionInfo (`opts.add_option(key, info)` takes it)."""
-    return options_module.OptionInfo(default=default, label=label, section=section or "", component=component,
-                                     component_args=component_args, onchange=onchange, refresh=refresh,
-                                     comment_before=comment_before, comment_after=comment_after,
-                                     infotext=infotext, restrict_api=restrict_api, category_id=category_id)
+    return _OptionInfo(default=default, label=label, section=section or "", component=component,
+                       component_args=component_args, onchange=onchange, refresh=refresh,
+                       comment_before=comment_before, comment_after=comment_after,
+                       infotext=infotext, restrict_api=restrict_api, category_id=category_id)
 
 
 def options_section(section_identifier: tuple, options_dict: dict) -> dict:

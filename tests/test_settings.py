@@ -9,7 +9,9 @@ import gradio as gr
 import pytest
 
 from modules import cmd_args, services as services_module
-from modules.options import OPTIONS, OptionInfo, Options
+from modules.options import Options
+from modules.settings.option_info import OptionInfo
+from modules.settings.table import OPTIONS
 from modules.ui import settings, topbar, ui_config
 from tests.fixtures.app_client import app_client
 

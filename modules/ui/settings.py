@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from modules.untrusted import json_file
-from modules.options import OptionInfo
+from modules.settings.option_info import OptionInfo
 from modules.ui.common import PRIVATE, message_html, number, slider, tool_button
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from packaging.version import Version
 
 from modules import cmd_args, services as services_module
 from modules.models import files
-from modules.options import OPTIONS
+from modules.settings.table import OPTIONS
 from tests.fixtures.app_client import app_client
 from tests.fixtures.tiny_checkpoints import build_tiny_model, write_malicious_pickle, write_safetensors
 from tests.fixtures.tiny_embeddings import random_vectors, write_a1111_pt
