@@ -11,6 +11,7 @@ from modules.generation.request import validate_request
 from modules.jobs import JobError
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
+from tests.fixtures.pictures import photo
 
 SMALL = {"width": 64, "height": 64, "steps": 4}
 
@@ -25,17 +26,6 @@ def services(tmp_path_factory):
     built.options.update({"sd_checkpoints_limit": 8})
     yield built
     built.shutdown()
-
-
-def photo(width: int = 64, height: int = 64) -> Image.Image:
-    """A picture with structure: a gradient with a dark disc."""
-    x = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
-    y = np.linspace(0, 255, height, dtype=np.float32)[:, None, None]
-    array = np.concatenate([np.broadcast_to(x, (height, width, 1)), np.broadcast_to(y, (height, width, 1)),
-                            np.full((height, width, 1), 128, np.float32)], axis=2).astype(np.uint8)
-    image = Image.fromarray(array, "RGB")
-    ImageDraw.Draw(image).ellipse((width // 4, height // 4, width // 2, height // 2), fill=(20, 20, 20))
-    return image
 
 
 def left_half_mask(width: int = 64, height: int = 64) -> Image.Image:

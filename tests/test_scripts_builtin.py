@@ -15,6 +15,7 @@ from modules.generation.request import validate_request
 from modules.jobs import JobError
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
+from tests.fixtures.pictures import photo
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 LEGEND = grids.font_size(64, 64)
@@ -408,19 +409,6 @@ def test_xyz_size_on_z_with_legend_makes_one_labelled_grid(services):
 
 
 # ------------------------------------------------------------------ img2img's scripts (A1111's positional args)
-
-def photo(width: int = 64, height: int = 64) -> Image.Image:
-    """A picture with structure: a gradient with a dark disc."""
-    from PIL import ImageDraw
-
-    x = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
-    y = np.linspace(0, 255, height, dtype=np.float32)[:, None, None]
-    array = np.concatenate([np.broadcast_to(x, (height, width, 1)), np.broadcast_to(y, (height, width, 1)),
-                            np.full((height, width, 1), 128, np.float32)], axis=2).astype(np.uint8)
-    image = Image.fromarray(array, "RGB")
-    ImageDraw.Draw(image).ellipse((width // 4, height // 4, width // 2, height // 2), fill=(20, 20, 20))
-    return image
-
 
 def test_img2img_scripts_are_img2img_dropdown_scripts_in_a1111s_order(services):
     runner = services.generator.scripts.img2img
