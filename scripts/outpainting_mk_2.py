@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from modules import scripts
 from modules.addons import arguments
-from modules.addons.outpainting import direction_control, outpaint
+from modules.addons.outpainting import DIRECTIONS, outpaint
 
 TITLE = "Outpainting mk2"
 
@@ -30,7 +30,9 @@ class Script(scripts.Script):
                          elem_id=self.elem_id("noise_q"))
         color_variation = slider(0.0, 1.0, value=0.05, step=0.01, label="Color variation",
                                  elem_id=self.elem_id("color_variation"))
-        return [info, pixels, mask_blur, direction_control(self), noise_q, color_variation]
+        direction = gr.CheckboxGroup(list(DIRECTIONS), value=list(DIRECTIONS), label="Outpainting direction",
+                                     elem_id=self.elem_id("direction"))
+        return [info, pixels, mask_blur, direction, noise_q, color_variation]
 
     def run(self, p, _, pixels, mask_blur, direction, noise_q=1.0, color_variation=0.05):
         # The canvas noise does not follow the fall-off and colour variation yet; they are checked all the same.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from modules import scripts
 from modules.addons import arguments
-from modules.addons.outpainting import direction_control, outpaint
+from modules.addons.outpainting import DIRECTIONS, outpaint
 
 TITLE = "Poor man's outpainting"
 FILL_MODES = ["fill", "original", "latent noise", "latent nothing"]
@@ -27,7 +27,9 @@ class Script(scripts.Script):
         mask_blur = slider(0, 64, value=4, step=1, precision=0, label="Mask blur", elem_id=self.elem_id("mask_blur"))
         inpainting_fill = gr.Radio(FILL_MODES, value=FILL_MODES[1], type="index", label="Masked content",
                                    elem_id=self.elem_id("inpainting_fill"))
-        return [pixels, mask_blur, inpainting_fill, direction_control(self)]
+        direction = gr.CheckboxGroup(list(DIRECTIONS), value=list(DIRECTIONS), label="Outpainting direction",
+                                     elem_id=self.elem_id("direction"))
+        return [pixels, mask_blur, inpainting_fill, direction]
 
     def run(self, p, pixels, mask_blur, inpainting_fill, direction):
         fill = arguments.number(TITLE, "inpainting_fill", inpainting_fill, int, 0, 3)

@@ -1,8 +1,9 @@
 """The house rules of docs/architecture.md that a change can break without any other test noticing: the map names
-files that exist, modules/ keeps only A1111's public names and the foundation at its top, and no Python file
-grows past 500 lines."""
+files that exist, the backend imports no web framework, modules/ keeps only A1111's public names and the
+foundation at its top, and no Python file grows past 500 lines."""
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 from pathlib import Path
@@ -50,3 +51,19 @@ def test_no_python_file_is_over_500_lines():
     long = {str(path.relative_to(ROOT)): count for path in tracked_python_files()
             if (count := len(path.read_text(encoding="utf-8").splitlines())) > 500}
     assert not long, f"split these (docs/architecture.md, rule 7): {long}"
+
+
+def test_the_backend_imports_no_web_framework():
+    """Only modules/api/ and modules/ui/ may import gradio, fastapi or starlette (at the top or in a function)."""
+    frameworks = {"gradio", "fastapi", "starlette"}
+    offending = {}
+    for path in (ROOT / "modules").rglob("*.py"):
+        if path.relative_to(ROOT / "modules").parts[0] in ("api", "ui"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            found = [name for name in names if name.split(".")[0] in frameworks]
+            if found:
+                offending[str(path.relative_to(ROOT))] = found
+    assert not offending, f"backend files importing a web framework (docs/architecture.md, layers): {offending}"

@@ -33,9 +33,3 @@ def outpaint(title: str, p, pixels, mask_blur, direction, *, fill_mode: str, inp
         inpainting_fill, False, 0, 0)
     return processing.process_images(cell)
 
-
-def direction_control(script, label: str = "Outpainting direction"):
-    import gradio as gr
-
-    return gr.CheckboxGroup(list(DIRECTIONS), value=list(DIRECTIONS), label=label,
-                            elem_id=script.elem_id("direction"))
