@@ -63,7 +63,7 @@ class StableDiffusionProcessing:
         self._generator = None
         self._job: Job | None = None
         for name, value in kwargs.items():
-            setattr(self, "mask" if name == "mask" else name, value)
+            setattr(self, name, value)
 
     def __copy__(self):
         """copy.copy(p), as scripts do for each run: the lists and dicts a script changes are copied too."""
