@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from modules import extra_networks, masking
-from modules.diffusion import previews, sampling, token_merging
+from modules.diffusion import previews, sampling
 from modules.generation.context import JobContext, Refiner
 from modules.jobs import JobError
 from modules.models.manager import LoadedModel
@@ -133,7 +133,7 @@ def second_pass(generator, ctx: JobContext, latents: torch.Tensor, seed_noise, s
                          request.hr_scheduler or request.scheduler, schedule, request.cfg_scale, width, height,
                          plan, seed_noise(width, height), init_latents=upscaled.to(generator.manager.devices.device),
                          strength=request.denoising_strength, seeds=seeds, controls=ctx.hires_controls,
-                         token_merging_ratio=token_merging.ratios(ctx.settings, image_mode=False)[1])
+                         token_merging_ratio=ctx.tome_hires_ratio)
     if ctx.model.spec.inpainting:   # the whole image is repainted: its conditioning image is all blank
         blank = sampling.encode_masked(pipe, [Image.new("RGB", (width, height))], None)
         step.masked_image_latents = blank.repeat(upscaled.shape[0], 1, 1, 1)
