@@ -105,13 +105,22 @@ class Deferred:
                 self._release()
 
 
+@dataclass(frozen=True)
+class Submitter:
+    """Who submitted a job: the client's address and its --api-auth login (both "" for the UI and the server's own
+    jobs). Only the same login sees a job; "my job" (A1111's calls without an id) is one of the same address and
+    login."""
+
+    address: str = ""
+    user: str = ""
+
+
 @dataclass
 class Job:
     id: str
     kind: str
     run: Callable[["Job"], Any]
-    owner: str = ""                  # who submitted it (API: address and user), to find "my job" again
-    user: str = ""                   # the login that submitted it ("" without logins): only it sees the job
+    by: Submitter = Submitter()
     state: str = "queued"            # queued → running → done | failed | interrupted | cancelled
     created: float = field(default_factory=time.time)
     started: float | None = None
@@ -221,18 +230,18 @@ class JobQueue:
 
     # ------------------------------------------------------------- submitting and looking up
 
-    def submit(self, kind: str, run: Callable[[Job], Any], job_id: str | None = None, owner: str = "",
-               user: str = "") -> Job:
+    def submit(self, kind: str, run: Callable[[Job], Any], job_id: str | None = None,
+               by: Submitter = Submitter()) -> Job:
         with self._cond:
             limit = self.max_waiting
             if len(self._waiting) >= limit:
                 raise QueueFull(f"the queue is full ({limit} jobs waiting); try again later")
             earlier = self._jobs.get(job_id) if job_id else None
-            if earlier is not None and (not earlier.done.is_set() or earlier.user != user):
+            if earlier is not None and (not earlier.done.is_set() or earlier.by.user != by.user):
                 # Another user's id is never reused: their client may still collect that job by it.
                 raise JobIdInUse(f"a job with id {job_id!r} is already queued or running"
-                                 if earlier.user == user else f"the job id {job_id!r} is taken")
-            job = Job(id=job_id or uuid.uuid4().hex, kind=kind, run=run, owner=owner, user=user)
+                                 if earlier.by.user == by.user else f"the job id {job_id!r} is taken")
+            job = Job(id=job_id or uuid.uuid4().hex, kind=kind, run=run, by=by)
             self._waiting.append(job)
             self._jobs[job.id] = job
             self._trim_history()
@@ -251,17 +260,17 @@ class JobQueue:
         """The job with that id; with `user`, only if that user submitted it (others' jobs do not exist for them)."""
         with self._cond:
             job = self._jobs.get(job_id)
-        return job if job is not None and (user is None or job.user == user) else None
+        return job if job is not None and (user is None or job.by.user == user) else None
 
     @property
     def current(self) -> Job | None:
         return self._current
 
-    def latest_of(self, owner: str) -> Job | None:
-        """The owner's most recently submitted job that is still queued or running."""
+    def latest_of(self, by: Submitter) -> Job | None:
+        """The submitter's most recently submitted job that is still queued or running."""
         with self._cond:
             return next((job for job in reversed(self._jobs.values())
-                         if job.owner == owner and not job.done.is_set()), None)
+                         if job.by == by and not job.done.is_set()), None)
 
     def pending(self) -> list[Job]:
         with self._cond:

@@ -17,7 +17,7 @@ from modules import devices, extra_networks, images, paths as paths_module
 from modules.diffusion import compilation
 from modules.output import leftovers
 from modules.cmd_args import parse_args
-from modules.jobs import Job, JobError, JobQueue, StorageFull
+from modules.jobs import Job, JobError, JobQueue, StorageFull, Submitter
 from modules.controlnet.models import ControlNetCache, ControlNetRegistry
 from modules.controlnet.plan import ControlNet
 from modules.controlnet.preprocessors import Preprocessors
@@ -66,18 +66,16 @@ class Services:
         """Loaded scripts, extensions and their callbacks (the generator runs them)."""
         return self.generator.scripts
 
-    def submit_txt2img(self, request: GenerationRequest, job_id: str | None = None, owner: str = "",
-                       user: str = "") -> Job:
-        return self.queue.submit("txt2img", lambda job: self.generator.txt2img(request, job), job_id=job_id,
-                                 owner=owner, user=user)
+    def submit_txt2img(self, request: GenerationRequest, job_id: str | None = None,
+                       by: Submitter = Submitter()) -> Job:
+        return self.queue.submit("txt2img", lambda job: self.generator.txt2img(request, job), job_id=job_id, by=by)
 
-    def submit_img2img(self, request: GenerationRequest, job_id: str | None = None, owner: str = "",
-                       user: str = "") -> Job:
-        return self.queue.submit("img2img", lambda job: self.generator.img2img(request, job), job_id=job_id,
-                                 owner=owner, user=user)
+    def submit_img2img(self, request: GenerationRequest, job_id: str | None = None,
+                       by: Submitter = Submitter()) -> Job:
+        return self.queue.submit("img2img", lambda job: self.generator.img2img(request, job), job_id=job_id, by=by)
 
     def submit_extras(self, request: "ExtrasRequest", inputs: list, job_id: str | None = None,
-                      output_dir: Path | None = None) -> Job:
+                      output_dir: Path | None = None, by: Submitter = Submitter()) -> Job:
         """Extras (upscale, face restoration) on [(image, file name)]; runs on the worker, which owns the device.
         `output_dir`: save there instead of outputs/extras-images (Batch from Directory)."""
         from modules.postprocess import postprocessing
@@ -90,9 +88,9 @@ class Services:
             except ValueError as error:   # an unknown upscaler, a broken model file, an over-large result
                 raise JobError(str(error)) from None
 
-        return self.queue.submit("extras", run, job_id=job_id)
+        return self.queue.submit("extras", run, job_id=job_id, by=by)
 
-    def submit_detect(self, unit: "ControlNetUnit", pictures: list, job_id: str | None = None) -> Job:
+    def submit_detect(self, unit: "ControlNetUnit", pictures: list, by: Submitter = Submitter()) -> Job:
         """Run a ControlNet unit's preprocessor on each picture, on the worker (it owns the device);
         the job's result is the list of maps."""
         from modules.controlnet.plan import ControlNetError
@@ -104,21 +102,21 @@ class Services:
             except ControlNetError as error:   # unknown module, missing annotator weights
                 raise JobError(str(error)) from None
 
-        return self.queue.submit("controlnet-detect", run, job_id=job_id)
+        return self.queue.submit("controlnet-detect", run, by=by)
 
-    def submit_model_switch(self, name: str) -> Job:
+    def submit_model_switch(self, name: str, by: Submitter = Submitter()) -> Job:
         """Load a checkpoint on the worker, the only thread that touches models; the job's result is its title."""
-        return self.queue.submit("load-model", lambda job: self.generator.load(name, warm=True).info.title)
+        return self.queue.submit("load-model", lambda job: self.generator.load(name, warm=True).info.title, by=by)
 
-    def submit_model_unload(self) -> Job:
+    def submit_model_unload(self, by: Submitter = Submitter()) -> Job:
         """Free every loaded checkpoint (on the worker, after the jobs before it); the next job loads one again."""
-        return self.queue.submit("unload-model", lambda job: self.models.unload_all())
+        return self.queue.submit("unload-model", lambda job: self.models.unload_all(), by=by)
 
-    def submit_model_reload(self) -> Job:
+    def submit_model_reload(self, by: Submitter = Submitter()) -> Job:
         """Load the configured checkpoint (`sd_model_checkpoint`, else the default one); the result is its title."""
         return self.queue.submit(
             "load-model",
-            lambda job: self.generator.load(self.options.sd_model_checkpoint or None, warm=True).info.title)
+            lambda job: self.generator.load(self.options.sd_model_checkpoint or None, warm=True).info.title, by=by)
 
     def submit_merge(self, request: "MergeRequest") -> Job:
         """The Checkpoint Merger, on the worker (after the jobs before it); the result is the new file's

@@ -338,6 +338,39 @@ def test_progress_and_interrupt_without_an_id_concern_the_callers_own_job(tmp_pa
     services.shutdown()
 
 
+def test_extras_and_checkpoint_jobs_are_the_callers_own_too(tmp_path):
+    """Not only generations: an API login's Extras or checkpoint job is its own, for calls without an id."""
+    data = data_dir_with_checkpoints(tmp_path, {"tiny.safetensors": build_tiny_model("sd1")})
+    services = services_module.create(cmd_args.parse_args(
+        ["--data-dir", str(data), "--nowebui", "--api-auth", "ann:1"]))
+    from webui import create_app
+
+    ann = ("ann", "1")
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(buffer, format="PNG")
+    picture = base64.b64encode(buffer.getvalue()).decode()
+    with app_client(create_app(services)) as client, ThreadPoolExecutor(max_workers=2) as pool:
+        long = pool.submit(client.post, "/sdapi/v1/txt2img", auth=ann, json={
+            "prompt": "x", "seed": 1, "width": 64, "height": 64, "steps": 300, "force_task_id": "long"})
+        wait_until(lambda: (job := services.queue.get("long")) is not None and job.step > 0)
+        extras = pool.submit(client.post, "/sdapi/v1/extra-single-image", auth=ann,
+                             json={"image": picture, "upscaling_resize": 2})
+        wait_until(lambda: any(job.kind == "extras" for job in services.queue.pending()))
+        queued = client.get("/sdapi/v1/progress", auth=ann).json()
+        assert queued["state"]["job"] == "extras" and queued["status"] == "queued"
+        assert client.post("/sdapi/v1/interrupt", auth=ann).json() == {"interrupted": True}
+        assert extras.result().status_code == 409                        # ann's queued Extras job was cancelled
+        assert services.queue.get("long").state == "running"
+        unload = pool.submit(client.post, "/sdapi/v1/unload-checkpoint", auth=ann)
+        wait_until(lambda: any(job.kind == "unload-model" for job in services.queue.pending()))
+        assert client.get("/sdapi/v1/progress", auth=ann).json()["state"]["job"] == "unload-model"
+        assert client.post("/sdapi/v1/interrupt", auth=ann).json() == {"interrupted": True}
+        assert unload.result().status_code == 409
+        assert client.post("/sdapi/v1/interrupt", auth=ann).json() == {"interrupted": True}   # now the txt2img
+        assert long.result().status_code == 200
+    services.shutdown()
+
+
 def test_several_api_users_never_see_or_take_each_others_jobs(tmp_path):
     data = data_dir_with_checkpoints(tmp_path, {"tiny.safetensors": build_tiny_model("sd1")})
     services = services_module.create(cmd_args.parse_args(

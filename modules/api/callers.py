@@ -5,6 +5,8 @@ import base64
 
 from fastapi import Request
 
+from modules.jobs import Submitter
+
 
 def api_user(http: Request) -> str:
     """The --api-auth login of the call ("" without one; auth itself was checked before any route runs)."""
@@ -17,6 +19,6 @@ def api_user(http: Request) -> str:
     return ""
 
 
-def caller(http: Request) -> str:
-    """Who is calling, to tell their job from others': the client's address and, with --api-auth, the user."""
-    return f"{http.client.host if http.client else ''}|{api_user(http)}"
+def submitter(http: Request) -> Submitter:
+    """Who is calling, to tell their jobs from others': the client's address and, with --api-auth, the user."""
+    return Submitter(address=http.client.host if http.client else "", user=api_user(http))

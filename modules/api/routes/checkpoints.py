@@ -2,10 +2,11 @@
 /refresh-checkpoints, GET /samplers and /schedulers."""
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from modules.api import models
+from modules.api.callers import submitter
 from modules.api.job_waiting import finished
 from modules.diffusion import samplers
 from modules.services import Services
@@ -22,14 +23,14 @@ def create_router(services: Services) -> APIRouter:
                 for info in services.registry.items()]
 
     @router.post("/unload-checkpoint")
-    async def unload_checkpoint():
+    async def unload_checkpoint(http: Request):
         """Free the loaded checkpoints, on the queue after the jobs before it; the next job loads its model."""
-        job = await finished(lambda job_id: services.submit_model_unload(), error_name="ModelLoadError")
+        job = await finished(lambda job_id: services.submit_model_unload(by=submitter(http)), error_name="ModelLoadError")
         return job if isinstance(job, JSONResponse) else {}
 
     @router.post("/reload-checkpoint")
-    async def reload_checkpoint():
-        job = await finished(lambda job_id: services.submit_model_reload(), error_name="ModelLoadError")
+    async def reload_checkpoint(http: Request):
+        job = await finished(lambda job_id: services.submit_model_reload(by=submitter(http)), error_name="ModelLoadError")
         return job if isinstance(job, JSONResponse) else {}
 
     @router.post("/refresh-checkpoints")

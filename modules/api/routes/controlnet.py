@@ -3,12 +3,13 @@
 The extension registered them on the app itself, outside /sdapi/v1; they share its auth here."""
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from modules.api.callers import submitter
 from modules.api.controlnet import UNSET, ApiError, decode_control_image
 from modules.api.errors import status_of, validation_error
-from modules.api.image_outputs import encode_image
+from modules.api.image_outputs import encode_images
 from modules.api.job_waiting import wait_for
 from modules.controlnet.units import ControlNetUnit
 from modules.jobs import QueueFull
@@ -62,7 +63,7 @@ def create_router(services: Services) -> APIRouter:
         return {"control_net_unit_count": int(services.options.control_net_unit_count)}
 
     @router.post("/detect")
-    async def detect(body: DetectRequest):
+    async def detect(body: DetectRequest, http: Request):
         if not body.controlnet_input_images:
             raise validation_error(["controlnet_input_images"], "give at least one image")
         if any(mask not in UNSET for mask in body.controlnet_masks):
@@ -84,7 +85,7 @@ def create_router(services: Services) -> APIRouter:
             raise validation_error(["controlnet_module"],
                                    f"unknown preprocessor {unit.module!r}; see /controlnet/module_list")
         try:
-            job = services.submit_detect(unit, pictures)
+            job = services.submit_detect(unit, pictures, by=submitter(http))
         except QueueFull as error:
             raise HTTPException(status_code=429, detail=str(error)) from None
         await wait_for(job)
@@ -92,6 +93,6 @@ def create_router(services: Services) -> APIRouter:
             raise HTTPException(status_code=status_of(job.error_kind), detail=job.error)
         if job.result is None:
             raise HTTPException(status_code=409, detail="the detection was interrupted")
-        return {"images": [encode_image(picture) for picture in job.result], "info": "Success"}
+        return {"images": await encode_images(job.result), "info": "Success"}
 
     return router

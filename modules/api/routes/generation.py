@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from modules.api import models
-from modules.api.callers import api_user, caller
+from modules.api.callers import submitter
 from modules.api.generation import check_kept_overrides, keep_overrides, to_generation_request
 from modules.api.image_outputs import encode_images
 from modules.api.job_waiting import finished
@@ -22,8 +22,7 @@ def create_router(services: Services) -> APIRouter:
         # in a thread: decoding (or fetching) images must not hold up other requests such as /progress
         request = await run_in_threadpool(to_generation_request, body, services)
         check_kept_overrides(body, services)
-        job = await finished(lambda job_id: submit(request, job_id=job_id, owner=caller(http), user=api_user(http)),
-                             body.force_task_id)
+        job = await finished(lambda job_id: submit(request, job_id=job_id, by=submitter(http)), body.force_task_id)
         if not isinstance(job, JSONResponse):
             keep_overrides(body, services)
         return request, job

@@ -2,14 +2,13 @@
 job when no id is given), and our GET /jobs/{id} to collect a job's outcome later."""
 from __future__ import annotations
 
-import base64
-import io
 import time
 
 from fastapi import APIRouter, HTTPException, Request
 
+from modules import images
 from modules.api import models
-from modules.api.callers import api_user, caller
+from modules.api.callers import api_user, submitter
 from modules.api.image_outputs import encode_image
 from modules.jobs import Job
 from modules.services import Services
@@ -24,11 +23,8 @@ def progress_of(job: Job | None, services: Services, skip_image: bool) -> models
         skipped=job.skipped, interrupted=job.interrupted, job=job.kind, job_count=job.image_count,
         job_timestamp=time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)), job_no=job.image_index,
         sampling_step=job.step, sampling_steps=job.steps)
-    current = None
-    if not skip_image and job.preview is not None:
-        buffer = io.BytesIO()
-        job.preview.save(buffer, format="PNG")
-        current = base64.b64encode(buffer.getvalue()).decode("ascii")
+    preview = None if skip_image else job.preview
+    current = images.encode_base64_png(preview, None) if preview is not None else None
     return models.ProgressResponse(
         progress=round(job.progress, 4), eta_relative=round(job.eta or 0.0, 2), state=state, current_image=current,
         textinfo=job.textinfo, id=job.id, status=job.state, queue_position=services.queue.position(job),
@@ -42,11 +38,11 @@ def create_router(services: Services) -> APIRouter:
         """The job a call is about: the one named by id; else the caller's own queued or running job
         (A1111 clients send no id); else, as in A1111, the running one. With several --api-auth users each sees
         only the jobs submitted under their login."""
-        user = api_user(http)
+        by = submitter(http)
         if job_id:
-            return services.queue.get(job_id, user)
+            return services.queue.get(job_id, by.user)
         current = services.queue.current
-        return services.queue.latest_of(caller(http)) or (current if current and current.user == user else None)
+        return services.queue.latest_of(by) or (current if current and current.by.user == by.user else None)
 
     @router.get("/progress", response_model=models.ProgressResponse)
     def progress(http: Request, skip_current_image: bool = False, id: str | None = None):

@@ -2,12 +2,13 @@
 GET /cmd-flags."""
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
-from modules.api.errors import failed_job_response, validation_error
-from modules.api.job_waiting import wait_for
+from modules.api.callers import submitter
+from modules.api.errors import validation_error
+from modules.api.job_waiting import finished
 from modules.cmd_args import public_flags
-from modules.jobs import QueueFull
 from modules.services import Services
 
 
@@ -40,13 +41,10 @@ def create_router(services: Services) -> APIRouter:
             if not isinstance(checkpoint, str) or services.registry.find(checkpoint) is None:
                 raise validation_error(["sd_model_checkpoint"],
                                        f"unknown checkpoint {checkpoint!r}; see /sdapi/v1/sd-models")
-            try:
-                job = services.submit_model_switch(checkpoint)
-            except QueueFull as error:
-                raise HTTPException(status_code=429, detail=str(error)) from None
-            await wait_for(job)
-            if job.state == "failed":
-                return failed_job_response(job, "ModelLoadError")
+            job = await finished(lambda job_id: services.submit_model_switch(checkpoint, by=submitter(request)),
+                                 error_name="ModelLoadError")
+            if isinstance(job, JSONResponse):
+                return job
         services.update_options(checked, from_api=True)
         return {}
 
