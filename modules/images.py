@@ -133,6 +133,17 @@ def _write_temp(folder: Path, data: bytes) -> Path:
     return temp
 
 
+def replace_atomically(path: Path, data: bytes) -> None:
+    """Write `data` as `path` (replacing it) so that a reader sees the old file or the new one, never half of
+    it: a temp file beside it, fsynced, then renamed. For the Save button's log.csv and zip."""
+    temp = _write_temp(path.parent, data)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
 def _publish(folder: Path, temp: Path, namer: "_Namer") -> Path:
     """Move ``temp`` to the first free numbered name; never replaces a file."""
     try:

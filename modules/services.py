@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 # Settings naming folders images are saved to (relative to the data folder, or absolute).
 OUTPUT_FOLDER_OPTIONS = ("outdir_txt2img_samples", "outdir_txt2img_grids", "outdir_img2img_samples",
-                         "outdir_img2img_grids", "outdir_extras_samples", "control_net_detectedmap_dir")
+                         "outdir_img2img_grids", "outdir_extras_samples", "control_net_detectedmap_dir",
+                         "outdir_save")
 
 
 @dataclass
