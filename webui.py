@@ -30,11 +30,13 @@ def create_app(services: services_module.Services, server_control=None) -> FastA
     """The ASGI app: /sdapi/v1 when --api or --nowebui, the Gradio UI at / unless --nowebui.
     `server_control` (modules.api.server.ServerControl) serves the --api-server-stop routes."""
     from modules.api.api import create_routers
+    from modules.api.docs_pages import install_docs
     from modules.api.middleware import install_middleware
 
     args = services.args
     services.load_scripts()
-    app = FastAPI(title="Stable Diffusion web UI API", version=VERSION, docs_url="/docs", redoc_url="/redoc")
+    app = FastAPI(title="Stable Diffusion web UI API", version=VERSION, docs_url=None, redoc_url=None)
+    install_docs(app)   # /docs and /redoc with their assets served here, not from a CDN
     install_middleware(app, args)
     if args.api or args.nowebui:
         for router in create_routers(services, server_control):
