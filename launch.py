@@ -5,6 +5,8 @@
 
 Like A1111's launcher it creates a virtual environment on first run and re-runs itself inside it.
 Requirements are installed again only when requirements*.txt change (a stamp file records their hash).
+Environment: VENV_DIR (the virtual environment, default ./venv), LAUNCH_NO_VENV=1 (run in this Python as it is,
+no virtual environment), COMMANDLINE_ARGS (flags read before the command line's, as A1111's).
 """
 from __future__ import annotations
 
@@ -53,6 +55,22 @@ def install_requirements(requirement_file: str) -> None:
     run([sys.executable, "-c", "import torchvision.ops, transformers, diffusers"], "checking the installation")
     previous = STAMP.read_text().split() if STAMP.exists() else []
     STAMP.write_text("\n".join(previous + [wanted]) + "\n")
+
+
+# What the web UI cannot start without; `--skip-install` checks these instead of installing.
+REQUIRED_MODULES = ("torch", "torchvision", "diffusers", "transformers", "safetensors", "gradio", "fastapi",
+                    "uvicorn", "PIL")
+
+
+def missing_modules(python: Path | str) -> list[str]:
+    """The REQUIRED_MODULES that `python` cannot import (looked up, not imported: fast)."""
+    code = ("import importlib.util, sys\n"
+            f"print(' '.join(m for m in {REQUIRED_MODULES!r} if importlib.util.find_spec(m) is None))")
+    try:
+        found = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return list(REQUIRED_MODULES)
+    return found.stdout.split() if found.returncode == 0 else list(REQUIRED_MODULES)
 
 
 def install_xformers_if_asked(argv: list[str]) -> None:
@@ -110,19 +128,57 @@ def print_help() -> None:
 
     build_parser().print_help()
     print("\nlaunch.py also takes --run-tests [pytest arguments]. Enabled extensions may add flags (their preload.py).")
+    print(f"""
+environment variables:
+  COMMANDLINE_ARGS   flags read before the command line's (A1111's)
+  VENV_DIR           the virtual environment launch.py creates and runs in (now {VENV})
+  LAUNCH_NO_VENV=1   run in this Python as it is: no virtual environment is created or entered (the
+                     requirements are still installed into it, unless --skip-install)""")
+
+
+def wants_help(argv: list[str]) -> bool:
+    """-h/--help on the command line or in COMMANDLINE_ARGS (not after --run-tests: that is pytest's)."""
+    import shlex
+
+    try:
+        words = [*shlex.split(os.environ.get("COMMANDLINE_ARGS", "")), *argv]
+    except ValueError:
+        words = list(argv)
+    return "--run-tests" not in argv and ("-h" in words or "--help" in words)
+
+
+def enter_venv(argv: list[str], skip_install: bool) -> None:
+    """Re-runs launch.py in the virtual environment, creating it first. With --skip-install, a venv that lacks
+    the requirements (created, never installed into) is not entered: this Python runs if it has them, else
+    launch.py says what to do."""
+    if skip_install and not (venv_python().exists() and not missing_modules(venv_python())):
+        missing = missing_modules(sys.executable)
+        if missing:
+            sys.exit(f"[launch] --skip-install, but {VENV} is missing or incomplete and this Python lacks "
+                     f"{', '.join(missing)}: run launch.py once without --skip-install (it installs into {VENV}), "
+                     "or set LAUNCH_NO_VENV=1 with a Python that has the requirements")
+        print(f"[launch] {VENV} is missing or incomplete; --skip-install: running in this Python "
+              f"({sys.executable}), which has the requirements", flush=True)
+        return
+    if not venv_python().exists():
+        run([sys.executable, "-m", "venv", str(VENV)], f"creating the virtual environment in {VENV}")
+    os.execv(str(venv_python()), [str(venv_python()), str(Path(__file__).resolve()), *argv])
 
 
 def main() -> None:
     argv = sys.argv[1:]
     testing = "--run-tests" in argv
-    if not testing and ("-h" in argv or "--help" in argv):
+    if wants_help(argv):
         print_help()
         return
     skip_install = "--skip-install" in argv or "--skip-prepare-environment" in argv
     if not in_venv() and not os.environ.get("LAUNCH_NO_VENV"):
-        if not venv_python().exists():
-            run([sys.executable, "-m", "venv", str(VENV)], f"creating the virtual environment in {VENV}")
-        os.execv(str(venv_python()), [str(venv_python()), str(Path(__file__).resolve()), *argv])
+        enter_venv(argv, skip_install)
+    if skip_install and not testing:
+        missing = missing_modules(sys.executable)
+        if missing:
+            sys.exit(f"[launch] --skip-install, but this Python ({sys.executable}) lacks {', '.join(missing)}: "
+                     "run launch.py once without --skip-install")
     if not skip_install:
         install_requirements("requirements-test.txt" if testing else "requirements.txt")
         if testing:

@@ -48,6 +48,52 @@ def test_launch_help_prints_the_flags_before_installing_anything(tmp_path, flag)
     assert "[launch]" not in shown.stdout + shown.stderr and not venv.exists()
 
 
+
+def _launch(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "launch.py", *args], cwd=Path(__file__).resolve().parent.parent, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_launch_help_in_commandline_args_and_the_environment_it_documents(tmp_path):
+    venv = tmp_path / "venv"
+    env = dict(os.environ, VENV_DIR=str(venv), COMMANDLINE_ARGS="--api --help")
+    env.pop("LAUNCH_NO_VENV", None)
+    shown = _launch(env=env, timeout=30)
+    assert shown.returncode == 0, shown.stderr
+    assert "--listen" in shown.stdout and not venv.exists()
+    for name in ("LAUNCH_NO_VENV", "VENV_DIR", "COMMANDLINE_ARGS"):
+        assert name in shown.stdout
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "LAUNCH_NO_VENV" in readme
+
+
+def test_skip_install_with_an_incomplete_venv_runs_in_a_python_that_has_the_requirements(tmp_path):
+    """A ./venv created but never installed into (an interrupted first run): --skip-install does not enter it and
+    fail on imports; this Python, which has the requirements, runs the web UI (here up to its flag parsing)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    env = dict(os.environ, VENV_DIR=str(venv))
+    env.pop("LAUNCH_NO_VENV", None)
+    env.pop("COMMANDLINE_ARGS", None)
+    ran = _launch("--skip-install", "--no-such-flag", env=env)
+    output = ran.stdout + ran.stderr
+    assert "is missing or incomplete; --skip-install: running in this Python" in output, output
+    assert ran.returncode == 2 and "--no-such-flag" in ran.stderr, output    # webui.py's own parser answered
+    assert "ModuleNotFoundError" not in output and "[launch] installing" not in output
+
+
+def test_skip_install_without_the_requirements_anywhere_says_what_to_do(tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    bare = venv / "bin" / "python"     # a Python without the requirements runs launch.py itself
+    env = dict(os.environ, VENV_DIR=str(tmp_path / "other-venv"))
+    env.pop("LAUNCH_NO_VENV", None)
+    ran = subprocess.run([str(bare), "launch.py", "--skip-install"], cwd=Path(__file__).resolve().parent.parent,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode != 0
+    assert "run launch.py once without --skip-install" in ran.stderr and "Traceback" not in ran.stderr, ran.stderr
+
+
 def test_a_start_removes_the_temporary_files_an_interrupted_write_left(tmp_path):
     """kill -9 while an image, a setting, a merge or an extension install was being written leaves its temporary
     file; the next start removes exactly those, and nothing of the user's."""
