@@ -17,10 +17,10 @@ from modules.untrusted import user_files
 from modules.cmd_args import gradio_credentials
 from modules.ui import extensions as extensions_tab, extras, img2img, pnginfo, send_to, topbar, txt2img
 from modules.ui import merger as merger_tab
-from modules.ui import settings, ui_config
+from modules.ui import controlnet_tab, gallery_buttons, settings, settings_pages, ui_config
 
 HERE = Path(__file__).resolve().parent
-RESERVED_TAB_IDS = {"txt2img", "img2img", "extras", "pnginfo", "modelmerger", "settings", "extensions"}
+RESERVED_TAB_IDS = {"txt2img", "img2img", "controlnet", "extras", "pnginfo", "modelmerger", "settings", "extensions"}
 log = logging.getLogger(__name__)
 
 
@@ -36,6 +36,8 @@ def create_ui(services, server_control=None) -> gr.Blocks:
                 txt2img_tab = txt2img.create_tab(services, demo=demo, topbar=bar)
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
                 img2img_tab = img2img.create_tab(services, demo=demo, topbar=bar)
+            with gr.Tab("ControlNet", id="controlnet", elem_id="tab_controlnet"):   # the photo-first workflow
+                controlnet_tab.create_tab(services, demo=demo, topbar=bar)
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
                 extras_tab = extras.create_tab(services, demo=demo)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
@@ -45,12 +47,13 @@ def create_ui(services, server_control=None) -> gr.Blocks:
             for entry in extension_tabs:   # on_ui_tabs: (gr.Blocks, title, elem_id)
                 _extension_tab(entry)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
-                settings.create_tab(services, demo=demo)
+                settings_tab = settings.create_tab(services, demo=demo)
             with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
                 extensions_tab.create_tab(services, demo=demo, server_control=server_control)
         send_to.connect(services, tabs=tabs, topbar=bar, txt2img=txt2img_tab, img2img=img2img_tab,
                         extras=extras_tab, pnginfo=pnginfo_tab)
         ui_config.apply_ui_config(services.paths.ui_config_file, tabs)   # the defaults saved in ui-config.json
+        settings_pages.connect_defaults(settings_tab.pages, services.paths.ui_config_file, tabs)
     return demo
 
 
@@ -111,11 +114,14 @@ def _read_text(path: Path) -> str:
 
 
 def served_paths(services) -> tuple[list[str], list[str]]:
-    """Gradio's allowed and blocked paths for /gradio_api/file=: outputs and every --gradio-allowed-path
-    (Gradio adds its own temp and upload folders). The settings file and the --gradio-auth-path logins stay
-    blocked even inside an allowed folder (A1111 users often allow the whole data folder)."""
+    """Gradio's allowed and blocked paths for /gradio_api/file=: outputs, the Save button's folder (its files
+    are offered for download) and every --gradio-allowed-path (Gradio adds its own temp and upload folders).
+    The settings file and the --gradio-auth-path logins stay blocked even inside an allowed folder (A1111 users
+    often allow the whole data folder)."""
     args = services.args
-    allowed = [str(services.paths.outputs), *(str(Path(path).resolve()) for path in args.gradio_allowed_path)]
+    save_folder = gallery_buttons.servable_save_folder(services)
+    allowed = [str(services.paths.outputs), *([str(save_folder)] if save_folder else []),
+               *(str(Path(path).resolve()) for path in args.gradio_allowed_path)]
     secrets = [services.paths.config_file, args.gradio_auth_path]
     return allowed, [str(Path(path).resolve()) for path in secrets if path]
 

@@ -108,7 +108,7 @@ def create_tab(services, demo: gr.Blocks | None = None) -> ExtrasTab:
             with gr.Row(elem_id=f"{TAB}_generate_box", elem_classes=["generate-box"]):
                 interrupt = gr.Button("Interrupt", elem_id=f"{TAB}_interrupt", visible=False, min_width=0)
                 generate = gr.Button("Generate", elem_id=f"{TAB}_generate", variant="primary", min_width=0)
-            output = create_output_panel(TAB)
+            output = create_output_panel(TAB, services)
 
     mode = gr.State(SINGLE)
     resize_tab = gr.State("scale_by")

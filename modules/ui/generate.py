@@ -25,10 +25,11 @@ class Submission:
 
 
 def connect_generation(services, top: Toprow, output: OutputPanel, inputs: list,
-                       submissions: Callable[..., Iterable[Submission]], js: str | None = None) -> None:
+                       submissions: Callable[..., Iterable[Submission]], js: str | None = None):
     """Generate runs `submissions(*values)` (raising gr.Error for bad input) and then each submission in
     turn, one job after the other, following each with progress and live preview; the gallery
-    collects every job's images. Interrupt and Skip act on this browser session's job only."""
+    collects every job's images. Interrupt and Skip act on this browser session's job only. Returns the
+    Generate click's event, for a tab to follow with its own steps (`.success(...)`)."""
     job_id = gr.State(None)
     generate, interrupt, skip = top.generate, top.interrupt, top.skip
     busy_outputs = [generate, interrupt, skip, output.progress, output.preview, output.gallery, job_id]
@@ -112,6 +113,7 @@ def connect_generation(services, top: Toprow, output: OutputPanel, inputs: list,
                     show_progress="hidden", api_visibility=PRIVATE)
     skip.click(lambda current: _act(services.queue.skip, current), inputs=[job_id], queue=False,
                show_progress="hidden", api_visibility=PRIVATE)
+    return event
 
 
 def _act(method, job: str | None) -> None:

@@ -96,7 +96,7 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Img2ImgT
                                                   topbar=topbar).fields)
             script_controls = scripts_ui.create(services.scripts.img2img)
             fields["styles"] = top.styles
-        output = create_output_panel(TAB)
+        output = create_output_panel(TAB, services)
 
     images_for_send = {"img2img": fields["init_img"], "sketch": fields["sketch"],
                        "inpaint": fields["init_img_with_mask"], "inpaint_sketch": fields["inpaint_color_sketch"],

@@ -16,6 +16,7 @@ import gradio as gr
 
 from modules.untrusted import json_file
 from modules.settings.option_info import OptionInfo
+from modules.ui import settings_pages
 from modules.ui.common import PRIVATE, message_html, number, slider, tool_button
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ class SettingsTab:
     codecs: dict[str, str]           # key → how its component's value maps to the option's value
     components: dict[str, gr.components.Component]
     sections: dict[str, gr.Column]
+    pages: settings_pages.SettingsPages | None = None   # Defaults, Sysinfo, Actions, Licenses
 
 
 def _comment_html(services, key: str, info: OptionInfo) -> str:
@@ -193,7 +195,8 @@ def create_tab(services, demo: gr.Blocks) -> SettingsTab:
     with gr.Row(elem_id="settings"):
         with gr.Column(scale=0, min_width=220):
             search = gr.Textbox(placeholder="Search...", show_label=False, elem_id="settings_search", max_lines=1)
-            section_list = gr.Radio(choices=[(titles[section], section) for section in by_section], value=first,
+            section_list = gr.Radio(choices=[(titles[section], section) for section in by_section]
+                                    + [(title, page) for page, title in settings_pages.PAGES.items()], value=first,
                                     show_label=False, elem_id="settings_sections")
         with gr.Column(scale=1):
             with gr.Row():
@@ -215,6 +218,9 @@ def create_tab(services, demo: gr.Blocks) -> SettingsTab:
                             comment = _comment_html(services, key, info)
                             if comment:
                                 gr.HTML(comment, elem_classes=["settings-comment"], js_on_load=None)
+            pages = settings_pages.create_pages(services)
+    settings_pages.connect_section_list(pages, section_list)
+    sections.update(pages.columns)
 
     keys = list(components)
 
@@ -222,7 +228,7 @@ def create_tab(services, demo: gr.Blocks) -> SettingsTab:
         matched = set(matching_keys(services, keys, query))
         searching = bool((query or "").strip())
         updates = [gr.update(visible=not searching or key in matched) for key in keys]
-        updates += [gr.update(visible=any(key in matched for key in by_section[name]) if searching
+        updates += [gr.update(visible=any(key in matched for key in by_section.get(name, ())) if searching
                               else name == section) for name in sections]
         return [gr.update(visible=searching and not matched), *updates]
 
@@ -253,4 +259,4 @@ def create_tab(services, demo: gr.Blocks) -> SettingsTab:
     if keys:
         demo.load(saved_values, outputs=[shown, *(components[key] for key in keys)], show_progress="hidden",
                   api_visibility=PRIVATE)
-    return SettingsTab(codecs=codecs, components=components, sections=sections)
+    return SettingsTab(codecs=codecs, components=components, sections=sections, pages=pages)

@@ -67,7 +67,7 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Txt2ImgT
             refiner = create_refiner(services, TAB)
             control = controlnet.create_panel(services, TAB, width, height, demo=demo, topbar=topbar)
             script_controls = scripts_ui.create(services.scripts.txt2img)
-        output = create_output_panel(TAB)
+        output = create_output_panel(TAB, services)
 
     fields = {"prompt": top.prompt, "negative_prompt": top.negative, "sampler_name": sampler,
               "scheduler": scheduler, "steps": steps, "width": width, "height": height, "n_iter": n_iter,
