@@ -242,6 +242,7 @@ def create(args: argparse.Namespace | None = None) -> Services:
                                size=lambda: int(options.control_net_model_cache_size)),
         preprocessors=Preprocessors(paths.annotators, device_config.device))
     generator = Generator(manager, options, paths, networks, upscalers=upscalers, controlnet=controlnet,
+                          restorers=restorers,
                           previews=Previews(paths.models / "VAE-taesd", device_config.device, device_config.dtype),
                           prompt_history=not args.no_prompt_history)
     generator.scripts = ScriptHost()   # filled by load_scripts

@@ -115,8 +115,6 @@ def cmdargs(line: str) -> dict:
             result[tag] = read(value)
         except ValueError as error:
             raise ValueError(f"{arg} {value!r}: {error}") from None
-        if tag == "restore_faces" and result[tag]:
-            raise ValueError("--restore_faces true is not supported: face restoration is done in Extras")
         position += 2
     return result
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from modules import scripts
 from modules.addons.xyz_axes import (AXIS_OPTIONS, K_DIFFUSION, PERMUTATIONS, TITLE, AxisOption, apply_checkpoint,
-                                     apply_field, apply_order, apply_override, apply_prompt, apply_size,
-                                     apply_styles, apply_vae, axis_options, checkpoint_names, do_nothing,
+                                     apply_face_restore, apply_field, apply_order, apply_override, apply_prompt,
+                                     apply_size, apply_styles, apply_vae, axis_options, checkpoint_names, do_nothing,
                                      find_option, format_nothing, format_remove_path, format_value,
                                      format_value_add_label, format_value_join_list)
 from modules.output import grids
@@ -26,7 +26,7 @@ from modules.processing import Processed, process_images
 # A1111 extensions reach the axes through this module (xyz_grid.AxisOption, xyz_grid.apply_field, ...).
 __all__ = ["Script", "TITLE", "PERMUTATIONS", "K_DIFFUSION", "AxisOption", "AXIS_OPTIONS", "axis_options",
            "apply_field", "apply_override", "apply_prompt", "apply_order", "apply_checkpoint", "apply_vae",
-           "apply_styles", "apply_size", "do_nothing", "format_value_add_label", "format_value",
+           "apply_face_restore", "apply_styles", "apply_size", "do_nothing", "format_value_add_label", "format_value",
            "format_value_join_list", "format_nothing", "format_remove_path", "checkpoint_names"]
 
 

@@ -60,6 +60,16 @@ def apply_vae(p, value, values):
     p.override_settings["sd_vae"] = spelled.get(value.strip().lower(), value.strip())
 
 
+def apply_face_restore(p, value, values):
+    """A1111's "Face restore" axis: CodeFormer or GFPGAN restore with that model; true/yes/y/1 with the
+    face_restoration_model setting; anything else does not restore."""
+    value = value.strip().lower()
+    models = {"codeformer": "CodeFormer", "gfpgan": "GFPGAN"}
+    if value in models:
+        p.override_settings["face_restoration_model"] = models[value]
+    p.restore_faces = value in models or value in ("true", "yes", "y", "1")
+
+
 def apply_styles(p, value, values):
     p.styles = [*p.styles, *(name.strip() for name in value.split(",") if name.strip())]
 
@@ -160,7 +170,7 @@ AXIS_OPTIONS = [
     AxisOption("VAE", str, apply_vae, cost=0.7, choices=lambda generator: generator.networks.vaes.choices()),
     AxisOption("Styles", str, apply_styles, choices=lambda generator: generator.networks.styles.names()),
     _missing("UniPC Order", int, K_DIFFUSION),
-    _missing("Face restore", str, "face restoration during generation is not supported; use Extras"),
+    AxisOption("Face restore", str, apply_face_restore, format_value=format_value),
     AxisOption("Token merging ratio", float, apply_override("token_merging_ratio")),
     AxisOption("Token merging ratio high-res", float, apply_override("token_merging_ratio_hr")),
     _missing("Always discard next-to-last sigma", str, K_DIFFUSION),

@@ -16,13 +16,13 @@ from modules.api.errors import validation_error
 from modules.api.image_inputs import decode_image_field
 from modules.jobs import QueueFull
 from modules.generation.request import OVERRIDE_FIELDS, GenerationRequest, validate_request
+from modules.postprocess import face_restoration
 from modules.services import Services
 
 log = logging.getLogger(__name__)
 
 # Request fields this version cannot honour yet: asking for them is a clear 422, not a silent no-op.
 NOT_YET_SUPPORTED = {
-    "restore_faces": "face restoration during generation is not available; use /sdapi/v1/extra-single-image",
     "firstpass_image": "starting hires fix from a given first-pass image is not available",
     "latent_mask": "a separate latent mask is not available; send the mask in `mask`",
 }
@@ -157,6 +157,8 @@ def to_generation_request(body: models.Txt2ImgRequest, services: Services) -> Ge
         data["scheduler"] = body.scheduler or "Automatic"
     if "tiling" in explicit or "tiling" not in data:
         data["tiling"] = bool(body.tiling)
+    if body.restore_faces is not None:   # None: the face_restoration setting decides, as in A1111
+        data["restore_faces"] = body.restore_faces
     if body.denoising_strength is not None and ("denoising_strength" in explicit or "denoising_strength" not in data):
         data["denoising_strength"] = body.denoising_strength
     if image_mode:
@@ -178,10 +180,15 @@ def to_generation_request(body: models.Txt2ImgRequest, services: Services) -> Ge
     data["save_grid"] = save and not body.do_not_save_grid
     data.update(_override_fields(body.override_settings or {}, services))
     try:
-        return validate_request(data, services.registry, services.networks, services.upscalers,
-                                services.controlnet, services.scripts)
+        request = validate_request(data, services.registry, services.networks, services.upscalers,
+                                   services.controlnet, services.scripts)
     except ValidationError as error:
         raise request_validation_error(error) from None
+    problem = face_restoration.unavailable(services.restorers, request,
+                                           services.options.snapshot(request.option_overrides))
+    if problem:   # before the job: a missing model file costs no sampling
+        raise validation_error(["restore_faces"], problem)
+    return request
 
 
 def request_validation_error(error: ValidationError) -> HTTPException:

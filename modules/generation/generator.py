@@ -28,6 +28,7 @@ from modules.networks.cards import read_user_metadata
 from modules.networks.vae import VaeLoadError
 from modules.options import Options, Settings
 from modules.paths import Paths
+from modules.postprocess import face_restoration
 from modules.postprocess.upscalers import UpscalerError
 from modules.prompts import conditioning, limits
 from modules.script_callbacks import CallbackRegistry
@@ -75,13 +76,14 @@ class Generator:
 
     def __init__(self, manager: ModelManager, options: Options, paths: Paths,
                  networks: extra_networks.ExtraNetworks, *, upscalers=None, controlnet=None, previews=None,
-                 prompt_history: bool = True):
+                 prompt_history: bool = True, restorers=None):
         self.manager = manager
         self.controlnet = controlnet
         self.networks = networks
         self.options = options
         self.paths = paths
         self.upscalers = upscalers
+        self.restorers = restorers   # face restoration (A1111's restore_faces)
         self.prompt_history = prompt_history
         self.previews = previews
         self._warmed: weakref.WeakSet = weakref.WeakSet()   # pipelines warmed up after loading
@@ -308,6 +310,7 @@ class Generator:
                  "Token merging ratio hr": ctx.tome_hires_ratio if ctx.hires and ctx.tome_hires_ratio else None}
         made = _Batch(seeds=seeds, subseeds=subseeds)
         for index, image in enumerate(decoded):
+            image = face_restoration.restore_generated(self.restorers, ctx, image)
             if ctx.inputs is not None and index < request.batch_size:
                 image = img2img.finish(image, ctx.inputs, first + index)
             image = ctx.hooks.postprocess_image(image)

@@ -45,6 +45,7 @@ class GenerationRequest(BaseModel):
     seed_resize_from_h: int = Field(-1, ge=-1, le=8192)
     clip_skip: int | None = Field(None, ge=1, le=12)
     tiling: bool = False
+    restore_faces: bool | None = None   # A1111's: None = the face_restoration setting (postprocess/face_restoration)
     checkpoint: str | None = None     # title, name or hash; None = the current model
     vae: str | None = None            # "Automatic", "None" or a VAE file; None = the sd_vae setting
     styles: list[str] = Field(default_factory=list, max_length=100)

@@ -11,6 +11,7 @@ from PIL import Image
 from modules.diffusion import samplers
 from modules.networks import lora, textual_inversion, vae
 from modules.output import infotext
+from modules.postprocess import face_restoration
 from modules.version import INFOTEXT_VERSION
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def image_infotext(ctx: JobContext, params: dict, seed: int, subseed: int, extra
         "Schedule type": samplers.infotext_schedule(request.sampler_name, request.scheduler) or request.scheduler,
         "CFG scale": request.cfg_scale,
         "Seed": seed,
+        "Face restoration": face_restoration.model_for(request, settings),
         "Size": f"{request.width}x{request.height}",
         "Model hash": model.info.shorthash if settings.add_model_hash_to_info else None,
         "Model": model.info.stem if settings.add_model_name_to_info else None,
@@ -83,6 +85,7 @@ def info_dict(ctx: JobContext, vae_info, result: GenerationResult, extra_params:
     """A1111's `Processed.js()`: what API clients read from the `info` JSON string."""
     request, model, prepared = ctx.request, ctx.model, ctx.prepared
     count = len(result.seeds)
+    restorer = face_restoration.model_for(request, ctx.settings)
     return {
         "prompt": prepared.prompt, "all_prompts": [prepared.prompt] * count,
         "negative_prompt": prepared.negative, "all_negative_prompts": [prepared.negative] * count,
@@ -90,7 +93,7 @@ def info_dict(ctx: JobContext, vae_info, result: GenerationResult, extra_params:
         "subseed": result.subseeds[0] if result.subseeds else -1, "all_subseeds": result.subseeds,
         "subseed_strength": request.subseed_strength, "width": request.width, "height": request.height,
         "sampler_name": request.sampler_name, "cfg_scale": request.cfg_scale, "steps": request.steps,
-        "batch_size": request.batch_size, "restore_faces": False, "face_restoration_model": None,
+        "batch_size": request.batch_size, "restore_faces": restorer is not None, "face_restoration_model": restorer,
         "sd_model_name": model.info.stem, "sd_model_hash": model.info.shorthash,
         "sd_vae_name": vae_info.stem if vae_info else None,
         "sd_vae_hash": vae_info.shorthash() if vae_info else None,

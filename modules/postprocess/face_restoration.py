@@ -1,5 +1,6 @@
 """Face restoration (GFPGAN, CodeFormer) the way A1111 does it: find faces, align each to a 512×512 crop,
-restore the crop, paste it back with a feathered mask, and blend the result over the original.
+restore the crop, paste it back with a feathered mask, and blend the result over the original. Extras uses it, and
+so does a generation with `restore_faces` (`restore_generated`, called on each image after the decode).
 
 The restorers load with spandrel (CodeFormer from spandrel_extra_arches). Faces are found with RetinaFace
 (ResNet-50, in modules/face_detection.py), from the same weights file A1111 uses,
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from modules.jobs import JobError
 from modules.models import files
 from modules.postprocess.upscalers import UpscalerError, load_descriptor
 
@@ -142,4 +144,46 @@ def restore_with(image: Image.Image, detect: Callable[[np.ndarray], list[np.ndar
     restored = Image.fromarray(restore_faces(rgb, detect(rgb), restore))
     if visibility < 1.0:
         restored = Image.blend(source, restored, visibility)
+    return restored
+
+
+# ---------------------------------------------------------------- during a generation (A1111's p.restore_faces)
+
+def model_for(request, settings) -> str | None:
+    """The restorer a generation uses, or None: A1111's `restore_faces` (None: the `face_restoration` setting)
+    with the `face_restoration_model` setting."""
+    wanted = getattr(request, "restore_faces", None)
+    if wanted is None:
+        wanted = bool(settings.get("face_restoration", False))
+    return (settings.get("face_restoration_model") or "CodeFormer") if wanted else None
+
+
+def unavailable(restorers: FaceRestorers | None, request, settings) -> str | None:
+    """Why the generation cannot restore faces as asked (the files to add, and where), or None. Checked before
+    the job, so a missing model costs no sampling."""
+    name = model_for(request, settings)
+    if name is None:
+        return None
+    if restorers is None:
+        return "face restoration is not available in this server"
+    problem = restorers.missing_message(name)
+    return f"face restoration: {problem} (or choose another face_restoration_model)" if problem else None
+
+
+def restore_generated(restorers: FaceRestorers | None, ctx, image: Image.Image) -> Image.Image:
+    """A generated image, its faces restored when the job asks for it: A1111 does it after the decode, before the
+    scripts' postprocess_image, the img2img overlay, saving and the grid, fully (no blending), CodeFormer with the
+    `code_former_weight` setting. `ctx` is the job's context (request, settings, job)."""
+    name = model_for(ctx.request, ctx.settings)
+    if name is None:
+        return image
+    problem = unavailable(restorers, ctx.request, ctx.settings)
+    if problem:
+        raise JobError(f"restore_faces: {problem}")
+    try:
+        weight = float(ctx.settings.get("code_former_weight", 0.5))
+        restored = restorers.restore(image, name, 1.0, codeformer_weight=weight, job=ctx.job)
+    except FaceRestorationError as error:   # a file that is there but unreadable: it names the file
+        raise JobError(f"restore_faces: {error}") from None
+    restored.info.update(image.info)
     return restored
