@@ -188,7 +188,7 @@ def hash_all_checkpoints(services) -> str:
     def run(job):
         infos = services.registry.items()
         for number, info in enumerate(infos):
-            if job.should_stop():
+            if job.should_stop:
                 break
             job.set_progress(number, len(infos))
             services.registry.ensure_hash(info)
