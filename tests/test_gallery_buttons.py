@@ -114,6 +114,10 @@ def test_no_csv_with_the_setting_off_and_grid_and_map_images_without_infotext_st
     assert not (folder / "log.csv").exists()
     with Image.open(saved.files[0]) as image:   # a ControlNet map after the images: no infotext of its own
         assert "parameters" not in image.info
+    assert saved.names == ["00000.png"]
+    named = gallery_files.save_images(pictures, {**generation(infotexts=INFOTEXTS[:1]), "seeds": [101]},
+                                      SETTINGS, folder, selected=1)
+    assert named.names == ["00001-101.png"]   # after its job's seed
 
 
 def test_a_refused_write_leaves_the_log_as_it_was_and_no_temporary_file(tmp_path, pictures, monkeypatch):

@@ -82,9 +82,17 @@ def save_images(pictures: Sequence[Image.Image | str | Path], generation: dict, 
             picture = pictures[index]
             image = picture if isinstance(picture, Image.Image) else images.load_image_file(picture)
             embedded = text if (text and settings.get("enable_pnginfo", True)) else None
-            path = images.save_image(image, folder, seed=_seed(values), infotext=embedded,
-                                     extension=settings.get("samples_format", "png"),
-                                     save_to_dirs=bool(settings.get("use_save_to_dirs_for_ui", False)))
+            seed = _seed(values)
+            if seed is None:   # a ControlNet map: named after its job's first seed
+                seed = next(iter(generation.get("seeds") or []), None)
+            extension = settings.get("samples_format", "png")
+            to_dirs = bool(settings.get("use_save_to_dirs_for_ui", False))
+            if seed is None:
+                path = images.save_numbered(image, folder / (time.strftime("%Y-%m-%d") if to_dirs else ""),
+                                            infotext=embedded, extension=extension)
+            else:
+                path = images.save_image(image, folder, seed=seed, infotext=embedded, extension=extension,
+                                         save_to_dirs=to_dirs)
             saved.files.append(path)
             saved.names.append(path.relative_to(folder).as_posix())
             beside = path.with_suffix(".txt")   # a JPEG's infotext too long for EXIF

@@ -96,6 +96,7 @@ def connect(services, tab: str, buttons: GalleryButtons, gallery: gr.Gallery, ge
 
     def save(pictures, generation_value, picked, make_zip: bool):
         paths = [item[0] if isinstance(item, (tuple, list)) else item for item in (pictures or [])]
+        picked = 0 if picked is None else picked   # the gallery opens on its first image (A1111's index 0)
         try:
             saved = gallery_files.save_images(paths, generation_value or {}, services.options, save_folder(services),
                                               selected=picked, make_zip=make_zip)
