@@ -1,18 +1,52 @@
 """Request and response bodies of the /sdapi/v1 routes, with A1111's field names and defaults.
 
-Types are strict (a string is not a number) so a wrong type is a 422 naming the field; ranges and
-cross-field rules live in `processing.GenerationRequest`, the one validator the UI shares.
+Types are strict (a string is not a number) so a wrong type is a 422 naming the field, with the coercions A1111's
+pydantic-v1 models made for values its clients really send (`A1111Body`); ranges and cross-field rules live in
+`generation.request.GenerationRequest`, the one validator the UI shares.
 """
 from __future__ import annotations
 
+import types
+import typing
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
-class Txt2ImgRequest(BaseModel):
-    # Unknown fields are ignored, as A1111 does: clients of different versions send different sets.
+def _accepted_types(annotation) -> tuple:
+    """The plain types a field takes: `int | None` → (int, NoneType)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+class A1111Body(BaseModel):
+    """A request body as A1111's pydantic-v1 models read it, for the values its clients really send: those models
+    coerced `false`/`true` into an int field and clients send them for the int flags (`"inpainting_mask_invert":
+    false`), so the fields in BOOL_FLAGS take them; 0/1 is a bool for a bool field (`"restore_faces": 0`); a
+    whole-number float (`4.0`) is an int. Everything else stays strict, naming the field: NaN, infinities,
+    fractions and strings for an int, a bool for a count (`"steps": true`); ranges are checked by the request's
+    validator. Unknown fields are ignored, as A1111 does: clients of different versions send different sets."""
     model_config = ConfigDict(strict=True, extra="ignore")
+    # A1111's int fields that are switches or choices, where a client's true/false means 1/0.
+    BOOL_FLAGS: typing.ClassVar[frozenset[str]] = frozenset({
+        "inpainting_mask_invert", "inpainting_fill", "resize_mode", "mask_blur", "mask_blur_x", "mask_blur_y"})
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _as_a1111_coerced(cls, value: Any, info: ValidationInfo) -> Any:
+        accepted = _accepted_types(cls.model_fields[info.field_name].annotation)
+        if int in accepted and bool not in accepted:
+            if isinstance(value, bool):
+                return int(value) if info.field_name in cls.BOOL_FLAGS else value
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+        elif bool in accepted and int not in accepted and type(value) is int and value in (0, 1):
+            return bool(value)
+        return value
+
+
+class Txt2ImgRequest(A1111Body):
 
     prompt: str = ""
     negative_prompt: str = ""
@@ -94,9 +128,7 @@ class Img2ImgRequest(Txt2ImgRequest):
     denoising_strength: float | None = 0.75
 
 
-class ExtrasOptions(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
-
+class ExtrasOptions(A1111Body):
     resize_mode: int = 0
     show_extras_results: bool = True
     gfpgan_visibility: float = 0.0
