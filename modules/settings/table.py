@@ -3,9 +3,14 @@
 Keys are A1111's (`modules/shared_options.py`) so `/sdapi/v1/options` clients and `override_settings`
 work unchanged. Options marked `restrict_api` (output folders, filename patterns) cannot be changed
 over the API, as in A1111, because a writable output path is a file-write primitive.
+
+`HONOURED` holds the options this web UI acts on; `OPTIONS` is every option: A1111's whole table
+(`settings/a1111_options.py`, in its order), each key defined by `HONOURED` where it is there, else stored with
+A1111's default and marked as having no effect here, then the options of ours A1111 does not have.
 """
 from __future__ import annotations
 
+from modules.settings.a1111_options import A1111_RESTRICTED, A1111_SECTIONS
 from modules.settings.option_info import OptionInfo
 
 # A1111's section ids and titles, in the order its Settings tab lists them; extensions add their own.
@@ -37,11 +42,12 @@ SECTIONS: dict[str, str] = {
     "postprocessing": "Postprocessing",
     "canvas_hotkey": "Canvas Hotkeys",
     "settings_in_ui": "Settings in UI",
+    "hypertile": "Hypertile",
     "callbacks": "Callbacks",
     "control_net": "ControlNet",
 }
 
-OPTIONS: dict[str, OptionInfo] = {
+HONOURED: dict[str, OptionInfo] = {
     # Stable Diffusion
     "sd_model_checkpoint": OptionInfo("", "Stable Diffusion checkpoint", "sd"),
     "sd_checkpoints_limit": OptionInfo(2, "Maximum number of checkpoints loaded at the same time", "sd",
@@ -88,6 +94,8 @@ OPTIONS: dict[str, OptionInfo] = {
                                       minimum=0, maximum=48),
     "upscaler_for_img2img": OptionInfo("None", "Upscaler for img2img (resizing up without a latent mode)",
                                        "upscaling"),
+    "face_restoration": OptionInfo(False, "Restore faces", "face-restoration", infotext="Face restoration").info(
+        "will use a third-party model on generation result to reconstruct faces"),
     "face_restoration_model": OptionInfo("CodeFormer", "Face restoration model", "face-restoration",
                                          choices=("CodeFormer", "GFPGAN")),
     "code_former_weight": OptionInfo(0.5, "CodeFormer weight (0 = maximum effect, 1 = minimum effect)",
@@ -156,4 +164,38 @@ OPTIONS: dict[str, OptionInfo] = {
     "disabled_extensions": OptionInfo([], "Disable these extensions", restrict_api=True),
     "disable_all_extensions": OptionInfo("none", "Disable all extensions (preserves the list of disabled extensions)",
                                          choices=("none", "extra", "all"), restrict_api=True),
+    "sd_checkpoint_hash": OptionInfo("", "SHA256 hash of the current checkpoint"),   # set when a model loads
 }
+
+# A1111 options this web UI acts on with A1111's own definition (default, label, bounds) from a1111_options.py: no
+# need to define them again in HONOURED; add a key here when code starts reading it.
+A1111_ACTED_ON: frozenset[str] = frozenset()
+NO_EFFECT = "no effect in this web UI: kept for A1111's API clients and extensions"
+
+
+def _a1111_option(key: str, default, label: str, section: str | None, category: str | None,
+                  bounds: tuple | list | None = None) -> OptionInfo:
+    """An A1111 option as A1111 defines it (default, label, section, bounds), noted as having no effect here unless
+    this web UI acts on it."""
+    minimum = maximum = choices = args = None
+    if isinstance(bounds, tuple):
+        minimum, maximum, step = bounds
+        args = {"step": step}
+    elif bounds is not None:
+        choices = tuple(bounds)
+    info = OptionInfo(default, label, section, choices=choices, minimum=minimum, maximum=maximum,
+                      restrict_api=key in A1111_RESTRICTED, component_args=args, category_id=category)
+    return info if key in A1111_ACTED_ON else info.info(NO_EFFECT)
+
+
+def with_a1111_options(honoured: dict[str, OptionInfo]) -> dict[str, OptionInfo]:
+    """A1111's options in its order, each the honoured definition where there is one, else A1111's own (marked as
+    having no effect here unless in A1111_ACTED_ON); then the honoured options A1111 does not have."""
+    merged = {}
+    for section, category, entries in A1111_SECTIONS:
+        for key, default, label, *bounds in entries:
+            merged[key] = honoured.get(key) or _a1111_option(key, default, label, section, category, *bounds)
+    return {**merged, **{key: info for key, info in honoured.items() if key not in merged}}
+
+
+OPTIONS: dict[str, OptionInfo] = with_a1111_options(HONOURED)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import re
 from dataclasses import dataclass
 
 import gradio as gr
@@ -80,7 +81,7 @@ def _typed_component(services, key: str, info: OptionInfo, value, common: dict):
         if dynamic is not None or choices is not None:
             return gr.Dropdown(choices=list(dynamic or choices), value=value, multiselect=True,
                                allow_custom_value=dynamic is not None, **common), PLAIN
-        return gr.Textbox(value=to_component(COMMA, value), info="separated by commas", **common), COMMA
+        return gr.Textbox(value=to_component(COMMA, value), **_with_info(common, "separated by commas")), COMMA
     if dynamic is not None or choices is not None:
         listed = list(dynamic or choices)
         if dynamic is None and len(listed) <= MAX_RADIO_CHOICES:
@@ -94,14 +95,23 @@ def _typed_component(services, key: str, info: OptionInfo, value, common: dict):
     if kind is str:
         return gr.Textbox(value=value, **common), PLAIN
     return gr.Textbox(value=to_component(JSON, value), lines=4 if kind is dict else 1,
-                      info="JSON" if kind is dict else None, **common), JSON
+                      **_with_info(common, "JSON" if kind is dict else None)), JSON
 
 
-def setting_component(services, key: str, info: OptionInfo):
-    """(component, codec) for one option, showing its saved value; frozen options cannot be edited."""
+def _with_info(common: dict, text: str | None) -> dict:
+    """`common` with `text` put before its info line (the option's plain note, if any)."""
+    info = "; ".join(part for part in (text, common.get("info")) if part)
+    return {**common, "info": info or None}
+
+
+def setting_component(services, key: str, info: OptionInfo, note: str | None = None):
+    """(component, codec) for one option, showing its saved value; frozen options cannot be edited. `note`: plain
+    text shown as the component's info line (an option drawn by its type only)."""
     value = services.options.get(key)
     common = {"label": info.label or key, "elem_id": f"setting_{key}",
               "interactive": services.options.frozen_reason(key) is None}
+    if note and info.component is None:
+        common["info"] = note
     if info.component is not None:
         try:
             return info.component(**{"value": value, **info.ui_args(), **common}), PLAIN
@@ -166,6 +176,22 @@ class SettingsTab:
     pages: settings_pages.SettingsPages | None = None   # Defaults, Sysinfo, Actions, Licenses
 
 
+_INFO_SPAN = re.compile(r"\s*<span class='info'>\(([^<>]*)\)</span>\s*")
+
+
+def _plain_note(services, key: str, info: OptionInfo) -> str | None:
+    """The notes under an option as plain text, when they are only A1111's `.info()` notes (no links, no other
+    HTML) and the option is drawn by its type: shown as the component's info line, which is much cheaper to build
+    than an HTML block per option (the tab has hundreds). None: they need HTML, or there are none."""
+    comment = _comment_html(services, key, info)
+    if not comment or info.component is not None:
+        return None
+    notes = _INFO_SPAN.findall(comment)
+    if _INFO_SPAN.sub("", comment).strip() or not notes:
+        return None
+    return "; ".join(html.unescape(note) for note in notes)
+
+
 def _comment_html(services, key: str, info: OptionInfo) -> str:
     """The notes under an option: its comments (HTML by A1111's design: links and notes from the option's
     definition, never from users) and why it cannot be changed, if frozen."""
@@ -211,11 +237,14 @@ def create_tab(services, demo: gr.Blocks) -> SettingsTab:
                     for key in keys:
                         info = infos[key]
                         with gr.Column(elem_classes=["settings-item"]) as items[key]:
-                            with gr.Row(equal_height=False):
-                                components[key], codecs[key] = setting_component(services, key, info)
-                                if info.refresh is not None:
+                            note = _plain_note(services, key, info)
+                            if info.refresh is None:   # no row to build for most: the tab has hundreds of options
+                                components[key], codecs[key] = setting_component(services, key, info, note)
+                            else:
+                                with gr.Row(equal_height=False):
+                                    components[key], codecs[key] = setting_component(services, key, info, note)
                                     _refresh_button(key, info, components[key])
-                            comment = _comment_html(services, key, info)
+                            comment = None if note else _comment_html(services, key, info)
                             if comment:
                                 gr.HTML(comment, elem_classes=["settings-comment"], js_on_load=None)
             pages = settings_pages.create_pages(services)
