@@ -190,3 +190,37 @@ def test_an_upload_over_the_cap_is_refused_by_the_uis_own_components_before_deco
     assert elapsed < 1 and peak < 50_000_000
     path.write_bytes(blank_png(4096, 4096))     # the cap itself is allowed
     assert gr.Image(type="pil").preprocess(ImageData(path=str(path))).size == (4096, 4096)
+
+
+def test_the_uis_inputs_refuse_a_non_image_at_its_upload_in_one_line_and_never_fail_an_event(tmp_path):
+    """A text file renamed .png: the upload check names the input and the file, not Gradio's temporary path; should
+    the file reach an event anyway, the input reads as empty, so it cannot fail a generation (a disabled ControlNet
+    unit's image)."""
+    import gradio as gr
+    from gradio.data_classes import ImageData
+
+    from modules.ui.image_inputs import named_refusals, upload_refusal
+
+    fake = tmp_path / "gradio-temp-1234" / "photo.png"
+    fake.parent.mkdir()
+    fake.write_text("this is not an image\n")
+    real = tmp_path / "real.png"
+    real.write_bytes(encoded(Image.new("RGB", (8, 8), RED), "PNG"))
+    with gr.Blocks() as page:
+        image = named_refusals(gr.Image(type="pil", label="Control image"), name="ControlNet Unit 0 › Control image")
+        editor = named_refusals(gr.ImageEditor(type="pil", label="Image for img2img"))
+    message = upload_refusal("ControlNet Unit 0 › Control image", {"path": str(fake), "orig_name": "photo.png"})
+    assert message.startswith("ControlNet Unit 0 › Control image: “photo.png” was not loaded: not a supported image")
+    assert "\n" not in message and "gradio-temp-1234" not in message and str(tmp_path) not in message
+    assert upload_refusal("Image", {"path": str(real), "orig_name": "real.png"}) is None
+    assert upload_refusal("Image", {"background": {"path": str(fake)}, "layers": [], "composite": None})
+    assert image.preprocess(ImageData(path=str(fake))) is None
+    assert image.preprocess(ImageData(path=str(real))).size == (8, 8)
+    from gradio.components.image_editor import EditorData, FileData
+
+    assert editor.preprocess(EditorData(background=FileData(path=str(fake)), layers=[], composite=None)) is None
+    # the check runs on each input's upload event, with the raw file (not Pillow's attempt at it)
+    for component in (image, editor):
+        upload = [dep for dep in page.fns.values()
+                  if any(target[0] == component._id and target[1] == "upload" for target in dep.targets)]
+        assert len(upload) == 1 and upload[0].preprocess is False

@@ -189,3 +189,37 @@ def test_the_model_list_offers_the_controlnets_of_the_loaded_checkpoints_family(
     job = services.switch_model("tiny-sd1")
     assert job.state == "done", job.error
     assert controlnet.model_choices(services) == ["None", title_of(services, SD15)]
+    # A unit's pick for another family stays listed (Generate then says why it cannot be used), not reset.
+    assert controlnet.model_choices(services, keep=title_of(services, SDXL)) == [
+        "None", title_of(services, SD15), title_of(services, SDXL)]
+    assert controlnet.model_choices(services, keep="no-such-model") == ["None", title_of(services, SD15)]
+
+
+def test_a_model_whose_name_says_no_type_is_offered_under_every_type(services):
+    untyped = services.controlnet.registry.folder / "my_guide.safetensors"
+    write_controlnet(build_tiny_controlnet("sd1", seed=1), untyped)
+    try:
+        services.controlnet.registry.refresh()
+        title = title_of(services, "my_guide")
+        _, canny_models, *_ = controlnet.choose_type(services, "Canny", pixel_perfect=False)
+        assert title_of(services, SD15) in canny_models["choices"] and title in canny_models["choices"]
+        assert canny_models["value"] == title_of(services, SD15)   # the default is still the one named for it
+        _, depth_models, *_ = controlnet.choose_type(services, "Depth", pixel_perfect=False)
+        assert title in depth_models["choices"] and title_of(services, SD15) not in depth_models["choices"]
+        assert depth_models["value"] == "None"
+    finally:
+        untyped.unlink()
+        services.controlnet.registry.refresh()
+
+
+def test_the_family_mismatch_is_said_when_the_job_prepares_the_unit(services):
+    from modules.controlnet.plan import ControlNetError
+    from modules.controlnet.units import ControlNetUnit
+    from modules.models import families
+
+    unit = ControlNetUnit.model_validate({"enabled": True, "module": "none", "model": title_of(services, SD15),
+                                          "image": photo()}, context={"controlnet": services.controlnet})
+    with pytest.raises(ControlNetError) as raised:
+        services.controlnet.prepare([unit], families.SDXL, 64, 64, None)
+    assert (f"the ControlNet model {title_of(services, SD15)} is for SD 1.x, the checkpoint is SDXL"
+            in str(raised.value)), str(raised.value)

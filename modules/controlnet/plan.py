@@ -116,8 +116,8 @@ class ControlNet:
         except ControlNetLoadError as error:
             raise ControlNetError(f"model: {error}") from None
         if family is not checkpoint_family:
-            raise ControlNetError(f"model: {info.title} is a ControlNet for {family.label} and cannot guide "
-                                  f"a {checkpoint_family.label} checkpoint")
+            raise ControlNetError(f"model: the ControlNet model {info.title} is for {family.label}, the checkpoint is "
+                                  f"{checkpoint_family.label}; pick a ControlNet for {checkpoint_family.label}")
         source = unit.image if unit.image is not None else init_image
         if source is None:
             raise ControlNetError("image: no control image; upload one (or use img2img, whose image is used)")

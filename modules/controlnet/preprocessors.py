@@ -177,6 +177,20 @@ _FOLDER_SOURCES = {
 }
 
 
+def name_matches_type(name: str, control_type: str) -> bool:
+    """Whether a preprocessor's or model's name says it is of `control_type` (the extension's filter)."""
+    pattern = control_type.lower()
+    text = name.lower()
+    return pattern in text or any(fragment in text for fragment in CONTROL_TYPE_FRAGMENTS.get(pattern, []))
+
+
+def named_control_type(name: str) -> str | None:
+    """The Control Type a model's name says (None when it names none: "my_guide.safetensors")."""
+    stem = name.split("[")[0]
+    return next((control_type for control_type in CONTROL_TYPE_DEFAULTS
+                 if control_type != "All" and name_matches_type(stem, control_type)), None)
+
+
 class _WeightReader:
     """Reads annotator weight files for one network, turning every failure into a PreprocessorError."""
 
@@ -273,10 +287,9 @@ class Preprocessors:
                 body[control_type] = {"module_list": modules, "model_list": models,
                                       "default_option": "none", "default_model": "None"}
                 continue
-            fragments = CONTROL_TYPE_FRAGMENTS.get(pattern, [])
 
             def matches(text: str) -> bool:
-                return pattern in text.lower() or any(fragment in text.lower() for fragment in fragments)
+                return name_matches_type(text, control_type)
 
             module_list = [m for m in modules if matches(m) or m.lower() == "none"]
             if pattern in ("canny", "lineart", "scribble/sketch", "mlsd"):

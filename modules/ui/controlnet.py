@@ -14,6 +14,7 @@ import gradio as gr
 from pydantic import ValidationError
 
 from modules.controlnet.plan import ControlNetError
+from modules.controlnet.preprocessors import named_control_type
 from modules.controlnet.units import CONTROL_MODES, HIRES_OPTIONS, RESIZE_MODES, ControlNetUnit
 from modules.ui import paste
 from modules.ui.common import PRIVATE, number, slider, tool_button
@@ -97,8 +98,13 @@ def current_family(services):
     return model.family if model is not None else None
 
 
-def model_choices(services) -> list[str]:
-    return [NO_MODEL, *services.controlnet.registry.titles(current_family(services))]
+def model_choices(services, keep: str | None = None) -> list[str]:
+    """"None" and the ControlNets of the loaded checkpoint's family; `keep`, a unit's pick, stays in the list
+    even when it is for another family, so that Generate says what is wrong rather than the pick vanishing."""
+    choices = [NO_MODEL, *services.controlnet.registry.titles(current_family(services))]
+    if keep and keep not in choices and services.controlnet.registry.find(keep) is not None:
+        choices.append(keep)
+    return choices
 
 
 def control_types(services) -> dict[str, dict]:
@@ -135,8 +141,11 @@ def choose_type(services, control_type: str, pixel_perfect: bool) -> tuple:
     model chosen, and the sliders for that preprocessor."""
     types = control_types(services)
     chosen = types.get(control_type) or types[ALL_TYPES]
+    # A model whose name says no type ("my_guide.safetensors") may be of any: offered under every type too.
+    untyped = [title for title in types[ALL_TYPES]["model_list"]
+               if title != NO_MODEL and title not in chosen["model_list"] and named_control_type(title) is None]
     return (gr.update(choices=chosen["module_list"], value=chosen["default_option"]),
-            gr.update(choices=chosen["model_list"], value=chosen["default_model"]),
+            gr.update(choices=[*chosen["model_list"], *untyped], value=chosen["default_model"]),
             *slider_updates(services.controlnet.preprocessors.find(chosen["default_option"]), pixel_perfect))
 
 
@@ -197,7 +206,8 @@ def _create_unit(services, tab: str, index: int, types: dict[str, dict]) -> Unit
     with gr.Row(elem_classes=["cnet-image-row"], equal_height=True, visible=not img2img) as image_row:
         fields["image"] = named_refusals(gr.Image(type="pil", image_mode="RGB", sources=["upload", "clipboard"],
                                                   label="Control image", elem_id=f"{prefix}_input_image",
-                                                  elem_classes=["cnet-image"], height=300))
+                                                  elem_classes=["cnet-image"], height=300),
+                                         name=f"{unit_title(index)} › Control image")
         with gr.Column(visible=False, elem_classes=["cnet-generated-image-group"]) as preview_column:
             preview = gr.Image(None, label="Preprocessor Preview", interactive=False, height=300,
                                elem_id=f"{prefix}_generated_image", elem_classes=["cnet-image"], format="png")
@@ -276,7 +286,7 @@ def _connect_unit(services, unit: UnitControls, width: gr.Slider, height: gr.Sli
 
     def refresh(current: str):
         services.controlnet.registry.refresh()
-        choices = model_choices(services)
+        choices = model_choices(services, keep=current)
         return gr.update(choices=choices, value=current if current in choices else NO_MODEL)
 
     unit.refresh_models.click(refresh, inputs=[fields["model"]], outputs=[fields["model"]], **quiet)
@@ -311,8 +321,11 @@ def create_panel(services, tab: str, width: gr.Slider, height: gr.Slider, demo: 
     models = [unit.fields["model"] for unit in units]
 
     def for_family(*current):
-        choices = model_choices(services)
-        return [gr.update(choices=choices, value=value if value in choices else NO_MODEL) for value in current]
+        updates = []
+        for value in current:
+            choices = model_choices(services, keep=value)
+            updates.append(gr.update(choices=choices, value=value if value in choices else NO_MODEL))
+        return updates
 
     # The page may be older than the loaded model, and a checkpoint switch changes which ControlNets fit.
     if demo is not None:
