@@ -93,7 +93,7 @@ def test_photo_annotations_generate_and_side_by_side_then_save_and_zip(tiny_sd1_
             names = archive.namelist()
             assert len(names) == 1 and names[0].endswith(".png")
             assert Image.open(io.BytesIO(archive.read(names[0]))).size == (64, 64)
-        link = page.locator("#download_files_controlnet a", has_text=".zip").first
+        link = page.locator('#download_files_controlnet a[download$=".zip"]').first
         link.wait_for(timeout=10_000)
         assert page.request.get(link.get_attribute("href")).body() == archives[0].read_bytes()
         assert not page.errors, page.errors
