@@ -1,5 +1,101 @@
-// Small A1111 behaviours Gradio has no option for: keyboard shortcuts in the prompt boxes, hover texts,
-// and the --theme flag. Loaded in <head> through mount_gradio_app(head=...).
+// Small A1111 behaviours Gradio has no option for: keyboard shortcuts, hover texts, the --theme flag, and
+// A1111's page hooks for extensions' scripts. Loaded in <head> through mount_gradio_app(head=...).
+
+// ---- extensions' scripts (modules/ui/__init__.py head_html) -------------------------------------------------
+// Gradio inserts the head's scripts (this one first, then each extension's javascript/*.js) once its app has
+// started, after the document has loaded: a DOMContentLoaded (or window load) listener added from then on
+// would never run. Such a listener runs once, right after the script that added it, as if the event had
+// just fired. A1111's hooks exist too: gradioApp(), onUiLoaded, onUiUpdate, onAfterUiUpdate, onUiTabChange.
+(function () {
+    "use strict";
+
+    function lateEvent(target, type) {
+        if (type === "DOMContentLoaded") {
+            return (target === document || target === window) && document.readyState !== "loading";
+        }
+        return type === "load" && target === window && document.readyState === "complete";
+    }
+
+    for (const target of [document, window]) {
+        const add = target.addEventListener;
+        target.addEventListener = function (type, listener, options) {
+            add.call(this, type, listener, options);
+            if (listener && lateEvent(this, type)) {
+                const self = this;
+                setTimeout(function () {
+                    const event = new Event(type);
+                    typeof listener === "function" ? listener.call(self, event) : listener.handleEvent(event);
+                });
+            }
+        };
+    }
+
+    window.gradioApp = function () {
+        const app = document.querySelector("gradio-app");
+        const root = app && app.shadowRoot ? app.shadowRoot : (app || document);
+        if (root !== document && !root.getElementById) {
+            root.getElementById = function (id) { return document.getElementById(id); };
+        }
+        return root;
+    };
+
+    const hooks = {loaded: [], update: [], afterUpdate: [], tabChange: []};
+    let uiLoaded = false;
+    let afterUpdateTimer = null;
+    let currentTab = null;
+
+    function call(callbacks, ...args) {
+        for (const callback of callbacks) {
+            try {
+                callback(...args);
+            } catch (error) {
+                console.error("Error running an extension's page hook:", error);
+            }
+        }
+    }
+
+    window.get_uiCurrentTab = function () {
+        return document.querySelector("#tabs > .tab-wrapper button.selected, #tabs .tab-container button.selected");
+    };
+    window.get_uiCurrentTabContent = function () {
+        return document.querySelector("#tabs > .tabitem:not([style*='display: none']), " +
+                                      "#tabs > div[role=tabpanel]:not([style*='display: none'])");
+    };
+
+    // A1111: onUiLoaded(fn) runs fn once the tabs are built (at once if they already are), onUiUpdate(fn) on
+    // every change of the page (with the mutation records), onAfterUiUpdate(fn) 200 ms after the changes stop,
+    // onUiTabChange(fn) when another top-level tab is picked.
+    window.onUiLoaded = function (callback) {
+        hooks.loaded.push(callback);
+        if (uiLoaded) {
+            setTimeout(function () { call([callback]); });
+        }
+    };
+    window.onUiUpdate = function (callback) { hooks.update.push(callback); };
+    window.onAfterUiUpdate = function (callback) { hooks.afterUpdate.push(callback); };
+    window.onUiTabChange = function (callback) { hooks.tabChange.push(callback); };
+
+    new MutationObserver(function (mutations) {
+        if (!uiLoaded && document.getElementById("txt2img_prompt")) {
+            uiLoaded = true;
+            call(hooks.loaded);
+        }
+        call(hooks.update, mutations);
+        clearTimeout(afterUpdateTimer);
+        afterUpdateTimer = setTimeout(function () { call(hooks.afterUpdate); }, 200);
+        const tab = window.get_uiCurrentTab();
+        if (tab && tab !== currentTab) {
+            const first = currentTab === null;
+            currentTab = tab;
+            if (!first) {
+                call(hooks.tabChange);
+            }
+        }
+    }).observe(document.documentElement, {childList: true, subtree: true, attributes: true,
+                                          attributeFilter: ["class", "style"]});
+})();
+
+// ---- keyboard shortcuts, hover texts, --theme --------------------------------------------------------------
 (function () {
     "use strict";
 
@@ -18,11 +114,30 @@
         return button && button.offsetParent !== null ? button : null;
     }
 
-    // Ctrl+Enter generates, Alt+Enter skips, Esc interrupts, in <tab>_prompt and <tab>_neg_prompt.
+    // The generation tab on screen (txt2img or img2img), if one is.
+    function shownGenerationTab() {
+        for (const tab of ["txt2img", "img2img"]) {
+            if (visibleButton(tab + "_generate") || visibleButton(tab + "_interrupt")) {
+                return tab;
+            }
+        }
+        return null;
+    }
+
+    // Esc anywhere on the page interrupts the shown tab's job, as in A1111 (not while one of our popups is open:
+    // Esc is theirs then); Ctrl+Enter generates, Alt+Enter skips, in <tab>_prompt and <tab>_neg_prompt.
     document.addEventListener("keydown", function (event) {
         const box = event.target && event.target.closest ? event.target.closest("[id$='_prompt']") : null;
         const match = box && box.id.match(/^(.+?)_(neg_)?prompt$/);
         if (!match) {
+            const popupOpen = Array.from(document.querySelectorAll(".popup-dialog"))
+                .some(function (popup) { return popup.offsetParent !== null; });
+            const tab = event.key === "Escape" && !popupOpen ? shownGenerationTab() : null;
+            const button = tab ? visibleButton(tab + "_interrupt") : null;
+            if (button) {
+                event.preventDefault();
+                button.click();
+            }
             return;
         }
         const tab = match[1];
@@ -88,6 +203,92 @@
 
     new MutationObserver(applyTitles).observe(document.documentElement, {childList: true, subtree: true});
 })();
+
+// ---- number boxes with a range (sliders' boxes): typed values outside it --------------------------------------
+// Gradio sends every keystroke's number to the server, where one outside the range is an HTTP error (typing
+// "512" sends 5 first), and then moves the box back into the range without a word. Here a value outside the
+// range stays in the box until it is committed (Enter or leaving the box); then it is brought into the range
+// and a note under the box says so.
+(function () {
+    "use strict";
+
+    function limits(input) {
+        const min = input.min === "" ? -Infinity : Number(input.min);
+        const max = input.max === "" ? Infinity : Number(input.max);
+        return {min: min, max: max};
+    }
+
+    function ranged(target) {
+        return target instanceof HTMLInputElement && target.type === "number" && (target.min !== "" || target.max !== "");
+    }
+
+    function outside(input) {
+        const {min, max} = limits(input);
+        const value = input.valueAsNumber;
+        return input.value === "" || Number.isNaN(value) || value < min || value > max;
+    }
+
+    function labelOf(input) {
+        const block = input.closest(".block");
+        const label = block && block.querySelector("[data-testid=block-info]");
+        return label ? label.textContent.trim() : (input.getAttribute("aria-label") || "Value");
+    }
+
+    function note(input, text) {
+        const block = input.closest(".block") || input.parentElement;
+        let shown = block.querySelector(":scope > .range-note");
+        if (!shown) {
+            shown = document.createElement("div");
+            shown.className = "range-note";
+            shown.setAttribute("role", "status");
+            block.appendChild(shown);
+        }
+        shown.textContent = text;
+        clearTimeout(shown.timer);
+        shown.timer = setTimeout(function () { shown.remove(); }, 8000);
+    }
+
+    document.addEventListener("input", function (event) {
+        if (!event.isTrusted || !ranged(event.target)) {
+            return;
+        }
+        if (outside(event.target)) {
+            event.stopImmediatePropagation();   // not yet: "5" on the way to "512"
+        }
+    }, true);
+
+    function commit(event) {
+        const input = event.target;
+        if (!ranged(input) || !outside(input)) {
+            return;
+        }
+        const {min, max} = limits(input);
+        const range = input.closest(".block") && input.closest(".block").querySelector("input[type=range]");
+        const typed = input.value;
+        let value;
+        let text;
+        if (typed === "" || Number.isNaN(input.valueAsNumber)) {
+            value = range ? Number(range.value) : (Number.isFinite(min) ? min : max);
+            text = `${labelOf(input)}: not a number; kept ${value}`;
+        } else {
+            value = Math.min(Math.max(input.valueAsNumber, min), max);
+            text = `${labelOf(input)}: ${typed} is ${input.valueAsNumber < min ? "below the minimum" : "above the maximum"}` +
+                `, ${value}; set to ${value}`;
+        }
+        input.value = String(value);
+        input.dispatchEvent(new Event("input", {bubbles: true}));
+        note(input, text);
+    }
+
+    document.addEventListener("change", commit, true);
+    document.addEventListener("blur", commit, true);
+    document.addEventListener("keydown", function (event) {
+        if (event.key === "Enter") {
+            commit(event);
+        }
+    }, true);
+})();
+// ---- end number boxes ---------------------------------------------------------------------------------------
 
 // ---- img2img tab, Hires. fix and Refiner (modules/ui/img2img.py, accordions.py) -------------------------
 (function () {
