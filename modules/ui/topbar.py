@@ -49,6 +49,8 @@ def set_prediction_override(services, choice: str, title: str | None):
     if info is None:
         gr.Warning("Choose a checkpoint first.", title="Prediction type")
         return gr.update(value=AUTOMATIC)
+    if choice == prediction_override(services, title):   # opened and closed without a new choice (Gradio's
+        return gr.skip()                                  # Dropdown fires `input` on blur too)
     overrides = dict(services.options.sd_model_prediction_overrides or {})
     if choice == AUTOMATIC:
         overrides.pop(info.name, None)
@@ -70,6 +72,17 @@ def no_checkpoint_html(services) -> str:
             f'then press 🔄 next to the checkpoint list.</div>')
 
 
+def same_checkpoint(services, title: str | None, other: str | None) -> bool:
+    """Whether two titles name one file: a pick's "x.safetensors" and, once loaded and hashed, "x.safetensors
+    [abc123]"."""
+    if not title or not other:
+        return False
+    if title == other:
+        return True
+    found, shown = services.registry.find(title), services.registry.find(other)
+    return found is not None and shown is not None and found.filename == shown.filename
+
+
 def switch_checkpoint(services, title: str, state: dict):
     """Load the picked checkpoint on the worker; on failure, show the loaded one again. → (dropdown update, state)
 
@@ -78,7 +91,7 @@ def switch_checkpoint(services, title: str, state: dict):
     """
     state = state or {}
     failed = state.get("failed")
-    if not title or title == state.get("title") or (
+    if not title or same_checkpoint(services, title, state.get("title")) or (
             failed and failed[0] == title and time.monotonic() - failed[1] < REPEAT_SECONDS):
         return gr.skip(), state
     log.info("switching checkpoint to %s", title)
