@@ -165,3 +165,16 @@ def test_extension_scripts_see_domcontentloaded_and_a1111s_page_hooks(page):
     page.wait_for_timeout(300)
     assert page.evaluate("() => window.hookRuns") == {"dom": 1, "ui": 1}
     assert not page.errors, page.errors
+
+
+def test_the_merger_shows_whole_checkpoint_titles(page):
+    page.get_by_role("tab", name="Checkpoint Merger", exact=True).click()
+    for role in ("primary", "secondary", "tertiary"):
+        box = page.locator(f"#modelmerger_{role}_model_name input")
+        box.click()
+        page.get_by_role("option", name="tiny-sd1.safetensors", exact=False).first.click()
+        page.wait_for_function(f"() => document.querySelector('#modelmerger_{role}_model_name input')"
+                               ".value.startsWith('tiny-sd1.safetensors [')", timeout=10_000)
+        page.keyboard.press("Tab")
+        cut = box.evaluate("input => input.scrollWidth - input.clientWidth")
+        assert cut <= 1, f"{role}: {box.input_value()!r} is cut off by {cut}px"

@@ -97,13 +97,16 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> MergerTa
             description = gr.HTML(description_html(merger.WEIGHTED_SUM), elem_id="modelmerger_interp_description",
                                   js_on_load=None)
             dropdowns, refreshes = [], []
-            with gr.Row(elem_id="modelmerger_models"):
+            # One model a line: three side by side in half the page cut checkpoint titles off.
+            with gr.Column(elem_id="modelmerger_models"):
                 for role, label, letter in (("primary", "Primary model (A)", "A"),
                                             ("secondary", "Secondary model (B)", "B"),
                                             ("tertiary", "Tertiary model (C)", "C")):
-                    dropdowns.append(gr.Dropdown(titles, value=None, label=label, interactive=True, filterable=True,
-                                                 allow_custom_value=True, elem_id=f"modelmerger_{role}_model_name"))
-                    refreshes.append(tool_button("🔄", f"refresh_checkpoint_{letter}"))
+                    with gr.Row(equal_height=False):
+                        dropdowns.append(gr.Dropdown(titles, value=None, label=label, interactive=True,
+                                                     filterable=True, allow_custom_value=True,
+                                                     elem_id=f"modelmerger_{role}_model_name"))
+                        refreshes.append(tool_button("🔄", f"refresh_checkpoint_{letter}"))
             primary, secondary, tertiary = dropdowns
             custom_name = gr.Textbox(label="Custom Name (Optional)", elem_id="modelmerger_custom_name",
                                      placeholder="A file name without folders; .safetensors is added")
