@@ -44,13 +44,20 @@ def requirements_hash(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+# Installed with --no-deps beside a requirements file: reference code the tests compare against (see the file).
+NO_DEPS_REQUIREMENTS = {"requirements-test.txt": "requirements-test-nodeps.txt"}
+
+
 def install_requirements(requirement_file: str) -> None:
-    files = [ROOT / "requirements.txt", ROOT / requirement_file]
+    no_deps = NO_DEPS_REQUIREMENTS.get(requirement_file)
+    files = [ROOT / "requirements.txt", ROOT / requirement_file, *([ROOT / no_deps] if no_deps else [])]
     wanted = requirements_hash(sorted(set(files)))
     if STAMP.exists() and wanted in STAMP.read_text().split():
         return
     pip = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check"]
     run(pip + ["-r", str(ROOT / requirement_file)], f"installing {requirement_file}")
+    if no_deps:
+        run(pip + ["--no-deps", "-r", str(ROOT / no_deps)], f"installing {no_deps}")
     # torch and torchvision must match, or `import transformers` breaks: check it before going on.
     run([sys.executable, "-c", "import torchvision.ops, transformers, diffusers"], "checking the installation")
     previous = STAMP.read_text().split() if STAMP.exists() else []

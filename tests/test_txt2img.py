@@ -65,8 +65,10 @@ def test_v_prediction_model_uses_a_v_prediction_scheduler(services):
     generate(services, checkpoint="tiny-sd2-v", seed=1)
     model = services.models.current
     assert model.spec.prediction_type == "v_prediction"
-    assert model.pipeline.scheduler.config.prediction_type == "v_prediction"
-    assert model.pipeline.scheduler.config.beta_start == 0.00085    # not the legacy-loader's broken betas
+    assert model.pipeline.scheduler.prediction_type == "v_prediction"
+    # SD's training schedule (not the legacy loader's broken betas): sigma_max 14.6146, sigma_min 0.0292
+    sigmas = ((1 - model.alphas_cumprod) / model.alphas_cumprod) ** 0.5
+    assert abs(sigmas[-1].item() - 14.6146) < 1e-3 and abs(sigmas[0].item() - 0.0292) < 1e-4
 
 
 def test_same_seed_same_pixels_different_seed_different(services):

@@ -217,6 +217,20 @@ def stop_points_in(denoiser, modules: list, should_stop: Callable[[], bool]):
 
 
 @contextlib.contextmanager
+def unet_outputs(unet, observe: Callable[[torch.Tensor], None]):
+    """`observe(output)` sees each output of the denoiser while in effect."""
+    original = unet.forward
+
+    def forward(*args, **kwargs):
+        output = original(*args, **kwargs)
+        observe(output[0] if isinstance(output, tuple) else output.sample)
+        return output
+
+    with replaced_forward(unet, forward):
+        yield
+
+
+@contextlib.contextmanager
 def cfg_callbacks(unet, callbacks: CallbackRegistry | None, step_of, total: int, images: int):
     """A1111's on_cfg_denoiser / on_cfg_denoised around each UNet call: the first sees (and may replace) the
     UNet's input latents with the text conditioning split into cond and uncond, the second its output."""

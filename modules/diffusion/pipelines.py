@@ -1,10 +1,9 @@
 """The diffusers pipelines that start from an image: img2img, inpaint, hires fix and the refiner's take-over.
 
 All of them are diffusers' inpaint pipelines (a mask of all white is plain img2img), sharing the loaded
-model's components. One method is ours, `prepare_latents`: diffusers draws the starting noise from a
-`torch.Generator` and treats given `latents` as pure noise even when strength < 1, while A1111's seeds
-(variation seeds, resize-from, the CPU/GPU source) need the job's own noise, and a refiner continues
-from latents that are already part-way denoised.
+model's components. Two methods are ours, `get_timesteps` and `prepare_latents`: the pass's A1111 sampler
+(diffusion/ksampling) has already worked out which model calls the pass makes and the latents it starts from
+(A1111 noises the image with the seeds' own noise, and a refiner continues part-way).
 """
 from __future__ import annotations
 
@@ -13,27 +12,22 @@ from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPi
 
 
 class _SeedNoise:
-    """Set `seed_noise` (and optionally `start_latents`) before calling; the image is always given as latents."""
+    """The pass's sampler (ksampling.scheduler.KSamplerScheduler) decides the timesteps and the starting latents:
+    the image already noised as A1111 noises it, or a refiner's latents where the base model stopped."""
 
-    seed_noise: torch.Tensor | None = None
-    start_latents: torch.Tensor | None = None   # already at the first step's noise level: used unchanged
+    def get_timesteps(self, num_inference_steps, strength, device, denoising_start=None):
+        timesteps = self.scheduler.timesteps
+        return timesteps, len(timesteps)
 
     def prepare_latents(self, batch_size, num_channels_latents, height, width, dtype, device, generator,
                         latents=None, image=None, timestep=None, is_strength_max=True, return_noise=False,
                         return_image_latents=False, **_):
-        noise = self.seed_noise.to(device=device, dtype=dtype)
-        image_latents = image.to(device=device, dtype=dtype)
-        if self.start_latents is not None:
-            start = self.start_latents.to(device=device, dtype=dtype)
-        elif is_strength_max:
-            start = noise * self.scheduler.init_noise_sigma
-        else:
-            start = self.scheduler.add_noise(image_latents, noise, timestep)
+        start = self.scheduler.current_latents().to(device=device, dtype=dtype)
         outputs = (start,)
-        if return_noise:
-            outputs += (noise,)
+        if return_noise:   # only diffusers' own inpaint blend uses it, and that is given nothing to blend
+            outputs += (torch.zeros_like(start),)
         if return_image_latents:
-            outputs += (image_latents,)
+            outputs += (image.to(device=device, dtype=dtype),)
         return outputs
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -19,10 +19,16 @@ from PIL import Image
 from modules.controlnet.control import PassControl
 from modules.devices import input_device
 from modules.diffusion import features, samplers, stop_points
+from modules.diffusion.ksampling import plan as ksampling_plan
+from modules.diffusion.ksampling.plan import ModelNoise, PassNoise, SamplerSettings, img2img_steps, multiplier
+from modules.diffusion.rng import ImageRNG
 from modules.jobs import Job
 from modules.models.manager import LoadedModel
 from modules.prompts import conditioning
 from modules.script_callbacks import CallbackRegistry
+
+if TYPE_CHECKING:
+    from modules.diffusion.ksampling.scheduler import KSamplerScheduler
 
 log = logging.getLogger(__name__)
 
@@ -36,65 +42,63 @@ class Pass:
 
     sampler_name: str
     scheduler: str
-    steps: int                       # the schedule's length; an image pass runs int(steps * strength) of them
+    steps: int                       # the request's steps (an image pass runs A1111's img2img count of them)
     cfg_scale: float
     width: int
     height: int
-    plan: conditioning.ScheduledConditioning   # indexed by the steps this pass runs
-    noise: torch.Tensor              # (batch, channels, height/8, width/8) from the job's seeds
+    plan: conditioning.ScheduledConditioning   # indexed by the pass's model calls, as A1111 indexes it
+    noise: torch.Tensor              # (batch, channels, height/8, width/8): the seeds' first draw
+    rng: ImageRNG | None = None      # the seeds' generators, drawn on by the samplers that add noise each step
     init_latents: torch.Tensor | None = None   # image passes: the image, encoded (batch-sized)
     mask: Image.Image | None = None            # white = repaint; None = the whole image
     masked_image_latents: torch.Tensor | None = None   # 9-channel inpainting models: the image minus the mask
     strength: float = 1.0
-    start_latents: torch.Tensor | None = None  # a refiner continuing: latents already at the first step's level
-    stop_after: int | None = None    # stop after this many of the pass's steps (where a refiner takes over)
-    seeds: list[int] | None = None   # per image: seeds the noise ancestral samplers add at each step
+    exact_steps: bool = False        # run exactly `steps` (hires fix; img2img with img2img_fix_steps)
+    hires: bool = False              # the hires fix's second pass (infotext)
+    eta: float | None = None         # the request's eta; None: the eta setting for the sampler's kind
+    settings: SamplerSettings = field(default_factory=SamplerSettings)
+    resume: KSamplerScheduler | None = None   # a refiner continuing the base model's sampler where it stopped
+    switch_at: float | None = None   # hand over to a refiner after this fraction of the model calls
+    seeds: list[int] | None = None   # per image: the Brownian tree seeds of the SDE samplers
     controls: list[PassControl] = field(default_factory=list)   # ControlNet units guiding this pass
     token_merging_ratio: float = 0.0   # ToMe on the UNet's self-attention for this pass (0: off)
+    # Set by `denoise`: the sampler it ran (a refiner continues it), its model calls and infotext keys.
+    sampler: KSamplerScheduler | None = None
+    calls: int = 0
+    infotext: dict = field(default_factory=dict)
 
     @property
     def runs_steps(self) -> int:
-        """How many steps diffusers runs for this pass (its img2img rule)."""
+        """The sampler steps this pass runs (A1111's img2img rule for an image pass)."""
         if self.init_latents is None:
             return self.steps
-        return min(int(self.steps * self.strength), self.steps)
+        return img2img_steps(self.steps, self.strength, self.exact_steps)[1] + 1
 
 
-def steps_for_strength(steps: int, strength: float, exact: bool) -> int:
-    """The schedule length for an image pass. A1111 runs int(steps × strength) steps; with `exact`
-    (hires steps, the img2img_fix_steps setting) the schedule is stretched so that `steps` steps run."""
-    if not exact or strength <= 0 or strength >= 1:
-        return steps
-    scheduled = int(steps / strength)
-    while int(scheduled * strength) < steps:   # float rounding: make sure exactly `steps` run
-        scheduled += 1
-    return scheduled
-
-
-def strength_for_remaining(remaining: int, steps: int) -> float:
-    """The strength at which diffusers runs the last `remaining` of `steps` steps."""
-    if remaining >= steps:
-        return 1.0
-    return min(1.0, (remaining + 0.5) / steps)   # int(steps * strength) == remaining, safe from float error
+def plan_length(sampler_name: str, steps: int) -> int:
+    """How many model calls prompt-editing schedules are spread over: A1111's steps × step multiplier."""
+    return steps * multiplier(samplers.get_sampler(samplers.resolve(sampler_name)[0]))
 
 
 def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, preview: Callable | None, preview_every: int,
             progress_offset: int = 0, progress_total: int | None = None,
             callbacks: CallbackRegistry | None = None) -> torch.Tensor:
     """Run one pass; returns latents. `pipe` is the model's txt2img pipeline (image passes derive theirs);
-    `preview(latents, pipeline)` makes the live preview every `preview_every` steps (None: no previews);
+    `preview(latents, pipeline)` makes the live preview every `preview_every` model calls (None: no previews);
     `callbacks` holds extensions' cfg_denoiser / cfg_denoised / cfg_after_cfg callbacks."""
-    # 1. The pipeline and its call: scheduler, conditioning, noise or the image to start from.
-    pipe, kwargs = _pipeline_call(model, pipe, step)
-    runs = step.runs_steps if step.stop_after is None else min(step.runs_steps, step.stop_after)
-    state = features.PassState(runs=runs, offset=progress_offset, total=progress_total or runs)
+    # 1. The pipeline, the sampler started on it, and the pipeline call's arguments.
+    capture = _UnguidedCapture()
+    pipe, kwargs = _pipeline_call(model, pipe, step, capture)
+    stop_after = None if step.switch_at is None else max(1, int(step.calls * step.switch_at))
+    runs = step.calls if stop_after is None else min(step.calls, stop_after)
+    state = features.PassState(runs=runs, offset=progress_offset, total=progress_total or step.calls)
     job.set_progress(progress_offset, state.total)
     # 2. The loop features the pass needs, in the order they wrap the denoiser (the first innermost).
     images = step.noise.shape[0]
     plan = step.plan
-    used: list = [features.Progress(job, preview, preview_every, step.stop_after)]
+    used: list = [features.Progress(job, preview, preview_every, stop_after)]
     if step.controls:
-        used.append(features.ControlNetGuidance(step.controls, state, images, steps=step.runs_steps))
+        used.append(features.ControlNetGuidance(step.controls, state, images, steps=step.calls))
     if plan.composable:   # AND: the parts follow the steps inside the denoiser call
         used.append(features.ComposablePrompts(plan, state, guided=step.cfg_scale > 1))
     elif plan.changes:
@@ -103,9 +107,11 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, preview: Callable
         used.append(features.TokenMerging(step.token_merging_ratio))
     if callbacks is not None:
         used.append(features.ScriptCallbacks(callbacks, state, images))
+    if capture.wanted:
+        used.append(capture)
     used.append(features.StopPoints(lambda: job.should_stop, also=[control.model for control in step.controls]))
 
-    # 3. The pipeline's loop, each feature's step end after each step.
+    # 3. The pipeline's loop, each feature's step end after each model call.
     def on_step_end(pipeline, index, timestep, callback_kwargs):
         end = features.StepEnd(pipeline, index, callback_kwargs)
         for feature in used:
@@ -115,57 +121,137 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, preview: Callable
         return callback_kwargs
 
     tensor_inputs = ["latents", *(name for feature in used for name in feature.tensor_inputs)]
+    sampler = step.sampler
     with contextlib.ExitStack() as stack:
         for feature in used:
             stack.enter_context(feature.patch(pipe))
         try:
-            return pipe(**kwargs, callback_on_step_end=on_step_end,
-                        callback_on_step_end_tensor_inputs=tensor_inputs).images
+            pipe(**kwargs, callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=tensor_inputs)
         except stop_points.Interrupted:
             if state.latents is None:   # not one step done: nothing to show
                 raise
             return state.latents   # stopped mid-step: the last finished step's latents, as A1111 returns them
+    latents = sampler.current_latents()   # the sampler's own float32 latents, not the pipeline's copy
+    if step.mask is not None and step.init_latents is not None and sampler.finished:
+        latents = _kept_area(step, latents)
+    return latents
 
 
-def _pipeline_call(model: LoadedModel, pipe, step: Pass) -> tuple[Any, dict[str, Any]]:
-    """The pipeline for the pass (an image pass derives the img2img/inpaint one) with its scheduler, and the
-    keyword arguments of its call."""
-    image_pass = step.init_latents is not None or step.start_latents is not None
+class _UnguidedCapture(features.LoopFeature):
+    """DDIM CFG++ points its step along the unguided prediction: the UNet's last (uncond, cond) outputs."""
+
+    def __init__(self):
+        self.wanted = False
+        self.last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def patch(self, pipe):
+        return features.unet_outputs(features.denoiser_of(pipe), self._keep)
+
+    def _keep(self, output: torch.Tensor) -> None:
+        uncond, cond = output.chunk(2)   # diffusers batches [uncond, cond] under classifier-free guidance
+        self.last = (uncond.float(), cond.float())
+
+    def __call__(self):
+        return self.last
+
+
+def _keep_mask(step: Pass, latents: torch.Tensor) -> torch.Tensor:
+    """A1111's p.mask at latent size: 1 where the image is kept (mask_round: rounded)."""
+    from modules.masking import latent_mask
+
+    repaint = latent_mask(step.mask, latents.shape[3], latents.shape[2]).to(latents.device, latents.dtype)
+    return 1.0 - repaint
+
+
+def _kept_area(step: Pass, latents: torch.Tensor) -> torch.Tensor:
+    """The finished latents with the kept area back to the image's (A1111's blend after sampling)."""
+    keep = _keep_mask(step, latents)
+    return latents * (1.0 - keep) + step.init_latents.to(latents.device, latents.dtype) * keep
+
+
+def _pipeline_call(model: LoadedModel, pipe, step: Pass, capture: _UnguidedCapture) -> tuple[Any, dict[str, Any]]:
+    """The pipeline for the pass (an image pass derives the img2img/inpaint one) with its sampler started, and
+    the keyword arguments of its call."""
+    image_pass = step.init_latents is not None or step.resume is not None
     if image_pass:
         from modules.diffusion.pipelines import image_pipeline   # diffusers is imported with the first model
 
         pipe = image_pipeline(pipe, model.family)
-        pipe.seed_noise = step.noise
-        pipe.start_latents = step.start_latents
-    pipe.scheduler = samplers.create_scheduler(step.sampler_name, step.scheduler, model.scheduler_config,
-                                               steps=step.steps)
+    if step.resume is not None:   # a refiner: the base's sampler goes on with this model
+        sampler = step.resume
+        sampler.restart_timesteps()
+    else:
+        from modules.diffusion.ksampling.scheduler import KSamplerScheduler   # imports diffusers
+
+        sampler = KSamplerScheduler()
+        chosen = samplers.get_sampler(samplers.resolve(step.sampler_name)[0])
+        capture.wanted = chosen.algorithm == "ddim_cfgpp"
+        noise = PassNoise(step.noise, step.rng or ImageRNG(tuple(step.noise.shape[1:]), step.seeds or [0]),
+                          step.seeds or [0])
+        started = ksampling_plan.start(
+            sampler, chosen, samplers.resolve(step.sampler_name, step.scheduler)[1],
+            ModelNoise(model.alphas_cumprod, model.spec.prediction_type, model.family.xl),
+            steps=step.steps, noise=noise, settings=step.settings, eta=step.eta,
+            image=step.init_latents.float() if step.init_latents is not None else None, strength=step.strength,
+            exact_steps=step.exact_steps, hires=step.hires,
+            unguided=capture if capture.wanted else None, cfg_scale=step.cfg_scale)
+        step.calls, step.infotext = started.calls, started.infotext
+        if step.mask is not None and step.init_latents is not None:
+            _blend_kept_area(sampler, step)
+    step.sampler = sampler
+    pipe.scheduler = sampler
     batch = step.noise.shape[0]
     dtype = pipe.unet.dtype
     cond, uncond = step.plan.at(0)
     kwargs: dict[str, Any] = dict(
         prompt_embeds=cond.embeds.repeat(batch, 1, 1).to(dtype),
         negative_prompt_embeds=uncond.embeds.repeat(batch, 1, 1).to(dtype),
-        num_inference_steps=step.steps, guidance_scale=step.cfg_scale, height=step.height, width=step.width,
-        output_type="latent", **samplers.call_kwargs(step.sampler_name),
+        num_inference_steps=max(step.calls, 1), guidance_scale=step.cfg_scale, height=step.height,
+        width=step.width, output_type="latent",
     )
-    if step.seeds:   # ancestral and SDE samplers draw noise every step: from the image's seed, so it repeats
-        kwargs["generator"] = [torch.Generator("cpu").manual_seed(seed) for seed in step.seeds]
     if model.family.xl:   # the pooled text embeddings beside the sequence
         kwargs.update(pooled_prompt_embeds=cond.pooled.repeat(batch, 1).to(dtype),
                       negative_pooled_prompt_embeds=uncond.pooled.repeat(batch, 1).to(dtype))
+    start = sampler.current_latents()
     if image_pass:
-        image = step.init_latents if step.init_latents is not None else step.start_latents
-        mask = step.mask if step.mask is not None else Image.new("L", (step.width, step.height), 255)
-        kwargs.update(image=image.to(dtype), mask_image=mask, strength=step.strength,
+        image = step.init_latents if step.init_latents is not None else start
+        # The 4-channel models' blend of the kept area is the sampler's (A1111's, on the prediction), so
+        # diffusers' own is given an all-white mask; 9-channel models see the real mask as conditioning.
+        mask = step.mask if step.mask is not None and model.spec.inpainting else None
+        mask = mask if mask is not None else Image.new("L", (step.width, step.height), 255)
+        kwargs.update(image=image.to(dtype), mask_image=mask, strength=1.0,
                       masked_image_latents=(step.masked_image_latents if step.masked_image_latents is not None
                                             else image).to(dtype))
     else:
-        kwargs["latents"] = step.noise.to(dtype)
+        kwargs["latents"] = start.to(dtype)
         if model.spec.inpainting:
             # txt2img on an inpainting model: everything masked, as A1111 conditions it.
             kwargs.update(image=Image.new("RGB", (step.width, step.height), (127, 127, 127)),
                           mask_image=Image.new("L", (step.width, step.height), 255), strength=1.0)
     return pipe, kwargs
+
+
+def _blend_kept_area(sampler: KSamplerScheduler, step: Pass) -> None:
+    """A1111's CFGDenoiser inpainting blend: each prediction keeps the image where the mask keeps it."""
+    init = step.init_latents.float()
+    keep = None
+
+    def blend(answer: torch.Tensor, level) -> torch.Tensor:
+        nonlocal keep
+        if keep is None:
+            keep = _keep_mask(step, init).to(answer.device)
+        return init.to(answer.device) * keep + (1.0 - keep) * answer
+
+    def blend_input(x: torch.Tensor) -> torch.Tensor:
+        nonlocal keep
+        if keep is None:
+            keep = _keep_mask(step, init).to(x.device)
+        return x * (1.0 - keep) + init.to(x.device) * keep
+
+    if samplers.get_sampler(samplers.resolve(step.sampler_name)[0]).ignores_schedule:
+        sampler.blend_input = blend_input   # A1111's timestep samplers blend before the model (mask_before_denoising)
+    else:
+        sampler.blend = blend
 
 
 def _vae_stops(vae, should_stop: Callable[[], bool] | None):
@@ -218,7 +304,13 @@ def decode(pipe, latents: torch.Tensor, *, nan_check: bool,
             log.warning("VAE produced NaNs in %s; decoding again in fp32", vae.dtype)
             vae.to(torch.float32)
             decoded = _decode_fitting(vae, scaled.float())
-    return pipe.image_processor.postprocess(decoded.float(), output_type="pil")
+    return to_images(decoded)
+
+
+def to_images(decoded: torch.Tensor) -> list[Image.Image]:
+    """VAE output in [-1, 1] → 8-bit images as A1111 makes them: scaled by 255 and truncated, not rounded."""
+    pixels = torch.clamp((decoded.float() + 1.0) / 2.0, min=0.0, max=1.0)
+    return [Image.fromarray((255. * np.moveaxis(image.cpu().numpy(), 0, 2)).astype(np.uint8)) for image in pixels]
 
 
 def _decode_fitting(vae, latents: torch.Tensor) -> torch.Tensor:

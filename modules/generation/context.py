@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from modules.diffusion.ksampling.plan import SamplerSettings
 from modules.extra_networks import PreparedPrompt
 from modules.generation.hires import HiresPlan
 from modules.generation.img2img import ImageInputs
@@ -65,7 +66,7 @@ class JobContext:
     hires_controls: list = field(default_factory=list)
     tome_ratio: float = 0.0
     tome_hires_ratio: float = 0.0
-    first_steps: int = 0                 # the first pass's schedule length
+    sampler_settings: SamplerSettings = field(default_factory=SamplerSettings)   # the settings samplers read
     plan: ScheduledConditioning | None = None   # the first pass's conditioning
     warnings: list[str] = field(default_factory=list)
     job_params: dict = field(default_factory=dict)        # infotext values the same for every image

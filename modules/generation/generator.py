@@ -17,7 +17,8 @@ from PIL import Image
 from modules import extra_networks, images
 from modules.controlnet import plan as controlnet_plan
 from modules.devices import FULL
-from modules.diffusion import compilation, features, noise, sampling, stop_points, token_merging, warmup
+from modules.diffusion import compilation, features, noise, rng, sampling, stop_points, token_merging, warmup
+from modules.diffusion.ksampling.plan import SamplerSettings
 from modules.generation import hires as hires_fix, img2img, passes, results
 from modules.generation.context import JobContext, ScriptHooks
 from modules.generation.saving import Saver, write_params
@@ -200,9 +201,8 @@ class Generator:
         ctx.warnings = list(ctx.prepared.warnings)
         with contextlib.ExitStack() as stack, contextlib.suppress(stop_points.Interrupted):
             used_loras = self._apply_networks(stack, ctx, external_vae)
-            runs = ctx.first_steps if not ctx.image_mode else int(ctx.first_steps * request.denoising_strength)
             ctx.plan = conditioning.schedule(ctx.encoder, ctx.prepared.text, ctx.prepared.negative_text,
-                                             max(runs, 1))
+                                             sampling.plan_length(request.sampler_name, request.steps))
             ctx.job_params = results.job_params(ctx, used_loras, vae_info)
             if ctx.inputs is not None:
                 ctx.encoded = img2img.encode_inputs(model.pipeline, ctx.inputs, inpainting=model.spec.inpainting,
@@ -229,10 +229,7 @@ class Generator:
         if ctx.image_mode:
             ctx.inputs = img2img.prepare(request, background=settings.img2img_background_color,
                                          upscale=self._img2img_upscaler(settings))
-        ctx.first_steps = request.steps
-        if ctx.image_mode:
-            ctx.first_steps = sampling.steps_for_strength(request.steps, request.denoising_strength,
-                                                          exact=bool(settings.img2img_fix_steps))
+        ctx.sampler_settings = SamplerSettings.of(settings)
         ctx.hires = hires_fix.HiresPlan.of(request) if request.enable_hr and not ctx.image_mode else None
         ctx.controls = self._controls(ctx)
         ctx.first_controls = controlnet_plan.pass_controls(
@@ -271,25 +268,33 @@ class Generator:
         seeds = [ctx.seed + first + i for i in range(request.batch_size)]
         subseeds = [ctx.subseed + first + i for i in range(request.batch_size)]
 
-        def seed_noise(width: int, height: int) -> torch.Tensor:
+        def seed_noise(width: int, height: int) -> rng.ImageRNG:
+            """The batch's generators for a pass at this size (A1111 makes new ones for the hires pass)."""
             scale = sampling.vae_scale(pipe)
             shape = (pipe.vae.config.latent_channels, height // scale, width // scale)
-            return noise.batch_noise(seeds, subseeds, request.subseed_strength, shape, ctx.resize_from,
-                                     self.manager.devices.device, settings.randn_source)
+            return rng.ImageRNG(shape, seeds, subseeds=subseeds, subseed_strength=request.subseed_strength,
+                                resize_from=ctx.resize_from, source=ctx.sampler_settings.randn_source,
+                                device=self.manager.devices.device,
+                                eta_noise_seed_delta=ctx.sampler_settings.eta_noise_seed_delta)
 
-        first_noise = seed_noise(request.width, request.height)
-        step = sampling.Pass(request.sampler_name, request.scheduler, ctx.first_steps, request.cfg_scale,
-                             request.width, request.height, ctx.plan, first_noise, seeds=seeds,
-                             controls=ctx.first_controls, token_merging_ratio=ctx.tome_ratio)
+        generators = seed_noise(request.width, request.height)
+        first_noise = generators.next()
+        step = sampling.Pass(request.sampler_name, request.scheduler, request.steps, request.cfg_scale,
+                             request.width, request.height, ctx.plan, first_noise, rng=generators, seeds=seeds,
+                             exact_steps=ctx.image_mode and ctx.sampler_settings.img2img_fix_steps,
+                             eta=request.eta, settings=ctx.sampler_settings, controls=ctx.first_controls,
+                             token_merging_ratio=ctx.tome_ratio)
         if ctx.encoded is not None:
             img2img.add_image(step, request, ctx.inputs, ctx.encoded, first, first_noise)
         ctx.hooks.before_batch(batch_index, [ctx.prepared.prompt] * request.batch_size, seeds, subseeds)
         try:
             with features.Tiling(request.tiling).patch(pipe):
                 latents = passes.run_pass(self, ctx, step, ctx.refiner if ctx.hires is None else None)
+                sampler_infotext = step.infotext
                 if ctx.hires is not None and not job.interrupted:
                     second = passes.second_pass(self, ctx, latents, seed_noise, seeds)
                     latents = passes.run_pass(self, ctx, second, ctx.refiner)
+                    sampler_infotext = {**second.infotext, **sampler_infotext}
                 decoded = sampling.decode(pipe, latents, nan_check=self.manager.devices.nan_check,
                                           should_stop=_new_interrupt(job))
         except stop_points.Interrupted:
@@ -304,7 +309,9 @@ class Generator:
         subseeds = (subseeds + subseeds[-1:] * len(decoded))[:len(decoded)]
         extra = {**img2img.infotext_params(request),
                  **(hires_fix.HiresPlan.infotext(request) if ctx.hires else {}),
-                 **(ctx.refiner.infotext() if ctx.refiner else {}), **ctx.extra_params,
+                 **(ctx.refiner.infotext() if ctx.refiner else {}),
+                 **{key: value for key, value in sampler_infotext.items() if key != "Schedule type"},
+                 **ctx.extra_params,
                  **controlnet_plan.infotext_params(ctx.controls, ctx.hires is not None),
                  "Token merging ratio": ctx.tome_ratio or None,
                  "Token merging ratio hr": ctx.tome_hires_ratio if ctx.hires and ctx.tome_hires_ratio else None}

@@ -29,35 +29,31 @@ def refiner_for(generator, request, model: LoadedModel) -> Refiner | None:
 
 
 def run_pass(generator, ctx: JobContext, step: sampling.Pass, refiner: Refiner | None) -> torch.Tensor:
-    """One pass; with a refiner, the base stops at "switch at" and the refiner does the remaining steps."""
+    """One pass; with a refiner, the base stops at "switch at" of its model calls and the refiner's model goes on
+    with the same sampler (its state, its noise) for the rest, as A1111 swaps the model under its sampler."""
     job, model = ctx.job, ctx.model
     every = int(ctx.settings.show_progress_every_n_steps)
     callbacks = generator.scripts.callbacks
-    runs = step.runs_steps
-    if runs < 1:   # denoising strength 0: nothing to denoise, the image stays as it is
+    if step.init_latents is not None and step.strength <= 0:   # denoising strength 0: the image as it is
         return step.init_latents
-    # The base does at least one step, so there is always something for the refiner to continue from.
-    switch = max(1, int(runs * refiner.switch_at)) if refiner is not None else runs
-    if refiner is None or switch >= runs:
-        return sampling.denoise(model, model.pipeline, step, job, preview=preview_maker(generator, ctx, model),
-                                preview_every=every, callbacks=callbacks)
-    step.stop_after = switch
+    if refiner is not None:
+        step.switch_at = refiner.switch_at
     latents = sampling.denoise(model, model.pipeline, step, job, preview=preview_maker(generator, ctx, model),
-                               preview_every=every, progress_total=runs, callbacks=callbacks)
-    if job.should_stop:
+                               preview_every=every, callbacks=callbacks)
+    if refiner is None or job.should_stop or step.sampler is None or step.sampler.finished:
         return latents
     generator.manager.placement.release(model)
     job.textinfo = f"Refiner: {refiner.model.info.name}"
     encoder = generator.encoder(refiner.model, 1, ctx)
-    remaining = runs - switch
+    done = step.sampler.calls_done
+    remaining = max(step.calls - done, 1)
     refined = dataclasses.replace(
         step, plan=conditioning.schedule(encoder, ctx.prepared.text, ctx.prepared.negative_text, remaining),
-        init_latents=step.init_latents if step.init_latents is not None else latents, start_latents=latents,
-        masked_image_latents=None, strength=sampling.strength_for_remaining(remaining, step.steps),
-        stop_after=None, controls=[])   # ControlNets fit the base model's UNet, not the refiner's
+        masked_image_latents=None, resume=step.sampler, switch_at=None, calls=remaining,
+        controls=[])   # ControlNets fit the base model's UNet, not the refiner's
     return sampling.denoise(refiner.model, refiner.model.pipeline, refined, job,
                             preview=preview_maker(generator, ctx, refiner.model), preview_every=every,
-                            progress_offset=switch, progress_total=runs, callbacks=callbacks)
+                            progress_offset=done, progress_total=step.calls, callbacks=callbacks)
 
 
 def preview_maker(generator, ctx: JobContext, model: LoadedModel):
@@ -111,8 +107,8 @@ def upscale_to(generator, image: Image.Image, width: int, height: int, upscaler:
 
 
 def second_pass(generator, ctx: JobContext, latents: torch.Tensor, seed_noise, seeds: list[int]) -> sampling.Pass:
-    """The hires pass: its schedule (A1111 runs exactly the hires steps), prompt and noise, from the upscaled
-    first pass."""
+    """The hires pass: A1111 runs exactly the hires steps, with its prompt and new generators for the seeds
+    at the hires size (`seed_noise(width, height)`), from the upscaled first pass."""
     request = ctx.request
     job = ctx.job
     job.textinfo = "Hires fix"
@@ -120,19 +116,20 @@ def second_pass(generator, ctx: JobContext, latents: torch.Tensor, seed_noise, s
     width, height = ctx.hires.target
     upscaled = upscaled_first_pass(generator, ctx, latents)
     steps = request.hr_second_pass_steps or request.steps
-    schedule = sampling.steps_for_strength(steps, request.denoising_strength, exact=True)
-    runs = int(schedule * request.denoising_strength)
+    sampler_name = request.hr_sampler_name or request.sampler_name
     text, negative = ctx.prepared.text, ctx.prepared.negative_text
     if request.hr_prompt or request.hr_negative_prompt:
         hr = extra_networks.prepare_prompt(request.hr_prompt or request.prompt,
                                            request.hr_negative_prompt or request.negative_prompt,
                                            request.styles, generator.networks)
         text, negative = hr.text, hr.negative_text
-    plan = conditioning.schedule(ctx.encoder, text, negative, max(runs, 1))
-    step = sampling.Pass(request.hr_sampler_name or request.sampler_name,
-                         request.hr_scheduler or request.scheduler, schedule, request.cfg_scale, width, height,
-                         plan, seed_noise(width, height), init_latents=upscaled.to(generator.manager.devices.device),
-                         strength=request.denoising_strength, seeds=seeds, controls=ctx.hires_controls,
+    plan = conditioning.schedule(ctx.encoder, text, negative, sampling.plan_length(sampler_name, steps))
+    generators = seed_noise(width, height)
+    step = sampling.Pass(sampler_name, request.hr_scheduler or request.scheduler, steps, request.cfg_scale, width,
+                         height, plan, generators.next(), rng=generators,
+                         init_latents=upscaled.to(generator.manager.devices.device),
+                         strength=request.denoising_strength, exact_steps=True, hires=True, eta=request.eta,
+                         settings=ctx.sampler_settings, seeds=seeds, controls=ctx.hires_controls,
                          token_merging_ratio=ctx.tome_hires_ratio)
     if ctx.model.spec.inpainting:   # the whole image is repainted: its conditioning image is all blank
         blank = sampling.encode_masked(pipe, [Image.new("RGB", (width, height))], None)

@@ -43,6 +43,7 @@ class GenerationRequest(BaseModel):
     subseed_strength: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
     seed_resize_from_w: int = Field(-1, ge=-1, le=8192)
     seed_resize_from_h: int = Field(-1, ge=-1, le=8192)
+    eta: float | None = Field(None, ge=0.0, le=10.0, allow_inf_nan=False)   # None: the eta setting
     clip_skip: int | None = Field(None, ge=1, le=12)
     tiling: bool = False
     restore_faces: bool | None = None   # A1111's: None = the face_restoration setting (postprocess/face_restoration)

@@ -19,6 +19,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from accelerate import init_empty_weights  # noqa: E402
 from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
@@ -56,6 +57,32 @@ def scheduler_config(spec: ModelSpec) -> dict:
     if spec.zero_terminal_snr:
         config["rescale_betas_zero_snr"] = True
     return config
+
+
+def alphas_cumprod(state_dict, spec: ModelSpec) -> torch.Tensor:
+    """The training schedule's cumulative alphas, as A1111's samplers take them: the checkpoint's own
+    `alphas_cumprod` when it stores them (often in fp16, which moves every sigma a little), else LDM's
+    register_schedule from the config's betas (float64, then float32). Zero-terminal-SNR models get A1111's
+    rescale (its last alpha_bar 4.8973451890853435e-08)."""
+    stored = state_dict.get("alphas_cumprod")
+    if stored is not None and stored.ndim == 1 and stored.numel() > 1:
+        alphas = stored.float().clone()
+    else:
+        config = scheduler_config(spec)
+        count = int(config.get("num_train_timesteps", 1000))
+        start, end = float(config.get("beta_start", 0.00085)), float(config.get("beta_end", 0.012))
+        if config.get("beta_schedule", "scaled_linear") == "linear":
+            betas = torch.linspace(start, end, count, dtype=torch.float64)
+        else:
+            betas = torch.linspace(start ** 0.5, end ** 0.5, count, dtype=torch.float64) ** 2
+        alphas = torch.from_numpy(np.cumprod(1.0 - betas.numpy(), axis=0)).float()   # LDM's own arithmetic
+    if spec.zero_terminal_snr:
+        root = alphas.sqrt()
+        first, last = root[0].clone(), root[-1].clone()
+        root = (root - last) * (first / (first - last))
+        alphas = root ** 2
+        alphas[-1] = 4.8973451890853435e-08
+    return alphas
 
 
 # ---------------------------------------------------------------- shapes → configs

@@ -15,7 +15,6 @@ from typing import Callable
 
 import torch
 
-from modules.diffusion import samplers
 from modules.devices import DeviceConfig
 from modules.models import detect, files
 from modules.models.placement import Placement
@@ -40,6 +39,7 @@ class LoadedModel:
     pipeline: object
     scheduler_config: dict
     load_seconds: float
+    alphas_cumprod: torch.Tensor | None = None   # torch.Tensor: the training schedule the samplers' noise levels come from
 
     @property
     def family(self) -> str:
@@ -127,6 +127,7 @@ class ModelManager:
 
     def _load(self, info: CheckpointInfo) -> LoadedModel:
         # Imported here, on the first load in the worker, so that serving the first page never waits for diffusers.
+        from modules.diffusion.ksampling.scheduler import KSamplerScheduler
         from modules.models import loader
 
         started = time.perf_counter()
@@ -146,10 +147,10 @@ class ModelManager:
             if not reason.startswith(info.filename.name):
                 reason = f"{info.filename.name}: {reason}"
             raise CheckpointLoadError(f"cannot load {reason}") from None
+        alphas = loader.alphas_cumprod(state_dict, spec)
         del state_dict
         base_scheduler = loader.scheduler_config(spec)
-        pipeline = loader.build_pipeline(components, spec, samplers.create_scheduler("Euler", "Automatic",
-                                                                                       base_scheduler))
+        pipeline = loader.build_pipeline(components, spec, KSamplerScheduler())
         pipeline.set_progress_bar_config(disable=True)
         if self.devices.attention == "xformers":
             pipeline.enable_xformers_memory_efficient_attention()   # otherwise diffusers' default: PyTorch SDPA
@@ -158,7 +159,7 @@ class ModelManager:
         log.info("Loaded %s as %s (prediction: %s, from %s) in %.1fs", info.title, spec.label,
                  spec.prediction_type, spec.prediction_source, elapsed)
         model = LoadedModel(info=info, spec=spec, pipeline=pipeline, scheduler_config=base_scheduler,
-                            load_seconds=elapsed)
+                            load_seconds=elapsed, alphas_cumprod=alphas)
         if self.on_loaded is not None:   # extensions' on_model_loaded callbacks
             self.on_loaded(model)
         return model
