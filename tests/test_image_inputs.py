@@ -224,3 +224,15 @@ def test_the_uis_inputs_refuse_a_non_image_at_its_upload_in_one_line_and_never_f
         upload = [dep for dep in page.fns.values()
                   if any(target[0] == component._id and target[1] == "upload" for target in dep.targets)]
         assert len(upload) == 1 and upload[0].preprocess is False
+
+
+def test_a_non_image_in_extras_batch_process_is_named_without_the_servers_temporary_folder(tmp_path):
+    from modules.ui import extras
+
+    folder = tmp_path / "gradio-temp-5678"
+    folder.mkdir()
+    (folder / "scan.png").write_text("not an image")
+    with pytest.raises(ValueError) as refused:
+        extras.collect_inputs(extras.BATCH, None, [str(folder / "scan.png")], "", False)
+    assert str(refused.value).startswith("Batch Process: scan.png: not a supported image"), str(refused.value)
+    assert "gradio-temp-5678" not in str(refused.value)

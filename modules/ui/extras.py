@@ -81,7 +81,7 @@ def collect_inputs(mode: str, image, files, input_dir: str, hide_dirs: bool) -> 
         paths = [Path(item if isinstance(item, str) else item.name) for item in files or []]
         if not paths:
             raise ValueError("Batch Process: add image files first")
-        return [(images.load_image_file(path), path.name) for path in paths]
+        return [(_uploaded_image(path), path.name) for path in paths]
     if hide_dirs:
         raise ValueError("Batch from Directory is turned off on this server (--hide-ui-dir-config)")
     if not (input_dir or "").strip():
@@ -90,6 +90,14 @@ def collect_inputs(mode: str, image, files, input_dir: str, hide_dirs: bool) -> 
     if not paths:
         raise ValueError(f"Batch from Directory: no image files in {input_dir.strip()!r}")
     return [(images.load_image_file(path), path.name) for path in paths]
+
+
+def _uploaded_image(path: Path):
+    """A Batch Process file; a refusal names the file as the user knows it, not Gradio's temporary folder."""
+    try:
+        return images.load_image_file(path)
+    except ValueError as error:
+        raise ValueError(f"Batch Process: {path.name}: {str(error).removeprefix(f'{path}: ')}") from None
 
 
 def restorer_info(services, name: str) -> str | None:
