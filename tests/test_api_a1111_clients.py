@@ -119,7 +119,7 @@ A1111_DEFAULTS = {
     "SWIN_tile": 192, "disable_all_extensions": "none", "sd_checkpoint_hash": "",
 }
 # Where this web UI's default is its own (it is documented with the option): not A1111's.
-OUR_DEFAULTS = {"sd_model_checkpoint", "sd_checkpoint_hash", "sd_checkpoints_limit", "randn_source",
+OUR_DEFAULTS = {"sd_model_checkpoint", "sd_checkpoint_hash", "sd_checkpoints_limit",
                 "quicksettings_list", "show_progress_type", "upscaler_for_img2img"}
 
 

@@ -148,7 +148,7 @@ def to_generation_request(body: models.Txt2ImgRequest, services: Services) -> Ge
     explicit = body.model_fields_set
     data["styles"] = list(body.styles or [])
     for name in ("prompt", "negative_prompt", "seed", "subseed", "subseed_strength", "seed_resize_from_h",
-                 "seed_resize_from_w", "batch_size", "n_iter", "steps", "cfg_scale", "width", "height"):
+                 "seed_resize_from_w", "batch_size", "n_iter", "steps", "cfg_scale", "width", "height", "eta"):
         if name in explicit or name not in data:
             data[name] = getattr(body, name)
     if explicit & {"sampler_name", "sampler_index"} or "sampler_name" not in data:
@@ -178,7 +178,13 @@ def to_generation_request(body: models.Txt2ImgRequest, services: Services) -> Ge
     save = body.save_images
     data["save_images"] = save and not body.do_not_save_samples
     data["save_grid"] = save and not body.do_not_save_grid
-    data.update(_override_fields(body.override_settings or {}, services))
+    overrides = dict(body.override_settings or {})
+    if body.infotext:   # A1111's apply_infotext: the settings the infotext names, unless override_settings has them
+        named = infotext.SETTINGS_FROM_INFOTEXT.values()
+        current = {name: getattr(services.options, name) for name in named if hasattr(services.options, name)}
+        for key, value in infotext.infotext_to_settings(infotext.parse_infotext(body.infotext), current).items():
+            overrides.setdefault(key, value)
+    data.update(_override_fields(overrides, services))
     try:
         request = validate_request(data, services.registry, services.networks, services.upscalers,
                                    services.controlnet, services.scripts)

@@ -325,6 +325,38 @@ _REQUEST_FIELDS = (
 )
 
 
+# Infotext keys that are settings (A1111's OptionInfo(infotext=...) and infotext_to_setting_name_mapping): pasting
+# an infotext overrides these settings for the request, as A1111's get_override_settings does. "RNG" is among
+# A1111's defaults, so an infotext without it means "GPU".
+SETTINGS_FROM_INFOTEXT: dict[str, str] = {
+    "RNG": "randn_source", "ENSD": "eta_noise_seed_delta", "Eta": "eta_ancestral", "Eta DDIM": "eta_ddim",
+    "Sigma churn": "s_churn", "Sigma tmin": "s_tmin", "Sigma tmax": "s_tmax", "Sigma noise": "s_noise",
+    "Schedule min sigma": "sigma_min", "Schedule max sigma": "sigma_max", "Schedule rho": "rho",
+    "Discard penultimate sigma": "always_discard_next_to_last_sigma", "SGM noise multiplier": "sgm_noise_multiplier",
+    "Beta schedule alpha": "beta_dist_alpha", "Beta schedule beta": "beta_dist_beta",
+    "UniPC variant": "uni_pc_variant", "UniPC skip type": "uni_pc_skip_type", "UniPC order": "uni_pc_order",
+    "UniPC lower order final": "uni_pc_lower_order_final", "Emphasis": "emphasis",
+}
+
+
+def infotext_to_settings(parsed: dict, current: dict) -> dict:
+    """The settings a pasted infotext names (as `parse_infotext` returns them, defaults filled in), converted to
+    the type of each setting's `current` value, where they differ from it."""
+    settings = {}
+    for key, name in SETTINGS_FROM_INFOTEXT.items():
+        if key not in parsed or name not in current:
+            continue
+        value, now = parsed[key], current[name]
+        try:
+            value = (_to_bool(value) if isinstance(now, bool) else type(now)(value)
+                     if isinstance(now, (int, float, str)) else value)
+        except (TypeError, ValueError):
+            continue
+        if value != now:
+            settings[name] = value
+    return settings
+
+
 def infotext_to_request_fields(parsed: dict) -> dict:
     """Map a ``parse_infotext`` result to plain request field names with typed
     values. Returns {"fields": {...}, "errors": {infotext key: reason}}; a key

@@ -60,7 +60,8 @@ HONOURED: dict[str, OptionInfo] = {
     "sd_vae_overrides_per_model_preferences": OptionInfo(True, "Selected VAE overrides per-model preferences", "sd"),
     "emphasis": OptionInfo("Original", "Emphasis mode for (words:1.2)", "sd",
                            choices=("Original", "No norm", "Ignore", "None")),
-    "randn_source": OptionInfo("CPU", "Random number generator source", "sd", choices=("CPU", "GPU")),
+    "randn_source": OptionInfo("GPU", "Random number generator source (NV: NVIDIA's GPU noise on any device)", "sd",
+                               choices=("GPU", "CPU", "NV")),
     # Saving images
     "samples_save": OptionInfo(True, "Always save all generated images", "saving-images"),
     "samples_format": OptionInfo("png", "File format for images", "saving-images", choices=("png", "jpg", "webp")),
@@ -169,7 +170,13 @@ HONOURED: dict[str, OptionInfo] = {
 
 # A1111 options this web UI acts on with A1111's own definition (default, label, bounds) from a1111_options.py: no
 # need to define them again in HONOURED; add a key here when code starts reading it.
-A1111_ACTED_ON: frozenset[str] = frozenset()
+A1111_ACTED_ON: frozenset[str] = frozenset({
+    # Sampler parameters, read by diffusion/ksampling/plan.SamplerSettings
+    "eta_ddim", "eta_ancestral", "s_churn", "s_tmin", "s_tmax", "s_noise", "sigma_min", "sigma_max", "rho",
+    "eta_noise_seed_delta", "always_discard_next_to_last_sigma", "sgm_noise_multiplier", "uni_pc_variant",
+    "uni_pc_skip_type", "uni_pc_order", "uni_pc_lower_order_final", "beta_dist_alpha", "beta_dist_beta",
+    "use_old_karras_scheduler_sigmas", "no_dpmpp_sde_batch_determinism",
+})
 NO_EFFECT = "no effect in this web UI: kept for A1111's API clients and extensions"
 
 

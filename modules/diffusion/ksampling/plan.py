@@ -169,6 +169,8 @@ def _params(sampler: Sampler, settings: SamplerSettings, eta: float | None, rand
             infotext[names[name]] = value
     if sampler.option("solver_type") == "heun":
         params.solver_type = "heun"
+    if settings.eta_noise_seed_delta and sampler.option("uses_ensd") and params.eta != 0:
+        infotext["ENSD"] = settings.eta_noise_seed_delta   # (ImageRNG moves the step noise to seed + delta)
     return params
 
 
