@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from modules import scripts
-from modules.addons.xyz_axes import (AXIS_OPTIONS, K_DIFFUSION, PERMUTATIONS, TITLE, AxisOption, apply_checkpoint,
+from modules.addons.xyz_axes import (AXIS_OPTIONS, PERMUTATIONS, TITLE, AxisOption, apply_checkpoint,
                                      apply_face_restore, apply_field, apply_order, apply_override, apply_prompt,
                                      apply_size, apply_styles, apply_vae, axis_options, checkpoint_names, do_nothing,
                                      find_option, format_nothing, format_remove_path, format_value,
@@ -24,7 +24,7 @@ from modules.jobs import JobError
 from modules.processing import Processed, process_images
 
 # A1111 extensions reach the axes through this module (xyz_grid.AxisOption, xyz_grid.apply_field, ...).
-__all__ = ["Script", "TITLE", "PERMUTATIONS", "K_DIFFUSION", "AxisOption", "AXIS_OPTIONS", "axis_options",
+__all__ = ["Script", "TITLE", "PERMUTATIONS", "AxisOption", "AXIS_OPTIONS", "axis_options",
            "apply_field", "apply_override", "apply_prompt", "apply_order", "apply_checkpoint", "apply_vae",
            "apply_face_restore", "apply_styles", "apply_size", "do_nothing", "format_value_add_label", "format_value",
            "format_value_join_list", "format_nothing", "format_remove_path", "checkpoint_names"]

@@ -236,7 +236,7 @@ def test_prediction_override_reloads_the_model(server):
                                                   "override_settings": {"sd_model_checkpoint": "tiny-sd1"}}).is_success
     model = server.services.models.current
     assert (model.spec.prediction_type, model.spec.prediction_source) == ("v_prediction", "override")
-    assert model.pipeline.scheduler.config.prediction_type == "v_prediction"
+    assert model.pipeline.scheduler.prediction_type == "v_prediction"   # the sampler reads v
     server.post("/sdapi/v1/options", json={"sd_model_prediction_overrides": {}})
 
 

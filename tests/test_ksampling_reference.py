@@ -168,3 +168,14 @@ def test_ddim_is_diffusers_ddim_on_a1111s_timesteps(steps):
         eps = inner.apply_model(theirs, torch.tensor([float(t)]))
         theirs = scheduler.step(eps, t, theirs, eta=0.0).prev_sample
     assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_img2img_steps_are_a1111s():
+    from modules.diffusion.ksampling.plan import img2img_steps
+
+    # (schedule length, t_enc): the pass runs t_enc + 1 steps of the schedule's tail
+    assert img2img_steps(20, 0.75, exact=False) == (20, 15)   # 16 steps, one more than int(20 * 0.75)
+    assert img2img_steps(20, 1.0, exact=False) == (20, 19)    # strength 1 still starts from the image
+    assert img2img_steps(20, 0.0, exact=False) == (20, 0)
+    assert img2img_steps(20, 0.75, exact=True) == (26, 19)    # hires / img2img_fix_steps: exactly 20 steps
+    assert img2img_steps(10, 0.3, exact=True) == (33, 9)

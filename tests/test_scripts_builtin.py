@@ -245,7 +245,7 @@ def test_xyz_bad_sampler_fails_before_any_image(services):
 
 
 @pytest.mark.parametrize("args, message", [
-    (xyz_args(x=(13, "1")), "'Sigma Churn' is not available"),
+    (xyz_args(x=(12, "1")), "'Negative Guidance minimum sigma' is not available"),
     (xyz_args(x=(99, "1")), "X type 99 is out of range"),
     (xyz_args(x=("Prompt S/R", "dog, cat")), "did not find 'dog'"),
     (xyz_args(y=("Steps", "2, two")), "'two' is not a whole number"),
@@ -260,6 +260,19 @@ def test_xyz_token_merging_axis(services):
     result = finished(run_script(services, "x/y/z plot", args))
     cells = [parse_infotext(text) for text in result.infotexts[1:]]
     assert [cell.get("Token merging ratio") for cell in cells] == [None, "0.5"]
+
+
+@pytest.mark.parametrize("axis, values, key, expected", [
+    ("Eta", "0.5, 1", "Eta", ["0.5", None]),
+    ("Sigma noise", "0.9, 1", "Sigma noise", ["0.9", None]),
+    ("RNG source", "NV, GPU", "RNG", ["NV", "GPU"]),   # (a missing RNG key reads as GPU)
+])
+def test_xyz_sampler_axes_take_effect(services, axis, values, key, expected):
+    args = xyz_args(x=(axis, values), y=("Sampler", "DPM2 a"), sub_images=True)
+    result = finished(run_script(services, "x/y/z plot", args, save_images=False))
+    cells = result.images[1:]
+    assert [parse_infotext(text).get(key) for text in result.infotexts[1:]] == expected
+    assert not np.array_equal(np.asarray(cells[0]), np.asarray(cells[1]))
 
 
 def test_xyz_z_axis_makes_a_grid_per_value_side_by_side(services):

@@ -7,8 +7,8 @@ import os
 import pytest
 import safetensors.torch
 import torch
+from diffusers import EulerDiscreteScheduler
 
-from modules.diffusion import samplers
 from modules.models import detect, families, loader
 from modules.models.registry import CheckpointRegistry, HashCache
 from modules.networks import vae as vae_module
@@ -278,7 +278,7 @@ def test_cache_reuses_and_invalidates(tmp_path, other):
 def pipeline(base):
     components = loader.build_components(base.state_dict, SD1, torch.float32, torch.float32)
     config = loader.scheduler_config(SD1)
-    pipe = loader.build_pipeline(components, SD1, samplers.create_scheduler("Euler", "Automatic", config))
+    pipe = loader.build_pipeline(components, SD1, EulerDiscreteScheduler.from_config(config))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

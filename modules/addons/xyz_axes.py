@@ -126,7 +126,18 @@ def _missing(label: str, kind, why: str, tab: str | None = None) -> AxisOption:
     return AxisOption(label, kind, tab=tab, unavailable=why)
 
 
-K_DIFFUSION = "the diffusers samplers used here have no such setting"
+NOT_YET = "not supported yet"
+
+
+def apply_uni_pc_order(p, value, values):
+    """A1111's: the order, at most one below the steps."""
+    p.override_settings["uni_pc_order"] = min(value, p.steps - 1)
+
+
+def apply_boolean_override(key: str):
+    def apply(p, value, values):
+        p.override_settings[key] = str(value).strip().lower() in ("true", "1", "yes")
+    return apply
 
 AXIS_OPTIONS = [
     AxisOption("Nothing", str, format_value=format_nothing),
@@ -147,38 +158,41 @@ AXIS_OPTIONS = [
                choices=lambda generator: samplers.sampler_names(), tab="img2img"),
     AxisOption("Checkpoint name", str, apply_checkpoint, format_value=format_remove_path, cost=1.0,
                choices=checkpoint_names),
-    _missing("Negative Guidance minimum sigma", float, K_DIFFUSION),
-    _missing("Sigma Churn", float, K_DIFFUSION),
-    _missing("Sigma min", float, K_DIFFUSION),
-    _missing("Sigma max", float, K_DIFFUSION),
-    _missing("Sigma noise", float, K_DIFFUSION),
+    _missing("Negative Guidance minimum sigma", float, "skipping the unconditional prediction is " + NOT_YET),
+    # A1111 sets p.s_* here, which its samplers then ignore for the settings; here they take effect.
+    AxisOption("Sigma Churn", float, apply_override("s_churn")),
+    AxisOption("Sigma min", float, apply_override("s_tmin")),
+    AxisOption("Sigma max", float, apply_override("s_tmax")),
+    AxisOption("Sigma noise", float, apply_override("s_noise")),
     AxisOption("Schedule type", str, apply_field("scheduler"), choices=lambda generator: samplers.schedule_labels()),
-    _missing("Schedule min sigma", float, K_DIFFUSION),
-    _missing("Schedule max sigma", float, K_DIFFUSION),
-    _missing("Schedule rho", float, K_DIFFUSION),
-    _missing("Skip Early CFG", float, "skipping CFG on early steps is not supported"),
-    _missing("Beta schedule alpha", float, K_DIFFUSION),
-    _missing("Beta schedule beta", float, K_DIFFUSION),
-    _missing("Eta", float, K_DIFFUSION),
+    AxisOption("Schedule min sigma", float, apply_override("sigma_min")),
+    AxisOption("Schedule max sigma", float, apply_override("sigma_max")),
+    AxisOption("Schedule rho", float, apply_override("rho")),
+    _missing("Skip Early CFG", float, "skipping CFG on early steps is " + NOT_YET),
+    AxisOption("Beta schedule alpha", float, apply_override("beta_dist_alpha")),
+    AxisOption("Beta schedule beta", float, apply_override("beta_dist_beta")),
+    AxisOption("Eta", float, apply_field("eta")),
     AxisOption("Clip skip", int, apply_override("CLIP_stop_at_last_layers")),
     AxisOption("Denoising", float, apply_field("denoising_strength")),
-    _missing("Initial noise multiplier", float, K_DIFFUSION),
-    _missing("Extra noise", float, K_DIFFUSION),
+    _missing("Initial noise multiplier", float, "img2img's initial noise multiplier is " + NOT_YET),
+    _missing("Extra noise", float, "img2img's extra noise is " + NOT_YET),
     AxisOption("Hires upscaler", str, apply_field("hr_upscaler"),
                choices=lambda generator: generator.upscalers.hires_choices(), tab="txt2img"),
     _missing("Cond. Image Mask Weight", float, "the conditioning mask weight is not supported", tab="img2img"),
     AxisOption("VAE", str, apply_vae, cost=0.7, choices=lambda generator: generator.networks.vaes.choices()),
     AxisOption("Styles", str, apply_styles, choices=lambda generator: generator.networks.styles.names()),
-    _missing("UniPC Order", int, K_DIFFUSION),
+    AxisOption("UniPC Order", int, apply_uni_pc_order, cost=0.5),
     AxisOption("Face restore", str, apply_face_restore, format_value=format_value),
     AxisOption("Token merging ratio", float, apply_override("token_merging_ratio")),
     AxisOption("Token merging ratio high-res", float, apply_override("token_merging_ratio_hr")),
-    _missing("Always discard next-to-last sigma", str, K_DIFFUSION),
-    _missing("SGM noise multiplier", str, K_DIFFUSION),
+    AxisOption("Always discard next-to-last sigma", str, apply_boolean_override("always_discard_next_to_last_sigma"),
+               choices=lambda generator: ["False", "True"]),
+    AxisOption("SGM noise multiplier", str, apply_boolean_override("sgm_noise_multiplier"),
+               choices=lambda generator: ["False", "True"]),
     AxisOption("Refiner checkpoint", str, apply_field("refiner_checkpoint"), format_value=format_remove_path,
                cost=1.0, choices=lambda generator: ["None", *checkpoint_names(generator)]),
     AxisOption("Refiner switch at", float, apply_field("refiner_switch_at")),
-    _missing("RNG source", str, "a per-image random number source is not supported; use the RNG setting"),
+    AxisOption("RNG source", str, apply_override("randn_source"), choices=lambda generator: ["GPU", "CPU", "NV"]),
     _missing("FP8 mode", str, "FP8 weights are not supported"),
     AxisOption("Size", str, apply_size),
 ]

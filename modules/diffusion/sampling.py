@@ -20,7 +20,7 @@ from modules.controlnet.control import PassControl
 from modules.devices import input_device
 from modules.diffusion import features, samplers, stop_points
 from modules.diffusion.ksampling import plan as ksampling_plan
-from modules.diffusion.ksampling.plan import ModelNoise, PassNoise, SamplerSettings, img2img_steps, multiplier
+from modules.diffusion.ksampling.plan import ModelNoise, PassNoise, SamplerSettings, multiplier
 from modules.diffusion.rng import ImageRNG
 from modules.jobs import Job
 from modules.models.manager import LoadedModel
@@ -66,13 +66,6 @@ class Pass:
     sampler: KSamplerScheduler | None = None
     calls: int = 0
     infotext: dict = field(default_factory=dict)
-
-    @property
-    def runs_steps(self) -> int:
-        """The sampler steps this pass runs (A1111's img2img rule for an image pass)."""
-        if self.init_latents is None:
-            return self.steps
-        return img2img_steps(self.steps, self.strength, self.exact_steps)[1] + 1
 
 
 def plan_length(sampler_name: str, steps: int) -> int:

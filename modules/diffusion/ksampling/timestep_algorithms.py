@@ -51,8 +51,9 @@ class _Tables:
         self.alphas = alphas_cumprod[timesteps]
         self.alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))].to(torch.float64)
         self.sqrt_one_minus_alphas = torch.sqrt(1 - self.alphas)
-        a, a_prev = self.alphas.double().numpy(), self.alphas_prev.numpy()
-        self.sigmas = eta * np.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
+        # A1111's expression as it evaluates it, a mix of numpy (float64) and torch (1 - alpha in float32).
+        a_prev = self.alphas_prev.numpy()
+        self.sigmas = eta * np.sqrt((1 - a_prev) / (1 - self.alphas) * (1 - self.alphas / a_prev))
 
 
 def _level(value: float, x: torch.Tensor) -> torch.Tensor:
