@@ -30,11 +30,11 @@ def bench_loras(client, name: str, size: int, steps: int, loras: list[str], repe
 
 def bench_prompt_encoding(services, repeats: int) -> tuple[int, float]:
     """Encoding a ~300-token prompt with emphasis and prompt editing (every scheduled variant) for 20 steps."""
-    from modules.prompts import conditioning
+    from modules.prompts import chunks, conditioning
 
     words = ", ".join(f"(detail {i}:1.1)" if i % 3 else f"[red {i}:blue {i}:0.5]" for i in range(78))
     model = services.models.current
-    tokens = conditioning.token_count(words)[0]
+    tokens = chunks.token_count(words)[0]
 
     def encode():
         encoder = conditioning.TextEncoder(model.pipeline, model.family)

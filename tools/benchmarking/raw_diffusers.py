@@ -12,8 +12,8 @@ def worker_raw(spec: dict) -> dict:
     """Raw diffusers: the same file built into a diffusers pipeline the way our loader does (meta-device modules,
     weights assigned), called directly with fp16 + SDPA, and the mode's diffusers switch."""
     import torch
+    from diffusers import EulerDiscreteScheduler
 
-    from modules.diffusion import samplers
     from modules.models import detect, files, loader
 
     cuda = torch.cuda.is_available()
@@ -26,7 +26,7 @@ def worker_raw(spec: dict) -> dict:
     model_spec = detect.detect(state_dict)
     components = loader.build_components(state_dict, model_spec, dtype, dtype)
     del state_dict
-    scheduler = samplers.create_scheduler("Euler", "Automatic", loader.scheduler_config(model_spec))
+    scheduler = EulerDiscreteScheduler.from_config(loader.scheduler_config(model_spec))   # diffusers' own Euler
     pipe = loader.build_pipeline(components, model_spec, scheduler)
     pipe.set_progress_bar_config(disable=True)
     if mode == "medvram":
