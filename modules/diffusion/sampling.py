@@ -48,7 +48,7 @@ class Pass:
     height: int
     plan: conditioning.ScheduledConditioning   # indexed by the pass's model calls, as A1111 indexes it
     noise: torch.Tensor              # (batch, channels, height/8, width/8): the seeds' first draw
-    rng: ImageRNG | None = None      # the seeds' generators, drawn on by the samplers that add noise each step
+    rng: ImageRNG | None = None      # the seeds' generators (their first draw was `noise`): the step noise
     init_latents: torch.Tensor | None = None   # image passes: the image, encoded (batch-sized)
     mask: Image.Image | None = None            # white = repaint; None = the whole image
     masked_image_latents: torch.Tensor | None = None   # 9-channel inpainting models: the image minus the mask
@@ -179,8 +179,9 @@ def _pipeline_call(model: LoadedModel, pipe, step: Pass, capture: _UnguidedCaptu
         sampler = KSamplerScheduler()
         chosen = samplers.get_sampler(samplers.resolve(step.sampler_name)[0])
         capture.wanted = chosen.algorithm == "ddim_cfgpp"
-        noise = PassNoise(step.noise, step.rng or ImageRNG(tuple(step.noise.shape[1:]), step.seeds or [0]),
-                          step.seeds or [0])
+        if step.rng is None or step.seeds is None:
+            raise ValueError("a pass needs its seeds' generators (rng.ImageRNG) and seeds")
+        noise = PassNoise(step.noise, step.rng, step.seeds)
         started = ksampling_plan.start(
             sampler, chosen, samplers.resolve(step.sampler_name, step.scheduler)[1],
             ModelNoise(model.alphas_cumprod, model.spec.prediction_type, model.family.xl),

@@ -14,6 +14,7 @@ import time
 import torch
 
 from modules.diffusion import sampling
+from modules.diffusion.rng import ImageRNG
 from modules.jobs import Job
 from modules.models.manager import LoadedModel
 from modules.prompts import conditioning
@@ -35,9 +36,8 @@ def warm_up(model: LoadedModel, device: torch.device, *, nan_check: bool) -> flo
     size = native_size(model)
     scale = sampling.vae_scale(pipe)
     plan = conditioning.schedule(conditioning.TextEncoder(pipe, model.family), "", "", 2)
-    noise = torch.randn((1, pipe.vae.config.latent_channels, size // scale, size // scale),
-                        generator=torch.Generator("cpu").manual_seed(0)).to(device)
-    step = sampling.Pass("Euler", "Automatic", 2, 7.0, size, size, plan, noise)
+    generators = ImageRNG((pipe.vae.config.latent_channels, size // scale, size // scale), [0], device=device)
+    step = sampling.Pass("Euler", "Automatic", 2, 7.0, size, size, plan, generators.next(), rng=generators, seeds=[0])
     latents = sampling.denoise(model, pipe, step, Job(id="warm-up", kind="warm-up", run=lambda job: None),
                                preview=None, preview_every=0)
     sampling.decode(pipe, latents, nan_check=nan_check)

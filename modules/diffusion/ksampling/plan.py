@@ -215,13 +215,9 @@ class _BrownianNoise:
         return w / (t1 - t0).abs().sqrt()
 
 
-def _DRY_RANDN(x):
-    return torch.zeros_like(x)
-
-
 def _dry_params(params: algorithms.Params) -> algorithms.Params:
     """The sampler's arguments for counting its calls: noise that draws nothing from the rng."""
-    return dataclasses.replace(params, randn_like=_DRY_RANDN, noise_sampler=lambda *args: torch.zeros(()))
+    return dataclasses.replace(params, randn_like=torch.zeros_like, noise_sampler=lambda *args: torch.zeros(()))
 
 
 def start(scheduler: KSamplerScheduler, sampler: Sampler, schedule: str, model: ModelNoise, *, steps: int,
@@ -300,19 +296,15 @@ def _timestep_sampling(sampler: Sampler, denoiser, params, steps: int, noise: to
 
 def _cfgpp(denoiser, make, unguided, cfg_scale: float):
     """DDIM CFG++ (A1111's ddim_cfgpp): the CFG scale divided by 12.5, and the step's direction along the
-    unguided prediction."""
+    unguided prediction. Before the first UNet call (counting the calls) there is no prediction: zeros."""
     def guidance(x, t):
-        uncond, cond = unguided()
-        uncond, cond = denoiser.eps(uncond.to(x.device), x, t), denoiser.eps(cond.to(x.device), x, t)
+        last = unguided()
+        if last is None:
+            return torch.zeros_like(x), torch.zeros_like(x)
+        uncond, cond = denoiser.eps(last[0].to(x.device), x, t), denoiser.eps(last[1].to(x.device), x, t)
         return uncond + (cond - uncond) * (cfg_scale / 12.5), uncond
 
-    def dry(x, t):
-        return torch.zeros_like(x), torch.zeros_like(x)
-
-    def run(start, p):
-        real = p.randn_like is not _DRY_RANDN
-        return make(start, p, guidance if real else dry)
-    return run
+    return lambda start, p: make(start, p, guidance)
 
 
 def count_calls(make) -> int:
