@@ -315,5 +315,6 @@ def joined(p: StableDiffusionProcessing, parts: list[Processed]) -> Processed:
     processed = Processed(p, pictures, seed=first.seed, info=json.dumps(info, ensure_ascii=False, default=str),
                           subseed=first.subseed, all_seeds=seeds, all_subseeds=subseeds, index_of_first_image=index,
                           infotexts=texts)
-    processed.saved, processed.warnings = saved, list(first.warnings)
+    processed.saved = saved
+    processed.warnings = list(dict.fromkeys(warning for part in parts for warning in part.warnings))
     return processed

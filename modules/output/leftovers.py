@@ -24,11 +24,11 @@ def remove(paths, output_folders: list[Path] = ()) -> list[Path]:
     """Remove leftovers: images being saved (under the outputs and `output_folders`), files being replaced
     (the data folder, next to the settings, and every model folder), extensions being installed."""
     removed: list[Path] = []
-    for folder in _distinct([paths.outputs, *output_folders]):
+    for folder in _outermost([paths.outputs, *output_folders]):
         removed += _files(folder, _IMAGE, recursive=True)
     model_folders = [paths.models, paths.checkpoints, paths.vae, paths.lora, paths.embeddings, paths.hypernetworks,
                      paths.controlnet]
-    for folder in _distinct(model_folders):
+    for folder in _outermost(model_folders):
         removed += _files(folder, _ATOMIC, recursive=True)
     for folder in _distinct([paths.data, paths.config_file.parent, paths.ui_config_file.parent]):
         removed += _files(folder, _ATOMIC, recursive=False)
@@ -44,6 +44,13 @@ def remove(paths, output_folders: list[Path] = ()) -> list[Path]:
 
 def _distinct(folders) -> list[Path]:
     return list(dict.fromkeys(Path(folder).resolve() for folder in folders))
+
+
+def _outermost(folders) -> list[Path]:
+    """The folders to walk recursively: once each, and not those inside another (its walk covers them)."""
+    unique = _distinct(folders)
+    return [folder for folder in unique
+            if not any(other != folder and folder.is_relative_to(other) for other in unique)]
 
 
 def _files(folder: Path, pattern: re.Pattern, *, recursive: bool) -> list[Path]:
