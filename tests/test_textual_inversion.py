@@ -187,35 +187,6 @@ def test_matching_prefers_the_longest_name_and_handles_multi_token_names():
     assert ti.name_token_ids("bad-hands-5") == tuple(tokenize("bad-hands-5"))
 
 
-def test_expand_tokens_puts_n_placeholders_where_the_name_was():
-    easy = make_embedding("easynegative", count=3)
-    bad = make_embedding("bad-hands-5", count=2)
-    embeddings = {"easynegative": easy, "bad-hands-5": bad}
-    ids = tokenize("a cat, easynegative, bad-hands-5")
-    new, fixes = ti.expand_tokens(ids, ti.find_embeddings_in_tokens(ids, embeddings, tokenize), tokenize)
-    head = tokenize("a cat,")
-    assert new == head + [ti.PLACEHOLDER_ID] * 3 + tokenize(",") + [ti.PLACEHOLDER_ID] * 2
-    assert fixes == [(len(head), easy), (len(head) + 4, bad)]
-    assert ti.expand_tokens(ids, [], tokenize) == (ids, [])
-
-
-def test_an_embedding_is_never_split_across_chunks():
-    emb = make_embedding("easynegative", count=4)
-    filler = tokenize("cat " * 73)
-    assert len(filler) == 73
-    ids = filler + tokenize("easynegative") + tokenize("dog")
-    new, fixes = ti.expand_tokens(ids, ti.find_embeddings_in_tokens(ids, {"easynegative": emb}, tokenize), tokenize)
-    chunks = ti.chunk_expanded_tokens(new, fixes)
-    assert [len(tokens) for tokens, _ in chunks] == [73, 5]           # 73 + 4 > 75: the embedding moves on
-    assert chunks[0] == (filler, []) and chunks[1][1] == [(0, emb)]
-    assert chunks[1][0] == [ti.PLACEHOLDER_ID] * 4 + tokenize("dog")
-
-    fits = filler[:71] + [ti.PLACEHOLDER_ID] * 4 + tokenize("dog")    # exactly 75, then one more token
-    chunks = ti.chunk_expanded_tokens(fits, [(71, emb)])
-    assert [len(tokens) for tokens, _ in chunks] == [75, 1] and chunks[0][1] == [(71, emb)]
-    assert ti.chunk_expanded_tokens([], []) == [([], [])]
-
-
 def test_prompt_chunking_keeps_embeddings_whole():
     from modules.prompts.chunks import split_into_chunks
 

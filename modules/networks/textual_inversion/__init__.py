@@ -23,6 +23,5 @@ from modules.networks.textual_inversion.encoder import (encoder_widths, token_em
                                                         vectors_inserted)
 from modules.networks.textual_inversion.files import (EMBEDDING_EXTENSIONS, PNG_CHUNK, SDXL_KEYS,  # noqa: F401
                                                       SINGLE_KEY, Embedding, is_preview_image, load_embedding)
-from modules.networks.textual_inversion.tokens import (PLACEHOLDER_ID, Tokenize, chunk_expanded_tokens,  # noqa: F401
-                                                       default_tokenize, expand_tokens, find_embeddings_in_tokens,
-                                                       name_token_ids, ti_hashes)
+from modules.networks.textual_inversion.tokens import (PLACEHOLDER_ID, Tokenize, default_tokenize,  # noqa: F401
+                                                       find_embeddings_in_tokens, name_token_ids, ti_hashes)

@@ -1,5 +1,5 @@
-"""Embedding names in a prompt's tokens: found (A1111's `find_embedding_at_position`), replaced by room for
-the vectors, laid into 75-token chunks without splitting an embedding; and the infotext's "TI hashes".
+"""Embedding names in a prompt's tokens, found as A1111's `find_embedding_at_position` finds them (prompts/chunks.py
+lays the vectors into 75-token chunks), and the infotext's "TI hashes".
 """
 from __future__ import annotations
 
@@ -57,55 +57,6 @@ def find_embeddings_in_tokens(token_ids: list[int], embeddings: dict[str, Embedd
         else:
             position += 1
     return matches
-
-
-def expand_tokens(token_ids: list[int], matches: list[tuple[int, Embedding]],
-                  tokenize: Tokenize | None = None) -> tuple[list[int], list[tuple[int, Embedding]]]:
-    """Replace each matched name's tokens by `vector_count` placeholder ids (PLACEHOLDER_ID).
-
-    Returns the new token list and the (position in it, embedding) fixes. `tokenize` must be the one the
-    matches were found with (it gives the length of each name).
-    """
-    out: list[int] = []
-    fixes: list[tuple[int, Embedding]] = []
-    position = 0
-    for start, embedding in sorted(matches, key=lambda match: match[0]):
-        if start < position:
-            raise ValueError("overlapping embedding matches")
-        out += token_ids[position:start]
-        fixes.append((len(out), embedding))
-        out += [PLACEHOLDER_ID] * embedding.vector_count
-        position = start + len(name_token_ids(embedding.name, tokenize))
-    out += token_ids[position:]
-    return out, fixes
-
-
-def chunk_expanded_tokens(token_ids: list[int], fixes: list[tuple[int, Embedding]], size: int = 75
-                      ) -> list[tuple[list[int], list[tuple[int, Embedding]]]]:
-    """Expanded tokens → chunks of at most `size` tokens, (tokens, fixes with offsets in the chunk) each.
-
-    An embedding never straddles two chunks: if its vectors do not fit in what is left of the current chunk,
-    the chunk ends early (A1111 pads it) and the embedding starts the next one. Short chunks are returned
-    unpadded; the encoder pads them (BOS + tokens + EOS + padding). Always at least one chunk.
-    """
-    at = dict(fixes)
-    chunks: list[tuple[list[int], list[tuple[int, Embedding]]]] = []
-    tokens: list[int] = []
-    chunk_fixes: list[tuple[int, Embedding]] = []
-    position = 0
-    while position < len(token_ids):
-        embedding = at.get(position)
-        width = embedding.vector_count if embedding is not None else 1
-        if len(tokens) + width > size and tokens:
-            chunks.append((tokens, chunk_fixes))
-            tokens, chunk_fixes = [], []
-        if embedding is not None:
-            chunk_fixes.append((len(tokens), embedding))
-        tokens += token_ids[position:position + width]
-        position += width
-    if tokens or not chunks:
-        chunks.append((tokens, chunk_fixes))
-    return chunks
 
 
 def ti_hashes(used: Iterable[Embedding]) -> str:
