@@ -111,15 +111,14 @@ def test_a_non_image_is_refused_at_its_upload_and_a_portrait_result_shows_whole(
 def test_a_number_outside_its_range_is_explained_without_an_http_error(page):
     box = page.locator("#txt2img_width input[type=number]")
     box.fill("")
-    box.press_sequentially("7")
+    box.press_sequentially("7")        # typed, as a user does: each keystroke is an input event
     box.press("Enter")
     note = page.locator("#txt2img_width .range-note")
     note.wait_for(timeout=10_000)
     assert note.inner_text() == "Width: 7 is below the minimum, 64; set to 64"
     assert box.input_value() == "64"
     box = page.locator("#txt2img_steps input[type=number]")
-    box.fill("")
-    box.press_sequentially("500")      # 5 and 50 are on the way: in range, sent; 500 is over 150
+    box.fill("500")
     box.blur()
     page.locator("#txt2img_steps .range-note").wait_for(timeout=10_000)
     assert page.locator("#txt2img_steps .range-note").inner_text() == "Sampling steps: 500 is above the maximum, 150; set to 150"
@@ -137,7 +136,7 @@ def test_escape_anywhere_on_the_page_interrupts_the_job(page):
     page.locator("#txt2img_generate").click()
     page.locator("#txt2img_interrupt").wait_for(state="visible", timeout=GENERATE_TIMEOUT)
     page.evaluate("() => document.activeElement && document.activeElement.blur()")
-    page.locator("#txt2img_gallery").hover()          # the pointer somewhere else, focus on no prompt box
+    page.mouse.move(5, 5)                              # the pointer somewhere else, focus on no prompt box
     page.keyboard.press("Escape")
     page.wait_for_function("() => window.interruptClicked === true", timeout=10_000)
     page.locator("#txt2img_generate").wait_for(state="visible", timeout=60_000)

@@ -75,14 +75,7 @@
     window.onAfterUiUpdate = function (callback) { hooks.afterUpdate.push(callback); };
     window.onUiTabChange = function (callback) { hooks.tabChange.push(callback); };
 
-    new MutationObserver(function (mutations) {
-        if (!uiLoaded && document.getElementById("txt2img_prompt")) {
-            uiLoaded = true;
-            call(hooks.loaded);
-        }
-        call(hooks.update, mutations);
-        clearTimeout(afterUpdateTimer);
-        afterUpdateTimer = setTimeout(function () { call(hooks.afterUpdate); }, 200);
+    function checkTab() {
         const tab = window.get_uiCurrentTab();
         if (tab && tab !== currentTab) {
             const first = currentTab === null;
@@ -91,8 +84,29 @@
                 call(hooks.tabChange);
             }
         }
-    }).observe(document.documentElement, {childList: true, subtree: true, attributes: true,
-                                          attributeFilter: ["class", "style"]});
+    }
+
+    // Elements added or removed (not every style change: that would cost the page on each progress tick);
+    // a tab change is seen on the tab buttons' classes.
+    new MutationObserver(function (mutations) {
+        if (!uiLoaded && document.getElementById("txt2img_prompt")) {
+            uiLoaded = true;
+            call(hooks.loaded);
+            const tabList = document.querySelector("#tabs [role=tablist]");
+            if (tabList) {
+                checkTab();
+                new MutationObserver(checkTab).observe(tabList, {subtree: true, attributes: true,
+                                                                 attributeFilter: ["class"]});
+            }
+        }
+        if (hooks.update.length) {
+            call(hooks.update, mutations);
+        }
+        if (hooks.afterUpdate.length) {
+            clearTimeout(afterUpdateTimer);
+            afterUpdateTimer = setTimeout(function () { call(hooks.afterUpdate); }, 200);
+        }
+    }).observe(document.documentElement, {childList: true, subtree: true});
 })();
 
 // ---- keyboard shortcuts, hover texts, --theme --------------------------------------------------------------
