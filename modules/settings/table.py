@@ -206,3 +206,5 @@ def with_a1111_options(honoured: dict[str, OptionInfo]) -> dict[str, OptionInfo]
 
 
 OPTIONS: dict[str, OptionInfo] = with_a1111_options(HONOURED)
+# A1111's options that have no effect in this web UI (stored, listed, noted as such).
+NO_EFFECT_KEYS: frozenset[str] = frozenset(key for key in OPTIONS if key not in HONOURED and key not in A1111_ACTED_ON)

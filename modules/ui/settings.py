@@ -17,6 +17,7 @@ import gradio as gr
 
 from modules.untrusted import json_file
 from modules.settings.option_info import OptionInfo
+from modules.settings.table import NO_EFFECT_KEYS, OPTIONS
 from modules.ui import settings_pages
 from modules.ui.common import PRIVATE, message_html, number, slider, tool_button
 
@@ -26,6 +27,19 @@ log = logging.getLogger(__name__)
 TOPBAR_ONLY = {"sd_model_checkpoint"}
 PLAIN, COMMA, JSON = "plain", "comma", "json"   # how a component's value maps to the option's value
 MAX_RADIO_CHOICES = 5
+# The search's hidden options (a JSON list of keys) → one CSS rule each, so options drawn later are hidden too.
+HIDE_UNMATCHED = """(hidden) => {
+    let style = document.getElementById("settings_search_style");
+    if (!style) {
+        style = document.createElement("style");
+        style.id = "settings_search_style";
+        document.head.appendChild(style);
+    }
+    const keys = JSON.parse(hidden || "[]");
+    style.textContent = keys.map((key) => `#settings .settings-item:has(#setting_${CSS.escape(key)})`).join(", ")
+        + (keys.length ? " { display: none !important; }" : "");
+    return [];
+}"""
 
 
 def dynamic_choices(services, key: str) -> list | None:
@@ -253,19 +267,26 @@ def create_tab(services, demo: gr.Blocks) -> SettingsTab:
 
     keys = list(components)
 
-    def show(query: str, section: str):
-        matched = set(matching_keys(services, keys, query))
-        searching = bool((query or "").strip())
-        updates = [gr.update(visible=not searching or key in matched) for key in keys]
-        updates += [gr.update(visible=any(key in matched for key in by_section.get(name, ())) if searching
-                              else name == section) for name in sections]
-        return [gr.update(visible=searching and not matched), *updates]
+    # Hundreds of options: an event whose outputs are every option makes the browser take tens of seconds (Gradio
+    # marks each output pending), so the search and the section list update the sections, and hide the options
+    # that do not match with one CSS rule per option (HIDE_UNMATCHED), not one output per option.
+    matched = gr.Textbox(visible=False, elem_id="settings_search_matched")
 
-    visibility = [nothing, *(items[key] for key in keys), *sections.values()]
+    def show(query: str, section: str):
+        found = matching_keys(services, keys, query)
+        searching = bool((query or "").strip())
+        updates = [gr.update(visible=any(key in found for key in by_section.get(name, ())) if searching
+                             else name == section) for name in sections]
+        hidden = [] if not searching else [key for key in keys if key not in set(found)]
+        return [gr.update(visible=searching and not found), *updates, json.dumps(hidden)]
+
+    visibility = [nothing, *sections.values(), matched]
+    hide = {"fn": None, "inputs": [matched], "js": HIDE_UNMATCHED, "show_progress": "hidden",
+            "api_visibility": PRIVATE}
     search.change(show, inputs=[search, section_list], outputs=visibility, trigger_mode="always_last",
-                  show_progress="hidden", api_visibility=PRIVATE)
+                  show_progress="hidden", api_visibility=PRIVATE).then(**hide)
     section_list.input(lambda section: ["", *show("", section)], inputs=[section_list], outputs=[search, *visibility],
-                       show_progress="hidden", api_visibility=PRIVATE)
+                       show_progress="hidden", api_visibility=PRIVATE).then(**hide)
 
     shown = gr.State({})   # this page's values as loaded: Apply saves only what was changed since
 
@@ -276,16 +297,27 @@ def create_tab(services, demo: gr.Blocks) -> SettingsTab:
                  api_visibility=PRIVATE)
     reload_ui.click(None, js="() => { window.location.reload(); }", api_visibility=PRIVATE)
 
+    # Refreshed on each page load: the options this web UI acts on (they change through the API and the top bar
+    # too) and extensions'. A1111's options with no effect here show the value they had when the page was built
+    # (a change through the API shows after a restart), and Apply compares them with that value: an event with
+    # hundreds of outputs makes the browser take many seconds to open the page (measured: about 25 s for 330).
+    fresh = [key for key in keys if not (key in NO_EFFECT_KEYS and infos[key] is OPTIONS.get(key))]
+    built = {key: options.get(key) for key in keys}
+
     def saved_values():
-        """The values as saved now (they change through the API and the top bar too), on each page load."""
+        """The values as saved now, on each page load; those the page already shows are skipped."""
         values = []
-        for key in keys:
+        for key in fresh:
             current = to_component(codecs[key], options.get(key))
             dynamic = dynamic_choices(services, key) if infos[key].component is None else None
-            values.append(gr.update(value=current) if dynamic is None else gr.update(value=current, choices=dynamic))
-        return [{key: options.get(key) for key in keys}, *values]
+            if dynamic is not None:
+                values.append(gr.update(value=current, choices=dynamic))
+            else:
+                values.append(gr.skip() if current == to_component(codecs[key], built[key]) else
+                              gr.update(value=current))
+        return [{**built, **{key: options.get(key) for key in fresh}}, *values]
 
     if keys:
-        demo.load(saved_values, outputs=[shown, *(components[key] for key in keys)], show_progress="hidden",
+        demo.load(saved_values, outputs=[shown, *(components[key] for key in fresh)], show_progress="hidden",
                   api_visibility=PRIVATE)
     return SettingsTab(codecs=codecs, components=components, sections=sections, pages=pages)
