@@ -339,6 +339,18 @@ SETTINGS_FROM_INFOTEXT: dict[str, str] = {
 }
 
 
+def setting_value(value, current):
+    """An infotext value as a setting of `current`'s type takes it; ValueError when it cannot."""
+    if isinstance(current, bool):
+        return _to_bool(value)
+    if isinstance(current, (int, float, str)):
+        try:
+            return type(current)(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"not a {type(current).__name__}: {value!r}") from None
+    return value
+
+
 def infotext_to_settings(parsed: dict, current: dict) -> dict:
     """The settings a pasted infotext names (as `parse_infotext` returns them, defaults filled in), converted to
     the type of each setting's `current` value, where they differ from it."""
@@ -346,13 +358,11 @@ def infotext_to_settings(parsed: dict, current: dict) -> dict:
     for key, name in SETTINGS_FROM_INFOTEXT.items():
         if key not in parsed or name not in current:
             continue
-        value, now = parsed[key], current[name]
         try:
-            value = (_to_bool(value) if isinstance(now, bool) else type(now)(value)
-                     if isinstance(now, (int, float, str)) else value)
-        except (TypeError, ValueError):
+            value = setting_value(parsed[key], current[name])
+        except ValueError:
             continue
-        if value != now:
+        if value != current[name]:
             settings[name] = value
     return settings
 

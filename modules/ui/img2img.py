@@ -11,7 +11,7 @@ import gradio as gr
 
 from modules import masking
 from modules.diffusion import samplers
-from modules.ui import controlnet, img2img_batch, request_form
+from modules.ui import controlnet, img2img_batch, override_settings, request_form
 from modules.ui import scripts as scripts_ui
 from modules.ui.accordions import create_refiner
 from modules.ui.common import PRIVATE, slider, tool_button
@@ -92,6 +92,7 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Img2ImgT
                                              precision=0, label="Clip skip", elem_id=f"{TAB}_clip_skip", scale=3)
             fields.update(_create_inpaint_controls())
             fields.update(create_refiner(services, TAB))
+            fields["override_settings"] = override_settings.create(TAB)
             fields.update(controlnet.create_panel(services, TAB, fields["width"], fields["height"], demo=demo,
                                                   topbar=topbar).fields)
             script_controls = scripts_ui.create(services.scripts.img2img)

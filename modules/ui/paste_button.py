@@ -8,7 +8,7 @@ import logging
 import gradio as gr
 
 from modules.output import infotext
-from modules.ui import controlnet, paste
+from modules.ui import controlnet, override_settings, paste
 from modules.ui.common import escape_multiline
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ def paste_handler(services, fields: dict, script_controls=None):
                                                 untick_others=False))
         if script_controls is not None:
             updates.update(script_controls.paste_updates(infotext.parse_infotext(text)))
+        if "override_settings" in fields:   # the settings it names (no "RNG" means GPU, as in A1111)
+            updates[fields["override_settings"]] = override_settings.pasted(services.options,
+                                                                            infotext.parse_infotext(text))
         if warnings:
             gr.Warning(escape_multiline("Not pasted: " + "\n".join(warnings)), title="Paste")
         return updates

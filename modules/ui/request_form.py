@@ -8,7 +8,7 @@ import gradio as gr
 from pydantic import ValidationError
 
 from modules.generation.request import validate_request
-from modules.ui import controlnet
+from modules.ui import controlnet, override_settings
 from modules.ui.common import escape_multiline, number
 
 INT_FIELDS = ("steps", "width", "height", "batch_size", "n_iter", "seed", "subseed", "seed_resize_from_w",
@@ -81,7 +81,12 @@ def validation_message(error: ValidationError, labels: dict[str, str] = LABELS) 
 
 
 def validated(services, data: dict, labels: dict[str, str] = LABELS):
-    """`validate_request`, its error shown as a gr.Error naming each field by its label."""
+    """`validate_request`, its error shown as a gr.Error naming each field by its label. The "Override settings"
+    box's entries become the request's option overrides."""
+    if "override_settings" in data:
+        data = dict(data)
+        data["option_overrides"] = {**data.get("option_overrides", {}), **override_settings.to_overrides(
+            services.options, data.pop("override_settings"))}
     try:
         return validate_request(data, services.registry, services.networks, services.upscalers,
                                 controlnet=services.controlnet, scripts=services.scripts)

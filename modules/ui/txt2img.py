@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from modules.diffusion import samplers
-from modules.ui import controlnet, request_form
+from modules.ui import controlnet, override_settings, request_form
 from modules.ui import scripts as scripts_ui
 from modules.ui.accordions import create_hires, create_refiner
 from modules.ui.common import PRIVATE, slider, tool_button
@@ -65,6 +65,7 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Txt2ImgT
                                    elem_id=f"{TAB}_clip_skip", scale=3)
             hires = create_hires(services, TAB, width, height)
             refiner = create_refiner(services, TAB)
+            overrides = override_settings.create(TAB)
             control = controlnet.create_panel(services, TAB, width, height, demo=demo, topbar=topbar)
             script_controls = scripts_ui.create(services.scripts.txt2img)
         output = create_output_panel(TAB, services)
@@ -72,7 +73,8 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Txt2ImgT
     fields = {"prompt": top.prompt, "negative_prompt": top.negative, "sampler_name": sampler,
               "scheduler": scheduler, "steps": steps, "width": width, "height": height, "n_iter": n_iter,
               "batch_size": batch_size, "cfg_scale": cfg_scale, **seed_row.fields, "tiling": tiling,
-              "clip_skip": clip_skip, "styles": top.styles, **hires, **refiner, **control.fields}
+              "clip_skip": clip_skip, "styles": top.styles, **hires, **refiner, **control.fields,
+              "override_settings": overrides}
     tab = Txt2ImgTab(fields, top.generate, top.interrupt, top.skip, output)
 
     swap.click(None, inputs=[width, height], outputs=[width, height], js="(w, h) => [h, w]")
