@@ -201,7 +201,8 @@ def test_pipeline_gives_a1111s_latents(pipeline, sampler_name, schedule):
     # DPM adaptive's step-size control amplifies the last bits where the guidance is combined (eps vs denoised)
     tolerance = 5e-3 if sampler_name == "DPM adaptive" else 1e-4
     torch.testing.assert_close(ours, theirs, rtol=tolerance, atol=tolerance)
-    assert len(calls) == started.calls
+    if sampler_name != "DPM adaptive":   # its count is an estimate: the step-size control decides as it goes
+        assert len(calls) == started.calls
     if sampler_name not in ("Restart", "DPM adaptive") and schedule != "KL Optimal":   # (it ends above 0)
         assert started.calls == expected_calls(sampler_name, steps)
 

@@ -30,7 +30,7 @@ def install_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc
     def assets(request: Request) -> str:
         return f"{request.scope.get('root_path', '')}{ASSETS_URL}"
 
-    @app.get(docs_url, include_in_schema=False)
+    # Plain routes, as FastAPI adds its own doc pages: pages of the server, not API routes.
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return get_swagger_ui_html(
@@ -40,13 +40,15 @@ def install_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc
             # validatorUrl None: no badge fetched from the validator's host
             swagger_ui_parameters={"validatorUrl": None, **(app.swagger_ui_parameters or {})})
 
-    @app.get(oauth2_redirect, include_in_schema=False)
-    async def swagger_ui_redirect() -> HTMLResponse:
+    async def swagger_ui_redirect(request: Request) -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
 
-    @app.get(redoc_url, include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
                               redoc_js_url=f"{assets(request)}/redoc.standalone.js",
                               redoc_favicon_url=f"{assets(request)}/favicon.png", with_google_fonts=False)
+
+    app.add_route(docs_url, swagger_ui, include_in_schema=False)
+    app.add_route(oauth2_redirect, swagger_ui_redirect, include_in_schema=False)
+    app.add_route(redoc_url, redoc, include_in_schema=False)
