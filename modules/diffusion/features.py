@@ -82,6 +82,7 @@ class Progress(LoopFeature):
     def on_step_end(self, state: PassState, step: StepEnd) -> None:
         done = step.index + 1
         state.step, state.latents = done, step.tensors["latents"]
+        state.total = max(state.total, state.offset + done)   # DPM adaptive may call the model more than estimated
         self.job.set_progress(state.offset + done, state.total)
         if self.preview is not None and self.every > 0 and done % self.every == 0:
             self.job.set_preview(self.preview(step.tensors["latents"], step.pipeline))
