@@ -18,7 +18,7 @@ from modules.settings.a1111_options import A1111_RESTRICTED, A1111_SECTIONS
 from modules.settings.table import A1111_ACTED_ON, HONOURED, NO_EFFECT
 from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
-from tests.fixtures.pictures import photo
+from tests.fixtures.pictures import b64, photo
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 
 SMALL = {"prompt": "a cat", "width": 64, "height": 64, "steps": 2, "seed": 7, "sampler_name": "Euler"}
@@ -36,12 +36,6 @@ def server(tmp_path_factory):
         assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-sd1"}).status_code == 200
         yield client
     services.shutdown()
-
-
-def b64(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def pixels(data: str) -> np.ndarray:

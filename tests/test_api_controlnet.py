@@ -12,6 +12,7 @@ from modules import cmd_args, services as services_module
 from modules.output.infotext import parse_infotext
 from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
+from tests.fixtures.pictures import b64
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 from tests.fixtures.tiny_controlnets import build_tiny_controlnet, write_controlnet
 
@@ -36,12 +37,6 @@ def server(tmp_path_factory):
         client.services = services
         yield client
     services.shutdown()
-
-
-def b64(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def decode(data: str) -> Image.Image:
