@@ -152,3 +152,13 @@ def test_backend_imports_no_web_framework():
             "print(any(m in sys.modules for m in ('gradio', 'fastapi', 'diffusers')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_ddim_cfgpp_needs_guidance():
+    from pydantic import ValidationError
+
+    from modules.generation.request import validate_request
+
+    with pytest.raises(ValidationError, match="cfg_scale: DDIM CFG\\+\\+ needs a CFG scale above 1"):
+        validate_request({"sampler_name": "DDIM CFG++", "cfg_scale": 1.0})
+    assert validate_request({"sampler_name": "ddim_cfgpp", "cfg_scale": 5.0}).sampler_name == "DDIM CFG++"

@@ -191,6 +191,9 @@ class GenerationRequest(BaseModel):
     def _normalise_and_budget(self) -> "GenerationRequest":
         # "DPM++ 2M Karras" → ("DPM++ 2M", "Karras"); a schedule equal to the sampler's default → Automatic.
         self.sampler_name, self.scheduler = samplers.resolve(self.sampler_name, self.scheduler)
+        if "DDIM CFG++" in (self.sampler_name, self.hr_sampler_name) and self.cfg_scale <= 1:
+            # it steers along the unguided prediction, which the pipeline computes only under guidance
+            raise ValueError("cfg_scale: DDIM CFG++ needs a CFG scale above 1")
         if self.width * self.height > MAX_PIXELS:
             raise ValueError(f"width: {self.width}x{self.height} is over the {MAX_PIXELS // 1_000_000} "
                              "megapixel limit")
