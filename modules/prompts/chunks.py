@@ -14,7 +14,6 @@ from modules.prompts import attention, schedules
 
 CHUNK_TOKENS = 75
 COMMA_BACKTRACK = 20          # A1111's comma_padding_backtrack default
-EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")
 _COMMA_ID = 267               # "," in the CLIP vocabulary
 
 
