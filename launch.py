@@ -122,10 +122,24 @@ def is_installed(package: str) -> bool:
 
 
 def run_pip(command: str, desc: str | None = None, live: bool = False) -> None:
-    """`launch.run_pip("install foo", "foo")`: pip in this interpreter's environment."""
+    """`launch.run_pip("install foo", "foo")`: pip in this interpreter's environment, against the core's
+    constraints (modules/addons/pip_constraints.py): an extension cannot replace the web UI's own packages. pip
+    refuses such an install; this then raises RuntimeError as A1111's does (an install.py fails, an extension's
+    script that called it fails to load, the web UI goes on)."""
     import shlex
 
-    run([sys.executable, "-m", "pip", *shlex.split(command), "--prefer-binary"], f"installing {desc or command}")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from modules.addons import pip_constraints
+
+    words = shlex.split(command)
+    print(f"[launch] installing {desc or command}", flush=True)
+    with pip_constraints.constraints_env() as (env, constraints):
+        extra = ["--prefer-binary", "--constraint", str(constraints)] if pip_constraints.is_install(words) else []
+        result = subprocess.run([sys.executable, "-m", "pip", *words, *extra], cwd=ROOT, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"Couldn't install {desc or command}: pip failed (exit code {result.returncode}); "
+                           "its output says why")
 
 
 def print_help() -> None:

@@ -64,7 +64,7 @@ def prepare_extensions(parser, known) -> None:
     """Before the flags are parsed: run enabled extensions' install.py (unless --skip-install) and their
     preload.py, which may add flags. Failures are reported, never fatal."""
     from modules import paths as paths_module
-    from modules.addons import extensions, script_loading
+    from modules.addons import extensions, pip_constraints, script_loading
     from modules.untrusted import json_file
 
     paths = paths_module.from_args(known)
@@ -73,9 +73,9 @@ def prepare_extensions(parser, known) -> None:
     if not known.skip_install:
         for extension in found:
             ok, output = extensions.run_installer(extension)
-            if not ok:
-                log.error("Extension %s: install.py failed; the extension may not work:\n%s", extension.name,
-                          output)
+            report = pip_constraints.record(paths.extensions, extension.name, ok, output)
+            if report:   # also listed in the Extensions tab
+                log.error("Extension %s: %s", extension.name, report)
     script_loading.preload(parser, found)
 
 

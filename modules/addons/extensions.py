@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import git
 
+from modules.addons import pip_constraints
 from modules.untrusted import user_files
 from modules.cmd_args import is_non_local
 from modules.paths import PROJECT_ROOT
@@ -126,6 +127,10 @@ def discover(paths, options, args) -> list[Extension]:
             for problem in extension.problems:
                 log.warning("Extension %s: %s", folder, problem)
             found.append(extension)
+    reports = pip_constraints.recorded(paths.extensions)   # a failed or refused install.py (logged when it ran)
+    for extension in found:
+        if reports.get(extension.name):
+            extension.problems.append(reports[extension.name])
     enabled_by_name: dict[str, Extension] = {}
     for extension in found:
         extension.disabled_reason = _disabled_reason(extension, disabled, disable_all, args)
@@ -229,11 +234,21 @@ def without_credentials(url: str) -> str:
 
 def run_installer(extension: Extension, project_root: Path = PROJECT_ROOT, timeout: float = 600) -> tuple[bool, str]:
     """Run the extension's install.py (if it has one) as A1111 does: the current interpreter, PYTHONPATH = the
-    project root, in the extension's folder. Returns (ok, the tail of its output); never raises."""
+    project root, in the extension's folder; every pip it starts runs against the core's constraints
+    (`pip_constraints`: PIP_CONSTRAINT), so it cannot replace the web UI's own packages. Returns (ok, the tail of
+    its output); never raises."""
     script = extension.path / "install.py"
     if not script.is_file():
         return True, ""
-    env = {**os.environ, "PYTHONPATH": str(project_root)}
+    try:
+        with pip_constraints.constraints_env({**os.environ, "PYTHONPATH": str(project_root)}) as (env, _):
+            return _run_install_script(extension, script, env, timeout)
+    except OSError as error:   # the constraints file could not be written
+        return False, f"could not start install.py: {error}"
+
+
+def _run_install_script(extension: Extension, script: Path, env: dict[str, str],
+                        timeout: float) -> tuple[bool, str]:
     try:
         # A session of its own: on a timeout the whole group (pip and what it started) is killed.
         process = subprocess.Popen([sys.executable, str(script)], cwd=extension.path, env=env,

@@ -11,7 +11,7 @@ import time
 
 import gradio as gr
 
-from modules.addons import extensions
+from modules.addons import extensions, pip_constraints
 from modules.cmd_args import is_non_local
 from modules.ui.common import PRIVATE, escape_multiline, message_html
 
@@ -164,8 +164,9 @@ def install(services, url: str, branch: str, dirname: str):
     kind = "info"
     if installer is not None:
         ok, output = installer
-        lines.append(("install.py ran." if ok else "install.py FAILED; the extension may not work.")
-                     + (f"\n{output}" if output else ""))
+        report = pip_constraints.record(services.paths.extensions, extension.name, ok, output)
+        lines.append("install.py ran." + (f"\n{output}" if output else "") if ok
+                     else f"{extension.name}: {report}")
         kind = "info" if ok else "warning"
     return (message_html("\n".join(lines), kind), *listing(services))
 
