@@ -15,7 +15,9 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import sys
 import threading
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -82,6 +84,12 @@ class ScriptCallback:
     name: str             # unique name, used for ordering ("<extension>/<file>/<callback>")
 
 
+def error_line(error: BaseException) -> str:
+    """An exception as one line ("ValueError: boom"), as the Extensions tab lists failures."""
+    lines = "".join(traceback.format_exception_only(type(error), error)).strip().splitlines()
+    return lines[-1] if lines else type(error).__name__
+
+
 class CallbackRegistry:
     """Every registered callback by kind, in load order, then as extensions' metadata.ini orders them."""
 
@@ -89,6 +97,7 @@ class CallbackRegistry:
         self._callbacks: dict[str, list[ScriptCallback]] = {name: [] for name in CALLBACK_NAMES}
         self.loading_script = ""      # the script file being imported, recorded with its callbacks
         self.loading_extension = ""   # its extension's canonical name ("base" for the project's scripts)
+        self.failures: dict[tuple[str, str], str] = {}   # (file, "on_<kind> callback") → the last error's line
 
     def add(self, kind: str, callback: Callable, name: str | None = None) -> None:
         """A1111's names, which metadata.ini's [callbacks/<name>] sections order: <extension>/<file>/<kind>[/name],
@@ -122,6 +131,7 @@ class CallbackRegistry:
                 results.append(item.callback(*args, **kwargs))
             except Exception:   # an extension's bug: reported with its origin, the rest goes on
                 log.exception("Error in %s callback %s (%s)", kind, item.name, item.script)
+                self.failures[(item.script, f"on_{kind} callback")] = error_line(sys.exc_info()[1])
         return results
 
     def has(self, kind: str) -> bool:

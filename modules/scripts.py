@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from modules.script_callbacks import error_line
+
 log = logging.getLogger(__name__)
 
 
@@ -185,6 +187,8 @@ class ScriptRunner:
         self.selectable_scripts: list[Script] = []
         self.defaults: dict[str, list] = {}      # script name → default args (from its ui(); see modules/ui/scripts)
         self.arg_infos: dict[str, list[dict]] = {}   # script name → each arg's label, value, range, choices
+        self.ui_failed: set[str] = set()        # names of scripts whose ui() failed: they take their args as sent
+        self.failures: dict[tuple[str, str], str] = {}   # (script file, "ui()" or "<hook>()") → the error's line
 
     def add(self, script: Script) -> None:
         shown = script.show(self.is_img2img)
@@ -220,15 +224,21 @@ class ScriptRunner:
         ValueError: the extra values would shift into the next script's slice of p.script_args."""
         defaults = self.defaults.get(script.name, [])
         given = list(given or [])
+        if script.name in self.ui_failed:   # no controls to count or pad from: what the client sent
+            return given
         if len(given) > len(defaults):
             raise ValueError(f"{script.name}: takes {len(defaults)} arguments, got {len(given)}")
         return given + defaults[len(given):]
 
     def flat_args(self, selected: Script | None, args_by_name: dict[str, list]) -> list:
-        """A1111's p.script_args: [selected index, *every script's args in order]."""
+        """A1111's p.script_args: [selected index, *every script's args in order]. Each script's slice is laid
+        out again from what it is given (a script whose ui() failed takes as many args as were sent); jobs run
+        one at a time, so the slice stays the job's while it runs."""
         flat: list = [self.selectable_scripts.index(selected) + 1 if selected is not None else 0]
         for script in self.scripts:
-            flat += args_by_name.get(script.name, self.defaults.get(script.name, []))
+            args = list(args_by_name.get(script.name, self.defaults.get(script.name, [])))
+            script.args_from, script.args_to = len(flat), len(flat) + len(args)
+            flat += args
         return flat
 
     # ------------------------------------------------------------------ hooks, A1111's order
@@ -238,8 +248,9 @@ class ScriptRunner:
             args = p.script_args[script.args_from:script.args_to]
             try:
                 getattr(script, hook)(p, *extra, *args, **kwargs)
-            except Exception:
+            except Exception as error:
                 log.exception("Error running %s of script %s (%s)", hook, script.title(), script.filename)
+                self.failures[(script.filename, f"{hook}()")] = error_line(error)
 
     def setup(self, p) -> None:
         self._call("setup", p)

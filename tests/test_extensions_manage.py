@@ -15,6 +15,7 @@ import pytest
 
 from modules import paths as paths_module
 from modules.addons import extensions
+from modules.addons.script_loading import ScriptHost
 from modules.cmd_args import parse_args
 from modules.options import Options
 from modules.ui import extensions as tab
@@ -56,7 +57,7 @@ def make_services(tmp_path, *flags: str) -> SimpleNamespace:
     paths = dataclasses.replace(paths_module.from_args(args), extensions_builtin=tmp_path / "builtin")
     paths.extensions.mkdir(parents=True, exist_ok=True)
     return SimpleNamespace(args=args, paths=paths, options=Options(paths.config_file),
-                           scripts=SimpleNamespace(errors=[]))
+                           scripts=ScriptHost())
 
 
 def names_in(folder: Path) -> list[str]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modules import script_callbacks, scripts
-from modules.script_callbacks import CallbackRegistry
+from modules.script_callbacks import CallbackRegistry, error_line
 from modules.scripts import Script, ScriptRunner
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,28 @@ class ScriptHost:
 
         return run_with_scripts(generator, request, job, self.runner(bool(request.init_images)))
 
+    def failures(self) -> list[LoadError]:
+        """Every failure to list in the Extensions tab: imports and preload.py (`errors`), then each script's
+        ui() and hooks and each callback that raised since start, with the file and the error's line."""
+        listed = list(self.errors)
+        seen = {(error.file, error.message) for error in listed}
+        found = [*self.txt2img.failures.items(), *self.img2img.failures.items(), *self.callbacks.failures.items()]
+        for (file, where), message in found:
+            entry = LoadError(self._owner(file), f"{Path(file).name} {where}", message)
+            if (entry.file, entry.message) not in seen:
+                seen.add((entry.file, entry.message))
+                listed.append(entry)
+        return listed
+
+    def _owner(self, file: str) -> str:
+        for extension in self.extensions:
+            try:
+                if Path(file).resolve().is_relative_to(Path(extension.path).resolve()):
+                    return extension.name
+            except (OSError, ValueError):
+                continue
+        return "scripts"
+
     def unload(self) -> None:
         """A1111's on_script_unloaded: extensions release what they hold (shutdown, restart)."""
         self.callbacks.fire("script_unloaded")
@@ -74,6 +96,9 @@ def load(host: ScriptHost, builtin_scripts: Path, extensions: list) -> ScriptHos
     """Import the scripts of `builtin_scripts` and of each enabled extension into `host`."""
     host.loaded = True
     host.extensions = list(extensions)
+    names_enabled = {extension.name for extension in extensions if extension.enabled}
+    host.errors += [error for error in preload_errors
+                    if error.extension in names_enabled and error not in host.errors]
     enabled = [extension for extension in extensions if extension.enabled]
     names = {extension.metadata.canonical_name for extension in enabled}
     usable = []
@@ -95,9 +120,15 @@ def load(host: ScriptHost, builtin_scripts: Path, extensions: list) -> ScriptHos
     return host
 
 
+# preload.py runs while the flags are parsed, before the services (and their ScriptHost) exist: its failures wait
+# here for `load`, which lists them with the others. Set anew by each `preload` call (one per start).
+preload_errors: list[LoadError] = []
+
+
 def preload(parser, extensions: list) -> None:
     """Each enabled extension's preload.py: `preload(parser)` adds its command-line flags (A1111). A failing
-    one is logged and skipped."""
+    one is logged, skipped and kept in `preload_errors` for the Extensions tab."""
+    preload_errors.clear()
     for extension in extensions:
         path = extension.path / "preload.py"
         if not extension.enabled or not path.is_file():
@@ -107,8 +138,11 @@ def preload(parser, extensions: list) -> None:
                                         extension))
             if hasattr(module, "preload"):
                 module.preload(parser)
-        except Exception:
+        except BaseException as error:   # SystemExit from a preload.py too: report, go on
+            if isinstance(error, KeyboardInterrupt):
+                raise
             log.error("Error running preload.py of extension %s:\n%s", extension.name, traceback.format_exc())
+            preload_errors.append(LoadError(extension.name, "preload.py", _last_line(error)))
 
 
 def _script_files(builtin_scripts: Path, extensions: list) -> list[ScriptFile]:
@@ -249,4 +283,4 @@ def _import(script_file: ScriptFile):
 
 
 def _last_line(error: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(error), error)).strip().splitlines()[-1]
+    return error_line(error)

@@ -53,9 +53,13 @@ def table_html(found: list[extensions.Extension], statuses: dict[str, str] | Non
     for item in found:
         name = html.escape(item.name) + (' <span class="extension-builtin">(built-in)</span>' if item.is_builtin
                                           else "")
-        state = "enabled" if item.enabled else f"disabled: {item.disabled_reason}"
+        failed = [error for error in load_errors or [] if error.extension == item.name]
+        state = (_failed_state(item, failed) if item.enabled and failed else "enabled" if item.enabled
+                 else f"disabled: {item.disabled_reason}")
         problems = "".join(f'<div class="extension-problem">{escape_multiline(problem)}</div>'
                            for problem in item.problems)
+        problems += "".join(f'<div class="extension-problem">{html.escape(error.file)}: '
+                            f"{escape_multiline(error.message)}</div>" for error in failed)
         rows.append(
             f"<tr><td>{name}{problems}</td><td>{html.escape(state)}</td><td>{_link(item.remote)}</td>"
             f"<td>{html.escape(item.branch)}</td><td>{html.escape(item.version)}</td>"
@@ -64,11 +68,21 @@ def table_html(found: list[extensions.Extension], statuses: dict[str, str] | Non
     errors = "".join(
         f"<li><b>{html.escape(error.extension)}</b> {html.escape(error.file)}: {escape_multiline(error.message)}</li>"
         for error in load_errors or [])
-    errors = (f'<div class="message warning">These failed to load and were skipped:<ul>{errors}</ul></div>'
+    errors = (f'<div class="message warning">These failed to load or run and were skipped (the rest works):<ul>{errors}</ul></div>'
               if errors else "")
     return (f'{errors}<table id="extensions" class="extensions-table"><thead><tr><th>Extension</th><th>State</th>'
             "<th>URL</th><th>Branch</th><th>Version</th><th>Date</th><th>Update</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _failed_state(item: extensions.Extension, failed: list) -> str:
+    """An enabled extension with failures: "failed to load" when none of its scripts/*.py imported (or it
+    was not loaded at all), else how many of its parts failed."""
+    files = {path.name for path in (item.path / "scripts").glob("*.py")} if (item.path / "scripts").is_dir() else set()
+    not_imported = {error.file for error in failed}
+    if any(error.file == "metadata.ini" for error in failed) or (files and files <= not_imported):
+        return "enabled, failed to load"
+    return f"enabled, {len(failed)} failure{'s' if len(failed) > 1 else ''}"
 
 
 def enabled_choices(found: list[extensions.Extension], options) -> tuple[list[tuple[str, str]], list[str]]:
@@ -85,7 +99,7 @@ def listing(services, statuses: dict[str, str] | None = None):
     """(table, enabled checkboxes, "Disable all extensions") as they are now; run on every page load."""
     found = _found(services)
     choices, ticked = enabled_choices(found, services.options)
-    return (table_html(found, statuses, services.scripts.errors), gr.update(choices=choices, value=ticked),
+    return (table_html(found, statuses, services.scripts.failures()), gr.update(choices=choices, value=ticked),
             services.options.get("disable_all_extensions", "none"))
 
 
@@ -119,7 +133,7 @@ def check_updates(services, statuses: dict[str, str] | None):
     summary = (f"Updates available: {', '.join(behind)}. Those ticked under Update are updated by Apply." if behind
                else "No updates found." if failures else "Every extension with a git remote is up to date.")
     message = message_html("\n".join([*failures, summary]), "warning" if failures else "info")
-    return (message, table_html(found, statuses, services.scripts.errors),
+    return (message, table_html(found, statuses, services.scripts.failures()),
             gr.update(choices=behind, value=behind), statuses)
 
 

@@ -4,7 +4,8 @@ Each script's `ui(is_img2img)` builds its components inside the tab; their value
 positional args (`GenerationRequest.extension_scripts`). Building them also records each script's default
 args and their labels/ranges, which the API uses for requests that leave a script's args out
 (`record_defaults` does the same without a page, for --nowebui). A script whose ui() raises is reported in
-place and gets no args; the rest of the tab works.
+place, its events are removed, it is listed in the Extensions tab and it takes its args as sent; the rest of
+the tab works.
 """
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import logging
 from dataclasses import dataclass, field
 
 import gradio as gr
+from gradio.blocks import Block
+from gradio.context import Context
 
+from modules.script_callbacks import error_line
 from modules.scripts import Script, ScriptRunner
 from modules.ui.common import PRIVATE
 
@@ -115,18 +119,45 @@ def record_defaults(host) -> None:
 
 
 def _add(controls: ScriptControls, script: Script) -> None:
+    """The script's ui() inside the tab. An exception, or an event it wired with something that is not a
+    component among its inputs or outputs (which would break the whole page's config), is contained: the
+    events it added are removed, the error shown in its place and listed (`runner.failures`), and the script
+    takes its args as sent (`runner.ui_failed`)."""
+    runner = controls.runner
     start = len(controls.components)
+    root = Context.root_block
+    events_before = set(root.fns) if root is not None else set()
     try:
-        made = script.ui(controls.runner.is_img2img) or []
+        made = script.ui(runner.is_img2img) or []
         made = list(made.values()) if isinstance(made, dict) else list(made)
-        controls.components += [item for item in made if isinstance(item, gr.components.Component)]
-        controls.paste_fields += [(component, key) for component, key in (script.infotext_fields or [])
-                                  if isinstance(component, gr.components.Component)]
-    except Exception as error:   # one script's broken ui() must not take the tab down
+        _check_events(root, events_before)
+        components = [item for item in made if isinstance(item, gr.components.Component)]
+        paste_fields = [(component, key) for component, key in (script.infotext_fields or [])
+                        if isinstance(component, gr.components.Component)]
+    except Exception as error:   # one script's broken ui() must not take the tab, or the page, down
         log.exception("Error creating the UI of script %s (%s)", script.title(), script.filename)
+        for fn_id in set(root.fns) - events_before if root is not None else ():
+            del root.fns[fn_id]
+        runner.ui_failed.add(script.name)
+        runner.failures[(script.filename, "ui()")] = error_line(error)
         gr.HTML(f"<p class='script-error'>{html.escape(script.title())}: could not build its controls "
-                f"({html.escape(type(error).__name__)}: {html.escape(str(error))})</p>")
+                f"({html.escape(error_line(error))})</p>")
+    else:
+        runner.ui_failed.discard(script.name)
+        runner.failures.pop((script.filename, "ui()"), None)
+        controls.components += components
+        controls.paste_fields += paste_fields
     controls.slices[script.name] = (start, len(controls.components))
+
+
+def _check_events(root, before: set) -> None:
+    """The events added since `before` name only components (Gradio builds the page's config from them)."""
+    for fn_id in set(root.fns) - before if root is not None else ():
+        fn = root.fns[fn_id]
+        for kind, blocks in (("inputs", fn.inputs), ("outputs", fn.outputs)):
+            bad = [block for block in blocks or [] if not isinstance(block, Block)]
+            if bad:
+                raise TypeError(f"an event's {kind} include {bad[0]!r}, not a component")
 
 
 def _defaults(controls: ScriptControls) -> dict[str, list]:
