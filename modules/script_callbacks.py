@@ -152,7 +152,23 @@ class CallbackRegistry:
 
     def ui_tabs(self) -> list:
         """The (blocks, title, elem_id) tuples extensions add as top-level tabs."""
-        return [tab for tabs in self.fire("ui_tabs") if tabs for tab in tabs]
+        return [tab for _, tab in self.ui_tabs_with_origin()]
+
+    def ui_tabs_with_origin(self) -> list[tuple[str, Any]]:
+        """(the registering file, one returned tab entry) for each tab; a failing callback is listed and left out."""
+        entries = []
+        for item in self.callbacks("ui_tabs"):
+            try:
+                tabs = item.callback()
+            except Exception as error:
+                log.exception("Error in ui_tabs callback %s (%s)", item.name, item.script)
+                self.failures[(item.script, "on_ui_tabs callback")] = error_line(error)
+                continue
+            try:
+                entries += [(item.script, tab) for tab in tabs or []]
+            except TypeError:   # not a list: the page reports it as a malformed entry
+                entries.append((item.script, tabs))
+        return entries
 
 
 def _caller_file() -> str:

@@ -119,6 +119,28 @@ def saved(params):
 script_callbacks.on_image_saved(saved)
 '''},
     "all-broken": {"scripts/a.py": 'raise ImportError("import boom")\n'},
+    "bad-tab": {"scripts/bad_tab.py": '''
+import gradio as gr
+from modules import script_callbacks
+
+
+def tabs():
+    with gr.Blocks(analytics_enabled=False) as tab:
+        box = gr.Textbox(label="Bad tab text")
+        gr.Button("Bad tab button").click(lambda text: text, inputs=[box], outputs=[box])
+    tab.fns[max(tab.fns)].inputs.append(None)   # as if Gradio had taken a None input half-way
+    return [(tab, "Bad tab", "bad_tab")]
+
+
+def good_tabs():
+    with gr.Blocks(analytics_enabled=False) as tab:
+        gr.Markdown("Good tab text")
+    return [(tab, "Good tab", "good_tab"), "not a tab"]
+
+
+script_callbacks.on_ui_tabs(tabs)
+script_callbacks.on_ui_tabs(good_tabs)
+'''},
 }
 
 
@@ -157,6 +179,7 @@ def test_the_page_and_the_api_are_served(server):
     text = str(config.json())
     assert "Good button" in text and "None input: could not build its controls" in text
     assert "Raising UI: could not build its controls" in text
+    assert "Good tab text" in text and "Bad tab text" not in text   # the tab with a broken event is left out
     assert server.get("/sdapi/v1/options").status_code == 200
 
 
@@ -197,6 +220,9 @@ def test_the_extensions_tab_lists_each_failure_with_file_and_error(server):
     assert failures[("bad-hook", "bad_hook.py process()")] == "KeyError: 'hook boom'"
     assert failures[("bad-hook", "bad_hook.py on_image_saved callback")] == "OSError: callback boom"
     assert failures[("all-broken", "a.py")] == "ImportError: import boom"
+    assert failures[("bad-tab", "bad_tab.py on_ui_tabs tab 'Bad tab'")] == (
+        "TypeError: an event's inputs include None, not a component")
+    assert failures[("bad-tab", "bad_tab.py on_ui_tabs tab")] == "returned str, not (gr.Blocks, title, elem_id)"
     assert not any(extension == "good-ext" for extension, _ in failures)
     table = tab.listing(server.services)[0]
     rows = {row.split("<")[0].strip(): row for row in table.split("<tr><td>")[1:]}

@@ -12,12 +12,15 @@ import logging
 from pathlib import Path
 
 import gradio as gr
+from gradio.context import Context
 
 from modules.untrusted import user_files
 from modules.cmd_args import gradio_credentials
 from modules.ui import extensions as extensions_tab, extras, img2img, pnginfo, send_to, topbar, txt2img
 from modules.ui import merger as merger_tab
 from modules.ui import controlnet_tab, gallery_buttons, settings, settings_pages, ui_config
+from modules.script_callbacks import error_line
+from modules.ui.scripts import check_events
 
 HERE = Path(__file__).resolve().parent
 RESERVED_TAB_IDS = {"txt2img", "img2img", "controlnet", "extras", "pnginfo", "modelmerger", "settings", "extensions"}
@@ -28,7 +31,7 @@ def create_ui(services, server_control=None) -> gr.Blocks:
     """`server_control` (modules.api.server.ServerControl) lets the Extensions tab restart the server."""
     callbacks = services.scripts.callbacks
     callbacks.fire("before_ui")
-    extension_tabs = callbacks.ui_tabs()   # built by the extensions outside the page, rendered in their tabs below
+    extension_tabs = callbacks.ui_tabs_with_origin()   # built by the extensions outside the page, rendered in their tabs below
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
         bar = topbar.create_topbar(demo, services)
         with gr.Tabs(elem_id="tabs") as tabs:   # A1111's order and tab ids
@@ -44,8 +47,8 @@ def create_ui(services, server_control=None) -> gr.Blocks:
                 pnginfo_tab = pnginfo.create_tab()
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
                 merger_tab.create_tab(services, demo=demo, topbar=bar)
-            for entry in extension_tabs:   # on_ui_tabs: (gr.Blocks, title, elem_id)
-                _extension_tab(entry)
+            for script, entry in extension_tabs:   # on_ui_tabs: (gr.Blocks, title, elem_id)
+                _extension_tab(entry, script, callbacks.failures)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings_tab = settings.create_tab(services, demo=demo)
             with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
@@ -57,20 +60,37 @@ def create_ui(services, server_control=None) -> gr.Blocks:
     return demo
 
 
-def _extension_tab(entry) -> None:
-    """One extension's tab; a malformed entry or a failing render is logged and left out, the page still builds."""
+def _extension_tab(entry, script: str = "", failures: dict | None = None) -> None:
+    """One extension's tab; a malformed entry, an event wired to something that is not a component, or a failing
+    render is logged, listed in the Extensions tab (`failures`, by the registering file) and left out: the page
+    still builds."""
+    failures = {} if failures is None else failures
     if not (isinstance(entry, (tuple, list)) and len(entry) == 3 and isinstance(entry[0], gr.Blocks)):
         log.error("on_ui_tabs returned %r, not (gr.Blocks, title, elem_id): skipped", entry)
+        failures[(script, "on_ui_tabs tab")] = f"returned {type(entry).__name__}, not (gr.Blocks, title, elem_id)"
         return
     blocks, title, elem_id = entry
+    where = f"on_ui_tabs tab {str(title)!r}"
     if elem_id in RESERVED_TAB_IDS:
         log.error("Extension tab %r skipped: its id %r is one of the web UI's own", title, elem_id)
+        failures[(script, where)] = f"tab id {elem_id!r} is one of the web UI's own"
+        return
+    try:
+        check_events(blocks, set())
+    except TypeError as error:
+        log.error("Extension tab %r skipped: %s", title, error)
+        failures[(script, where)] = error_line(error)
         return
     with gr.Tab(str(title), id=str(elem_id), elem_id=f"tab_{elem_id}"):
+        root = Context.root_block
+        events_before = set(root.fns) if root is not None else set()
         try:
             blocks.render()
         except Exception as error:
             log.exception("Extension tab %r could not be shown", title)
+            for fn_id in set(root.fns) - events_before if root is not None else ():
+                del root.fns[fn_id]
+            failures[(script, where)] = error_line(error)
             gr.HTML(f"<p class='script-error'>{html.escape(str(title))}: could not be shown "
                     f"({html.escape(type(error).__name__)}: {html.escape(str(error))})</p>")
 

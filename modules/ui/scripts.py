@@ -130,7 +130,7 @@ def _add(controls: ScriptControls, script: Script) -> None:
     try:
         made = script.ui(runner.is_img2img) or []
         made = list(made.values()) if isinstance(made, dict) else list(made)
-        _check_events(root, events_before)
+        check_events(root, events_before)
         components = [item for item in made if isinstance(item, gr.components.Component)]
         paste_fields = [(component, key) for component, key in (script.infotext_fields or [])
                         if isinstance(component, gr.components.Component)]
@@ -150,8 +150,9 @@ def _add(controls: ScriptControls, script: Script) -> None:
     controls.slices[script.name] = (start, len(controls.components))
 
 
-def _check_events(root, before: set) -> None:
-    """The events added since `before` name only components (Gradio builds the page's config from them)."""
+def check_events(root, before: set) -> None:
+    """The events of `root` added since `before` name only components (Gradio builds the page's config from
+    them); else a TypeError naming the first that does not."""
     for fn_id in set(root.fns) - before if root is not None else ():
         fn = root.fns[fn_id]
         for kind, blocks in (("inputs", fn.inputs), ("outputs", fn.outputs)):
