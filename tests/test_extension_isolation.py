@@ -119,6 +119,17 @@ def saved(params):
 script_callbacks.on_image_saved(saved)
 '''},
     "all-broken": {"scripts/a.py": 'raise ImportError("import boom")\n'},
+    "bad-title": {"scripts/bad_title.py": '''
+from modules import scripts
+
+
+class BadTitle(scripts.Script):
+    def title(self):
+        raise RuntimeError("title boom")
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+'''},
     "bad-tab": {"scripts/bad_tab.py": '''
 import gradio as gr
 from modules import script_callbacks
@@ -220,6 +231,7 @@ def test_the_extensions_tab_lists_each_failure_with_file_and_error(server):
     assert failures[("bad-hook", "bad_hook.py process()")] == "KeyError: 'hook boom'"
     assert failures[("bad-hook", "bad_hook.py on_image_saved callback")] == "OSError: callback boom"
     assert failures[("all-broken", "a.py")] == "ImportError: import boom"
+    assert failures[("bad-title", "bad_title.py")] == "RuntimeError: title boom"
     assert failures[("bad-tab", "bad_tab.py on_ui_tabs tab 'Bad tab'")] == (
         "TypeError: an event's inputs include None, not a component")
     assert failures[("bad-tab", "bad_tab.py on_ui_tabs tab")] == "returned str, not (gr.Blocks, title, elem_id)"

@@ -241,6 +241,8 @@ def _load_file(host: ScriptHost, script_file: ScriptFile) -> None:
             for runner in (host.txt2img, host.img2img):
                 script = cls()
                 script.filename = str(script_file.path)
+                if not isinstance(script.title(), str):   # the UI and API name scripts by it: fail here, not there
+                    raise TypeError(f"{cls.__name__}.title() returned {type(script.title()).__name__}, not str")
                 runner.add(script)
     except BaseException as error:   # SystemExit and KeyboardInterrupt from a script file too: report, go on
         if isinstance(error, KeyboardInterrupt):
