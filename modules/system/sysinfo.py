@@ -156,14 +156,14 @@ def collect(args, paths, options: dict, extensions: list, project_root: Path) ->
         "Extensions dir": str(paths.extensions),
         "Time": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "Commandline": redact_argv(sys.argv),
-        "Flags": {key: value for key, value in public_flags(args).items() if _jsonable(value)},
+        "Flags": {key: value for key, value in public_flags(args).items() if jsonable(value)},
         "Torch": torch_info(),
         "CPU": cpu,
         "RAM": ram,
         "Extensions": enabled,
         "Inactive extensions": disabled,
         "Environment": environment(),
-        "Config": settings({key: value for key, value in options.items() if _jsonable(value)}),
+        "Config": settings({key: value for key, value in options.items() if jsonable(value)}),
         "Packages": packages(),
     }
 
@@ -172,7 +172,8 @@ def to_json(report: dict) -> str:
     return json.dumps(report, ensure_ascii=False, indent=4, default=str)
 
 
-def _jsonable(value) -> bool:
+def jsonable(value) -> bool:
+    """Whether json.dumps takes `value` as it is."""
     try:
         json.dumps(value)
     except (TypeError, ValueError):

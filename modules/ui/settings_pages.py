@@ -93,7 +93,7 @@ def changed_defaults(saved: dict, values: dict[str, Any]) -> list[tuple[str, Any
         old = saved.get(key)
         if new is None and old == "":
             continue
-        if new == old or (old is None and new in ("", [])) or not _jsonable(new):
+        if new == old or (old is None and new in ("", [])) or not sysinfo.jsonable(new):
             continue
         changes.append((key, old, new))
     return changes
@@ -123,14 +123,6 @@ def _shown(value) -> str:
     if value is None:
         return "<span class='ui-defaults-none'>None</span>"
     return html.escape(json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value)
-
-
-def _jsonable(value) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 # ------------------------------------------------------------------ Sysinfo, Licenses
