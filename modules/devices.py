@@ -132,3 +132,61 @@ def memory_stats(device: torch.device) -> dict:
     else:
         stats["cuda"] = {"error": "no CUDA device"}
     return stats
+
+
+# ---------------------------------------------------------------- A1111's `modules.devices` for extensions
+
+cpu = torch.device("cpu")
+_running: DeviceConfig | None = None   # the server's configuration, once it has started (shared.bind)
+
+
+def bind_for_extensions(config: DeviceConfig) -> None:
+    global _running
+    _running = config
+
+
+def __getattr__(name: str):
+    # A1111's module attributes that follow the running server (PEP 562): device, dtype, dtype_vae, dtype_unet.
+    config = _running
+    if name in ("device", "dtype", "dtype_vae", "dtype_unet", "dtype_inference"):
+        if config is None:
+            raise AttributeError(f"modules.devices.{name} is read before the web UI has started")
+        return {"device": config.device, "dtype": config.dtype, "dtype_vae": config.vae_dtype,
+                "dtype_unet": config.dtype, "dtype_inference": config.dtype}[name]
+    raise AttributeError(f"module 'modules.devices' has no attribute {name!r}")
+
+
+def get_optimal_device() -> torch.device:
+    return _running.device if _running is not None else cpu
+
+
+def get_device_for(task: str) -> torch.device:
+    """A1111: the device for a task ("sd", "interrogate", ...); here every task runs on the one device."""
+    return get_optimal_device()
+
+
+def torch_gc() -> None:
+    """Free what Python and CUDA's cache hold (A1111's torch_gc)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.ipc_collect()
+
+
+def autocast(disable: bool = False):
+    """A1111's autocast(): mixed precision on CUDA when the models run in half precision, else nothing."""
+    import contextlib
+
+    config = _running
+    if disable or config is None or not config.is_cuda or config.dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=config.dtype)
+
+
+def without_autocast(disable: bool = False):
+    import contextlib
+
+    return torch.autocast("cuda", enabled=False) if torch.is_autocast_enabled() and not disable \
+        else contextlib.nullcontext()

@@ -109,3 +109,27 @@ def from_args(args) -> Paths:
         config_file=pick(args.ui_settings_file, data / "config.json"),
         ui_config_file=pick(args.ui_config_file, data / "ui-config.json"),
     )
+
+
+# ---------------------------------------------------------------- A1111's `modules.paths` for extensions
+
+_running: Paths | None = None   # the server's folders, once it has started (shared.bind)
+
+# A1111's names → the folder they stand for here
+_A1111_NAMES = {"data_path": "data", "models_path": "models", "extensions_dir": "extensions",
+                "extensions_builtin_dir": "extensions_builtin"}
+script_path = str(PROJECT_ROOT)   # A1111: its own folder (where scripts/, extensions-builtin/ are)
+
+
+def bind_for_extensions(paths: Paths) -> None:
+    global _running
+    _running = paths
+
+
+def __getattr__(name: str):
+    # A1111's module attributes that follow the running server's folders (PEP 562), as strings like A1111's.
+    if name in _A1111_NAMES:
+        if _running is None:
+            raise AttributeError(f"modules.paths.{name} is read before the web UI has started")
+        return str(getattr(_running, _A1111_NAMES[name]))
+    raise AttributeError(f"module 'modules.paths' has no attribute {name!r}")

@@ -18,8 +18,13 @@ _services = None
 
 
 def bind(services) -> None:
+    """Point A1111's module globals (here, and `devices.device`, `paths.data_path`, …) at the running server."""
     global _services
     _services = services
+    from modules import devices, paths
+
+    devices.bind_for_extensions(services.devices)
+    paths.bind_for_extensions(services.paths)
 
 
 def services():
