@@ -80,7 +80,9 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, preview: Callable
     `preview(latents, pipeline)` makes the live preview every `preview_every` model calls (None: no previews);
     `callbacks` holds extensions' cfg_denoiser / cfg_denoised / cfg_after_cfg callbacks."""
     # 1. The pipeline, the sampler started on it, and the pipeline call's arguments.
-    capture = _UnguidedCapture()
+    cfgpp = step.resume is None and samplers.get_sampler(
+        samplers.resolve(step.sampler_name)[0]).algorithm == "ddim_cfgpp"
+    capture = _UnguidedCapture() if cfgpp else None
     pipe, kwargs = _pipeline_call(model, pipe, step, capture)
     stop_after = None if step.switch_at is None else max(1, int(step.calls * step.switch_at))
     runs = step.calls if stop_after is None else min(step.calls, stop_after)
@@ -100,7 +102,7 @@ def denoise(model: LoadedModel, pipe, step: Pass, job: Job, *, preview: Callable
         used.append(features.TokenMerging(step.token_merging_ratio))
     if callbacks is not None:
         used.append(features.ScriptCallbacks(callbacks, state, images))
-    if capture.wanted:
+    if capture is not None:
         used.append(capture)
     used.append(features.StopPoints(lambda: job.should_stop, also=[control.model for control in step.controls]))
 
@@ -134,7 +136,6 @@ class _UnguidedCapture(features.LoopFeature):
     """DDIM CFG++ points its step along the unguided prediction: the UNet's last (uncond, cond) outputs."""
 
     def __init__(self):
-        self.wanted = False
         self.last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def patch(self, pipe):
@@ -162,7 +163,8 @@ def _kept_area(step: Pass, latents: torch.Tensor) -> torch.Tensor:
     return latents * (1.0 - keep) + step.init_latents.to(latents.device, latents.dtype) * keep
 
 
-def _pipeline_call(model: LoadedModel, pipe, step: Pass, capture: _UnguidedCapture) -> tuple[Any, dict[str, Any]]:
+def _pipeline_call(model: LoadedModel, pipe, step: Pass,
+                   capture: _UnguidedCapture | None) -> tuple[Any, dict[str, Any]]:
     """The pipeline for the pass (an image pass derives the img2img/inpaint one) with its sampler started, and
     the keyword arguments of its call."""
     image_pass = step.init_latents is not None or step.resume is not None
@@ -178,7 +180,6 @@ def _pipeline_call(model: LoadedModel, pipe, step: Pass, capture: _UnguidedCaptu
 
         sampler = KSamplerScheduler()
         chosen = samplers.get_sampler(samplers.resolve(step.sampler_name)[0])
-        capture.wanted = chosen.algorithm == "ddim_cfgpp"
         if step.rng is None or step.seeds is None:
             raise ValueError("a pass needs its seeds' generators (rng.ImageRNG) and seeds")
         noise = PassNoise(step.noise, step.rng, step.seeds)
@@ -188,7 +189,7 @@ def _pipeline_call(model: LoadedModel, pipe, step: Pass, capture: _UnguidedCaptu
             steps=step.steps, noise=noise, settings=step.settings, eta=step.eta,
             image=step.init_latents.float() if step.init_latents is not None else None, strength=step.strength,
             exact_steps=step.exact_steps, hires=step.hires,
-            unguided=capture if capture.wanted else None, cfg_scale=step.cfg_scale)
+            unguided=capture, cfg_scale=step.cfg_scale)
         step.calls, step.infotext = started.calls, started.infotext
         if step.mask is not None and step.init_latents is not None:
             _blend_kept_area(sampler, step)

@@ -33,9 +33,6 @@ class CallTimesteps(list):
             return torch.stack(list.__getitem__(self, key))
         return list.__getitem__(self, key)
 
-    def to(self, *args, **kwargs):
-        return self
-
 
 class KSamplerScheduler(SchedulerMixin, ConfigMixin):
     order = 1
@@ -100,9 +97,6 @@ class KSamplerScheduler(SchedulerMixin, ConfigMixin):
             raise RuntimeError("KSamplerScheduler.begin() must run before the pipeline")
         self.num_inference_steps = len(self.timesteps)
 
-    def set_begin_index(self, begin_index: int = 0):
-        pass
-
     def _model_latents(self) -> tuple[torch.Tensor, torch.Tensor]:
         x, level = self._pending
         return (self.blend_input(x) if self.blend_input is not None else x), level
@@ -129,7 +123,4 @@ class KSamplerScheduler(SchedulerMixin, ConfigMixin):
         """diffusers' inpaint loop noises the kept area with this; the pipeline is given no mask for 4-channel
         models (the blend happens here), so this only needs to be harmless."""
         return original
-
-    def __len__(self):
-        return 1000
 
