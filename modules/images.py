@@ -159,6 +159,12 @@ def _publish(folder: Path, temp: Path, namer: "_Namer") -> Path:
         raise
 
 
+def write_new(folder: Path, data: bytes, namer) -> Path:
+    """Write `data` atomically under the first free name `namer` gives (`namer.start(folder)`, then `namer(n)` for
+    n upwards), never replacing a file: the numbered saves' way, for any file (the Save buttons' zip)."""
+    return _publish(folder, _write_temp(folder, data), namer)
+
+
 class _Namer:
     """File names for one save: ``NNNNN-SEED.ext`` or ``grid-NNNN.ext``."""
 

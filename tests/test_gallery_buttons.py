@@ -93,6 +93,8 @@ def test_zip_holds_the_saved_images_and_is_offered_first(tmp_path, pictures):
             with Image.open(io.BytesIO(archive.read(name))) as image:
                 assert image.info["parameters"] in INFOTEXTS
     assert len(rows(folder)) == 2   # the zip button saves (and logs) like 💾
+    again = gallery_files.write_zip(folder, saved.archive.stem, saved)   # the same name in the same second
+    assert again.name == f"{saved.archive.stem}-1.zip" and zipfile.ZipFile(saved.archive).namelist() == saved.names
 
 
 def test_an_older_log_gets_the_new_header_and_its_rows_padded(tmp_path, pictures):

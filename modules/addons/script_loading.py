@@ -142,7 +142,7 @@ def preload(parser, extensions: list) -> None:
             if isinstance(error, KeyboardInterrupt):
                 raise
             log.error("Error running preload.py of extension %s:\n%s", extension.name, traceback.format_exc())
-            preload_errors.append(LoadError(extension.name, "preload.py", _last_line(error)))
+            preload_errors.append(LoadError(extension.name, "preload.py", error_line(error)))
 
 
 def _script_files(builtin_scripts: Path, extensions: list) -> list[ScriptFile]:
@@ -248,7 +248,7 @@ def _load_file(host: ScriptHost, script_file: ScriptFile) -> None:
         if isinstance(error, KeyboardInterrupt):
             raise
         log.error("Error loading script %s:\n%s", script_file.path, traceback.format_exc())
-        host.errors.append(LoadError(owner, script_file.path.name, _last_line(error)))
+        host.errors.append(LoadError(owner, script_file.path.name, error_line(error)))
         host.callbacks.remove_script(str(script_file.path))
         for runner in (host.txt2img, host.img2img):
             runner.scripts = [s for s in runner.scripts if s.filename != str(script_file.path)]
@@ -283,6 +283,3 @@ def _import(script_file: ScriptFile):
         raise
     return module
 
-
-def _last_line(error: BaseException) -> str:
-    return error_line(error)

@@ -140,9 +140,10 @@ def to_generation_request(body: models.Txt2ImgRequest, services: Services) -> Ge
         if hasattr(body, name) and _wanted(getattr(body, name)):
             raise validation_error([name], reason, "not_supported")
     data: dict[str, Any] = {}
-    if body.infotext:
+    pasted = infotext.parse_infotext(body.infotext) if body.infotext else None
+    if pasted is not None:
         # A1111's Api.apply_infotext: fill fields the client did not set from pasted infotext.
-        parsed = infotext.infotext_to_request_fields(infotext.parse_infotext(body.infotext))["fields"]
+        parsed = infotext.infotext_to_request_fields(pasted)["fields"]
         data.update({k: v for k, v in parsed.items()
                      if k in GenerationRequest.model_fields and k not in body.model_fields_set})
     explicit = body.model_fields_set
@@ -179,10 +180,10 @@ def to_generation_request(body: models.Txt2ImgRequest, services: Services) -> Ge
     data["save_images"] = save and not body.do_not_save_samples
     data["save_grid"] = save and not body.do_not_save_grid
     overrides = dict(body.override_settings or {})
-    if body.infotext:   # A1111's apply_infotext: the settings the infotext names, unless override_settings has them
+    if pasted is not None:   # A1111's apply_infotext: the settings it names, unless override_settings has them
         named = infotext.SETTINGS_FROM_INFOTEXT.values()
         current = {name: getattr(services.options, name) for name in named if hasattr(services.options, name)}
-        for key, value in infotext.infotext_to_settings(infotext.parse_infotext(body.infotext), current).items():
+        for key, value in infotext.infotext_to_settings(pasted, current).items():
             overrides.setdefault(key, value)
     data.update(_override_fields(overrides, services))
     try:

@@ -154,12 +154,20 @@ def write_zip(folder: Path, name: str, saved: SavedImages) -> Path:
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path, member in zip(saved.files, saved.names):
             archive.write(path, member)
-    number, target = 0, folder / f"{name}.zip"
-    while target.exists():
-        number += 1
-        target = folder / f"{name}-{number}.zip"
-    images.replace_atomically(target, buffer.getvalue())
-    return target
+    return images.write_new(folder, buffer.getvalue(), _ZipNames(name))
+
+
+class _ZipNames:
+    """`name.zip`, then `name-1.zip`, … (for images.write_new)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def start(self, folder: Path) -> int:
+        return 0
+
+    def __call__(self, number: int) -> str:
+        return f"{self.name}.zip" if number == 0 else f"{self.name}-{number}.zip"
 
 
 # ------------------------------------------------------------------ 📂

@@ -35,14 +35,9 @@ def infotext_source(prompt_text: str | None, params_file: Path) -> str:
     return text
 
 
-def request_fields(text: str, warnings: list[str]) -> dict[str, Any]:
-    """GenerationRequest field names → values parsed from A1111 infotext; what could not be used is
-    described in `warnings`."""
-    return parsed_fields(infotext.parse_infotext(text), warnings)
-
-
 def parsed_fields(parsed: dict, warnings: list[str]) -> dict[str, Any]:
-    """`request_fields` for an infotext already parsed with `infotext.parse_infotext`."""
+    """GenerationRequest field names → values, from an infotext parsed with `infotext.parse_infotext`; what could
+    not be used is described in `warnings`."""
     converted = infotext.infotext_to_request_fields(parsed)
     fields = dict(converted["fields"])
     warnings.extend(f"{key}: {reason}" for key, reason in converted.get("errors", {}).items())

@@ -25,7 +25,8 @@ def paste_handler(services, fields: dict, script_controls=None):
             return {}
         warnings: list[str] = []
         try:
-            parsed = paste.request_fields(text, warnings)
+            raw = infotext.parse_infotext(text)
+            parsed = paste.parsed_fields(raw, warnings)
         except Exception as error:  # noqa: BLE001 - odd text in the prompt box must not break the page
             log.warning("could not parse infotext: %s", error)
             gr.Warning(html.escape(f"Could not read generation parameters: {error}"), title="Paste")
@@ -40,10 +41,9 @@ def paste_handler(services, fields: dict, script_controls=None):
         updates.update(controlnet.paste_updates(services, parsed.get("controlnet_units"), fields, warnings,
                                                 untick_others=False))
         if script_controls is not None:
-            updates.update(script_controls.paste_updates(infotext.parse_infotext(text)))
+            updates.update(script_controls.paste_updates(raw))
         if "override_settings" in fields:   # the settings it names (no "RNG" means GPU, as in A1111)
-            updates[fields["override_settings"]] = override_settings.pasted(services.options,
-                                                                            infotext.parse_infotext(text))
+            updates[fields["override_settings"]] = override_settings.pasted(services.options, raw)
         if warnings:
             gr.Warning(escape_multiline("Not pasted: " + "\n".join(warnings)), title="Paste")
         return updates

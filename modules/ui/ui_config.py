@@ -7,13 +7,13 @@ back, so the file lists every control a user can set. A damaged file is left as 
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import gradio as gr
 
+from modules.system.sysinfo import jsonable
 from modules.untrusted import json_file, user_files
 from modules.untrusted.json_file import write_json_atomically
 
@@ -138,14 +138,6 @@ def _set(component, field: str, value) -> None:
     setattr(component, field, component.postprocess(value) if field == "value" else value)
 
 
-def _jsonable(value) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
 def apply_ui_config(path: Path, tabs: gr.Tabs) -> None:
     """Give the components under each top-level tab of `tabs` their saved defaults; write the missing keys."""
     saved, usable = read_ui_config(path)
@@ -160,7 +152,7 @@ def apply_ui_config(path: Path, tabs: gr.Tabs) -> None:
                     current = getattr(component, field)
                     if current is None and field == "value" and isinstance(component, gr.Textbox):
                         current = ""   # Gradio keeps an empty text as None; A1111's file has ""
-                    if key not in missing and _jsonable(current):
+                    if key not in missing and jsonable(current):
                         missing[key] = current
                     continue
                 if saved[key] is None:   # written for a control that had no value: nothing to apply
