@@ -98,6 +98,19 @@ def current_family(services):
     return model.family if model is not None else None
 
 
+def refreshed_models(services, current: str):
+    """The model dropdown after re-reading the ControlNet folder: the loaded checkpoint's family's models, and
+    `current` kept even when it is another family's (the job then says why it cannot use it)."""
+    services.controlnet.registry.refresh()
+    return model_update(services, current)
+
+
+def model_update(services, current: str):
+    """The model dropdown for the loaded checkpoint's family, `current` kept."""
+    choices = model_choices(services, keep=current)
+    return gr.update(choices=choices, value=current if current in choices else NO_MODEL)
+
+
 def model_choices(services, keep: str | None = None) -> list[str]:
     """"None" and the ControlNets of the loaded checkpoint's family; `keep`, a unit's pick, stays in the list
     even when it is for another family, so that Generate says what is wrong rather than the pick vanishing."""
@@ -284,12 +297,8 @@ def _connect_unit(services, unit: UnitControls, width: gr.Slider, height: gr.Sli
     unit.allow_preview.change(lambda allowed: gr.update(visible=allowed), inputs=[unit.allow_preview],
                               outputs=[unit.preview_column], queue=False, **quiet)
 
-    def refresh(current: str):
-        services.controlnet.registry.refresh()
-        choices = model_choices(services, keep=current)
-        return gr.update(choices=choices, value=current if current in choices else NO_MODEL)
-
-    unit.refresh_models.click(refresh, inputs=[fields["model"]], outputs=[fields["model"]], **quiet)
+    unit.refresh_models.click(lambda current: refreshed_models(services, current), inputs=[fields["model"]],
+                              outputs=[fields["model"]], **quiet)
 
     def run(image, module, resolution, threshold_a, threshold_b, pixel_perfect, resize_mode, target_w, target_h):
         detected = preview_map(services, unit.index, image, module, resolution, threshold_a, threshold_b,
@@ -321,11 +330,7 @@ def create_panel(services, tab: str, width: gr.Slider, height: gr.Slider, demo: 
     models = [unit.fields["model"] for unit in units]
 
     def for_family(*current):
-        updates = []
-        for value in current:
-            choices = model_choices(services, keep=value)
-            updates.append(gr.update(choices=choices, value=value if value in choices else NO_MODEL))
-        return updates
+        return [model_update(services, value) for value in current]
 
     # The page may be older than the loaded model, and a checkpoint switch changes which ControlNets fit.
     if demo is not None:

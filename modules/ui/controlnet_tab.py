@@ -171,9 +171,7 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> ControlN
                  inputs=[chosen, model], outputs=[model], **quiet)
 
     def refreshed(current: str):
-        services.controlnet.registry.refresh()
-        choices = controlnet.model_choices(services)
-        return gr.update(choices=choices, value=current if current in choices else controlnet.NO_MODEL)
+        return controlnet.refreshed_models(services, current)
 
     refresh.click(refreshed, inputs=[model], outputs=[model], **quiet)
     if demo is not None:   # the list follows the loaded checkpoint's family, as the accordion's does
