@@ -1,5 +1,6 @@
 """A1111's processing API, where scripts and extensions import it from: `p` (StableDiffusionProcessing*),
-`Processed`, `process_images(p)`, `fix_seed`, `get_fixed_seed`.
+`Processed`, `process_images(p)`, `fix_seed`, `get_fixed_seed`, `create_infotext`, `create_random_tensors`,
+`create_binary_mask`, `opt_f`/`opt_C`.
 
 `p` is a mutable object carrying every field of our `GenerationRequest` under A1111's names, plus A1111's
 extras (`extra_generation_params`, `all_prompts`, `all_seeds`, `override_settings`, `script_args`, ...).
@@ -19,13 +20,16 @@ from PIL import Image
 
 from modules import shared
 from modules.diffusion import noise
-from modules.generation.context import ScriptHooks as NoHooks
+from modules.generation.context import ImagePrompts, ScriptHooks as NoHooks
 from modules.generation.request import OVERRIDE_FIELDS, GenerationRequest, validate_request
 from modules.generation.results import GenerationResult
 from modules.jobs import Job, JobError
 from modules.scripts import PostprocessBatchListArgs, PostprocessImageArgs, ScriptRunner
 
 log = logging.getLogger(__name__)
+
+opt_C = 4   # A1111's latent channels and VAE scale factor (SD 1.x, 2.x and SDXL)
+opt_f = 8
 
 
 def request_fields() -> dict[str, Any]:
@@ -109,8 +113,9 @@ class StableDiffusionProcessing:
         data["option_overrides"] = overrides
         data["extension_scripts"] = {}      # scripts already ran: what is validated here is the plain request
         data["selected_script"] = None
-        if isinstance(data.get("prompt"), list) or isinstance(data.get("negative_prompt"), list):
-            raise JobError("prompt: a list of prompts is not supported here; call process_images once per prompt")
+        for name in ("prompt", "negative_prompt"):   # A1111 takes a list: one per image (see _setup_prompts)
+            if isinstance(data.get(name), list):
+                data[name] = str(data[name][0]) if data[name] else ""
         context = {} if generator is None else dict(
             registry=generator.manager.registry, networks=generator.networks, upscalers=generator.upscalers,
             controlnet=generator.controlnet)
@@ -160,6 +165,12 @@ class Processed:
         self.warnings: list[str] = []
         self.saved: list[str] = []
 
+    def infotext(self, p: StableDiffusionProcessing, index: int) -> str:
+        """A1111's: the infotext of image `index` (counted without the grid)."""
+        texts = self.infotexts[self.index_of_first_image:]
+        return texts[index] if 0 <= index < len(texts) else create_infotext(p, self.all_prompts, self.all_seeds,
+                                                                           self.all_subseeds, index=index)
+
     def js(self) -> str:
         return json.dumps({"prompt": self.prompt, "all_prompts": self.all_prompts,
                            "negative_prompt": self.negative_prompt, "seed": self.seed, "all_seeds": self.all_seeds,
@@ -174,7 +185,8 @@ class Processed:
     def from_result(cls, p: StableDiffusionProcessing, result) -> "Processed":
         processed = cls(p, result.images, seed=result.seeds[0] if result.seeds else -1, info=result.info_json(),
                         subseed=result.subseeds[0] if result.subseeds else -1,
-                        all_prompts=p.all_prompts, all_negative_prompts=p.all_negative_prompts,
+                        all_prompts=result.prompts or p.all_prompts,
+                        all_negative_prompts=result.negative_prompts or p.all_negative_prompts,
                         all_seeds=result.seeds, all_subseeds=result.subseeds,
                         index_of_first_image=result.index_of_first_image, infotexts=result.infotexts,
                         extra_images_list=result.detected_maps)
@@ -204,7 +216,8 @@ class ScriptHooks(NoHooks):
         p = self.p
         p.iteration = batch_number
         p.prompts, p.seeds, p.subseeds = prompts, seeds, subseeds
-        p.negative_prompts = [p.negative_prompt] * len(prompts)
+        first = batch_number * p.batch_size
+        p.negative_prompts = p.all_negative_prompts[first:first + len(prompts)] or [p.negative_prompt] * len(prompts)
         if self.runner is not None:
             kwargs = dict(batch_number=batch_number, prompts=prompts, seeds=seeds, subseeds=subseeds)
             self.runner.before_process_batch(p, **kwargs)
@@ -226,15 +239,54 @@ class ScriptHooks(NoHooks):
         return pp.image if isinstance(pp.image, Image.Image) else image
 
 
-def _setup_prompts(p: StableDiffusionProcessing) -> None:
-    """A1111's setup_prompts and seed resolution: concrete seeds, one prompt per image."""
+_PER_IMAGE = ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds")
+
+
+def _setup_prompts(p: StableDiffusionProcessing) -> dict[str, list]:
+    """A1111's setup_prompts and seed resolution: one prompt (styles applied), negative prompt, seed and variation
+    seed per image (`p.prompt` may be a list: one per image). Returns the lists as set, to see what scripts change."""
     count = p.batch_size * p.n_iter
-    p.seed = noise.resolve_seed(p.seed)
-    p.subseed = noise.resolve_seed(p.subseed)
-    p.all_prompts = [p.prompt] * count
-    p.all_negative_prompts = [p.negative_prompt] * count
-    p.all_seeds = [p.seed + index for index in range(count)]
-    p.all_subseeds = [p.subseed + index for index in range(count)]
+    prompts = [str(x) for x in p.prompt] if isinstance(p.prompt, list) else None
+    negatives = [str(x) for x in p.negative_prompt] if isinstance(p.negative_prompt, list) else None
+    count = len(prompts) if prompts else len(negatives) if negatives else count
+    prompts = prompts or [p.prompt] * count
+    negatives = negatives or [p.negative_prompt] * count
+    if len(prompts) != len(negatives):
+        raise JobError(f"prompt: {len(prompts)} prompts and {len(negatives)} negative prompts")
+    styles = p._generator.networks.styles if p._generator is not None else None
+    if styles is not None:
+        styled = [styles.apply(prompt, negative, p.styles) for prompt, negative in zip(prompts, negatives)]
+        prompts, negatives = [pair[0] for pair in styled], [pair[1] for pair in styled]
+    seeds = [int(x) for x in p.seed] if isinstance(p.seed, list) and p.seed else None
+    subseeds = [int(x) for x in p.subseed] if isinstance(p.subseed, list) and p.subseed else None
+    p.seed = noise.resolve_seed(seeds[0] if seeds else p.seed)
+    p.subseed = noise.resolve_seed(subseeds[0] if subseeds else p.subseed)
+    p.all_prompts, p.all_negative_prompts = prompts, negatives
+    p.all_seeds = seeds or [p.seed + (index if p.subseed_strength == 0 else 0) for index in range(count)]
+    p.all_subseeds = subseeds or [p.subseed + index for index in range(count)]
+    return {name: list(getattr(p, name)) for name in _PER_IMAGE}
+
+
+def _listed(p: StableDiffusionProcessing) -> set[str]:
+    """The per-image lists `p` was given as lists (A1111 takes `prompt=[...]`, `seed=[...]`)."""
+    given = {"all_prompts": p.prompt, "all_negative_prompts": p.negative_prompt, "all_seeds": p.seed,
+             "all_subseeds": p.subseed}
+    listed = {name for name, value in given.items() if isinstance(value, list) and value}
+    return listed | ({"all_prompts", "all_negative_prompts"} if listed & {"all_prompts", "all_negative_prompts"}
+                     else set())
+
+
+def _chosen_by_scripts(p: StableDiffusionProcessing, as_set: dict[str, list], listed: set[str]) -> ImagePrompts:
+    """The per-image lists given as lists or rewritten by a script (A1111's wildcards and dynamic prompts set
+    `p.all_prompts` in `process()`) decide each image; a list left as set follows the request (and so a `p.prompt`
+    or `p.seed` a script changed instead, as this web UI has always honoured)."""
+    def chosen(name: str):
+        value = getattr(p, name)
+        value = list(value) if isinstance(value, (list, tuple)) else None
+        return value if value and (value != as_set[name] or name in listed) else None
+
+    return ImagePrompts(prompts=chosen("all_prompts"), negative_prompts=chosen("all_negative_prompts"),
+                        seeds=chosen("all_seeds"), subseeds=chosen("all_subseeds"))
 
 
 def process_images(p: StableDiffusionProcessing) -> Processed:
@@ -245,15 +297,17 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
     runner = p.scripts
     if runner is not None:
         runner.before_process(p)
-    _setup_prompts(p)
+    listed = _listed(p)
+    as_set = _setup_prompts(p)
     if runner is not None:
         runner.process(p)
+    chosen = _chosen_by_scripts(p, as_set, listed)
     request = p.to_request()
     p.sd_model = p._generator.load(request.checkpoint, remember=False)
     with p._generator.options.overridden(request.option_overrides):   # p.override_settings, for this call only
         # the live dict: what process_batch hooks add still reaches the infotext
         result = p._generator.generate(request, p._job, extra_params=p.extra_generation_params,
-                                       hooks=ScriptHooks(p))
+                                       hooks=ScriptHooks(p), chosen=chosen)
     processed = Processed.from_result(p, result)
     if runner is not None:
         runner.postprocess(p, processed)
@@ -318,3 +372,52 @@ def joined(p: StableDiffusionProcessing, parts: list[Processed]) -> Processed:
     processed.saved = saved
     processed.warnings = list(dict.fromkeys(warning for part in parts for warning in part.warnings))
     return processed
+
+
+def create_infotext(p: StableDiffusionProcessing, all_prompts: list | None = None, all_seeds: list | None = None,
+                    all_subseeds: list | None = None, comments=None, iteration: int = 0, position_in_batch: int = 0,
+                    use_main_prompt: bool = False, index: int | None = None,
+                    all_negative_prompts: list | None = None) -> str:
+    """A1111's create_infotext for one image of `p` (extensions write it into images they make themselves): the
+    generation's main parameters and `p.extra_generation_params`, in A1111's infotext layout."""
+    from modules.output import infotext
+
+    index = position_in_batch + iteration * p.batch_size if index is None else index
+
+    def pick(values, default):
+        values = list(values or [])
+        return values[index] if 0 <= index < len(values) else default
+
+    prompt = p.prompt if use_main_prompt else pick(all_prompts or p.all_prompts, p.prompt)
+    negative = pick(all_negative_prompts or p.all_negative_prompts, p.negative_prompt)
+    variation = p.subseed_strength > 0
+    model = getattr(p.sd_model, "info", None)
+    params = {"Steps": p.steps, "Sampler": p.sampler_name, "Schedule type": p.scheduler, "CFG scale": p.cfg_scale,
+              "Seed": pick(all_seeds or p.all_seeds, p.seed), "Size": f"{p.width}x{p.height}",
+              "Model hash": getattr(model, "shorthash", None), "Model": getattr(model, "stem", None),
+              "Variation seed": pick(all_subseeds or p.all_subseeds, p.subseed) if variation else None,
+              "Variation seed strength": p.subseed_strength if variation else None,
+              "Denoising strength": p.denoising_strength if p.is_img2img or p.enable_hr else None}
+    extra = {key: value(p) if callable(value) else value for key, value in p.extra_generation_params.items()}
+    return infotext.create_infotext(str(prompt), str(negative), params, extra)
+
+
+def create_random_tensors(shape, seeds: list[int], subseeds: list[int] | None = None, subseed_strength: float = 0.0,
+                          seed_resize_from_h: int = 0, seed_resize_from_w: int = 0, p=None):
+    """A1111's: the initial noise for `seeds` (one [C, H, W] each), as this web UI draws it for those seeds."""
+    from modules import devices
+    from modules.diffusion import rng
+
+    resize_from = (seed_resize_from_h, seed_resize_from_w) if seed_resize_from_h > 0 and seed_resize_from_w > 0 \
+        else None
+    return rng.ImageRNG(tuple(shape), list(seeds), subseeds=list(subseeds) if subseeds else None,
+                        subseed_strength=subseed_strength, resize_from=resize_from,
+                        source=str(shared.opts.randn_source), device=devices.device).next()
+
+
+def create_binary_mask(image: Image.Image, round: bool = True) -> Image.Image:
+    """A1111's: an RGBA image's alpha as the mask (rounded to black and white), else the image in grayscale."""
+    if image.mode == "RGBA" and image.getextrema()[-1] != (255, 255):
+        alpha = image.split()[-1].convert("L")
+        return alpha.point(lambda x: 255 if x > 128 else 0) if round else alpha
+    return image.convert("L")

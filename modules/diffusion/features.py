@@ -106,11 +106,11 @@ class PromptEditing(LoopFeature):
         if state.stop or done >= state.runs or not self.plan.changes_at(done):
             return
         cond, uncond = self.plan.at(done)
-        embeds = [cond.embeds.repeat(self.images, 1, 1)]
-        pooled = [cond.pooled.repeat(self.images, 1)] if self.pooled else []
+        embeds = [cond.batch_embeds(self.images)]
+        pooled = [cond.batch_pooled(self.images)] if self.pooled else []
         if step.pipeline.do_classifier_free_guidance:
-            embeds.insert(0, uncond.embeds.repeat(self.images, 1, 1))
-            pooled[:0] = [uncond.pooled.repeat(self.images, 1)] if self.pooled else []
+            embeds.insert(0, uncond.batch_embeds(self.images))
+            pooled[:0] = [uncond.batch_pooled(self.images)] if self.pooled else []
         previous = step.tensors["prompt_embeds"]
         step.tensors["prompt_embeds"] = torch.cat(embeds).to(previous.device, previous.dtype)
         if self.pooled:

@@ -199,14 +199,14 @@ def _pipeline_call(model: LoadedModel, pipe, step: Pass,
     dtype = pipe.unet.dtype
     cond, uncond = step.plan.at(0)
     kwargs: dict[str, Any] = dict(
-        prompt_embeds=cond.embeds.repeat(batch, 1, 1).to(dtype),
-        negative_prompt_embeds=uncond.embeds.repeat(batch, 1, 1).to(dtype),
+        prompt_embeds=cond.batch_embeds(batch).to(dtype),
+        negative_prompt_embeds=uncond.batch_embeds(batch).to(dtype),
         num_inference_steps=max(step.calls, 1), guidance_scale=step.cfg_scale, height=step.height,
         width=step.width, output_type="latent",
     )
     if model.family.xl:   # the pooled text embeddings beside the sequence
-        kwargs.update(pooled_prompt_embeds=cond.pooled.repeat(batch, 1).to(dtype),
-                      negative_pooled_prompt_embeds=uncond.pooled.repeat(batch, 1).to(dtype))
+        kwargs.update(pooled_prompt_embeds=cond.batch_pooled(batch).to(dtype),
+                      negative_pooled_prompt_embeds=uncond.batch_pooled(batch).to(dtype))
     start = sampler.current_latents()
     if image_pass:
         image = step.init_latents if step.init_latents is not None else start

@@ -31,6 +31,19 @@ class ScriptHooks:
 
 
 @dataclass
+class ImagePrompts:
+    """What each image of a job is made from when a script decided it image by image (A1111's `p.all_prompts`,
+    `all_negative_prompts`, `all_seeds`, `all_subseeds`, set in `process()`): one entry per image of the job
+    (batch_size × n_iter). A list left None follows the request. Prompts here have their styles applied already,
+    as A1111's `p.all_prompts` do."""
+
+    prompts: list[str] | None = None
+    negative_prompts: list[str] | None = None
+    seeds: list[int] | None = None
+    subseeds: list[int] | None = None
+
+
+@dataclass
 class Refiner:
     """Another checkpoint that takes over at `switch_at` of each pass's steps."""
 
@@ -51,12 +64,13 @@ class JobContext:
     model: LoadedModel
     hooks: ScriptHooks
     extra_params: dict                   # more infotext keys (a script's: A1111's p.extra_generation_params)
-    prepared: PreparedPrompt | None = None
+    prepared: PreparedPrompt | None = None       # the first image's prompt (the job's, when all are the same)
+    image_prepared: list[PreparedPrompt] = field(default_factory=list)   # each image's
     clip_skip: int = 1
     encoder: TextEncoder | None = None
     refiner: Refiner | None = None
-    seed: int = -1
-    subseed: int = -1
+    seeds: list[int] = field(default_factory=list)      # each image's seed and variation seed
+    subseeds: list[int] = field(default_factory=list)
     resize_from: tuple[int, int] | None = None
     inputs: ImageInputs | None = None    # img2img: the prepared init images and mask
     encoded: dict | None = None          # img2img: the init images' latents
@@ -67,9 +81,16 @@ class JobContext:
     tome_ratio: float = 0.0
     tome_hires_ratio: float = 0.0
     sampler_settings: SamplerSettings = field(default_factory=SamplerSettings)   # the settings samplers read
-    plan: ScheduledConditioning | None = None   # the first pass's conditioning
+    plan: ScheduledConditioning | None = None   # the running batch's first-pass conditioning
+    batch_texts: tuple[list[str], list[str]] = ((), ())   # the running batch's texts to encode (prompt, negative)
     warnings: list[str] = field(default_factory=list)
-    job_params: dict = field(default_factory=dict)        # infotext values the same for every image
+    job_params: dict = field(default_factory=dict)        # infotext values the same for every image of a batch
+    used_loras: list = field(default_factory=list)        # the LoRAs on now (the running batches' group)
+    vae_info: Any = None                                  # the external VAE's file info (None: the checkpoint's)
+
+    def batch_prepared(self, batch_index: int) -> list[PreparedPrompt]:
+        size = self.request.batch_size
+        return self.image_prepared[batch_index * size:(batch_index + 1) * size]
 
     @property
     def image_mode(self) -> bool:

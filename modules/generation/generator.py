@@ -17,10 +17,10 @@ from PIL import Image
 from modules import extra_networks, images
 from modules.controlnet import plan as controlnet_plan
 from modules.devices import FULL
-from modules.diffusion import compilation, features, noise, rng, sampling, stop_points, token_merging, warmup
+from modules.diffusion import compilation, features, rng, sampling, stop_points, token_merging, warmup
 from modules.diffusion.ksampling.plan import SamplerSettings
-from modules.generation import hires as hires_fix, img2img, passes, results
-from modules.generation.context import JobContext, ScriptHooks
+from modules.generation import hires as hires_fix, image_prompts, img2img, passes, results
+from modules.generation.context import ImagePrompts, JobContext, ScriptHooks
 from modules.generation.saving import Saver, write_params
 from modules.jobs import Job, JobError, NotFound, NotReady, OutOfMemory
 from modules.models.manager import CheckpointLoadError, CheckpointNotFound, LoadedModel, ModelManager
@@ -58,10 +58,12 @@ class _Batch:
     infotexts: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     subseeds: list[int] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+    negative_prompts: list[str] = field(default_factory=list)
     saved: list[str] = field(default_factory=list)
 
     def add(self, other: _Batch) -> None:
-        for name in ("images", "infotexts", "seeds", "subseeds", "saved"):
+        for name in ("images", "infotexts", "seeds", "subseeds", "prompts", "negative_prompts", "saved"):
             getattr(self, name).extend(getattr(other, name))
 
 
@@ -168,10 +170,11 @@ class Generator:
 
     # ------------------------------------------------------------- one generation
 
-    def generate(self, request, job: Job, extra_params: dict | None = None,
-                 hooks: ScriptHooks | None = None) -> results.GenerationResult:
+    def generate(self, request, job: Job, extra_params: dict | None = None, hooks: ScriptHooks | None = None,
+                 chosen: ImagePrompts | None = None) -> results.GenerationResult:
         """One request, txt2img or img2img by whether it has init images (scripts call this for each of theirs);
-        `extra_params` are more infotext keys (a script's); `hooks` the scripts' per-batch and per-image hooks."""
+        `extra_params` are more infotext keys (a script's); `hooks` the scripts' per-batch and per-image hooks;
+        `chosen` the prompts and seeds a script gave each image."""
         # 1. The job's settings, fixed now, and its models: a checkpoint the request names is used for it,
         #    not remembered as the user's choice.
         settings = self.options.snapshot()
@@ -182,44 +185,52 @@ class Generator:
         ctx = JobContext(request, job, settings, model, hooks or ScriptHooks(),
                          extra_params if extra_params is not None else {})
         ctx.refiner = passes.refiner_for(self, request, model)
-        # 2. The prompt: styles applied, network tags taken out, within the limits; the VAE and text encoder.
-        ctx.prepared = extra_networks.prepare_prompt(request.prompt, request.negative_prompt, request.styles,
-                                                     self.networks)
-        limits.check(ctx.prepared.prompt)
-        limits.check(ctx.prepared.negative, positive=False)
+        # 2. Each image's prompt: styles applied, network tags taken out, within the limits; the VAE and text
+        #    encoder.
+        chosen = chosen or ImagePrompts()
+        ctx.image_prepared = image_prompts.prepare(request, chosen, self.networks)
+        ctx.prepared = ctx.image_prepared[0]
+        distinct = list({id(prepared): prepared for prepared in ctx.image_prepared}.values())
+        for prepared in distinct:
+            limits.check(prepared.prompt)
+            limits.check(prepared.negative, positive=False)
         vae_info, external_vae = self._vae_for(ctx)
         self.networks.embeddings.refresh()   # cheap: re-reads only files that changed, as A1111 picks up new ones
         ctx.clip_skip = request.clip_skip or int(settings.CLIP_stop_at_last_layers)
         ctx.encoder = self.encoder(model, ctx.clip_skip, ctx)
         # 3. Seeds and inputs: init images, ControlNet annotations, the hires plan, token merging.
+        ctx.seeds, ctx.subseeds = image_prompts.seeds(request, chosen)
         self._prepare_inputs(ctx)
-        # 4. The job's networks, VAE and memory placement on; the prompt encoded; each batch sampled. An
-        #    interrupt while networks load, the prompt is encoded or a batch's first step runs ends the job with
-        #    the images made so far (stop_points); the ExitStack still takes the job's networks off.
+        # 4. The job's networks, VAE and memory placement on; each batch's prompts encoded and the batch sampled.
+        #    Batches whose prompts name other networks run in their own group (networks_groups). An interrupt
+        #    while networks load, a prompt is encoded or a batch's first step runs ends the job with the images
+        #    made so far (stop_points); the ExitStack still takes the networks off.
         made = _Batch()
         saver = Saver(self.paths.data, settings, self.scripts.callbacks, ctx.hooks.p)
-        ctx.warnings = list(ctx.prepared.warnings)
-        with contextlib.ExitStack() as stack, contextlib.suppress(stop_points.Interrupted):
-            used_loras = self._apply_networks(stack, ctx, external_vae)
-            ctx.plan = conditioning.schedule(ctx.encoder, ctx.prepared.text, ctx.prepared.negative_text,
-                                             sampling.plan_length(request.sampler_name, request.steps))
-            ctx.job_params = results.job_params(ctx, used_loras, vae_info)
-            if ctx.inputs is not None:
-                ctx.encoded = img2img.encode_inputs(model.pipeline, ctx.inputs, inpainting=model.spec.inpainting,
-                                                    should_stop=lambda: job.interrupted)
-            for warning in ctx.warnings:
-                log.warning("%s", warning)
-            for batch_index in range(request.n_iter):
-                if job.interrupted:
-                    break
-                made.add(self._batch(ctx, batch_index, saver))
+        ctx.warnings = list(dict.fromkeys(warning for prepared in distinct for warning in prepared.warnings))
+        for warning in ctx.warnings:
+            log.warning("%s", warning)
+        for group, (named_by, batch_indexes) in enumerate(image_prompts.network_groups(ctx)):
+            with contextlib.ExitStack() as stack, contextlib.suppress(stop_points.Interrupted):
+                if group:   # the text encoders' LoRAs change: nothing encoded before may be reused
+                    ctx.encoder = self.encoder(model, ctx.clip_skip, ctx)
+                ctx.used_loras = self._apply_networks(stack, ctx, named_by, external_vae)
+                ctx.vae_info = vae_info
+                if ctx.inputs is not None and ctx.encoded is None:
+                    ctx.encoded = img2img.encode_inputs(model.pipeline, ctx.inputs,
+                                                        inpainting=model.spec.inpainting,
+                                                        should_stop=lambda: job.interrupted)
+                for batch_index in batch_indexes:
+                    if job.interrupted:
+                        break
+                    made.add(self._batch(ctx, batch_index, saver))
+            if job.interrupted:
+                break
         # 5. The grid, params.txt and the result.
         return self._result(ctx, made, saver, vae_info)
 
     def _prepare_inputs(self, ctx: JobContext) -> None:
         request, job, settings = ctx.request, ctx.job, ctx.settings
-        ctx.seed = noise.resolve_seed(request.seed)
-        ctx.subseed = noise.resolve_seed(request.subseed)
         # Progress counts the job's batches: a script running many generations in one job (X/Y/Z cells, loops)
         # keeps counting on, up to the total it announced.
         job.image_count = max(job.image_count, job.batches_done + request.n_iter)
@@ -241,12 +252,13 @@ class Generator:
                                                                hires_enabled=True)
         ctx.tome_ratio, ctx.tome_hires_ratio = token_merging.ratios(settings, image_mode=ctx.image_mode)
 
-    def _apply_networks(self, stack: contextlib.ExitStack, ctx: JobContext, external_vae) -> list:
-        """The job features (LoRAs, hypernetworks, the VAE) on for this job only, taken off on the way out even on
-        errors; then compile and the memory mode's offload hooks. Returns the LoRAs in effect (for the infotext)."""
+    def _apply_networks(self, stack: contextlib.ExitStack, ctx: JobContext, prepared, external_vae) -> list:
+        """The job features (the LoRAs and hypernetworks `prepared` names, the VAE) on for this job only, taken
+        off on the way out even on errors; then compile and the memory mode's offload hooks. Returns the LoRAs in
+        effect (for the infotext)."""
         pipe, should_stop = ctx.model.pipeline, lambda: ctx.job.interrupted
-        loras = network_features.Loras(ctx.prepared.loras, ctx.model.family, self.networks.lora_cache, should_stop)
-        hypernetworks = network_features.Hypernetworks(ctx.prepared.hypernetworks,
+        loras = network_features.Loras(prepared.loras, ctx.model.family, self.networks.lora_cache, should_stop)
+        hypernetworks = network_features.Hypernetworks(prepared.hypernetworks,
                                                        self.networks.hypernetwork_cache, should_stop)
         for feature in (loras, hypernetworks, network_features.ExternalVae(external_vae)):
             stack.enter_context(feature.patch(pipe))
@@ -263,10 +275,16 @@ class Generator:
         request, job, model, settings = ctx.request, ctx.job, ctx.model, ctx.settings
         pipe = model.pipeline
         job.image_index = job.batches_done
-        job.textinfo = f"Batch {job.image_index + 1} of {job.image_count}"
         first = batch_index * request.batch_size
-        seeds = [ctx.seed + first + i for i in range(request.batch_size)]
-        subseeds = [ctx.subseed + first + i for i in range(request.batch_size)]
+        seeds = ctx.seeds[first:first + request.batch_size]
+        subseeds = ctx.subseeds[first:first + request.batch_size]
+        prepared = ctx.batch_prepared(batch_index)
+        ctx.batch_texts = ([one.text for one in prepared], [one.negative_text for one in prepared])
+        job.textinfo = "Encoding prompt"   # (texts encoded before are reused)
+        ctx.plan = conditioning.schedule_batch(ctx.encoder, *ctx.batch_texts,
+                                               sampling.plan_length(request.sampler_name, request.steps))
+        ctx.job_params = results.job_params(ctx, ctx.used_loras, ctx.vae_info)
+        job.textinfo = f"Batch {job.image_index + 1} of {job.image_count}"
 
         def seed_noise(width: int, height: int) -> rng.ImageRNG:
             """The batch's generators for a pass at this size (A1111 makes new ones for the hires pass)."""
@@ -286,7 +304,7 @@ class Generator:
                              token_merging_ratio=ctx.tome_ratio)
         if ctx.encoded is not None:
             img2img.add_image(step, request, ctx.inputs, ctx.encoded, first, first_noise)
-        ctx.hooks.before_batch(batch_index, [ctx.prepared.prompt] * request.batch_size, seeds, subseeds)
+        ctx.hooks.before_batch(batch_index, [one.prompt for one in prepared], seeds, subseeds)
         try:
             with features.Tiling(request.tiling).patch(pipe):
                 latents = passes.run_pass(self, ctx, step, ctx.refiner if ctx.hires is None else None)
@@ -303,10 +321,11 @@ class Generator:
             job.batches_done += 1   # skipped before its first step finished: no image from this batch
             job.consume_skip()
             return _Batch()
-        # Scripts may drop or add images: seeds follow (an added image gets the last).
+        # Scripts may drop or add images: seeds and prompts follow (an added image gets the last).
         decoded = ctx.hooks.after_batch(decoded, batch_index)
         seeds = (seeds + seeds[-1:] * len(decoded))[:len(decoded)]
         subseeds = (subseeds + subseeds[-1:] * len(decoded))[:len(decoded)]
+        prepared = (prepared + prepared[-1:] * len(decoded))[:len(decoded)]
         extra = {**img2img.infotext_params(request),
                  **(hires_fix.HiresPlan.infotext(request) if ctx.hires else {}),
                  **(ctx.refiner.infotext() if ctx.refiner else {}),
@@ -315,13 +334,15 @@ class Generator:
                  **controlnet_plan.infotext_params(ctx.controls, ctx.hires is not None),
                  "Token merging ratio": ctx.tome_ratio or None,
                  "Token merging ratio hr": ctx.tome_hires_ratio if ctx.hires and ctx.tome_hires_ratio else None}
-        made = _Batch(seeds=seeds, subseeds=subseeds)
+        made = _Batch(seeds=seeds, subseeds=subseeds, prompts=[one.prompt for one in prepared],
+                      negative_prompts=[one.negative for one in prepared])
         for index, image in enumerate(decoded):
             image = face_restoration.restore_generated(self.restorers, ctx, image)
             if ctx.inputs is not None and index < request.batch_size:
                 image = img2img.finish(image, ctx.inputs, first + index)
             image = ctx.hooks.postprocess_image(image)
-            text = results.image_infotext(ctx, ctx.job_params, seeds[index], subseeds[index], extra)
+            text = results.image_infotext(ctx, prepared[index], ctx.job_params, seeds[index], subseeds[index],
+                                          extra)
             if request.save_images and settings.samples_save:
                 made.saved.append(str(saver.save(image, f"outdir_{ctx.outdir}_samples", seeds[index], text)))
             image.info["parameters"] = text
@@ -345,7 +366,8 @@ class Generator:
         if made.infotexts and self.prompt_history:
             write_params(self.paths.params_file, made.infotexts[-1])
         result = results.GenerationResult(
-            images=made.images, infotexts=made.infotexts, seeds=made.seeds, subseeds=made.subseeds, request=request,
+            images=made.images, infotexts=made.infotexts, seeds=made.seeds, subseeds=made.subseeds,
+            prompts=made.prompts, negative_prompts=made.negative_prompts, request=request,
             index_of_first_image=index_of_first, saved=made.saved, warnings=ctx.warnings,
             detected_maps=self._detected_maps(ctx, saver))
         result.info = results.info_dict(ctx, vae_info, result, ctx.extra_params)
@@ -394,7 +416,7 @@ class Generator:
         maps = [unit.detected_map for unit in ctx.controls if unit.unit.save_detected_map]
         if ctx.settings.control_net_detectmap_autosaving:
             for detected in maps:
-                saver.save(detected, "control_net_detectedmap_dir", ctx.seed, "")
+                saver.save(detected, "control_net_detectedmap_dir", ctx.seeds[0], "")
         return maps
 
     def _img2img_upscaler(self, settings: Settings):

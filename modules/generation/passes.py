@@ -48,7 +48,7 @@ def run_pass(generator, ctx: JobContext, step: sampling.Pass, refiner: Refiner |
     done = step.sampler.calls_done
     remaining = max(step.calls - done, 1)
     refined = dataclasses.replace(
-        step, plan=conditioning.schedule(encoder, ctx.prepared.text, ctx.prepared.negative_text, remaining),
+        step, plan=conditioning.schedule_batch(encoder, *ctx.batch_texts, remaining),
         masked_image_latents=None, resume=step.sampler, switch_at=None, calls=remaining,
         controls=[])   # ControlNets fit the base model's UNet, not the refiner's
     return sampling.denoise(refiner.model, refiner.model.pipeline, refined, job,
@@ -117,13 +117,15 @@ def second_pass(generator, ctx: JobContext, latents: torch.Tensor, seed_noise, s
     upscaled = upscaled_first_pass(generator, ctx, latents)
     steps = request.hr_second_pass_steps or request.steps
     sampler_name = request.hr_sampler_name or request.sampler_name
-    text, negative = ctx.prepared.text, ctx.prepared.negative_text
+    texts, negatives = ctx.batch_texts
     if request.hr_prompt or request.hr_negative_prompt:
         hr = extra_networks.prepare_prompt(request.hr_prompt or request.prompt,
                                            request.hr_negative_prompt or request.negative_prompt,
                                            request.styles, generator.networks)
-        text, negative = hr.text, hr.negative_text
-    plan = conditioning.schedule(ctx.encoder, text, negative, sampling.plan_length(sampler_name, steps))
+        # A1111: an empty hires prompt is each image's own prompt
+        texts = [hr.text] * len(texts) if request.hr_prompt else texts
+        negatives = [hr.negative_text] * len(negatives) if request.hr_negative_prompt else negatives
+    plan = conditioning.schedule_batch(ctx.encoder, texts, negatives, sampling.plan_length(sampler_name, steps))
     generators = seed_noise(width, height)
     step = sampling.Pass(sampler_name, request.hr_scheduler or request.scheduler, steps, request.cfg_scale, width,
                          height, plan, generators.next(), rng=generators,

@@ -25,6 +25,8 @@ class GenerationResult:
     seeds: list[int]
     subseeds: list[int]
     request: Any                        # the GenerationRequest
+    prompts: list[str] = field(default_factory=list)            # each image's (styles applied), grid not counted
+    negative_prompts: list[str] = field(default_factory=list)
     index_of_first_image: int = 0
     saved: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)   # add-ons that could not be used, said before sampling
@@ -50,8 +52,8 @@ def job_params(ctx: JobContext, used_loras: list, vae_info) -> dict:
     }
 
 
-def image_infotext(ctx: JobContext, params: dict, seed: int, subseed: int, extra: dict) -> str:
-    """One image's A1111 infotext."""
+def image_infotext(ctx: JobContext, prepared, params: dict, seed: int, subseed: int, extra: dict) -> str:
+    """One image's A1111 infotext (`prepared`: its prompt)."""
     request, settings, model = ctx.request, ctx.settings, ctx.model
     variation = request.subseed_strength > 0
     clip_skip = ctx.clip_skip
@@ -77,7 +79,7 @@ def image_infotext(ctx: JobContext, params: dict, seed: int, subseed: int, extra
         "Tiling": True if request.tiling else None,
         "Version": INFOTEXT_VERSION if settings.add_version_to_infotext else None,
     }
-    return infotext.create_infotext(ctx.prepared.prompt, ctx.prepared.negative, values,
+    return infotext.create_infotext(prepared.prompt, prepared.negative, values,
                                     {**extra, **params["extra"]})
 
 
@@ -87,8 +89,9 @@ def info_dict(ctx: JobContext, vae_info, result: GenerationResult, extra_params:
     count = len(result.seeds)
     restorer = face_restoration.model_for(request, ctx.settings)
     return {
-        "prompt": prepared.prompt, "all_prompts": [prepared.prompt] * count,
-        "negative_prompt": prepared.negative, "all_negative_prompts": [prepared.negative] * count,
+        "prompt": prepared.prompt, "all_prompts": result.prompts or [prepared.prompt] * count,
+        "negative_prompt": prepared.negative,
+        "all_negative_prompts": result.negative_prompts or [prepared.negative] * count,
         "seed": result.seeds[0] if result.seeds else -1, "all_seeds": result.seeds,
         "subseed": result.subseeds[0] if result.subseeds else -1, "all_subseeds": result.subseeds,
         "subseed_strength": request.subseed_strength, "width": request.width, "height": request.height,

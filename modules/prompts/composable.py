@@ -23,11 +23,18 @@ def _predict(forward, sample, timestep, cond: Conditioning, dtype, args, kwargs,
     if added_cond_kwargs is not None:   # SDXL: the pooled text embedding travels beside the sequence
         text_embeds = added_cond_kwargs["text_embeds"]
         extra["added_cond_kwargs"] = dict(added_cond_kwargs,
-                                          text_embeds=cond.pooled.repeat(batch, 1).to(text_embeds.device,
+                                          text_embeds=cond.batch_pooled(batch).to(text_embeds.device,
                                                                                       text_embeds.dtype),
                                           time_ids=added_cond_kwargs["time_ids"][:batch])
-    embeds = cond.embeds.repeat(batch, 1, 1).to(sample.device, dtype)
+    embeds = cond.batch_embeds(batch).to(sample.device, dtype)
     return forward(sample, timestep, embeds, *args, **extra)[0]
+
+
+def _weighted(weight, prediction: torch.Tensor) -> torch.Tensor:
+    """A part's weight (a float, or one per image when a batch's prompts differ) times its prediction."""
+    if torch.is_tensor(weight):
+        weight = weight.to(prediction.device, prediction.dtype)
+    return weight * prediction
 
 
 @contextlib.contextmanager
@@ -53,10 +60,10 @@ def composable_unet(unet, conditioning_now: Callable[[], tuple[list[tuple[float,
             base = predict(sample[:half], t, uncond)
             combined = base.clone()
             for weight, cond in parts:
-                combined += weight * (predict(sample[half:], t, cond) - base)
+                combined += _weighted(weight, predict(sample[half:], t, cond) - base)
             out = torch.cat([base, combined])
         else:
-            out = sum(weight * predict(sample, timestep, cond) for weight, cond in parts)
+            out = sum(_weighted(weight, predict(sample, timestep, cond)) for weight, cond in parts)
         if return_dict:
             from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 

@@ -22,12 +22,24 @@ from modules.prompts.chunks import CHUNK_TOKENS, PromptChunk, split_into_chunks
 
 @dataclass
 class Conditioning:
-    embeds: torch.Tensor            # [1, 77 * chunks, width]
+    embeds: torch.Tensor            # [1, 77 * chunks, width], or one row per image when a batch's prompts differ
     pooled: torch.Tensor | None     # [1, projection width], SDXL only
 
     @property
     def chunks(self) -> int:
         return self.embeds.shape[1] // (CHUNK_TOKENS + 2)
+
+    def batch_embeds(self, images: int) -> torch.Tensor:
+        """The sequence for a batch of `images`: the one prompt's repeated, or the batch's own rows."""
+        return self.embeds.repeat(images, 1, 1) if self.embeds.shape[0] == 1 else self.embeds
+
+    def batch_pooled(self, images: int) -> torch.Tensor:
+        return self.pooled.repeat(images, 1) if self.pooled.shape[0] == 1 else self.pooled
+
+    @staticmethod
+    def stacked(rows: list[Conditioning]) -> Conditioning:
+        return Conditioning(torch.cat([row.embeds for row in rows]),
+                            None if rows[0].pooled is None else torch.cat([row.pooled for row in rows]))
 
 
 def _final_norm(encoder):
@@ -144,7 +156,8 @@ class ScheduledConditioning:
 
     @property
     def composable(self) -> bool:
-        return len(self.positive) > 1 or self.positive[0][0] != 1.0
+        # a weight is a float, or a [images, 1, 1, 1] tensor when a batch's prompts differ (schedule_batch)
+        return len(self.positive) > 1 or bool(torch.any(torch.as_tensor(self.positive[0][0]) != 1.0))
 
     def at(self, step: int) -> tuple[Conditioning, Conditioning]:
         """The (prompt, negative prompt) conditioning for 0-based step `step` (the first AND part's prompt)."""
@@ -163,18 +176,56 @@ class ScheduledConditioning:
         return now[0] is not before[0] or now[1] is not before[1]
 
 
-def schedule(encoder: TextEncoder, prompt: str, negative: str, steps: int) -> ScheduledConditioning:
-    """Encode every text the prompt (each AND part) and negative prompt take over the steps, all to the same
-    chunk count (the UNet batch needs one sequence length)."""
+def _texts(prompt: str, negative: str, steps: int):
     parts = splitting.split_and(prompt)
     plans = schedules.get_schedules([text for text, _ in parts], steps)
     negative_plan = schedules.get_schedules([negative], steps)[0]
-    texts = {text for plan in plans + [negative_plan] for _, text in plan}
+    return parts, plans, negative_plan
+
+
+def _chunk_count(encoder: TextEncoder, texts: set[str]) -> int:
     chunks = max(len(encoder.chunks(text)) for text in texts)
     if chunks > limits.MAX_CHUNKS:   # (embeddings can make a prompt longer than the request's check saw)
         raise limits.PromptTooLarge(limits.too_many_chunks(chunks))
+    return chunks
+
+
+def schedule(encoder: TextEncoder, prompt: str, negative: str, steps: int,
+             chunks: int | None = None) -> ScheduledConditioning:
+    """Encode every text the prompt (each AND part) and negative prompt take over the steps, all to the same
+    chunk count (the UNet batch needs one sequence length)."""
+    parts, plans, negative_plan = _texts(prompt, negative, steps)
+    if chunks is None:
+        chunks = _chunk_count(encoder, {text for plan in plans + [negative_plan] for _, text in plan})
     return ScheduledConditioning(
         positive=[(weight, [(end, encoder.encode(text, chunks)) for end, text in plan])
                   for (_, weight), plan in zip(parts, plans)],
         negative=[(end, encoder.encode(text, chunks)) for end, text in negative_plan],
     )
+
+
+def _merged(schedules_: list[Schedule]) -> Schedule:
+    """One schedule whose conditioning holds each image's row: it changes wherever any image's does."""
+    ends = sorted({end for one in schedules_ for end, _ in one})
+    return [(end, Conditioning.stacked([_at(one, end) for one in schedules_])) for end in ends]
+
+
+def schedule_batch(encoder: TextEncoder, prompts: list[str], negatives: list[str],
+                   steps: int) -> ScheduledConditioning:
+    """The conditioning of a batch whose images have their own prompts (A1111's per-image `p.all_prompts`): each
+    image's schedule, all texts at the batch's longest chunk count (as A1111 pads a batch), stacked image by
+    image. AND parts are matched by position; an image with fewer parts has the missing ones at weight 0."""
+    if len(set(prompts)) == 1 and len(set(negatives)) == 1:
+        return schedule(encoder, prompts[0], negatives[0], steps)
+    texts = [_texts(prompt, negative, steps) for prompt, negative in zip(prompts, negatives)]
+    chunks = _chunk_count(encoder, {text for parts, plans, negative_plan in texts
+                                    for plan in plans + [negative_plan] for _, text in plan})
+    images = [schedule(encoder, prompt, negative, steps, chunks) for prompt, negative in zip(prompts, negatives)]
+    positive = []
+    for index in range(max(len(image.positive) for image in images)):
+        picked = [image.positive[index] if index < len(image.positive) else (0.0, image.positive[0][1])
+                  for image in images]
+        weights = [weight for weight, _ in picked]
+        weight = weights[0] if len(set(weights)) == 1 else torch.tensor(weights).view(-1, 1, 1, 1)
+        positive.append((weight, _merged([one for _, one in picked])))
+    return ScheduledConditioning(positive=positive, negative=_merged([image.negative for image in images]))
