@@ -1,5 +1,5 @@
 """A1111's `modules.shared`, for extensions and A1111's surface here: `opts`, `cmd_opts`, `state`, `sd_model`,
-`OptionInfo`.
+`OptionInfo`, `prompt_styles`, `sd_upscalers`, `total_tqdm`, `listfiles`, `walk_files`, … (docs/extensions.md).
 
 Extensions written for A1111 read these globals, so `bind(services)` (called once the services exist and
 before any extension is imported) points them at the one options object, the parsed flags, the job queue
@@ -10,17 +10,28 @@ services it needs (design rule 3).
 """
 from __future__ import annotations
 
+import dataclasses
+import os
+import re
+import time
+from datetime import datetime
 from typing import Any
 
+from modules.addons import running
+from modules.addons.missing_names import missing_name
 from modules.settings.option_info import OptionInfo as _OptionInfo
+from modules.shared_total_tqdm import TotalTQDM
 
-_services = None
+_server_start = time.time()
+total_tqdm = TotalTQDM()
+demo = None   # A1111's page (gr.Blocks): not set here; extensions get it as on_app_started's `demo`
 
 
 def bind(services) -> None:
     """Point A1111's module globals (here, and `devices.device`, `paths.data_path`, …) at the running server."""
-    global _services
-    _services = services
+    global _server_start
+    running.bind(services)
+    _server_start = time.time()
     from modules import devices, paths
 
     devices.bind_for_extensions(services.devices)
@@ -30,10 +41,7 @@ def bind(services) -> None:
 def services():
     """The running server's services (checkpoint registry, networks, upscalers, ...): for the built-in scripts'
     ui(), which list checkpoints and VAEs; not part of the A1111 surface."""
-    if _services is None:
-        raise RuntimeError("modules.shared is used before the web UI has started (no services bound)")
-    return _services
-
+    return running.services()
 
 
 class _Options:
@@ -130,15 +138,160 @@ class _State:
         if job is not None:
             job.textinfo = str(value)
 
+    @sampling_step.setter
+    def sampling_step(self, value: int) -> None:
+        self._set("step", int(value))
+
+    @sampling_steps.setter
+    def sampling_steps(self, value: int) -> None:
+        self._set("steps", int(value))
+
+    @property
+    def current_image(self):
+        """The latest live preview of the running job (a PIL image), or None."""
+        job = self._job
+        return job.preview if job else None
+
+    @current_image.setter
+    def current_image(self, image) -> None:
+        self.assign_current_image(image)
+
+    def assign_current_image(self, image) -> None:
+        """Show `image` as the running job's live preview (A1111's scripts show their own progress so)."""
+        job = self._job
+        if job is not None:
+            job.set_preview(image)
+
+    @property
+    def id_live_preview(self) -> int:
+        job = self._job
+        return job.preview_id if job else 0
+
+    @property
+    def time_start(self) -> float | None:
+        job = self._job
+        return job.started if job else None
+
+    @property
+    def job_timestamp(self) -> str:
+        """When the running job started, as A1111 writes it ("20240101123456"; "0" without a job)."""
+        job = self._job
+        started = job.started if job and job.started else None
+        return datetime.fromtimestamp(started).strftime("%Y%m%d%H%M%S") if started else "0"
+
+    @property
+    def server_start(self) -> float:
+        return _server_start
+
+    @property
+    def processing_has_refined_job_count(self) -> bool:
+        """Set by a script that announced its own job count (A1111 then keeps it)."""
+        return bool(getattr(self._job, "a1111_refined_job_count", False))
+
+    @processing_has_refined_job_count.setter
+    def processing_has_refined_job_count(self, value: bool) -> None:
+        self._set("a1111_refined_job_count", bool(value))
+
+    def dict(self) -> dict:
+        return {"skipped": self.skipped, "interrupted": self.interrupted, "stopping_generation": False,
+                "job": self.job, "job_count": self.job_count, "job_timestamp": self.job_timestamp,
+                "job_no": self.job_no, "sampling_step": self.sampling_step, "sampling_steps": self.sampling_steps}
+
     def interrupt(self) -> None:
         services().queue.interrupt()
 
     def skip(self) -> None:
         services().queue.skip()
 
+    def __getattr__(self, name: str):
+        # current_latent, stopping_generation, server_command, need_restart, …
+        raise missing_name("modules.shared.state", name, "the live preview is state.current_image; the latents "
+                                                         "stay inside the sampling loop")
+
 
 opts = _Options()
 state = _State()
+
+
+class _PromptStyles:
+    """`shared.prompt_styles`: A1111's StyleDatabase over the project's styles.csv store."""
+
+    @property
+    def styles(self) -> dict:
+        return {style.name: style for style in services().networks.styles.items()}
+
+    def apply_styles_to_prompt(self, prompt: str, styles: list[str]) -> str:
+        return services().networks.styles.apply(prompt, "", styles)[0]
+
+    def apply_negative_styles_to_prompt(self, prompt: str, styles: list[str]) -> str:
+        return services().networks.styles.apply("", prompt, styles)[1]
+
+    def get_style_prompts(self, styles: list[str]) -> list[str]:
+        return [self.styles[name].prompt for name in styles if name in self.styles]
+
+    def get_negative_style_prompts(self, styles: list[str]) -> list[str]:
+        return [self.styles[name].negative_prompt for name in styles if name in self.styles]
+
+    def extract_styles_from_prompt(self, prompt: str, negative_prompt: str) -> tuple[list[str], str, str]:
+        prompt, negative_prompt, names = services().networks.styles.extract(prompt, negative_prompt)
+        return names, prompt, negative_prompt
+
+    def reload(self) -> None:
+        services().networks.styles.reload()
+
+    def __getattr__(self, name: str):
+        raise missing_name("modules.shared.prompt_styles", name)
+
+
+prompt_styles = _PromptStyles()
+
+
+class _SdUpscaler:
+    """One entry of `shared.sd_upscalers`: A1111's UpscalerData (`name`, `data_path`, `scale`) whose `scaler`
+    upscales with it, as the Extras tab does. Call `upscale` from a script (the job's thread owns the device)."""
+
+    def __init__(self, entry: dict):
+        self.name = entry["name"]
+        self.data_path = entry["model_path"]
+        self.local_data_path = entry["model_path"]
+        self.model_url = entry["model_url"]
+        self.scale = entry["scale"] or 4
+        self.scaler = self
+
+    def upscale(self, img, scale, selected_model=None):
+        return services().upscalers.upscale(img, scale, self.name)
+
+    def __repr__(self) -> str:
+        return f"UpscalerData({self.name!r})"
+
+
+def _natural_sort_key(text: str, regex=re.compile("([0-9]+)")) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in regex.split(text)]
+
+
+natural_sort_key = _natural_sort_key
+
+
+def listfiles(dirname) -> list[str]:
+    """The files (not folders, not hidden) in `dirname`, in natural order, as A1111's."""
+    names = sorted(os.listdir(dirname), key=natural_sort_key)
+    return [path for name in names if not name.startswith(".")
+            and os.path.isfile(path := os.path.join(dirname, name))]
+
+
+def walk_files(path, allowed_extensions=None):
+    """Every file under `path` (natural order; `allowed_extensions` like [".png"]), hidden folders left out unless
+    the `list_hidden_files` setting is on, as A1111's."""
+    if not os.path.exists(path):
+        return
+    allowed = {ext.lower() for ext in allowed_extensions} if allowed_extensions is not None else None
+    show_hidden = opts.get("list_hidden_files", True)
+    for root, _, files in sorted(os.walk(path, followlinks=True), key=lambda item: natural_sort_key(item[0])):
+        if not show_hidden and ("/." in root or "\\." in root):
+            continue
+        for filename in sorted(files, key=natural_sort_key):
+            if allowed is None or os.path.splitext(filename)[1].lower() in allowed:
+                yield os.path.join(root, filename)
 
 
 def __getattr__(name: str) -> Any:
@@ -146,10 +299,47 @@ def __getattr__(name: str) -> Any:
     if name == "cmd_opts":
         return services().args
     if name == "sd_model":
-        return services().models.current
+        from modules import sd_models
+
+        return sd_models.current_model()
     if name == "device":
         return services().devices.device
-    raise AttributeError(f"module 'modules.shared' has no attribute {name!r}")
+    if name == "sd_upscalers":
+        return [_SdUpscaler(entry) for entry in services().upscalers.api_list()]
+    if name == "hide_dirs":
+        return {"visible": not services().args.hide_ui_dir_config}
+    if name in ("models_path", "script_path", "data_path", "extensions_dir", "extensions_builtin_dir"):
+        from modules import paths
+
+        return getattr(paths, name)
+    raise missing_name("modules.shared", name)
+
+
+class _MutableOptionInfo(_OptionInfo):
+    """A1111's OptionInfo is a plain object: extensions set `info.section = …` after making one and call
+    `.info(…)`, `.html(…)`, `.needs_restart()`, … with or without using the result. This one has the project's
+    fields and checks, and changes in place (`opts.add_option` stores its own copy)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        object.__delattr__(self, name)
+
+
+def _in_place(method_name: str):
+    def chained(self, *args):
+        changed = getattr(_OptionInfo, method_name)(self, *args)
+        self.__dict__.update(changed.__dict__)
+        return self
+
+    chained.__name__ = method_name
+    return chained
+
+
+for _method in ("info", "html", "link", "js", "needs_restart", "needs_reload_ui"):
+    setattr(_MutableOptionInfo, _method, _in_place(_method))
+del _method
 
 
 def OptionInfo(default: Any = None, label: str = "", component: Any = None, component_args: Any = None,
@@ -157,14 +347,12 @@ def OptionInfo(default: Any = None, label: str = "", component: Any = None, comp
                comment_after: str = "", infotext: str | None = None, restrict_api: bool = False,
                category_id: str | None = None) -> _OptionInfo:
     """A1111's OptionInfo signature, giving the project's OptionInfo (`opts.add_option(key, info)` takes it)."""
-    return _OptionInfo(default=default, label=label, section=section or "", component=component,
-                       component_args=component_args, onchange=onchange, refresh=refresh,
-                       comment_before=comment_before, comment_after=comment_after,
-                       infotext=infotext, restrict_api=restrict_api, category_id=category_id)
+    return _MutableOptionInfo(default=default, label=label, section=section or "", component=component,
+                              component_args=component_args, onchange=onchange, refresh=refresh,
+                              comment_before=comment_before, comment_after=comment_after,
+                              infotext=infotext, restrict_api=restrict_api, category_id=category_id)
 
 
 def options_section(section_identifier: tuple, options_dict: dict) -> dict:
     """A1111's helper: give every OptionInfo in `options_dict` the section (id, title)."""
-    import dataclasses
-
     return {key: dataclasses.replace(info, section=section_identifier) for key, info in options_dict.items()}
