@@ -6,9 +6,10 @@ callbacks through that object, never through this module's functions. A callback
 its origin and skipped: one broken extension cannot stop a generation or the UI.
 
 Fired: app_started, model_loaded, ui_tabs, ui_settings, before_ui, before_image_saved, image_saved,
-cfg_denoiser, cfg_denoised, cfg_after_cfg, infotext_pasted, script_unloaded, before_token_counter.
+cfg_denoiser, cfg_denoised, cfg_after_cfg, infotext_pasted, script_unloaded, before_token_counter, and for every
+component the UI builds before_component and after_component (modules/ui/component_hooks.py).
 Accepted but never fired on this backend (docs/extensions.md says so): extra_noise, list_optimizers,
-list_unets, ui_train_tabs, before_component, after_component, image_grid, before_reload.
+list_unets, ui_train_tabs, image_grid, before_reload.
 """
 from __future__ import annotations
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import namedtuple
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from modules.script_callbacks import error_line
@@ -36,7 +38,38 @@ _loading_basedir = ""
 
 def basedir() -> str:
     """The folder of the extension whose script is being loaded (the project root for built-in scripts)."""
-    return _loading_basedir or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return _loading_basedir or _PROJECT_ROOT
+
+
+_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A1111's record of each Script class loaded, filled by modules/addons/script_loading.py as it imports them.
+ScriptFile = namedtuple("ScriptFile", ["basedir", "filename", "path"])
+ScriptClassData = namedtuple("ScriptClassData", ["script_class", "path", "basedir", "module"])
+scripts_data: list[ScriptClassData] = []
+
+
+def list_scripts(scriptdirname: str, extension: str, *, include_extensions: bool = True) -> list[ScriptFile]:
+    """A1111's: the files ending in `extension` in the project's `scriptdirname` folder, then in each enabled
+    extension's, in load order (extension name, then file name; metadata.ini's ordering is not applied here)."""
+    from modules import shared
+
+    folders = [Path(_PROJECT_ROOT)]
+    if include_extensions:
+        folders += [Path(item.path) for item in shared.services().scripts.extensions if item.enabled]
+    found = []
+    for folder in folders:
+        directory = folder / scriptdirname
+        if directory.is_dir():
+            found += [ScriptFile(str(folder), path.name, str(path)) for path in sorted(directory.iterdir())
+                      if path.is_file() and path.suffix.lower() == extension.lower()]
+    return found
+
+
+@dataclass
+class OnComponent:
+    """What a `Script.on_before_component` / `on_after_component` callback receives."""
+    component: Any
 
 
 @dataclass
@@ -83,6 +116,8 @@ class Script:
     section: str | None = None
     controls: list | None = None
     setup_for_ui_only: bool = False
+    on_before_component_elem_id: list | None = None   # [(elem_id, callback)], see on_before_component
+    on_after_component_elem_id: list | None = None
 
     def title(self) -> str:
         raise NotImplementedError(f"{type(self).__name__} must define title()")
@@ -157,19 +192,22 @@ class Script:
         title = re.sub(r"[^a-z_0-9]", "", re.sub(r"\s", "_", self.title().lower()))
         return f"script_{tab}{title}_{item_id}"
 
-    # A1111's per-component hooks: accepted so scripts that register them load; not called here (Gradio 6
-    # builds components without A1111's hook into every component's constructor).
+    # A1111's per-component hooks, called for every component built in this script's tab (the web UI's own with
+    # A1111's elem_ids, and other scripts'): modules/ui/component_hooks.py.
     def before_component(self, component, **kwargs):
-        pass
+        """Before a component is built: `kwargs.get("elem_id")` names it; components made here go before it."""
 
     def after_component(self, component, **kwargs):
-        pass
+        """After a component is built: keep it (`self.prompt = component`) or wire events to it."""
 
     def on_before_component(self, callback, *, elem_id):
-        pass
+        """Call `callback(OnComponent(component))` before the component with `elem_id` is built (register it in
+        `__init__`, `show()` or early in `ui()`)."""
+        self.on_before_component_elem_id = [*(self.on_before_component_elem_id or []), (elem_id, callback)]
 
     def on_after_component(self, callback, *, elem_id):
-        pass
+        """Call `callback(OnComponent(component))` after the component with `elem_id` is built."""
+        self.on_after_component_elem_id = [*(self.on_after_component_elem_id or []), (elem_id, callback)]
 
     @property
     def name(self) -> str:

@@ -109,6 +109,8 @@ def load(host: ScriptHost, builtin_scripts: Path, extensions: list) -> ScriptHos
             continue
         usable.append(extension)
     files = _script_files(builtin_scripts, usable)
+    _prepare_gradio(host)
+    scripts.scripts_data.clear()
     script_callbacks.use_registry(host.callbacks)
     for script_file in _ordered(files):
         _load_file(host, script_file)
@@ -118,6 +120,16 @@ def load(host: ScriptHost, builtin_scripts: Path, extensions: list) -> ScriptHos
         if (extension.path / "style.css").is_file():
             host.stylesheets.append(extension.path / "style.css")
     return host
+
+
+def _prepare_gradio(host: ScriptHost) -> None:
+    """Extensions' scripts are Gradio code written for A1111's Gradio 3: its idioms are translated before they are
+    imported, and every component the UI builds is announced to their component hooks. (The web UI's edge is
+    imported here, not at the top: loading extensions is where Gradio code enters the process.)"""
+    from modules.ui import component_hooks, gradio3
+
+    gradio3.install()
+    component_hooks.install(host)
 
 
 # preload.py runs while the flags are parsed, before the services (and their ScriptHost) exist: its failures wait
@@ -238,6 +250,8 @@ def _load_file(host: ScriptHost, script_file: ScriptFile) -> None:
             if origin in host.registered:
                 continue
             host.registered.add(origin)
+            scripts.scripts_data.append(scripts.ScriptClassData(cls, str(script_file.path), str(script_file.basedir),
+                                                                module))
             for runner in (host.txt2img, host.img2img):
                 script = cls()
                 script.filename = str(script_file.path)
@@ -250,6 +264,7 @@ def _load_file(host: ScriptHost, script_file: ScriptFile) -> None:
         log.error("Error loading script %s:\n%s", script_file.path, traceback.format_exc())
         host.errors.append(LoadError(owner, script_file.path.name, error_line(error)))
         host.callbacks.remove_script(str(script_file.path))
+        scripts.scripts_data[:] = [item for item in scripts.scripts_data if item.path != str(script_file.path)]
         for runner in (host.txt2img, host.img2img):
             runner.scripts = [s for s in runner.scripts if s.filename != str(script_file.path)]
             runner.alwayson_scripts = [s for s in runner.alwayson_scripts if s.filename != str(script_file.path)]

@@ -26,14 +26,15 @@ def refiner_choices(services) -> list[str]:
 
 def create_refiner(services, tab: str) -> dict[str, gr.components.Component]:
     """The Refiner accordion: another checkpoint takes over at "Switch at" of the steps."""
-    accordion, enabled = input_accordion("Refiner", f"{tab}_refiner", f"{tab}_enable_refiner")
+    # A1111's ids: its refiner is a built-in script whose elem_id("enable") is "<tab>_enable"
+    accordion, enabled = input_accordion("Refiner", f"{tab}_enable", f"{tab}_enable-checkbox")
     with accordion:
         with gr.Row():
             checkpoint = gr.Dropdown(refiner_choices(services), value=None, label="Checkpoint",
-                                     elem_id=f"{tab}_refiner_checkpoint", scale=4, filterable=True)
+                                     elem_id=f"{tab}_checkpoint", scale=4, filterable=True)
             refresh = tool_button("🔄", f"{tab}_refiner_checkpoint_refresh")
             switch_at = slider(0.01, 1.0, value=0.8, step=0.01, label="Switch at",
-                               elem_id=f"{tab}_refiner_switch_at", scale=4)
+                               elem_id=f"{tab}_switch_at", scale=4)
 
     def refresh_list(current):
         services.refresh_checkpoints()
@@ -57,10 +58,11 @@ def hires_size_html(width, height, scale, resize_x, resize_y) -> str:
 
 
 def create_hires(services, tab: str, width: gr.Slider, height: gr.Slider) -> dict[str, gr.components.Component]:
-    """The Hires. fix accordion (txt2img): upscale the first pass and denoise again at the larger size."""
+    """The Hires. fix accordion (txt2img): upscale the first pass and denoise again at the larger size. Some of its
+    elem_ids are A1111's without the tab (hr_sampler, hires_prompt, ...): it is txt2img's only."""
     options = services.options
     choices = services.upscalers.hires_choices()
-    accordion, enabled = input_accordion("Hires. fix", f"{tab}_hr", f"{tab}_enable_hr")
+    accordion, enabled = input_accordion("Hires. fix", f"{tab}_hr", f"{tab}_hr-checkbox")
     with accordion:
         with gr.Row(elem_id=f"{tab}_hires_fix_row1"):
             upscaler = gr.Dropdown(choices, value="Latent" if "Latent" in choices else choices[0], label="Upscaler",
@@ -74,17 +76,17 @@ def create_hires(services, tab: str, width: gr.Slider, height: gr.Slider) -> dic
                               elem_id=f"{tab}_hr_resize_x")
             resize_y = slider(0, 2048, value=0, step=8, precision=0, label="Resize height to",
                               elem_id=f"{tab}_hr_resize_y")
-        size_info = gr.HTML(hires_size_html(512, 512, 2.0, 0, 0), elem_id=f"{tab}_hr_size_info",
+        size_info = gr.HTML(hires_size_html(512, 512, 2.0, 0, 0), elem_id="txtimg_hr_finalres",
                             elem_classes=["hr-size-info"], js_on_load=None)
         with gr.Row(elem_id=f"{tab}_hires_fix_row3", visible=bool(options.hires_fix_show_sampler)):
             hr_sampler = gr.Dropdown([SAME_SAMPLER, *samplers.sampler_names()], value=SAME_SAMPLER,
-                                     label="Hires sampling method", elem_id=f"{tab}_hr_sampler")
+                                     label="Hires sampling method", elem_id="hr_sampler")
             hr_scheduler = gr.Dropdown([SAME_SCHEDULER, *samplers.schedule_labels()], value=SAME_SCHEDULER,
-                                       label="Hires schedule type", elem_id=f"{tab}_hr_scheduler")
+                                       label="Hires schedule type", elem_id="hr_scheduler")
         with gr.Row(elem_id=f"{tab}_hires_fix_row4", visible=bool(options.hires_fix_show_prompts)):
-            hr_prompt = gr.Textbox(label="Hires prompt", lines=3, elem_id=f"{tab}_hr_prompt",
+            hr_prompt = gr.Textbox(label="Hires prompt", lines=3, elem_id="hires_prompt",
                                    placeholder="Prompt for hires fix pass.\nLeave empty to use the same prompt.")
-            hr_negative = gr.Textbox(label="Hires negative prompt", lines=3, elem_id=f"{tab}_hr_neg_prompt",
+            hr_negative = gr.Textbox(label="Hires negative prompt", lines=3, elem_id="hires_neg_prompt",
                                      placeholder="Negative prompt for hires fix pass.\n"
                                                  "Leave empty to use the same negative prompt.")
     sizes = [width, height, scale, resize_x, resize_y]

@@ -23,7 +23,7 @@ class Toprow:
 
 
 def _prompt_box(elem_id: str, label: str, placeholder: str, counter_id: str) -> tuple[gr.Textbox, gr.HTML]:
-    with gr.Column(elem_classes=["prompt-with-counter"], min_width=0):
+    with gr.Column(elem_id=f"{elem_id}_row", elem_classes=["prompt-with-counter"], min_width=0):   # A1111's row id
         box = gr.Textbox(label=label, show_label=False, lines=3, max_lines=20, placeholder=placeholder,
                          elem_id=elem_id, elem_classes=["prompt"])
         counter = gr.HTML(token_counter_text(""), elem_id=counter_id, elem_classes=["token-counter"],

@@ -1,0 +1,236 @@
+"""Gradio 3 idioms in extensions' code, translated for Gradio 6 (A1111's extensions were written for Gradio 3.41).
+
+`install()` runs once, before extensions' scripts are imported (modules/addons/script_loading.py), as Forge's
+modules/gradio_extensions.py does for Gradio 4:
+
+* a removed keyword of a component or layout is translated where Gradio 6 has its equivalent (`source="upload"`
+  → `sources=["upload"]`) and otherwise dropped with a warning naming the file that passed it (`tool="sketch"`,
+  `brush_radius`, `shape`, ...), instead of the TypeError that would lose the extension's whole UI;
+* events take `_js=` (→ `js=`), a bool `show_progress`, `api_name=False`, `show_api=False`;
+* `gr.X.update(...)` is `gr.update(...)`, `.style(...)` applies what has a Gradio 6 constructor argument
+  (`height`, `grid` → `columns`, `full_width` → `scale`, `container`, ...) and ignores the rest, `gr.Box` is
+  `gr.Group`, `gr.Variable` is `gr.State`, `gr.components.IOComponent` is `Component`, and `gr.inputs.X` /
+  `gr.outputs.X` are the components (`default=` → `value=`);
+* a component class an extension derives from a Gradio one (`class ToolButton(gr.Button)`) renders as its
+  Gradio parent: Gradio 6 would take it for a custom component the page cannot load (`subclasses.py`).
+
+The project's own UI uses none of these; `noticed` records what was translated and where, and the tests check
+that building the core UI adds nothing to it.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import sys
+import types
+from typing import Any
+
+import gradio as gr
+from gradio import events
+from gradio.blocks import Block
+from gradio.components.base import Component
+
+from modules.ui import subclasses
+
+log = logging.getLogger(__name__)
+
+# What was translated or dropped, with the first file that did it: ("Image(tool=)", ".../ext/scripts/x.py").
+noticed: dict[str, str] = {}
+
+# Gradio 3's single `source=` → Gradio 6's `sources=[...]`, where the source still exists.
+SOURCES = {"image": ("upload", "webcam", "clipboard"), "video": ("upload", "webcam"),
+           "audio": ("upload", "microphone")}
+# Keywords of A1111's own Component wrapper, not Gradio's: accepted silently.
+A1111_KEYWORDS = ("tooltip",)
+# .style(...) keywords → the Gradio 6 constructor argument that does the same.
+STYLE_NAMES = {"grid": "columns", "full_width": "scale"}
+
+_GRADIO_FOLDER = os.path.dirname(os.path.abspath(gr.__file__)) + os.sep
+_installed = False
+
+
+def install() -> None:
+    """Idempotent: patches gradio's classes once per process."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    subclasses.install()
+    for cls in _gradio_blocks():
+        if "__init__" in vars(cls):
+            cls.__init__ = _translating_init(cls, vars(cls)["__init__"])
+        for name, value in list(vars(cls).items()):
+            if callable(value) and hasattr(value, "event_name"):
+                setattr(cls, name, _translating_event(value))
+    original_setup = events.EventListener._setup   # .then/.success and classes defined later get theirs here
+
+    def setup(*args, **kwargs):
+        return _translating_event(original_setup(*args, **kwargs))
+
+    events.EventListener._setup = staticmethod(setup)
+    if not hasattr(Block, "update"):
+        Block.update = staticmethod(_update)
+    if not hasattr(Block, "style"):
+        Block.style = _style
+    _add_removed_names()
+
+
+def _gradio_blocks() -> list[type]:
+    found, pending = [], [Block]
+    while pending:
+        cls = pending.pop()
+        if subclasses.is_gradio(cls):
+            found.append(cls)
+        pending += cls.__subclasses__()
+    return found
+
+
+def _caller() -> str:
+    """The first file on the stack outside gradio and this module: the extension's script that made the call."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not name.startswith(_GRADIO_FOLDER) and name != _caller.__code__.co_filename:
+            return name
+        frame = frame.f_back
+    return ""
+
+
+def _notice(what: str, consequence: str) -> None:
+    if what not in noticed:
+        noticed[what] = _caller()
+        log.warning("%s (Gradio 3) in %s: %s", what, noticed[what] or "?", consequence)
+
+
+@functools.lru_cache(maxsize=None)
+def _parameters(function) -> tuple[frozenset, bool]:
+    parameters = inspect.signature(function).parameters.values()
+    return (frozenset(p.name for p in parameters),
+            any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters))
+
+
+def _translating_init(cls: type, original):
+    @functools.wraps(original)
+    def __init__(self, *args, **kwargs):
+        if kwargs:
+            kwargs = _component_keywords(cls, original, kwargs)
+        original(self, *args, **kwargs)
+
+    return __init__
+
+
+def _component_keywords(cls: type, original, kwargs: dict) -> dict:
+    names, takes_any = _parameters(original)
+    if takes_any or names.issuperset(kwargs):
+        return kwargs
+    kwargs = dict(kwargs)
+    for key in A1111_KEYWORDS:
+        if key not in names:
+            kwargs.pop(key, None)
+    source = kwargs.pop("source", None) if "source" not in names else None
+    if source is not None and "sources" in names and "sources" not in kwargs:
+        if source in SOURCES.get(cls.__name__.lower(), ()):
+            kwargs["sources"] = [source]
+        else:
+            _notice(f"{cls.__name__}(source={source!r})", "no such source in Gradio 6: the default sources are used")
+    for key in [key for key in kwargs if key not in names]:
+        _notice(f"{cls.__name__}({key}=)", "not a Gradio 6 argument: ignored")
+        del kwargs[key]
+    return kwargs
+
+
+def _translating_event(original):
+    if getattr(original, "translates_gradio3", False):
+        return original
+
+    @functools.wraps(original)
+    def event(block, *args, **kwargs):
+        return original(block, *args, **_event_keywords(original, kwargs))
+
+    event.translates_gradio3 = True
+    return event
+
+
+def _event_keywords(original, kwargs: dict) -> dict:
+    names, takes_any = _parameters(original)
+    if takes_any or (names.issuperset(kwargs) and not isinstance(kwargs.get("show_progress"), bool)
+                     and kwargs.get("api_name") is not False):
+        return kwargs
+    kwargs = dict(kwargs)
+    if "_js" in kwargs:
+        kwargs.setdefault("js", kwargs.pop("_js"))
+    if isinstance(kwargs.get("show_progress"), bool):
+        kwargs["show_progress"] = "full" if kwargs["show_progress"] else "hidden"
+    if kwargs.get("api_name") is False:   # Gradio 3/4: no API endpoint
+        del kwargs["api_name"]
+        kwargs.setdefault("api_visibility", "private")
+    if "show_api" in kwargs and "show_api" not in names:   # Gradio 4/5: callable, not listed
+        if not kwargs.pop("show_api"):
+            kwargs.setdefault("api_visibility", "undocumented")
+    for key in [key for key in kwargs if key not in names]:
+        _notice(f".{getattr(original, 'event_name', 'event')}({key}=)", "not a Gradio 6 event argument: ignored")
+        del kwargs[key]
+    return kwargs
+
+
+_NO_VALUE = object()
+
+
+def _update(value: Any = _NO_VALUE, **kwargs) -> dict:
+    """Gradio 3's `gr.Textbox.update(value, **props)`: Gradio 6's `gr.update`."""
+    if value is not _NO_VALUE:
+        kwargs["value"] = value
+    return gr.update(**kwargs)
+
+
+def _style(self, *args, **kwargs):
+    """Gradio 3's `.style(...)`: each keyword that is a Gradio 6 argument of this block is set on it (the page's
+    config reads the attributes); the others are ignored."""
+    names, _ = _parameters(subclasses.gradio_base(type(self)).__init__)
+    for key, value in kwargs.items():
+        name = STYLE_NAMES.get(key, key)
+        if key == "grid" and isinstance(value, (list, tuple)):
+            value = value[-1] if value else None   # per screen width in Gradio 3: the widest
+        if key == "full_width":
+            value = 1 if value else 0
+        if name in names and name not in ("value", "elem_id", "render"):
+            setattr(self, name, value)
+        else:
+            _notice(f".style({key}=)", "no Gradio 6 equivalent: ignored")
+    return self
+
+
+def _add_removed_names() -> None:
+    aliases = {"Box": gr.Group, "Variable": gr.State}
+    for name, target in aliases.items():
+        if not hasattr(gr, name):
+            setattr(gr, name, target)
+    if not hasattr(gr.components, "IOComponent"):
+        gr.components.IOComponent = Component
+    for name, names in (("inputs", _INPUTS), ("outputs", _OUTPUTS)):
+        if not hasattr(gr, name):
+            module = types.ModuleType(f"gradio.{name}", f"Gradio 2/3's gr.{name}: the components themselves")
+            for component in names:
+                if hasattr(gr, component):
+                    setattr(module, component, _legacy_factory(getattr(gr, component)))
+            setattr(gr, name, module)
+            sys.modules[module.__name__] = module
+
+
+_INPUTS = ("Textbox", "Number", "Slider", "Checkbox", "CheckboxGroup", "Radio", "Dropdown", "Image", "Video",
+           "Audio", "File", "Dataframe", "Timeseries", "State")
+_OUTPUTS = ("Textbox", "Image", "Video", "Audio", "File", "Dataframe", "Timeseries", "State", "Label",
+            "HighlightedText", "JSON", "HTML", "Chatbot", "Carousel")
+
+
+def _legacy_factory(component: type):
+    """gr.inputs.Textbox(default=..., optional=...) → gr.Textbox(value=...)."""
+    @functools.wraps(component)
+    def create(*args, default: Any = None, optional: bool = False, **kwargs):
+        if default is not None:
+            kwargs.setdefault("value", default)
+        return component(*args, **kwargs)
+
+    return create
