@@ -294,6 +294,11 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
     hook) it runs in that job; elsewhere (an extension's own route) it is queued like any request."""
     if p._generator is None:
         return _run_outside_job(p)
+    return process_images_inner(p)   # looked up when called: extensions wrap it, as in A1111
+
+
+def process_images_inner(p: StableDiffusionProcessing) -> Processed:
+    """A1111's inner step of `process_images`: prompts and seeds, the scripts' hooks, the generation."""
     runner = p.scripts
     if runner is not None:
         runner.before_process(p)
@@ -421,3 +426,9 @@ def create_binary_mask(image: Image.Image, round: bool = True) -> Image.Image:
         alpha = image.split()[-1].convert("L")
         return alpha.point(lambda x: 255 if x > 128 else 0) if round else alpha
     return image.convert("L")
+
+
+def __getattr__(name: str):
+    from modules.addons.missing_names import missing_name
+
+    raise missing_name("modules.processing", name)
