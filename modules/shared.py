@@ -308,6 +308,10 @@ def __getattr__(name: str) -> Any:
         return [_SdUpscaler(entry) for entry in services().upscalers.api_list()]
     if name == "hide_dirs":
         return {"visible": not services().args.hide_ui_dir_config}
+    if name in ("list_checkpoint_tiles", "refresh_checkpoints", "list_samplers", "reload_hypernetworks"):
+        from modules import shared_items
+
+        return getattr(shared_items, name)
     if name in ("models_path", "script_path", "data_path", "extensions_dir", "extensions_builtin_dir"):
         from modules import paths
 

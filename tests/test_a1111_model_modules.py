@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 from modules import (prompt_parser, scripts, sd_hijack, sd_models, sd_samplers, sd_schedulers, sd_vae, shared,
-                     sd_samplers_kdiffusion)
+                     sd_samplers_kdiffusion, shared_items)
 
 from modules.sd_models import checkpoints_list   # a reference kept from import time, as extensions keep it
 
@@ -49,6 +49,8 @@ SEEN = {
     "titles": list(sd_models.checkpoints_list),
     "alias": sd_models.checkpoint_aliases["tiny-sd1"].title,
     "tiles": sd_models.checkpoint_tiles(use_short=True),
+    "shared_tiles": shared.list_checkpoint_tiles(),
+    "vae_items": shared_items.sd_vae_items(),
     "closest": sd_models.get_closet_checkpoint_match("tiny-sd1-b").name,
     "samplers": [s.name for s in sd_samplers.samplers],
     "dpm_aliases": sd_samplers.all_samplers_map["DPM++ 2M"].aliases,
@@ -154,6 +156,7 @@ def test_names_an_extension_reads_at_import(started):
     titles = [info.title for info in services.registry.items()]
     assert got["titles"] == titles and got["alias"] == titles[1] and "tiny-sd1.safetensors" in got["alias"]
     assert got["tiles"] == ["tiny-sd1-b", "tiny-sd1"] and got["closest"] == "tiny-sd1-b.safetensors"
+    assert got["shared_tiles"] == titles and got["vae_items"] == ["Automatic", "None", "tiny-vae.safetensors"]
     assert got["samplers"][0] == "DPM++ 2M" and "Euler a" in got["samplers"] and "DDIM" in got["samplers"]
     assert got["dpm_aliases"] == ["k_dpmpp_2m"] and got["dpm_scheduler"] == "karras" and got["map"] == "Euler a"
     assert got["k_functions"] == ["sample_dpmpp_2m", "sample_dpmpp_sde"]
@@ -232,6 +235,20 @@ def test_the_checkpoint_list_an_extension_kept_follows_a_refresh(started):
     assert "tiny-sd1-c.safetensors" in [info.name for info in kept.values()]
     assert sd_models.checkpoint_aliases["tiny-sd1-c"].filename == str(data.resolve() / "models" / "Stable-diffusion"
                                                                        / "tiny-sd1-c.safetensors")
+
+
+def test_visible_samplers_follow_the_setting(started):
+    from modules import sd_samplers
+
+    services, _ = started
+    assert "Euler" in sd_samplers.visible_sampler_names()
+    services.update_options({"hide_samplers": ["Euler", "LMS"]}, from_api=False)
+    try:
+        visible = sd_samplers.visible_sampler_names()
+        assert "Euler" not in visible and "LMS" not in visible and "Euler a" in visible
+        assert len(visible) == len(sd_samplers.all_samplers) - 2
+    finally:
+        services.update_options({"hide_samplers": []}, from_api=False)
 
 
 def test_prompt_parser_gives_a1111s_answers():
