@@ -285,7 +285,10 @@ def walk_files(path, allowed_extensions=None):
     if not os.path.exists(path):
         return
     allowed = {ext.lower() for ext in allowed_extensions} if allowed_extensions is not None else None
-    show_hidden = opts.get("list_hidden_files", True)
+    try:
+        show_hidden = opts.get("list_hidden_files", True)
+    except RuntimeError:   # before the web UI has started: A1111's default
+        show_hidden = True
     for root, _, files in sorted(os.walk(path, followlinks=True), key=lambda item: natural_sort_key(item[0])):
         if not show_hidden and ("/." in root or "\\." in root):
             continue

@@ -48,6 +48,8 @@ option.info("shown after the label")
 SEEN = {
     "titles": list(sd_models.checkpoints_list),
     "alias": sd_models.checkpoint_aliases["tiny-sd1"].title,
+    "hashes": [(info.hash, sd_models.model_hash(info.filename), info.is_safetensors, info.metadata)
+               for info in sd_models.checkpoints_list.values()],
     "tiles": sd_models.checkpoint_tiles(use_short=True),
     "shared_tiles": shared.list_checkpoint_tiles(),
     "vae_items": shared_items.sd_vae_items(),
@@ -156,6 +158,7 @@ def test_names_an_extension_reads_at_import(started):
     titles = [info.title for info in services.registry.items()]
     assert got["titles"] == titles and got["alias"] == titles[1] and "tiny-sd1.safetensors" in got["alias"]
     assert got["tiles"] == ["tiny-sd1-b", "tiny-sd1"] and got["closest"] == "tiny-sd1-b.safetensors"
+    assert got["hashes"] == [[entry.oldhash, entry.oldhash, True, {}] for entry in services.registry.items()]
     assert got["shared_tiles"] == titles and got["vae_items"] == ["Automatic", "None", "tiny-vae.safetensors"]
     assert got["samplers"][0] == "DPM++ 2M" and "Euler a" in got["samplers"] and "DDIM" in got["samplers"]
     assert got["dpm_aliases"] == ["k_dpmpp_2m"] and got["dpm_scheduler"] == "karras" and got["map"] == "Euler a"
@@ -289,3 +292,8 @@ def test_safe_loads_weights_and_refuses_code(tmp_path):
     Image.new("RGB", (1, 1)).save(tmp_path / "thing.pth", format="PNG")
     assert modelloader.load_file_from_url(url, model_dir=str(tmp_path)) == str(tmp_path / "thing.pth")
     assert modelloader.friendly_name(url) == "thing"
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "other.pth").write_bytes(b"x")
+    assert modelloader.load_models(str(tmp_path), ext_filter=[".pth"]) == \
+        [str(tmp_path / "thing.pth"), str(tmp_path / ".hidden" / "other.pth")]   # list_hidden_files is on
+    assert modelloader.load_models(str(tmp_path / "none"), model_url=url) == [url]   # A1111: the caller downloads
