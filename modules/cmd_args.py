@@ -10,6 +10,8 @@ import argparse
 import os
 import shlex
 
+from modules import paths as paths_module
+
 # Flags whose values are secrets: never echoed by /sdapi/v1/cmd-flags or logs.
 SECRET_FLAGS = ("gradio_auth", "api_auth", "gradio_auth_path", "tls_keyfile")
 
@@ -130,9 +132,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# A1111's folder flags whose default is a folder (A1111: a path under data_path or models_path), filled in after
+# parsing with the folder this web UI uses, so that `os.path.join(shared.cmd_opts.lora_dir, ...)` works as in A1111;
+# those whose A1111 default is None (--ckpt-dir, --vae-dir, --models-dir, --controlnet-dir) stay None.
+_FOLDER_FLAGS = {"data_dir": "data", "lora_dir": "lora", "embeddings_dir": "embeddings",
+                 "hypernetwork_dir": "hypernetworks", "ui_settings_file": "config_file",
+                 "ui_config_file": "ui_config_file"}
+# A1111's model-folder flags for the upscalers and face restorers, which here always read these folders under
+# models/: set as attributes (to the folders read) for extensions, not accepted on the command line.
+_MODEL_FOLDER_ATTRIBUTES = {"esrgan_models_path": "ESRGAN", "realesrgan_models_path": "RealESRGAN",
+                            "dat_models_path": "DAT", "hat_models_path": "HAT", "swinir_models_path": "SwinIR",
+                            "scunet_models_path": "ScuNET", "gfpgan_models_path": "GFPGAN",
+                            "codeformer_models_path": "Codeformer"}
+
+# A1111's `cmd_args.parser`: the parser of the last parse_args, with the flags extensions' preload.py added
+# (`cmd_args.parser.parse_known_args()` gives them); before that, the web UI's own flags.
+parser = build_parser()
+
+
 def parse_args(argv: list[str] | None = None, preload=None) -> argparse.Namespace:
     """Parse flags from COMMANDLINE_ARGS followed by argv (argv wins on repeats). `preload(parser, known)` may
     add flags first (extensions' preload.py), given the flags known so far (where the extensions are)."""
+    global parser
     env_args = shlex.split(os.environ.get("COMMANDLINE_ARGS", ""))
     parser = build_parser()
     if preload is not None:
@@ -147,7 +168,17 @@ def parse_args(argv: list[str] | None = None, preload=None) -> argparse.Namespac
         parser.error("--timeout-keep-alive must be at least 1 second")
     if args.port is None:
         args.port = 7861 if args.nowebui else 7860
+    _fill_a1111_folders(args)
     return args
+
+
+def _fill_a1111_folders(args: argparse.Namespace) -> None:
+    folders = paths_module.from_args(args)
+    for flag, field in _FOLDER_FLAGS.items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, str(getattr(folders, field)))
+    for name, folder in _MODEL_FOLDER_ATTRIBUTES.items():
+        setattr(args, name, str(folders.models / folder))
 
 
 def gradio_credentials(args: argparse.Namespace) -> str:

@@ -1,4 +1,6 @@
-"""Images in and out: A1111-style saving (atomic), grids, metadata, base64 and user files.
+"""Images in and out: A1111-style saving (atomic), grids, metadata and base64; A1111's `modules.images` names for
+extensions (`save_image` with A1111's arguments, `read_info_from_image`, `resize_image`, ...); the decoding of
+images users hand us lives in `untrusted/user_images.py` and is re-exported here.
 
 Saved files follow A1111's layout (reference §6.3): ``<dir>/YYYY-MM-DD/00012-3456789.png``.
 The infotext goes where A1111 puts it (reference §4.1): the PNG text chunk
@@ -7,24 +9,25 @@ The infotext goes where A1111 puts it (reference §4.1): the PNG text chunk
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime
 import io
 import math
 import os
 import secrets
 import threading
-import warnings
 from pathlib import Path
-from typing import BinaryIO
 
-import numpy as np
-from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin
 
-from modules.untrusted import user_files
+from modules import masking
+from modules.addons import running
+from modules.output import filenames
+from modules.untrusted.user_images import (  # noqa: F401 - the image decoding callers reach through modules.images
+    MAX_INPUT_PIXELS, cap_decoding, check_user_image, decode_base64_image, decode_image_bytes, load_image_file,
+    to_rgb_or_rgba,
+)
 
 MAX_METADATA_CHARS = 1024 * 1024  # longer text metadata is refused, not parsed
-MAX_INPUT_PIXELS = 4096 * 4096    # the largest image a user may give, on every path
 JPEG_QUALITY = 80  # A1111's jpeg_quality default
 
 _EXIF_IFD = 0x8769
@@ -33,9 +36,6 @@ _UNICODE_PREFIX = b"UNICODE\0"  # piexif's UserComment "unicode" encoding: prefi
 _ASCII_PREFIX = b"ASCII\0\0\0"
 
 _EXTENSION_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
-# Formats accepted from users. Pillow can open many more (EPS runs Ghostscript),
-# so the list is explicit.
-_ALLOWED_INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
 
 # Guards choosing a file number and moving the file there, so two threads never
 # pick the same name. Encoding happens outside the lock.
@@ -43,15 +43,6 @@ _save_lock = threading.Lock()
 
 
 # ---------------------------------------------------------------- saving
-
-def cap_decoding(max_pixels: int = MAX_INPUT_PIXELS) -> None:
-    """Make Pillow itself refuse an image over `max_pixels` when it opens the header, before any decoding, in all
-    code: Gradio's components open uploads with Pillow outside ours (a 13000² PNG of 164 KB took 24 s and 3 GB).
-    Pillow raises DecompressionBombError only above twice MAX_IMAGE_PIXELS (and merely warns above it), so that is
-    set to half the cap and the warning silenced."""
-    Image.MAX_IMAGE_PIXELS = max_pixels // 2
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-
 
 def next_sequence_number(folder: str | Path, basename: str = "") -> int:
     """A1111 ``get_next_sequence_number``: 1 + the largest leading integer among
@@ -71,12 +62,14 @@ def next_sequence_number(folder: str | Path, basename: str = "") -> int:
     return result + 1
 
 
-def _png_info(image: Image.Image, infotext: str | None) -> PngImagePlugin.PngInfo:
+def _png_info(image: Image.Image, infotext: str | None, section: str = "parameters",
+              extra: dict | None = None) -> PngImagePlugin.PngInfo:
     """Text chunks to write: the image's own string entries (as A1111 keeps
-    them), with "parameters" replaced by ``infotext`` when one is given."""
+    them) and ``extra``, with ``section`` ("parameters") replaced by ``infotext`` when one is given."""
     texts = {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str)}
+    texts.update({str(k): str(v) for k, v in (extra or {}).items()})
     if infotext is not None:
-        texts["parameters"] = infotext
+        texts[section] = infotext
     info = PngImagePlugin.PngInfo()
     for key, value in texts.items():
         info.add_text(key, value)  # becomes iTXt when not Latin-1
@@ -89,13 +82,15 @@ def _exif_with_comment(infotext: str) -> bytes:
     return exif.tobytes()
 
 
-def _encode(image: Image.Image, fmt: str, infotext: str | None, quality: int) -> tuple[bytes, bool]:
-    """Encode to bytes. Returns (data, whether the infotext is inside)."""
+def _encode(image: Image.Image, fmt: str, infotext: str | None, quality: int, section: str = "parameters",
+            extra: dict | None = None) -> tuple[bytes, bool]:
+    """Encode to bytes. Returns (data, whether the infotext is inside). PNG: the infotext in the text chunk
+    ``section`` beside ``extra``'s chunks; JPEG/WebP: in the EXIF UserComment."""
     out = io.BytesIO()
     if fmt == "PNG":
         if image.mode not in ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"):
             image = to_rgb_or_rgba(image)
-        image.save(out, "PNG", pnginfo=_png_info(image, infotext))
+        image.save(out, "PNG", pnginfo=_png_info(image, infotext, section, extra))
         return out.getvalue(), True
 
     image = to_rgb_or_rgba(image)
@@ -202,13 +197,27 @@ def _save(image: Image.Image, directory: str | Path, namer: _Namer, infotext: st
     return final
 
 
-def save_image(image: Image.Image, directory: str | Path, *, seed: int, infotext: str | None,
-               extension: str = "png", save_to_dirs: bool = True,
-               date: datetime.date | None = None, quality: int = JPEG_QUALITY) -> Path:
-    """Save like A1111 with its defaults (save_to_dirs, "[date]" folders, "[seed]"
-    pattern): ``directory/YYYY-MM-DD/NNNNN-SEED.png``. The file appears
-    atomically (temp file, fsync, rename) and never overwrites another."""
-    return _save(image, directory, _Namer("", f"-{seed}", extension), infotext, save_to_dirs, date, quality)
+_A1111_CALL = object()   # `infotext` not given: save_image was called with A1111's arguments
+
+
+def save_image(image: Image.Image, path: str | Path, basename: str = "", seed: int | None = None,
+               prompt: str | None = None, extension: str = "png", info: str | None = None,
+               short_filename: bool = False, no_prompt: bool = False, grid: bool = False,
+               pnginfo_section_name: str = "parameters", p=None, existing_info: dict | None = None,
+               forced_filename: str | None = None, suffix: str = "", save_to_dirs: bool | None = None, *,
+               infotext=_A1111_CALL, date: datetime.date | None = None, quality: int = JPEG_QUALITY):
+    """Two callers, one name. The project's saving passes `infotext=` (keyword only): the image is saved like A1111
+    with its defaults (save_to_dirs, "[date]" folders, "[seed]" pattern) as ``path/YYYY-MM-DD/NNNNN-SEED.png``,
+    atomically (temp file, fsync, rename), never overwriting another, and the Path is returned.
+
+    Extensions call it with A1111's arguments (`info` the infotext, `p`, `basename`, `suffix`, ...): it then does
+    what A1111's does, following the running server's settings (`_save_as_a1111`), and returns A1111's
+    (fullfn, txt_fullfn)."""
+    if infotext is _A1111_CALL:
+        return _save_as_a1111(image, path, basename, seed, prompt, extension, info, short_filename, no_prompt, grid,
+                              pnginfo_section_name, p, existing_info, forced_filename, suffix, save_to_dirs)
+    return _save(image, path, _Namer("", f"-{seed}", extension), infotext,
+                 True if save_to_dirs is None else save_to_dirs, date, quality)
 
 
 def save_grid(grid: Image.Image, directory: str | Path, *, infotext: str | None,
@@ -302,136 +311,158 @@ def image_to_png_bytes(image: Image.Image, infotext: str | None) -> bytes:
     return _encode(image, "PNG", infotext, JPEG_QUALITY)[0]
 
 
+def encode_as(image: Image.Image, extension: str, infotext: str | None, quality: int = JPEG_QUALITY) -> bytes:
+    """The bytes of `image` as a png, jpg or webp file, the infotext inside as saving puts it (None: for a PNG the
+    image's own "parameters" entry, if any, is kept)."""
+    fmt = _EXTENSION_FORMATS.get(extension.lower())
+    if fmt is None:
+        raise ValueError(f"unsupported image extension {extension!r}; use one of {sorted(_EXTENSION_FORMATS)}")
+    return _encode(image, fmt, infotext, quality)[0]
+
+
 def encode_base64_png(image: Image.Image, infotext: str | None) -> str:
     """Base64 (no data: prefix, as A1111's API returns) of ``image_to_png_bytes``."""
     return base64.b64encode(image_to_png_bytes(image, infotext)).decode("ascii")
 
 
-# ---------------------------------------------------------------- decoding user images
+# ---------------------------------------------------------------- A1111's `modules.images` names for extensions
 
-def to_rgb_or_rgba(image: Image.Image) -> Image.Image:
-    """RGBA when the image has transparency, else RGB. 16/32-bit greyscale is
-    scaled down to 8 bits rather than clipped (clipping turns it white)."""
-    mode = image.mode
-    if mode in ("RGB", "RGBA"):
-        return image
-    if mode.startswith("I;16") or mode == "I":
-        pixels = np.asarray(image.convert("I"), dtype=np.int64)
-        pixels = np.clip(pixels, 0, 65535) // 257  # 0..65535 -> 0..255
-        out = Image.fromarray(pixels.astype(np.uint8), "L").convert("RGB")
-        out.info = dict(image.info)
-        return out
-    if mode == "F":
-        pixels = np.nan_to_num(np.asarray(image, dtype=np.float32))
-        out = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "L").convert("RGB")
-        out.info = dict(image.info)
-        return out
-    has_alpha = mode in ("LA", "La", "PA", "RGBa") or (mode == "P" and "transparency" in image.info)
-    return image.convert("RGBA" if has_alpha else "RGB")
+get_next_sequence_number = next_sequence_number
+FilenameGenerator = filenames.FilenameGenerator
+sanitize_filename_part = filenames.sanitize_filename_part
 
 
-def decode_base64_image(data: str, *, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
-    """Decode a base64 image from a user (raw base64 or a data: URI) into an
-    upright RGB/RGBA image (first frame if animated). Raises ValueError with a
-    message fit for the user on anything else. The pixel count is checked from
-    the header, before any pixel is decoded. URLs are refused, not fetched."""
-    if not isinstance(data, str):
-        raise ValueError("image must be a base64 string")
-    text = data.strip()
-    if text[:8].lower().startswith(("http://", "https://")):
-        raise ValueError("URL images are not supported; send the image as base64")
-    if text[:5].lower() == "data:":
-        header, sep, text = text.partition(",")
-        if not sep or not header.lower().endswith(";base64"):
-            raise ValueError("data URI must be base64-encoded (data:image/...;base64,...)")
-    text = "".join(text.split())  # base64 wrapped over lines is fine
-    if not text:
-        raise ValueError("image data is empty")
+def image_grid(imgs: list[Image.Image], batch_size: int = 1, rows: int | None = None) -> Image.Image:
+    """A1111's: rows from the setting n_rows (-1 automatic, 0 = batch_size), cells the size of the largest
+    picture with smaller ones centred, on the grid_background_color."""
+    if not imgs:
+        raise ValueError("image_grid needs at least one image")
+    if rows is None:
+        setting = _setting("n_rows", -1)
+        if setting > 0:
+            rows = setting
+        elif setting == 0:
+            rows = batch_size
+        elif _setting("grid_prevent_empty_spots", False):
+            rows = math.floor(math.sqrt(len(imgs)))
+            while len(imgs) % rows:
+                rows -= 1
+        else:
+            rows = round(math.sqrt(len(imgs)))
+    rows = max(1, min(rows, len(imgs)))
+    cols = math.ceil(len(imgs) / rows)
+    w, h = map(max, zip(*(img.size for img in imgs)))
+    grid = Image.new("RGB", (cols * w, rows * h), _setting("grid_background_color", "#ffffff"))
+    for i, img in enumerate(imgs):
+        grid.paste(img, (i % cols * w + (w - img.width) // 2, i // cols * h + (h - img.height) // 2))
+    return grid
+
+
+def read_info_from_image(image: Image.Image) -> tuple[str | None, dict[str, str]]:
+    """A1111's name for `read_info`: (infotext or None, the other text metadata)."""
+    return read_info(image)
+
+
+def flatten(img: Image.Image, bgcolor: str) -> Image.Image:
+    """A1111's: transparency over `bgcolor` ("#ffffff"), an RGB image."""
+    return masking.flatten(img, bgcolor)
+
+
+def resize_image(resize_mode: int, im: Image.Image, width: int, height: int, upscaler_name: str | None = None):
+    """A1111's: 0 just resize, 1 crop and resize, 2 (or more) resize and fill; an enlargement goes through
+    `upscaler_name` (default: the upscaler_for_img2img setting), a name from the Upscalers list, else Lanczos."""
+    upscale = None
+    server = _server()
+    upscalers = server.upscalers if server is not None else None
+    name = upscaler_name or _setting("upscaler_for_img2img", None)
+    if upscalers is not None and name and name != "None":
+        found = upscalers.find(name)
+        if found is None:
+            raise ValueError(f"could not find upscaler named {name}")
+        upscale = lambda picture, scale: upscalers.upscale(picture, scale, found)   # noqa: E731
+    return masking.resize_image(min(int(resize_mode), 2), im, width, height, upscale)
+
+
+def _server():
     try:
-        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("image data is not valid base64") from None
-
-    return decode_image_bytes(raw, max_pixels=max_pixels)
+        return running.services()
+    except RuntimeError:   # not started (a test, a tool): settings take A1111's defaults, no callbacks
+        return None
 
 
-def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
-    """An encoded image from a user (the bytes of a file, or a download), with the checks above."""
-    return _decode(io.BytesIO(data), max_pixels)
+def _setting(key: str, default):
+    server = _server()
+    return getattr(server.options, key, default) if server is not None else default
 
 
-def load_image_file(path: str | Path, *, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
-    """An image file from a user's folder (img2img batch from directory), with
-    the same checks and conversions as ``decode_base64_image``. Raises
-    ValueError with a message naming the file."""
-    path = Path(path)
-    try:
-        with user_files.open_regular(path, "rb") as f:
-            return _decode(f, max_pixels)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-    except OSError as exc:  # missing, unreadable, a folder
-        raise ValueError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+def save_image_with_geninfo(image: Image.Image, geninfo: str | None, filename: str | Path, extension: str | None = None,
+                            existing_pnginfo: dict | None = None, pnginfo_section_name: str = "parameters") -> None:
+    """A1111's: write `image` as `filename` (replaced if it exists) with the infotext inside (PNG text chunk
+    `pnginfo_section_name` beside `existing_pnginfo`'s, JPEG/WebP EXIF), unless the setting enable_pnginfo is off."""
+    extension = (extension or os.path.splitext(str(filename))[1]).lstrip(".").lower()
+    fmt = _EXTENSION_FORMATS.get(extension)
+    if fmt is None:
+        raise ValueError(f"unsupported image extension {extension!r}; use one of {sorted(_EXTENSION_FORMATS)}")
+    embed = _setting("enable_pnginfo", True)
+    data, _ = _encode(image, fmt, geninfo if embed else None, _setting("jpeg_quality", JPEG_QUALITY),
+                      pnginfo_section_name, existing_pnginfo if embed else None)
+    replace_atomically(Path(filename), data)
 
 
-def check_user_image(image: Image.Image, *, max_pixels: int = MAX_INPUT_PIXELS, what: str = "image") -> Image.Image:
-    """An image that arrived already opened (from the UI) made like a decoded one:
-    refused when over ``max_pixels``, first frame, upright, RGB or RGBA.
-    Raises ValueError naming ``what`` (e.g. "mask")."""
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"{what} is not an image")
-    width, height = image.size
-    if width <= 0 or height <= 0:
-        raise ValueError(f"{what} has no pixels")
-    if width * height > max_pixels:
-        raise ValueError(f"{what} is {width}x{height}, more than the limit of {max_pixels} pixels")
-    try:
-        return _first_frame_upright(image)
-    except ValueError as exc:
-        raise ValueError(f"{what}: {exc}") from None
+def _save_as_a1111(image, path, basename, seed, prompt, extension, info, short_filename, no_prompt, grid,
+                   section, p, existing_info, forced_filename, suffix, save_to_dirs) -> tuple[str, str | None]:
+    """A1111's save_image: folder and name from its settings' patterns (a relative `path` is under the data folder,
+    as the web UI's own output folders), the image-saved callbacks around the write, a .txt beside the image with
+    the setting save_txt."""
+    fmt = _EXTENSION_FORMATS.get(extension.lower())
+    if fmt is None:
+        raise ValueError(f"unsupported image extension {extension!r}; use one of {sorted(_EXTENSION_FORMATS)}")
+    names = FilenameGenerator(p, seed, prompt, image, basename=basename)
+    if save_to_dirs is None:
+        save_to_dirs = (grid and _setting("grid_save_to_dirs", True)) or \
+                       (not grid and _setting("save_to_dirs", True) and not no_prompt)
+    server = _server()
+    folder = Path(path)
+    if server is not None and not folder.is_absolute():   # A1111's outdir settings are relative: to the data folder
+        folder = server.paths.data / folder
+    if save_to_dirs:
+        pattern = _setting("directories_filename_pattern", "") or "[prompt_words]"
+        folder /= names.apply(pattern).lstrip(" ").rstrip("\\ /")
+    folder.mkdir(parents=True, exist_ok=True)
+    pattern = _setting("samples_filename_pattern", "")
+    decoration = "" if short_filename or seed is None else (pattern or ("[seed]" if _setting("save_to_dirs", True)
+                                                                        else "[seed]-[prompt_spaces]"))
+    decoration = names.apply(decoration) + suffix
+    numbered = forced_filename is None and (_setting("save_images_add_number", True) or decoration == "")
+    namer = _Namer(basename, f"-{decoration}" if decoration else "", extension)
+    if forced_filename is not None:
+        planned = folder / f"{forced_filename}.{extension}"
+    elif numbered:
+        planned = folder / namer(namer.start(folder))
+    else:
+        planned = folder / f"{decoration}.{extension}"
 
+    from modules.script_callbacks import ImageSaveParams
 
-def _decode(fp: BinaryIO, max_pixels: int) -> Image.Image:
-    """The one decoding path for user images: header checks, then pixels."""
-    return _first_frame_upright(_open_within_limit(fp, max_pixels))
-
-
-def _first_frame_upright(image: Image.Image) -> Image.Image:
-    """Load the first frame, apply the EXIF orientation and convert to RGB/RGBA;
-    decoding errors become ValueError."""
-    try:
-        image.seek(0)  # animated: first frame only
-        image.load()
-        image = ImageOps.exif_transpose(image)
-    except ValueError as exc:
-        if "MAX_TEXT_CHUNK" in str(exc) or "text chunks" in str(exc):  # text after the pixels
-            raise ValueError("metadata too large") from None
-        raise ValueError(f"could not decode image: {exc}") from None
-    except (OSError, SyntaxError, EOFError) as exc:  # truncated or corrupt data
-        raise ValueError(f"could not decode image: {exc}") from None
-    return to_rgb_or_rgba(image)
-
-
-def _open_within_limit(fp: BinaryIO, max_pixels: int) -> Image.Image:
-    """Image.open (header only) restricted to the allowed formats, refusing
-    images with more than ``max_pixels`` before their pixels are decoded."""
-    Image.init()
-    formats = [f for f in _ALLOWED_INPUT_FORMATS if f in Image.OPEN]
-    try:
-        image = Image.open(fp, formats=formats)
-    except UnidentifiedImageError:
-        raise ValueError(f"not a supported image (accepted: {', '.join(formats)})") from None
-    except Image.DecompressionBombError:
-        raise ValueError(f"image is too large (more than the limit of {max_pixels} pixels)") from None
-    except ValueError as exc:
-        if "MAX_TEXT_CHUNK" in str(exc) or "text chunks" in str(exc):
-            raise ValueError("metadata too large") from None
-        raise ValueError(f"could not decode image: {exc}") from None
-    except (OSError, SyntaxError, EOFError) as exc:
-        raise ValueError(f"could not decode image: {exc}") from None
-    width, height = image.size
-    if width <= 0 or height <= 0:
-        raise ValueError("image has no pixels")
-    if width * height > max_pixels:
-        raise ValueError(f"image is {width}x{height}, more than the limit of {max_pixels} pixels")
-    return image
+    params = ImageSaveParams(image, p, str(planned), dict(existing_info or {}))
+    if info is not None:
+        params.pnginfo[section] = info
+    if server is not None:
+        server.scripts.callbacks.before_image_saved(params)
+    info = params.pnginfo.get(section)
+    extra = {key: value for key, value in params.pnginfo.items() if key != section}
+    embed = _setting("enable_pnginfo", True)
+    data, _ = _encode(params.image, fmt, info if embed else None, _setting("jpeg_quality", JPEG_QUALITY), section,
+                      extra if embed else None)
+    if numbered and params.filename == str(planned):   # the first free number when written, as the core's saves
+        params.filename = str(write_new(folder, data, namer))
+    else:
+        Path(params.filename).parent.mkdir(parents=True, exist_ok=True)
+        replace_atomically(Path(params.filename), data)
+    text_file = None
+    if _setting("save_txt", False) and info is not None:
+        text_file = os.path.splitext(params.filename)[0] + ".txt"
+        replace_atomically(Path(text_file), f"{info}\n".encode("utf-8"))
+    if server is not None:
+        server.scripts.callbacks.image_saved(params)
+    return params.filename, text_file

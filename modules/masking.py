@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps
 
-from modules.images import to_rgb_or_rgba
+from modules.untrusted.user_images import to_rgb_or_rgba
 
 Region = tuple[int, int, int, int]
 
@@ -148,6 +148,23 @@ def crop_region(mask: Image.Image, padding: int) -> Region | None:
         return None
     x1, y1, x2, y2 = box
     return max(x1 - padding, 0), max(y1 - padding, 0), min(x2 + padding, mask.width), min(y2 + padding, mask.height)
+
+
+def get_crop_region_v2(mask, pad: int = 0) -> Region | None:
+    """A1111's: the box (x1, y1, x2, y2) around a mask's non-black pixels (a PIL image or a numpy array), grown by
+    `pad` and clamped to the mask; None for an all-black mask."""
+    mask = mask if isinstance(mask, Image.Image) else Image.fromarray(np.asarray(mask))
+    return crop_region(mask, pad)
+
+
+def get_crop_region(mask, pad: int = 0) -> Region:
+    """A1111's older form: as get_crop_region_v2, but an all-black mask gives A1111's inverted box
+    (width - pad, height - pad, pad, pad), clamped, instead of None."""
+    mask = mask if isinstance(mask, Image.Image) else Image.fromarray(np.asarray(mask))
+    box = crop_region(mask, pad)
+    if box is not None:
+        return box
+    return max(mask.width - pad, 0), max(mask.height - pad, 0), min(pad, mask.width), min(pad, mask.height)
 
 
 def expand_crop_region(region: Region, processing_width: int, processing_height: int,

@@ -29,7 +29,10 @@ class CheckpointInfo:
     """A1111's CheckpointInfo for one file of the checkpoint folder (`CheckpointInfo(filename)` finds it)."""
 
     def __init__(self, filename):
-        entry = filename if hasattr(filename, "oldhash") else _services().registry.find(str(Path(filename).resolve()))
+        from modules.models.registry import CheckpointInfo as RegistryEntry
+
+        entry = (filename if isinstance(filename, RegistryEntry)
+                 else _services().registry.find(str(Path(filename).resolve())))
         if entry is None:
             raise ValueError(f"{filename} is not in the checkpoint folder; put it there and refresh the list")
         self._entry = entry

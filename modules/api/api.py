@@ -11,6 +11,7 @@ import secrets
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
+from modules.api.a1111_api import Api, decode_base64_to_image, encode_pil_to_base64  # noqa: F401 - A1111's names
 from modules.api.routes import (checkpoints, controlnet, extras, generation, jobs, networks, options, scripts, server,
                                 upscalers)
 from modules.api.server import ServerControl

@@ -276,3 +276,13 @@ class RealesrganItem(BaseModel):
     name: str
     path: str | None = None
     scale: int | None = None
+
+
+# A1111's names for these bodies (`from modules.api.models import StableDiffusionTxt2ImgProcessingAPI`, ...), for
+# extensions that build requests (agent-scheduler, adetailer): the same models the routes validate with.
+StableDiffusionTxt2ImgProcessingAPI = Txt2ImgRequest
+StableDiffusionImg2ImgProcessingAPI = Img2ImgRequest
+TextToImageResponse = ImageToImageResponse = ImageResponse
+ExtrasBaseRequest = ExtrasOptions
+PNGInfoRequest = PngInfoRequest
+PNGInfoResponse = PngInfoResponse
