@@ -3,9 +3,13 @@
 webui.py mounts it with `gr.mount_gradio_app(app, create_ui(services), path="/", **launch_options(services))`.
 In Gradio 6 the theme, CSS and head scripts are options of mounting (or `launch`), not of `gr.Blocks`.
 Only tabs that work are shown.
+
+As A1111's `modules.ui` it also holds the names extensions import from there (`create_refresh_button`, `gr_show`,
+the symbols, `txt2img_paste_fields`, …: `a1111_names.py`); other A1111 names fail naming the extension.
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import logging
@@ -19,7 +23,11 @@ from modules.cmd_args import gradio_credentials
 from modules.ui import extensions as extensions_tab, extras, img2img, pnginfo, send_to, topbar, txt2img
 from modules.ui import merger as merger_tab
 from modules.ui import controlnet_tab, gallery_buttons, settings, settings_pages, ui_config
+from modules.ui import a1111_infotext, a1111_paste_buttons, page_options
+from modules.addons.missing_names import missing_name
 from modules.script_callbacks import error_line
+from modules.ui.a1111_names import *  # noqa: F403 - A1111's modules.ui names (its __all__)
+from modules.ui.a1111_names import SET_WITH_THE_PAGE
 from modules.ui.scripts import check_events
 
 HERE = Path(__file__).resolve().parent
@@ -31,7 +39,6 @@ def create_ui(services, server_control=None) -> gr.Blocks:
     """`server_control` (modules.api.server.ServerControl) lets the Extensions tab restart the server."""
     callbacks = services.scripts.callbacks
     callbacks.fire("before_ui")
-    extension_tabs = callbacks.ui_tabs_with_origin()   # built by the extensions outside the page, rendered in their tabs below
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
         bar = topbar.create_topbar(demo, services)
         with gr.Tabs(elem_id="tabs") as tabs:   # A1111's order and tab ids
@@ -47,6 +54,11 @@ def create_ui(services, server_control=None) -> gr.Blocks:
                 pnginfo_tab = pnginfo.create_tab()
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
                 merger_tab.create_tab(services, demo=demo, topbar=bar)
+            # As in A1111, extensions build their tabs once the generation tabs exist (they may read
+            # modules.ui.txt2img_paste_fields), each in its own Blocks, rendered in its tab below.
+            a1111_paste_buttons.bind_page(services, demo, tabs, txt2img_tab, img2img_tab, extras_tab)
+            with _outside_page():
+                extension_tabs = callbacks.ui_tabs_with_origin()
             for script, entry in extension_tabs:   # on_ui_tabs: (gr.Blocks, title, elem_id)
                 _extension_tab(entry, script, callbacks.failures)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
@@ -55,9 +67,34 @@ def create_ui(services, server_control=None) -> gr.Blocks:
                 extensions_tab.create_tab(services, demo=demo, server_control=server_control)
         send_to.connect(services, tabs=tabs, topbar=bar, txt2img=txt2img_tab, img2img=img2img_tab,
                         extras=extras_tab, pnginfo=pnginfo_tab)
+        a1111_paste_buttons.connect_paste_params_buttons()   # extensions' "Send to" buttons (A1111's ParamBinding)
+        page_options.connect(demo, services, bar)   # window.opts
         ui_config.apply_ui_config(services.paths.ui_config_file, tabs)   # the defaults saved in ui-config.json
         settings_pages.connect_defaults(settings_tab.pages, services.paths.ui_config_file, tabs)
     return demo
+
+
+@contextlib.contextmanager
+def _outside_page():
+    """Blocks made here are not children of the page being built (Gradio adds a new Blocks to the one open)."""
+    saved = Context.root_block, Context.block
+    Context.root_block = Context.block = None
+    try:
+        yield
+    finally:
+        Context.root_block, Context.block = saved
+
+
+def __getattr__(name: str):
+    """A1111's `modules.ui` names this web UI does not have fail naming the extension that asked."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    if name in SET_WITH_THE_PAGE:   # txt2img_paste_fields, img2img_paste_fields
+        tab = a1111_infotext.paste_fields.get(name.removesuffix("_paste_fields"))
+        if tab is None:
+            raise missing_name("modules.ui", name, "it exists once the page's tabs are built (read it in on_ui_tabs)")
+        return tab["fields"]
+    raise missing_name("modules.ui", name)
 
 
 def _extension_tab(entry, script: str = "", failures: dict | None = None) -> None:
@@ -110,10 +147,12 @@ def parse_auth(text: str | None) -> list[tuple[str, str]]:
 
 
 def head_html(services) -> str:
-    """Our script, then each enabled extension's javascript/*.js (inlined: the page loads nothing else)."""
+    """Our scripts (script.js, then A1111's page API a1111.js), then each enabled extension's javascript/*.js
+    (inlined: the page loads nothing else)."""
     script = (HERE / "script.js").read_text(encoding="utf-8")
     settings = {"theme": getattr(services.args, "theme", None)}
-    parts = [f"<script>window.webuiSettings = {json.dumps(settings)};\n{script}</script>"]
+    parts = [f"<script>window.webuiSettings = {json.dumps(settings)};\n{script}</script>",
+             f"<script>\n{(HERE / 'a1111.js').read_text(encoding='utf-8')}\n</script>"]   # A1111's page API
     for path in services.scripts.javascript:
         code = _read_text(path).replace("</script", "<\\/script")   # cannot close the tag early
         parts.append(f"<script data-extension-file={json.dumps(path.name)}>\n{code}\n</script>")

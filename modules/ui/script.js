@@ -39,7 +39,9 @@
         return root;
     };
 
-    const hooks = {loaded: [], update: [], afterUpdate: [], tabChange: []};
+    // A1111's arrays, global as there (an extension may read them or run them with executeCallbacks).
+    const hooks = {loaded: window.uiLoadedCallbacks = [], update: window.uiUpdateCallbacks = [],
+                   afterUpdate: window.uiAfterUpdateCallbacks = [], tabChange: window.uiTabChangeCallbacks = []};
     let uiLoaded = false;
     let afterUpdateTimer = null;
     let currentTab = null;
@@ -169,7 +171,9 @@
         }
     }, true);
 
-    const titles = {
+    // A1111's `titles` (hints.js), global: extensions add to it or replace it (`titles = {...titles, ...}`); here
+    // by element id, and in a1111.js by an element's text as in A1111.
+    window.titles = Object.assign({
         "paste": "Read generation parameters from prompt or last generation if prompt is empty into user interface.",
         "refresh_sd_model_checkpoint": "Refresh the list of checkpoints",
         "txt2img_random_seed": "Set seed to -1, which will cause a new random number to be used every time",
@@ -193,8 +197,7 @@
         "extras_generate": "Upscale and restore faces",
         "upscaling_res_switch_btn": "Switch width/height",
         "extras_refresh_upscalers": "Rescan the upscaler model folders",
-    
-    };
+    }, window.titles || {});
     // Buttons repeated per tab and ControlNet unit: hover text by the end of their elem_id.
     const suffixTitles = {
         "_controlnet_trigger_preprocessor": "Run preprocessor",
@@ -202,7 +205,7 @@
     };
 
     function applyTitles() {
-        for (const [id, title] of Object.entries(titles)) {
+        for (const [id, title] of Object.entries(window.titles || {})) {
             const element = document.getElementById(id);
             if (element && !element.title) {
                 element.title = title;

@@ -1,0 +1,3 @@
+"""A1111's `modules.call_queue` for extensions: a thin forward to `modules/ui/a1111_call_queue.py`."""
+from modules.ui.a1111_call_queue import (queue_lock, wrap_gradio_call, wrap_gradio_gpu_call,  # noqa: F401
+                                         wrap_queued_call)
