@@ -39,9 +39,6 @@ log = logging.getLogger(__name__)
 # What was translated or dropped, with the first file that did it: ("Image(tool=)", ".../ext/scripts/x.py").
 noticed: dict[str, str] = {}
 
-# Gradio 3's single `source=` → Gradio 6's `sources=[...]`, where the source still exists.
-SOURCES = {"image": ("upload", "webcam", "clipboard"), "video": ("upload", "webcam"),
-           "audio": ("upload", "microphone")}
 # Keywords of A1111's own Component wrapper, not Gradio's: accepted silently.
 A1111_KEYWORDS = ("tooltip",)
 # .style(...) keywords → the Gradio 6 constructor argument that does the same.
@@ -131,7 +128,7 @@ def _component_keywords(cls: type, original, kwargs: dict) -> dict:
             kwargs.pop(key, None)
     source = kwargs.pop("source", None) if "source" not in names else None
     if source is not None and "sources" in names and "sources" not in kwargs:
-        if source in SOURCES.get(cls.__name__.lower(), ()):
+        if source in _default_sources(original):   # Gradio 3's single source → Gradio 6's list, where it exists
             kwargs["sources"] = [source]
         else:
             _notice(f"{cls.__name__}(source={source!r})", "no such source in Gradio 6: the default sources are used")
@@ -139,6 +136,19 @@ def _component_keywords(cls: type, original, kwargs: dict) -> dict:
         _notice(f"{cls.__name__}({key}=)", "not a Gradio 6 argument: ignored")
         del kwargs[key]
     return kwargs
+
+
+# The sources of the components whose `sources=None` means all of them (the others list theirs as the default).
+ALL_SOURCES = {"image": ("upload", "webcam", "clipboard"), "video": ("upload", "webcam"),
+               "audio": ("upload", "microphone")}
+
+
+@functools.lru_cache(maxsize=None)
+def _default_sources(function) -> tuple:
+    default = inspect.signature(function).parameters["sources"].default
+    if isinstance(default, (list, tuple)) and default:
+        return tuple(default)
+    return ALL_SOURCES.get(function.__qualname__.split(".")[0].lower(), ())
 
 
 def _translating_event(original):
