@@ -16,8 +16,19 @@ from modules import paths as paths_module
 SECRET_FLAGS = ("gradio_auth", "api_auth", "gradio_auth_path", "tls_keyfile")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Without arguments, parses the command line the web UI was started with, COMMANDLINE_ARGS included (A1111
+    puts those into sys.argv, which extensions parse with `cmd_args.parser.parse_args()`)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        return super().parse_known_args(_command_line if args is None else args, namespace)
+
+
+_command_line: list[str] | None = None   # None before parse_args: sys.argv[1:]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="webui.py",
         description="Stable Diffusion web UI (A1111-compatible) on diffusers.",
     )
@@ -145,20 +156,20 @@ _MODEL_FOLDER_ATTRIBUTES = {"esrgan_models_path": "ESRGAN", "realesrgan_models_p
                             "scunet_models_path": "ScuNET", "gfpgan_models_path": "GFPGAN",
                             "codeformer_models_path": "Codeformer"}
 
-# A1111's `cmd_args.parser`: the parser of the last parse_args, with the flags extensions' preload.py added
-# (`cmd_args.parser.parse_known_args()` gives them); before that, the web UI's own flags.
+# A1111's `cmd_args.parser`: the parser of the last parse_args, with the flags extensions' preload.py added;
+# `cmd_args.parser.parse_args()` reads the web UI's command line. Before parse_args, the web UI's own flags.
 parser = build_parser()
 
 
 def parse_args(argv: list[str] | None = None, preload=None) -> argparse.Namespace:
     """Parse flags from COMMANDLINE_ARGS followed by argv (argv wins on repeats). `preload(parser, known)` may
     add flags first (extensions' preload.py), given the flags known so far (where the extensions are)."""
-    global parser
-    env_args = shlex.split(os.environ.get("COMMANDLINE_ARGS", ""))
+    global parser, _command_line
+    _command_line = shlex.split(os.environ.get("COMMANDLINE_ARGS", "")) + list(argv or [])
     parser = build_parser()
     if preload is not None:
-        preload(parser, parser.parse_known_args(env_args + list(argv or []))[0])
-    args = parser.parse_args(env_args + list(argv or []))
+        preload(parser, parser.parse_known_args(_command_line)[0])
+    args = parser.parse_args(_command_line)
     if args.share:   # a public tunnel is a connection to a third-party server: this UI never makes one
         parser.error("--share is not supported: a public gradio.live link needs the network, which this web UI "
                      "never uses. Use --listen (with --gradio-auth or --api-auth) to serve your own network.")

@@ -41,6 +41,7 @@ mask = np.zeros((16, 16), dtype=np.uint8)
 mask[4:6, 3:9] = 255
 prompts, networks = extra_networks.parse_prompts(["<lora:x:0.5> cat", "dog"])
 SEEN = {"flag": cmd_args.parser.parse_known_args(["--stand-in-flag", "7"])[0].stand_in_flag,
+        "started_with": vars(cmd_args.parser.parse_args()),   # as lora-block-weight reads --api
         "lora_dir": shared.cmd_opts.lora_dir, "ckpt_dir": shared.cmd_opts.ckpt_dir,
         "esrgan": shared.cmd_opts.esrgan_models_path, "prompts": prompts,
         "networks": {kind: [params.items for params in found] for kind, found in networks.items()},
@@ -104,6 +105,7 @@ def test_an_extension_reads_flags_parses_prompts_and_crops_at_import(started):
     generate(services)   # the extension writes what it saw from its hook
     found = seen(data)
     assert found["flag"] == 7 and services.args.stand_in_flag == 3   # preload's flag, on cmd_args.parser
+    assert found["started_with"]["skip_install"] and found["started_with"]["data_dir"] == str(data)
     assert found["lora_dir"] == str(data / "models" / "Lora") and found["ckpt_dir"] is None
     assert found["esrgan"] == str(data / "models" / "ESRGAN")
     assert found["prompts"] == [" cat", "dog"] and found["networks"] == {"lora": [["x", "0.5"]]}
