@@ -156,7 +156,8 @@ def test_progress_names_track_queued_jobs_and_an_extensions_own_tasks(started):
 
 def test_the_api_module_names_run_a_generation_as_the_route_does(started):
     from modules.api import api
-    from modules.api.models import StableDiffusionTxt2ImgProcessingAPI, TextToImageResponse
+    from modules.api.models import (StableDiffusionImg2ImgProcessingAPI, StableDiffusionTxt2ImgProcessingAPI,
+                                    TextToImageResponse)
 
     services, _ = started
     answer = api.Api(FastAPI(), None).text2imgapi(StableDiffusionTxt2ImgProcessingAPI(
@@ -166,6 +167,10 @@ def test_the_api_module_names_run_a_generation_as_the_route_does(started):
     assert picture.size == (64, 64)
     encoded = api.encode_pil_to_base64(picture)
     assert isinstance(encoded, bytes) and Image.open(io.BytesIO(base64.b64decode(encoded))).size == (64, 64)
+    answer = api.Api(FastAPI()).img2imgapi(StableDiffusionImg2ImgProcessingAPI(
+        init_images=[encoded.decode()], width=64, height=64, steps=1, denoising_strength=0.5,
+        include_init_images=True, override_settings={"sd_model_checkpoint": "tiny-sd1"}))
+    assert len(answer.images) == 2 and answer.parameters["init_images"] == [encoded.decode()]
 
 
 def test_masking_and_images_have_a1111s_helpers():
