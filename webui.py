@@ -18,7 +18,7 @@ STARTED = time.perf_counter()
 from fastapi import FastAPI  # noqa: E402
 from starlette.routing import Mount  # noqa: E402
 
-from modules import cmd_args, services as services_module  # noqa: E402
+from modules import cmd_args, services as services_module, shared  # noqa: E402
 from modules.version import VERSION  # noqa: E402
 
 log = logging.getLogger("webui")
@@ -48,6 +48,7 @@ def create_app(services: services_module.Services, server_control=None) -> FastA
         from modules.ui import create_ui, launch_options
 
         blocks = create_ui(services, server_control=server_control)
+        shared.demo = blocks   # A1111's page, for extensions that read shared.demo
         app = gr.mount_gradio_app(app, blocks, path="/", **launch_options(services))
     else:   # the scripts' default args come from their ui(), built off-page
         from modules.ui.scripts import record_defaults

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from modules import shared
+from modules.addons.running import services
 from modules.postprocess.face_restoration import MODEL_FILES
 
 
@@ -31,8 +31,8 @@ class ServerRestorer(FaceRestoration):
         return self.model_name
 
     def restore(self, np_image: np.ndarray, w: float | None = None) -> np.ndarray:
-        weight = float(shared.opts.code_former_weight) if w is None else float(w)
-        restored = shared.services().restorers.restore(Image.fromarray(np.asarray(np_image, dtype=np.uint8)),
+        weight = float(services().options.code_former_weight) if w is None else float(w)
+        restored = services().restorers.restore(Image.fromarray(np.asarray(np_image, dtype=np.uint8)),
                                                         self.model_name, 1.0, codeformer_weight=weight)
         return np.asarray(restored.convert("RGB"))
 
@@ -45,6 +45,6 @@ def restorers() -> list[FaceRestoration]:
 
 def restore_faces(np_image: np.ndarray) -> np.ndarray:
     """A1111's: restore with the restorer the settings name (`face_restoration_model`)."""
-    chosen = str(shared.opts.face_restoration_model)
+    chosen = str(services().options.face_restoration_model)
     picked = next((restorer for restorer in restorers() if restorer.name() == chosen), None)
     return picked.restore(np_image) if picked is not None else np_image

@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from modules import shared
+from modules import sd_models, shared
 from modules.diffusion import noise
 from modules.generation.context import ImagePrompts, ScriptHooks as NoHooks
 from modules.generation.request import OVERRIDE_FIELDS, GenerationRequest, validate_request
@@ -60,7 +60,7 @@ class StableDiffusionProcessing:
         self.iteration = 0
         self.scripts: ScriptRunner | None = None
         self.script_args: list = []      # A1111's flat list: [chosen dropdown script's index, *each script's args]
-        self.sd_model = None             # the LoadedModel once the generation has loaded it
+        self.sd_model = None             # the loaded model once the generation has loaded it (sd_models.WebuiSdModel)
         self.outpath_samples = self.outpath_grids = ""
         self.comments: dict = {}
         self.user = ""
@@ -308,7 +308,7 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
         runner.process(p)
     chosen = _chosen_by_scripts(p, as_set, listed)
     request = p.to_request()
-    p.sd_model = p._generator.load(request.checkpoint, remember=False)
+    p.sd_model = sd_models.WebuiSdModel(p._generator.load(request.checkpoint, remember=False))
     with p._generator.options.overridden(request.option_overrides):   # p.override_settings, for this call only
         # the live dict: what process_batch hooks add still reaches the infotext
         result = p._generator.generate(request, p._job, extra_params=p.extra_generation_params,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from modules import devices, extra_networks, images, paths as paths_module
+from modules import devices, extra_networks, images, paths as paths_module, sd_models
 from modules.diffusion import compilation
 from modules.output import leftovers
 from modules.cmd_args import parse_args
@@ -246,7 +246,8 @@ def create(args: argparse.Namespace | None = None) -> Services:
                           previews=Previews(paths.models / "VAE-taesd", device_config.device, device_config.dtype),
                           prompt_history=not args.no_prompt_history)
     generator.scripts = ScriptHost()   # filled by load_scripts
-    manager.on_loaded = lambda model: generator.scripts.callbacks.model_loaded(model)
+    # extensions get A1111's view of the model (sd_checkpoint_info, is_sdxl, ...), as shared.sd_model gives it
+    manager.on_loaded = lambda model: generator.scripts.callbacks.model_loaded(sd_models.WebuiSdModel(model))
     return Services(args=args, paths=paths, options=options, devices=device_config, registry=registry,
                     models=manager, queue=queue, generator=generator, networks=networks, upscalers=upscalers,
                     restorers=restorers, controlnet=controlnet)

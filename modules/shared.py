@@ -24,7 +24,7 @@ from modules.shared_total_tqdm import TotalTQDM
 
 _server_start = time.time()
 total_tqdm = TotalTQDM()
-demo = None   # A1111's page (gr.Blocks): not set here; extensions get it as on_app_started's `demo`
+demo = None   # A1111's page (gr.Blocks), set by webui.py once the UI is built (None with --nowebui)
 
 
 def bind(services) -> None:
@@ -246,25 +246,6 @@ class _PromptStyles:
 prompt_styles = _PromptStyles()
 
 
-class _SdUpscaler:
-    """One entry of `shared.sd_upscalers`: A1111's UpscalerData (`name`, `data_path`, `scale`) whose `scaler`
-    upscales with it, as the Extras tab does. Call `upscale` from a script (the job's thread owns the device)."""
-
-    def __init__(self, entry: dict):
-        self.name = entry["name"]
-        self.data_path = entry["model_path"]
-        self.local_data_path = entry["model_path"]
-        self.model_url = entry["model_url"]
-        self.scale = entry["scale"] or 4
-        self.scaler = self
-
-    def upscale(self, img, scale, selected_model=None):
-        return services().upscalers.upscale(img, scale, self.name)
-
-    def __repr__(self) -> str:
-        return f"UpscalerData({self.name!r})"
-
-
 def _natural_sort_key(text: str, regex=re.compile("([0-9]+)")) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in regex.split(text)]
 
@@ -308,7 +289,13 @@ def __getattr__(name: str) -> Any:
     if name == "device":
         return services().devices.device
     if name == "sd_upscalers":
-        return [_SdUpscaler(entry) for entry in services().upscalers.api_list()]
+        from modules import upscaler
+
+        return upscaler.server_upscalers()
+    if name == "face_restorers":
+        from modules import face_restoration
+
+        return face_restoration.restorers()
     if name == "hide_dirs":
         return {"visible": not services().args.hide_ui_dir_config}
     if name in ("list_checkpoint_tiles", "refresh_checkpoints", "list_samplers", "reload_hypernetworks"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 
+from modules import sd_models
 from modules.generation.request import OVERRIDE_FIELDS
 from modules.jobs import Job, JobError, ScriptFailed
 from modules.processing import (Processed, StableDiffusionProcessing, StableDiffusionProcessingImg2Img,
@@ -40,7 +41,7 @@ def run_with_scripts(generator, request, job: Job, runner: ScriptRunner):
     given = request.extension_scripts
     args_by_name = {script.name: runner.args_for(script, given.get(script.name)) for script in runner.scripts}
     p = processing_for(request, generator, job, runner, runner.flat_args(selected, args_by_name))
-    p.sd_model = generator.load(request.checkpoint, remember=False)   # scripts read it from setup() on
+    p.sd_model = sd_models.WebuiSdModel(generator.load(request.checkpoint, remember=False))   # read from setup() on
     runner.setup(p)
     processed = None
     if selected is not None:
