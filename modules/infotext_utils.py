@@ -5,3 +5,9 @@ from modules.ui.a1111_infotext import (ParamBinding, PasteField, add_paste_field
                                        image_from_url_text, parse_generation_parameters, paste_fields, quote,
                                        register_paste_params_button, registered_param_bindings, reset, unquote)
 from modules.ui.a1111_paste_buttons import connect_paste_params_buttons  # noqa: F401
+
+
+def __getattr__(name: str):
+    from modules.addons.missing_names import missing_name
+
+    raise missing_name("modules.infotext_utils", name)

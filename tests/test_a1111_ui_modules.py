@@ -142,6 +142,8 @@ def test_an_extension_page_registers_and_becomes_cards(tmp_path):
     assert cards[0].prompt == "<style:x:0.8>" and cards[0].description == "a style" and cards[0].kind == "my_styles"
     assert cards[1].prompt is None   # not a string expression: never run
     assert ui_extra_networks.quote_js('a"b\\c') == '"a\\"b\\\\c"'
+    with pytest.raises(AttributeError, match="ExtraNetworksPage.create_card_view_html, which does not exist here"):
+        ui_extra_networks.ExtraNetworksPage.create_card_view_html   # noqa: B018 - an extension patching it
 
 
 def test_modules_ui_names_and_missing_ones():
@@ -150,6 +152,11 @@ def test_modules_ui_names_and_missing_ones():
     assert ui.switch_values_symbol == "\u21c5" and ui.gr_show(False) == {"visible": False, "__type__": "update"}
     with pytest.raises(AttributeError, match=r"modules\.ui\.sd_hijack_thing, which does not exist here"):
         ui.sd_hijack_thing   # noqa: B018
+    from modules import call_queue, infotext_utils, ui_common
+
+    for module in (ui_common, call_queue, infotext_utils):
+        with pytest.raises(AttributeError, match=rf"{module.__name__}\.nope, which does not exist here"):
+            module.nope   # noqa: B018
 
 
 def test_image_from_url_text_opens_only_the_pages_files(tmp_path):

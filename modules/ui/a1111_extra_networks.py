@@ -17,6 +17,7 @@ import os
 import re
 from pathlib import Path
 
+from modules.addons.missing_names import missing_name
 from modules.networks import cards
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,16 @@ def register_page(page: "ExtraNetworksPage") -> None:
     allowed_dirs.update(folder for registered in extra_pages for folder in registered.allowed_directories_for_previews())
 
 
-class ExtraNetworksPage:
+class _PageClass(type):
+    def __getattr__(cls, name):
+        """A1111's page methods that build its own HTML (`create_html`, `create_card_view_html`, …) are not here."""
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise missing_name("modules.ui_extra_networks.ExtraNetworksPage", name,
+                           "the cards' HTML is the web UI's own (modules/networks/cards)")
+
+
+class ExtraNetworksPage(metaclass=_PageClass):
     """A1111's base class: override `list_items()` (yield item dicts), `create_item(name, index=None)`,
     `refresh()`, `allowed_directories_for_previews()`."""
 
