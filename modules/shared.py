@@ -11,8 +11,6 @@ services it needs (design rule 3).
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 import time
 from datetime import datetime
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 from modules.addons import running
 from modules.addons.missing_names import missing_name
 from modules.settings.option_info import OptionInfo as _OptionInfo
+from modules.util import listfiles, natural_sort_key, walk_files  # noqa: F401 - A1111's names here too
 from modules.shared_total_tqdm import TotalTQDM
 
 _server_start = time.time()
@@ -244,38 +243,6 @@ class _PromptStyles:
 
 
 prompt_styles = _PromptStyles()
-
-
-def _natural_sort_key(text: str, regex=re.compile("([0-9]+)")) -> list:
-    return [int(part) if part.isdigit() else part.lower() for part in regex.split(text)]
-
-
-natural_sort_key = _natural_sort_key
-
-
-def listfiles(dirname) -> list[str]:
-    """The files (not folders, not hidden) in `dirname`, in natural order, as A1111's."""
-    names = sorted(os.listdir(dirname), key=natural_sort_key)
-    return [path for name in names if not name.startswith(".")
-            and os.path.isfile(path := os.path.join(dirname, name))]
-
-
-def walk_files(path, allowed_extensions=None):
-    """Every file under `path` (natural order; `allowed_extensions` like [".png"]), hidden folders left out unless
-    the `list_hidden_files` setting is on, as A1111's."""
-    if not os.path.exists(path):
-        return
-    allowed = {ext.lower() for ext in allowed_extensions} if allowed_extensions is not None else None
-    try:
-        show_hidden = opts.get("list_hidden_files", True)
-    except RuntimeError:   # before the web UI has started: A1111's default
-        show_hidden = True
-    for root, _, files in sorted(os.walk(path, followlinks=True), key=lambda item: natural_sort_key(item[0])):
-        if not show_hidden and ("/." in root or "\\." in root):
-            continue
-        for filename in sorted(files, key=natural_sort_key):
-            if allowed is None or os.path.splitext(filename)[1].lower() in allowed:
-                yield os.path.join(root, filename)
 
 
 def __getattr__(name: str) -> Any:
