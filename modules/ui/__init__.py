@@ -23,7 +23,7 @@ from modules.cmd_args import gradio_credentials
 from modules.ui import extensions as extensions_tab, extras, img2img, pnginfo, send_to, topbar, txt2img
 from modules.ui import merger as merger_tab
 from modules.ui import controlnet_tab, gallery_buttons, settings, settings_pages, ui_config
-from modules.ui import a1111_infotext, a1111_paste_buttons, page_options
+from modules.ui import a1111_extra_networks, a1111_infotext, a1111_paste_buttons, page_options
 from modules.addons.missing_names import missing_name
 from modules.script_callbacks import error_line
 from modules.ui.a1111_names import *  # noqa: F403 - A1111's modules.ui names (its __all__)
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 def create_ui(services, server_control=None) -> gr.Blocks:
     """`server_control` (modules.api.server.ServerControl) lets the Extensions tab restart the server."""
     callbacks = services.scripts.callbacks
+    # As A1111: extensions register Extra Networks pages in on_before_ui and "Send to" buttons in on_ui_tabs.
+    a1111_extra_networks.extra_pages.clear()
+    a1111_infotext.reset()
     callbacks.fire("before_ui")
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
         bar = topbar.create_topbar(demo, services)
