@@ -150,6 +150,7 @@ def test_modules_ui_names_and_missing_ones():
     import modules.ui as ui
 
     assert ui.switch_values_symbol == "\u21c5" and ui.gr_show(False) == {"visible": False, "__type__": "update"}
+    assert ui.versions_html().startswith("version: <a>v1.10.1")   # the A1111 version whose behaviour this follows
     with pytest.raises(AttributeError, match=r"modules\.ui\.sd_hijack_thing, which does not exist here"):
         ui.sd_hijack_thing   # noqa: B018
     from modules import call_queue, infotext_utils, ui_common

@@ -1,7 +1,7 @@
 """A1111's page JavaScript API in a real browser (issue 21), on one page load: a stand-in extension whose script uses
 DOMContentLoaded, onUiLoaded, `opts` with onOptionsAvailable/onOptionsChanged, `titles` and `updateInput`, and whose
 tab reads `modules.ui.txt2img_paste_fields` and registers an A1111 "Send to txt2img" button (ParamBinding); the
-page's switch_to_img2img / switch_to_inpaint pick those tabs.
+page's switch_to_img2img / switch_to_inpaint pick those tabs, and its footer holds A1111's versions line.
 
 Set SKIP_BROWSER_TESTS=1 to skip these where no Chromium can be installed (`apt-get install chromium`).
 """
@@ -77,6 +77,9 @@ def test_an_extension_uses_a1111s_page_api(browser, server):
         # both of the extension's start-up listeners ran; opts holds the settings, its own included
         assert sorted(page.evaluate("() => a1111js.events")) == ["DOMContentLoaded", "onUiLoaded"]
         assert page.evaluate("() => [a1111js.greeting, typeof opts.CLIP_stop_at_last_layers]") == ["hello", "number"]
+        # A1111's footer: extensions read the web UI's version from its first link
+        assert page.evaluate("() => gradioApp().getElementById('footer').querySelector('.versions a').textContent"
+                             ).startswith("v1.10.1")
 
         # updateInput: a prompt set by script reaches the server (the extension's button echoes it from there)
         page.evaluate("""() => {

@@ -27,7 +27,7 @@ from modules.ui import a1111_extra_networks, a1111_infotext, a1111_paste_buttons
 from modules.addons.missing_names import missing_name
 from modules.script_callbacks import error_line
 from modules.ui.a1111_names import *  # noqa: F403 - A1111's modules.ui names (its __all__)
-from modules.ui.a1111_names import SET_WITH_THE_PAGE
+from modules.ui.a1111_names import SET_WITH_THE_PAGE, versions_html
 from modules.ui.scripts import check_events
 
 HERE = Path(__file__).resolve().parent
@@ -72,6 +72,8 @@ def create_ui(services, server_control=None) -> gr.Blocks:
                         extras=extras_tab, pnginfo=pnginfo_tab)
         a1111_paste_buttons.connect_paste_params_buttons()   # extensions' "Send to" buttons (A1111's ParamBinding)
         page_options.connect(demo, services, bar)   # window.opts
+        gr.HTML(f'<div class="versions" style="text-align: center; font-size: 85%; opacity: 0.85">'
+                f'{versions_html()}</div>', elem_id="footer", js_on_load=None)   # A1111's footer line
         ui_config.apply_ui_config(services.paths.ui_config_file, tabs)   # the defaults saved in ui-config.json
         settings_pages.connect_defaults(settings_tab.pages, services.paths.ui_config_file, tabs)
     return demo

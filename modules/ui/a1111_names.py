@@ -6,9 +6,14 @@ do (`a1111_paste_buttons.bind_page`), before extensions' `on_ui_tabs` run, as in
 """
 from __future__ import annotations
 
+import html
+import platform
+from importlib import metadata
+
 from modules.ui.a1111_call_queue import wrap_gradio_call, wrap_gradio_gpu_call, wrap_queued_call  # noqa: F401
 from modules.ui.a1111_common import create_output_panel, create_refresh_button, plaintext_to_html  # noqa: F401
 from modules.ui.a1111_infotext import image_from_url_text
+from modules.version import INFOTEXT_VERSION
 
 random_symbol = "\U0001f3b2\ufe0f"        # 🎲️
 reuse_symbol = "\u267b\ufe0f"             # ♻️
@@ -44,7 +49,21 @@ def resize_from_to_html(width, height, scale_by) -> str:
             f"<span class='resolution'>{target_width}x{target_height}</span>")
 
 
-__all__ = ["wrap_gradio_call", "wrap_gradio_gpu_call", "wrap_queued_call", "create_output_panel",
+def versions_html() -> str:
+    """A1111's versions line (the page's footer shows it under `#footer .versions`; extensions read the web UI's
+    version from its first link): the A1111 version whose behaviour this web UI follows, then the packages'."""
+    def installed(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "N/A"
+
+    parts = [f"version: <a>{html.escape(INFOTEXT_VERSION)}</a>", f"python: {platform.python_version()}",
+             *(f"{package}: {html.escape(installed(package))}" for package in ("torch", "diffusers", "gradio"))]
+    return "&#x2000;•&#x2000;".join(parts)
+
+
+__all__ = ["versions_html", "wrap_gradio_call", "wrap_gradio_gpu_call", "wrap_queued_call", "create_output_panel",
          "create_refresh_button", "plaintext_to_html", "random_symbol", "reuse_symbol", "paste_symbol",
          "refresh_symbol", "save_style_symbol", "apply_style_symbol", "clear_prompt_symbol", "extra_networks_symbol",
          "switch_values_symbol", "restore_progress_symbol", "detect_image_size_symbol", "gr_show",
