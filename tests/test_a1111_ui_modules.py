@@ -181,3 +181,16 @@ def test_image_from_url_text_opens_only_the_pages_files(tmp_path):
         uploaded.unlink()
     assert image_from_url_text(encode_base64_png(Image.new("RGB", (3, 3)), None)).size == (3, 3)
     assert image_from_url_text([]) is None and image_from_url_text(None) is None
+
+
+def test_create_output_panel_shows_the_picked_images_infotext():
+    from modules import ui_common
+
+    with gr.Blocks() as demo:
+        panel = ui_common.create_output_panel("myext", "outputs/myext")
+    assert isinstance(panel.gallery, gr.Gallery) and panel.generation_info.elem_id == "generation_info_myext"
+    picked = next(fn for fn in demo.fns.values()
+                  if (panel.gallery._id, "select") in fn.targets and panel.generation_info in fn.inputs)
+    info = json.dumps({"infotexts": ["first", "second <i>"]})
+    assert picked.fn(info, "<p>old</p>", SimpleNamespace(index=1)) == "<p>second &lt;i&gt;</p>"
+    assert picked.fn("not json", "<p>old</p>", SimpleNamespace(index=1)) == "<p>old</p>"
