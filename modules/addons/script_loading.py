@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modules import script_callbacks, scripts
+from modules.addons import pydantic_v1_idioms
 from modules.script_callbacks import CallbackRegistry, error_line
 from modules.scripts import Script, ScriptRunner
 
@@ -110,6 +111,7 @@ def load(host: ScriptHost, builtin_scripts: Path, extensions: list) -> ScriptHos
         usable.append(extension)
     files = _script_files(builtin_scripts, usable)
     _prepare_gradio(host)
+    pydantic_v1_idioms.install()   # extensions' models written for A1111's pydantic 1
     scripts.scripts_data.clear()
     script_callbacks.use_registry(host.callbacks)
     for script_file in _ordered(files):
@@ -126,9 +128,10 @@ def _prepare_gradio(host: ScriptHost) -> None:
     """Extensions' scripts are Gradio code written for A1111's Gradio 3: its idioms are translated before they are
     imported, and every component the UI builds is announced to their component hooks. (The web UI's edge is
     imported here, not at the top: loading extensions is where Gradio code enters the process.)"""
-    from modules.ui import component_hooks, gradio3
+    from modules.ui import component_hooks, gradio3, gradio3_blocks
 
     gradio3.install()
+    gradio3_blocks.install()
     component_hooks.install(host)
 
 
