@@ -5,6 +5,7 @@ of the page with A1111's elem_ids and can wire events to them; a raising one is 
 `scripts.scripts_data` and `list_scripts` list what was loaded."""
 from __future__ import annotations
 
+import asyncio
 import re
 import textwrap
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 from gradio.blocks import Block
+from gradio.state_holder import SessionState
 
 from modules import cmd_args, scripts, services as services_module
 
@@ -53,11 +55,14 @@ class OldGradio(scripts.Script):
             self.image = gr.Image(source="upload", tool="sketch", type="pil", elem_id=self.elem_id("image"))
             self.gallery = gr.Gallery(elem_id=self.elem_id("gallery")).style(grid=[2, 3], height="auto")
             self.go = gr.Button("Go", elem_id=self.elem_id("go")).style(full_width=True)
+            self.bridge = gr.Textbox(visible=False, elem_id=self.elem_id("bridge"))   # for its JavaScript
         with InputAccordion(False, label="Old accordion", elem_id=self.elem_id("acc")) as enabled:
-            picks = DropdownMulti(choices=["a", "b"], value=["a"], label="Picks")
+            self.picks = picks = DropdownMulti(choices=["a", "b"], value=["a"], label="Picks")
         self.go.click(fn=lambda text: gr.Button.update(value=text or "Go"), inputs=[self.text], outputs=[self.go],
                       _js="(text) => text", show_progress=False)
         self.tool.click(fn=None, _js="() => []").then(fn=lambda: gr.Textbox.update("then"), outputs=[self.text])
+        self.more = gr.Button("More", elem_id=self.elem_id("more"))
+        self.more.click(fn=lambda: gr.Dropdown.update(choices=["a", "b", "c"]), outputs=[picks])
         return [enabled, self.text, picks]
 
     def after_component(self, component, **kwargs):
@@ -160,6 +165,9 @@ def test_gradio3_idioms_build_the_extensions_controls(page):
     assert not services.scripts.txt2img.ui_failed, "its ui() built"
     assert script.image.sources == ["upload"] and script.gallery.columns == 3 and script.gallery.height == "auto"
     assert script.go.scale == 1 and script.text.container is False
+    # Gradio 3 kept invisible components on the page, where extensions' JavaScript uses them; the web UI's own stay out
+    assert script.bridge.visible == "hidden" and by_elem_id(config)["txt2img_interrupt"]["props"]["visible"] is False
+    assert gr.Textbox.update(visible=False) == {"__type__": "update", "visible": "hidden"}
     assert script.tool.value == "\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}"   # positional kept
     go = next(dep for dep in config["dependencies"] if [script.go._id, "click"] in map(list, dep["targets"]))
     assert go["js"] == "(text) => text" and go["show_progress"] == "hidden"
@@ -185,6 +193,18 @@ def test_subclasses_render_as_their_gradio_component(page):
     assert checkbox["type"] == "checkbox" and checkbox["props"]["visible"] == "hidden"
     assert "for-script_txt2img_old_gradio_acc" in checkbox["props"]["elem_classes"]   # what script.js looks for
     assert not list((services.paths.extensions / "old-gradio" / "scripts").glob("*.pyi"))
+
+
+def test_an_update_to_a_subclass_rebuilds_it_without_announcing_it_again(page):
+    services, demo, config, module = page
+    script = next(script for script in services.scripts.txt2img.scripts if script.title() == "Old gradio")
+    more = next(dep for dep in config["dependencies"] if [script.more._id, "click"] in map(list, dep["targets"]))
+    announced, state = len(module.SEEN), SessionState(demo)
+    # Gradio applies an update by building the component again from its recorded arguments, in the session state
+    asyncio.run(demo.postprocess_data(demo.fns[more["id"]], demo.fns[more["id"]].fn(), state))   # one output
+    rebuilt = state[script.picks._id]
+    assert type(rebuilt).__name__ == "DropdownMulti" and rebuilt.multiselect is True
+    assert [choice[0] for choice in rebuilt.choices] == ["a", "b", "c"] and len(module.SEEN) == announced
 
 
 def test_scripts_data_and_list_scripts_name_the_loaded_files(page):

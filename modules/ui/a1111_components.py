@@ -16,10 +16,12 @@ gradio3.install()   # before the classes below are made: Gradio's metaclass woul
 
 
 class FormComponent:
-    """A1111's mixin: the component asks for a Form around it, as gradio's own form fields do."""
+    """A1111's mixin, which asked Gradio 3 for a Form around the block. A Gradio 6 Form around buttons or layouts
+    collapses and clips them (A1111's ToolButtons in a row vanish), so, as in Forge (whose classes put it after the
+    Gradio one), the block asks for none and sits in its row or column as it is."""
 
     def get_expected_parent(self):
-        return gr.components.Form
+        return None
 
 
 class ToolButton(FormComponent, gr.Button):

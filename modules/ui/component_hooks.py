@@ -50,7 +50,8 @@ def _announcing(original):
     @functools.wraps(original)
     def __init__(self, *args, **kwargs):
         host = _host
-        if host is None or "_announced" in self.__dict__:   # a Block initialised twice is announced once
+        # announced while a page is built, once (not when Gradio rebuilds one to apply an update to it)
+        if host is None or Context.root_block is None or "_announced" in self.__dict__:
             return original(self, *args, **kwargs)
         self.__dict__["_announced"] = True
         runner = _runner_around(host, get_render_context())

@@ -45,6 +45,10 @@ A1111_KEYWORDS = ("tooltip",)
 STYLE_NAMES = {"grid": "columns", "full_width": "scale"}
 
 _GRADIO_FOLDER = os.path.dirname(os.path.abspath(gr.__file__)) + os.sep
+_PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_PROJECT_CODE = tuple(os.path.join(_PROJECT, folder) + os.sep for folder in ("modules", "scripts"))
+_PASS_THROUGH = tuple(os.path.join(_PROJECT, "modules", "ui", name)
+                      for name in ("gradio3.py", "component_hooks.py", "a1111_components.py", "subclasses.py"))
 _installed = False
 
 
@@ -85,11 +89,12 @@ def _gradio_blocks() -> list[type]:
 
 
 def _caller() -> str:
-    """The first file on the stack outside gradio and this module: the extension's script that made the call."""
+    """The first file on the stack outside gradio and the web UI's pass-throughs to it (these translations, the
+    component hooks, A1111's component classes): the file whose code built the component."""
     frame = sys._getframe(1)
     while frame is not None:
-        name = frame.f_code.co_filename
-        if not name.startswith(_GRADIO_FOLDER) and name != _caller.__code__.co_filename:
+        name = os.path.abspath(frame.f_code.co_filename)
+        if not name.startswith(_GRADIO_FOLDER) and name not in _PASS_THROUGH:
             return name
         frame = frame.f_back
     return ""
@@ -120,6 +125,12 @@ def _translating_init(cls: type, original):
 
 def _component_keywords(cls: type, original, kwargs: dict) -> dict:
     names, takes_any = _parameters(original)
+    if (kwargs.get("visible") is False and "visible" in names and issubclass(cls, Component)
+            and not _caller().startswith(_PROJECT_CODE)):
+        # Gradio 3 kept an invisible component on the page (hidden), and extensions' JavaScript reads and sets such
+        # components (a hidden textbox it fills, a hidden button it clicks); Gradio 6 leaves visible=False ones
+        # out of the page, "hidden" keeps them there. (Not layouts: Gradio 6 shows a "hidden" row or column.)
+        kwargs = {**kwargs, "visible": "hidden"}
     if takes_any or names.issuperset(kwargs):
         return kwargs
     kwargs = dict(kwargs)
@@ -189,9 +200,12 @@ _NO_VALUE = object()
 
 
 def _update(value: Any = _NO_VALUE, **kwargs) -> dict:
-    """Gradio 3's `gr.Textbox.update(value, **props)`: Gradio 6's `gr.update`."""
+    """Gradio 3's `gr.Textbox.update(value, **props)`: Gradio 6's `gr.update` (hiding keeps it on the page, as
+    Gradio 3 did)."""
     if value is not _NO_VALUE:
         kwargs["value"] = value
+    if kwargs.get("visible") is False:
+        kwargs["visible"] = "hidden"
     return gr.update(**kwargs)
 
 

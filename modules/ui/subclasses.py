@@ -12,10 +12,11 @@ class instead, for every class not defined in gradio itself. A subclass that nam
 from __future__ import annotations
 
 import functools
+import sys
 
 import gradio as gr
 from gradio import component_meta
-from gradio.blocks import Block
+from gradio.blocks import Block, Blocks
 
 _installed = False
 
@@ -39,6 +40,23 @@ def gradio_base(cls: type) -> type:
 def _block_name(cls: type) -> str:
     # Gradio's own rule for its classes: a template (gr.TextArea) is its base (textbox)
     return (cls.__base__ if hasattr(cls, "is_template") else cls).__name__.lower()
+
+
+# Where Gradio rebuilds a component to apply an update, as `type(block)(**block.constructor_args, **update)`.
+_REBUILDERS = (Blocks.postprocess_data.__code__,)
+
+
+def _rebuildable(init):
+    """A subclass's __init__, except when Gradio rebuilds the component for an update: it passes the Gradio
+    component's own arguments (what `constructor_args` recorded), which the subclass's __init__ would add to
+    again (DropdownMulti's multiselect=True twice), so the Gradio component's __init__ takes them."""
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        if sys._getframe(1).f_code in _REBUILDERS:
+            return gradio_base(type(self)).__init__(self, *args, **kwargs)
+        return init(self, *args, **kwargs)
+
+    return __init__
 
 
 def install() -> None:
@@ -66,9 +84,9 @@ def install() -> None:
     original_updateable, original_pyi = component_meta.updateable, component_meta.create_or_modify_pyi
 
     def updateable(fn):
-        # records constructor arguments by name, losing what a subclass passes on through *args; the Gradio
-        # class's own __init__ below it still records them
-        return original_updateable(fn) if fn.__module__.startswith("gradio") else fn
+        # Gradio's wrapper records constructor arguments by name, losing what a subclass passes on through *args:
+        # the Gradio class's own __init__ below it records them instead
+        return original_updateable(fn) if fn.__module__.startswith("gradio") else _rebuildable(fn)
 
     def create_or_modify_pyi(component_class, class_name, events):
         if is_gradio(component_class):
