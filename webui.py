@@ -77,7 +77,7 @@ def prepare_extensions(parser, known) -> None:
             report = pip_constraints.record(paths.extensions, extension.name, ok, output)
             if report:   # also listed in the Extensions tab
                 log.error("Extension %s: %s", extension.name, report)
-    script_loading.preload(parser, found)
+    script_loading.preload(cmd_args.ExtensionFlags(parser), found)
 
 
 def exposure_warnings(args) -> list[str]:

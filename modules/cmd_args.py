@@ -156,6 +156,23 @@ _MODEL_FOLDER_ATTRIBUTES = {"esrgan_models_path": "ESRGAN", "realesrgan_models_p
                             "scunet_models_path": "ScuNET", "gfpgan_models_path": "GFPGAN",
                             "codeformer_models_path": "Codeformer"}
 
+class ExtensionFlags:
+    """The parser as extensions' preload.py see it. This web UI already has some flags A1111 left to extensions
+    (the ControlNet extension's `--controlnet-dir`, ...): one an extension adds again keeps the web UI's
+    definition instead of stopping the extension's preload with argparse's conflict error."""
+
+    def __init__(self, parser: argparse.ArgumentParser):
+        self._parser = parser
+
+    def add_argument(self, *names, **kwargs):
+        existing = next((self._parser._option_string_actions[name] for name in names
+                         if name in self._parser._option_string_actions), None)
+        return existing if existing is not None else self._parser.add_argument(*names, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._parser, name)
+
+
 # A1111's `cmd_args.parser`: the parser of the last parse_args, with the flags extensions' preload.py added;
 # `cmd_args.parser.parse_args()` reads the web UI's command line. Before parse_args, the web UI's own flags.
 parser = build_parser()

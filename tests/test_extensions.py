@@ -202,3 +202,21 @@ def test_metadata_ini_orders_scripts_and_callbacks(tmp_path):
     assert [script.title() for script in host.txt2img.scripts] == ["b", "a"]   # bbb asked to load before a.py
     assert [item.name for item in host.callbacks.callbacks("ui_settings")] == [
         "bbb/b.py/ui_settings", "aaa/a.py/ui_settings"]
+
+
+def test_a_preload_adding_a_flag_the_web_ui_has_keeps_going(tmp_path):
+    """The ControlNet extension's preload adds --controlnet-dir, which this web UI defines itself: the extension's
+    other flags still arrive, and nothing is listed as a failure."""
+    from modules.addons import script_loading
+    from webui import prepare_extensions
+
+    folder = tmp_path / "extensions" / "cn-like"
+    folder.mkdir(parents=True)
+    (folder / "preload.py").write_text(
+        "def preload(parser):\n"
+        "    parser.add_argument('--controlnet-dir', type=str, default=None, help='again')\n"
+        "    parser.add_argument('--controlnet-extra-flag', action='store_true')\n", encoding="utf-8")
+    args = cmd_args.parse_args(["--data-dir", str(tmp_path), "--skip-install", "--controlnet-extra-flag",
+                                "--controlnet-dir", str(tmp_path)], preload=prepare_extensions)
+    assert args.controlnet_extra_flag is True and args.controlnet_dir == str(tmp_path)
+    assert not [error for error in script_loading.preload_errors if error.extension == "cn-like"]
