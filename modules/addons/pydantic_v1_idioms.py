@@ -107,12 +107,11 @@ def _default_none_for_optional(namespace: dict) -> None:
         annotation = _evaluated(raw, namespace)
         if name.startswith("_") or typing.get_origin(annotation) is typing.ClassVar or not _accepts_none(annotation):
             continue
-        value = namespace.get(name, FieldInfo())
         if name not in namespace:
             namespace[name] = None
-        elif isinstance(value, FieldInfo) and value.is_required():
+        elif isinstance(namespace[name], FieldInfo) and namespace[name].is_required():
             # The field's own settings (title, alias, ...) travel in Annotated, the default is the plain None.
-            annotations[name] = Annotated[annotation, value]
+            annotations[name] = Annotated[annotation, namespace[name]]
             namespace[name] = None
 
 
@@ -132,9 +131,13 @@ def _translating(for_model):
 
 def install() -> None:
     """Teach pydantic 2 the idioms above (once; the web UI's own models are unaffected)."""
-    from pydantic._internal._config import ConfigWrapper   # where pydantic 2 reads a class body's config
-
     if "__config__" not in vars(BaseModel):
         BaseModel.__config__ = _ConfigOfModel()
+    try:   # where pydantic 2 reads a class body's config: a private name, so a later pydantic may lack it
+        from pydantic._internal._config import ConfigWrapper
+        ConfigWrapper.for_model  # noqa: B018
+    except (ImportError, AttributeError) as error:
+        log.warning("extensions' pydantic 1 models are not translated on this pydantic (%s)", error)
+        return
     if not hasattr(ConfigWrapper.for_model, "__wrapped__"):
         ConfigWrapper.for_model = _translating(ConfigWrapper.for_model)
