@@ -23,6 +23,7 @@ OLD_GRADIO = '''
 import gradio as gr
 from modules import script_callbacks, scripts
 from modules.ui_components import DropdownMulti, FormRow, InputAccordion, ToolButton as A1111ToolButton
+from modules.ui_gradio_extensions import reload_javascript
 
 SEEN = []          # (elem_id, class name) of every component announced to the callback
 STEPS = []         # what the script's on_after_component(elem_id="txt2img_steps") callback got
@@ -78,6 +79,7 @@ def record(component, **kwargs):
 
 
 script_callbacks.on_after_component(record)
+reload_javascript()   # A1111: put javascript/old.js into the page
 '''
 
 BREAKS = '''
@@ -104,6 +106,8 @@ def page(tmp_path_factory):
         path = data / "extensions" / name / "scripts" / file
         path.parent.mkdir(parents=True)
         path.write_text(textwrap.dedent(text))
+    (data / "extensions" / "old-gradio" / "javascript").mkdir()
+    (data / "extensions" / "old-gradio" / "javascript" / "old.js").write_text("window.oldGradioLoaded = true;")
     args = cmd_args.parse_args(["--data-dir", str(data), "--skip-load-model-at-start", "--skip-install"])
     services = services_module.create(args)
     services.load_scripts()
@@ -227,6 +231,14 @@ def test_the_web_uis_own_ui_uses_no_gradio3_idiom(page):
                  for path in (ROOT / folder).rglob("*.py")
                  if path.name != "gradio3.py" and idiom.search(path.read_text(encoding="utf-8"))]
     assert not offending, offending
+
+
+def test_reload_javascript_leaves_the_extensions_script_in_the_page(page):
+    from modules.ui import head_html
+
+    services = page[0]
+    assert "window.oldGradioLoaded = true;" in head_html(services)
+    assert not [error for error in services.scripts.failures() if error.extension == "old-gradio"]
 
 
 def test_legacy_namespaces():
