@@ -1,8 +1,8 @@
 """Extensions' pydantic-1 models on pydantic 2 (issue 21), as agent-scheduler writes them: a stand-in extension
-defines `class Config(Parent.__config__)` with `schema_extra` / `orm_mode`, Optional fields without a default and
-a subclass of A1111's StableDiffusionTxt2ImgProcessingAPI, serves them on its own route from `on_app_started` and
-queues the request through `Api().text2imgapi` from its own thread (agent-scheduler's API task runner). The web
-UI's own models are unchanged."""
+defines `class Config(Parent.__config__)` with `schema_extra` / `orm_mode`, Optional fields without a default,
+bare `@root_validator`s (as the ControlNet extension) and a subclass of A1111's StableDiffusionTxt2ImgProcessingAPI,
+serves them on its own route from `on_app_started` and queues the request through `Api().text2imgapi` from its own
+thread (agent-scheduler's API task runner). The web UI's own models are unchanged."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,7 @@ from typing import Optional
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from pydantic import BaseModel
+from pydantic import BaseModel, PydanticUserError, root_validator
 
 from modules import cmd_args, services as services_module
 from modules.addons import pydantic_v1_idioms
@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
 from fastapi import FastAPI
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, root_validator
 
 from modules import progress, script_callbacks, sd_samplers
 from modules.api.api import Api
@@ -63,6 +63,22 @@ class Txt2ImgTaskArgs(StableDiffusionTxt2ImgProcessingAPI):
         @staticmethod
         def schema_extra(schema: Dict[str, Any], model) -> None:
             schema.get("properties", {}).pop("send_images", None)
+
+
+class Unit(BaseModel):   # the ControlNet extension's ControlNetUnit checks itself so
+    start: float = 0.0
+    end: float = 1.0
+    weight: int = 1
+
+    @root_validator
+    def ordered(cls, values):
+        if values["start"] > values["end"]:
+            raise ValueError("start > end")
+        return values
+
+    @root_validator(pre=True)
+    def weight_from_text(cls, values):
+        return {**values, "weight": int(values.get("weight", 1))}
 
 
 class QueueResponse(BaseModel):
@@ -141,6 +157,9 @@ def test_v1_models_of_an_extension_load_with_pydantic_1_meanings(started):
     assert module.Task.model_config.get("from_attributes") is True and "exclude" not in module.Task.model_config
     assert module.Txt2ImgTaskArgs.model_config["strict"] is True   # A1111Body's settings inherited
     assert not [text for text in caught if "config" in text.lower()], caught   # translated silently
+    assert module.Unit(weight="3").weight == 3                                 # pre=True root validator
+    with pytest.raises(ValueError, match="start > end"):
+        module.Unit(start=0.5, end=0.2)                                        # the bare @root_validator
 
 
 def test_an_extension_route_takes_its_v1_body_and_queues_a_real_generation(started):
@@ -179,6 +198,13 @@ def test_models_outside_extensions_keep_pydantic_2_meanings():
     for model in (_OwnModel, Late):
         assert model.model_fields["value"].is_required()
     assert Late.__config__.__name__ == "Config"   # the name exists for every model
+    with pytest.raises(PydanticUserError, match="skip_on_failure"):
+        class Bare(BaseModel):
+            value: int = 0
+
+            @root_validator
+            def checked(cls, values):
+                return values
 
 
 # The web UI's modules with pydantic models, imported, then re-executed after install(): nothing may change.

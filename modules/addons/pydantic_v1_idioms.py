@@ -1,7 +1,7 @@
 """Pydantic 1 idioms in extensions' models, on this web UI's pydantic 2.
 
-A1111 1.10 ran pydantic 1, and extensions written for it define their API models the pydantic-1 way. Three of
-those idioms break on pydantic 2 (agent-scheduler uses all three):
+A1111 1.10 ran pydantic 1, and extensions written for it define their API models the pydantic-1 way. These idioms
+break on pydantic 2 (agent-scheduler uses the first three, the ControlNet extension the last):
 
 - `class Config(ParentModel.__config__): ...` — pydantic 2 models have no `__config__`: every model gets one here,
   a class holding its `model_config` (what pydantic 1's held), so the idiom subclasses it.
@@ -13,19 +13,25 @@ those idioms break on pydantic 2 (agent-scheduler uses all three):
   pydantic 1, required in pydantic 2. In a model defined in extension code such a field (and one typed `Any`)
   gets the default None. (`Field(...)` cannot be told from `Field()` on pydantic 2, so an Optional field with an
   explicit `...` becomes optional too.)
+- `@root_validator` (bare, or without `pre=True`) — pydantic 2 refuses it unless `skip_on_failure=True`; called
+  from extension code it gets that (pydantic 1 also ran it after a field had failed, but the model failed either
+  way: only the list of errors differs).
 
 "Defined in extension code" means the model's module file is under an `extensions` folder (as
 `missing_names.calling_extension` recognises extension files): the web UI's own models are never changed.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import types
 import typing
 from typing import Annotated, Any
 
+import pydantic
 from pydantic import BaseModel, ConfigDict
+from pydantic.deprecated import class_validators
 from pydantic.fields import FieldInfo
 
 from modules.addons.missing_names import _EXTENSION_FILE   # how extension files are recognised
@@ -125,8 +131,20 @@ def _translating(for_model):
                 translated["model_config"] = _config_dict(config_class)
                 return for_model.__func__(cls, bases, translated, kwargs)
         return for_model.__func__(cls, bases, namespace, kwargs)
-    for_model_v1.__wrapped__ = for_model
+    for_model_v1.__pydantic_v1_idioms__ = True
     return classmethod(for_model_v1)
+
+
+def _root_validator_v1(original):
+    @functools.wraps(original)
+    def root_validator(*args, **kwargs):
+        if _EXTENSION_FILE.search(sys._getframe(1).f_code.co_filename) and not kwargs.get("pre"):
+            kwargs.setdefault("skip_on_failure", True)
+            if args:   # the bare decorator: pydantic 2 only takes it with arguments
+                return original(**kwargs)(*args)
+        return original(*args, **kwargs)
+    root_validator.__pydantic_v1_idioms__ = True
+    return root_validator
 
 
 def install() -> None:
@@ -139,5 +157,8 @@ def install() -> None:
     except (ImportError, AttributeError) as error:
         log.warning("extensions' pydantic 1 models are not translated on this pydantic (%s)", error)
         return
-    if not hasattr(ConfigWrapper.for_model, "__wrapped__"):
+    if not hasattr(ConfigWrapper.for_model, "__pydantic_v1_idioms__"):
         ConfigWrapper.for_model = _translating(ConfigWrapper.for_model)
+    if not hasattr(class_validators.root_validator, "__pydantic_v1_idioms__"):
+        # `from pydantic import root_validator` and pydantic 1's `pydantic.class_validators` both lead here
+        class_validators.root_validator = pydantic.root_validator = _root_validator_v1(class_validators.root_validator)
