@@ -45,7 +45,10 @@ script_callbacks.on_ui_tabs(tab)
 JAVASCRIPT = '''
 window.a1111js = {events: [], changed: 0};
 document.addEventListener("DOMContentLoaded", function () { a1111js.events.push("DOMContentLoaded"); });
-onUiLoaded(function () { a1111js.events.push("onUiLoaded"); });
+onUiLoaded(function () {
+    a1111js.events.push("onUiLoaded");
+    a1111js.tabBuilt = !!gradioApp().getElementById("a1111js_echo");   // its own tab's element, as in A1111
+});
 onOptionsAvailable(function () { a1111js.greeting = opts.a1111js_greeting; });
 onOptionsChanged(function () { a1111js.changed++; a1111js.latest = opts.a1111js_greeting; });
 titles = {...titles, "Echo": "Repeat the txt2img prompt"};
@@ -76,6 +79,8 @@ def test_an_extension_uses_a1111s_page_api(browser, server):
         page.wait_for_function("() => window.a1111js && a1111js.greeting !== undefined", timeout=60_000)
         # both of the extension's start-up listeners ran; opts holds the settings, its own included
         assert sorted(page.evaluate("() => a1111js.events")) == ["DOMContentLoaded", "onUiLoaded"]
+        assert page.evaluate("() => a1111js.tabBuilt") is True
+        assert page.locator("#tab_txt2img").is_visible()   # the page still opens on txt2img
         assert page.evaluate("() => [a1111js.greeting, typeof opts.CLIP_stop_at_last_layers]") == ["hello", "number"]
         # A1111's footer: extensions read the web UI's version from its first link
         assert page.evaluate("() => gradioApp().getElementById('footer').querySelector('.versions a').textContent"

@@ -88,18 +88,75 @@
         }
     }
 
+    // Gradio builds a tab's contents when it is first shown; A1111's Gradio built every tab with the page, and
+    // extensions' scripts look for their own tab's elements in onUiLoaded. So before onUiLoaded each extension's
+    // tab (any top-level tab but the web UI's own) is shown once, out of sight, then the tab shown before is back.
+    const OWN_TABS = new Set(["tab_txt2img", "tab_img2img", "tab_controlnet", "tab_extras", "tab_pnginfo",
+                              "tab_modelmerger", "tab_settings", "tab_extensions"]);
+
+    function until(ready, limitMs, then) {
+        const started = Date.now();
+        (function poll() {
+            if (ready() || Date.now() - started > limitMs) {
+                then();
+            } else {
+                setTimeout(poll, 30);
+            }
+        })();
+    }
+
+    function built(panelId) {
+        const panel = document.getElementById(panelId);
+        return panel && panel.querySelector("*");
+    }
+
+    function buildExtensionTabs(done) {
+        // A tab's panel (id tab_<id>) is not in the page until shown; its button says which panel it controls.
+        const buttons = Array.from(document.querySelectorAll("#tabs button[role=tab][aria-controls^=tab_]"))
+            .filter(function (button) {
+                const panelId = button.getAttribute("aria-controls");
+                return button.closest(".tabs") === document.getElementById("tabs") && !OWN_TABS.has(panelId) &&
+                    !built(panelId);
+            });
+        const shown = window.get_uiCurrentTab();
+        if (!buttons.length || !shown) {
+            done();
+            return;
+        }
+        const hide = document.createElement("style");
+        hide.textContent = "#tabs > [role=tabpanel] { visibility: hidden !important; }";
+        document.head.appendChild(hide);
+        (function next(index) {
+            if (index < buttons.length) {
+                const panelId = buttons[index].getAttribute("aria-controls");
+                buttons[index].click();
+                until(function () { return built(panelId); }, 3000, function () { next(index + 1); });
+                return;
+            }
+            shown.click();
+            until(function () { return window.get_uiCurrentTab() === shown; }, 1000, function () {
+                hide.remove();
+                done();
+            });
+        })(0);
+    }
+
     // Elements added or removed (not every style change: that would cost the page on each progress tick);
     // a tab change is seen on the tab buttons' classes.
+    let starting = false;
     new MutationObserver(function (mutations) {
-        if (!uiLoaded && document.getElementById("txt2img_prompt")) {
-            uiLoaded = true;
-            call(hooks.loaded);
-            const tabList = document.querySelector("#tabs [role=tablist]");
-            if (tabList) {
-                checkTab();
-                new MutationObserver(checkTab).observe(tabList, {subtree: true, attributes: true,
-                                                                 attributeFilter: ["class"]});
-            }
+        if (!starting && document.getElementById("txt2img_prompt")) {
+            starting = true;
+            buildExtensionTabs(function () {
+                uiLoaded = true;
+                call(hooks.loaded);
+                const tabList = document.querySelector("#tabs [role=tablist]");
+                if (tabList) {
+                    checkTab();
+                    new MutationObserver(checkTab).observe(tabList, {subtree: true, attributes: true,
+                                                                     attributeFilter: ["class"]});
+                }
+            });
         }
         if (hooks.update.length) {
             call(hooks.update, mutations);
