@@ -191,7 +191,8 @@ def test_subclasses_render_as_their_gradio_component(page):
     tool = ids["script_txt2img_old_gradio_tool"]
     assert tool["type"] == "button" and tool["props"]["value"] == "\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}"
     assert ids["script_txt2img_old_gradio_a1111_tool"]["type"] == "button"
-    assert "tool" in ids["script_txt2img_old_gradio_a1111_tool"]["props"]["elem_classes"]
+    assert {"tool", "gradio-button"} <= set(ids["script_txt2img_old_gradio_a1111_tool"]["props"]["elem_classes"])
+    assert {"gradio-dropdown", "multiselect"} <= set(ids["txt2img_styles"]["props"]["elem_classes"])   # A1111's
     accordion, checkbox = ids["script_txt2img_old_gradio_acc"], ids["script_txt2img_old_gradio_acc-checkbox"]
     assert accordion["type"] == "accordion" and "input-accordion" in accordion["props"]["elem_classes"]
     assert checkbox["type"] == "checkbox" and checkbox["props"]["visible"] == "hidden"

@@ -9,10 +9,11 @@ For each one, with the keyword arguments it was built with (`kwargs.get("elem_id
 3. after: `script_callbacks.on_after_component` callbacks, then the scripts' `on_after_component` callbacks for
    its elem_id and each script's `after_component(component, **kwargs)`.
 
-The scripts are those of the tab the component is in (txt2img or img2img, as A1111's `scripts_current`);
-outside those two tabs only the `script_callbacks` ones are called. A hook that raises, or wires an event to
-something that is not a component, is logged (once), its events are removed and it is listed under its
-extension in the Extensions tab; the page still builds.
+The scripts are those of the tab the component is in (txt2img or img2img, as A1111's `scripts_current`); outside
+those two tabs only the `script_callbacks` ones are called. A hook that raises, or wires an event to something
+that is not a component, is logged (once), its events are removed and it is listed under its extension in the
+Extensions tab; the page still builds. Each block also gets A1111's CSS classes (`gradio-button`,
+`gradio-dropdown`, ..., `multiselect`), which extensions' CSS and JavaScript select by.
 """
 from __future__ import annotations
 
@@ -57,10 +58,18 @@ def _announcing(original):
         runner = _runner_around(host, get_render_context())
         _before(host, runner, self, kwargs)
         result = original(self, *args, **kwargs)
+        _add_a1111_classes(self)
         _after(host, runner, self, kwargs)
         return result
 
     return __init__
+
+
+def _add_a1111_classes(block) -> None:
+    """A1111 gives every block the class gradio-<type> (gradio-button, gradio-dropdown, ...) and a multiselect
+    dropdown the class multiselect; extensions' CSS and JavaScript select by them."""
+    added = [f"gradio-{block.get_block_name()}", *(["multiselect"] if getattr(block, "multiselect", False) else [])]
+    block.elem_classes = [*added, *(name for name in block.elem_classes or [] if name not in added)]
 
 
 def _runner_around(host, block):
