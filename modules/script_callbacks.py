@@ -86,9 +86,16 @@ class ScriptCallback:
 
 
 def error_line(error: BaseException) -> str:
-    """An exception as one line ("ValueError: boom"), as the Extensions tab lists failures."""
+    """An exception as one line ("ValueError: boom"), as the Extensions tab lists failures; an import that fails
+    because this backend lacks what the extension needs says so (`missing_names.explain_import_error`)."""
+    from modules.addons.missing_names import MissingA1111Name, explain_import_error
+
+    if isinstance(error, MissingA1111Name):   # it says itself what is missing and why
+        return f"AttributeError: {error}"
     lines = "".join(traceback.format_exception_only(type(error), error)).strip().splitlines()
-    return lines[-1] if lines else type(error).__name__
+    line = lines[-1] if lines else type(error).__name__
+    reason = explain_import_error(error)
+    return f"{line}: {reason}" if reason else line
 
 
 class CallbackRegistry:

@@ -61,6 +61,7 @@ class Services:
     upscalers: Upscalers
     restorers: FaceRestorers
     controlnet: ControlNet
+    hashes: HashCache   # sha256 of model files, cached in cache.json (A1111's "hashes")
 
     @property
     def scripts(self) -> ScriptHost:
@@ -250,5 +251,5 @@ def create(args: argparse.Namespace | None = None) -> Services:
     manager.on_loaded = lambda model: generator.scripts.callbacks.model_loaded(sd_models.WebuiSdModel(model))
     return Services(args=args, paths=paths, options=options, devices=device_config, registry=registry,
                     models=manager, queue=queue, generator=generator, networks=networks, upscalers=upscalers,
-                    restorers=restorers, controlnet=controlnet)
+                    restorers=restorers, controlnet=controlnet, hashes=hashes)
 
