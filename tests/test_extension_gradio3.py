@@ -57,6 +57,11 @@ class OldGradio(scripts.Script):
             self.gallery = gr.Gallery(elem_id=self.elem_id("gallery")).style(grid=[2, 3], height="auto")
             self.go = gr.Button("Go", elem_id=self.elem_id("go")).style(full_width=True)
             self.bridge = gr.Textbox(visible=False, elem_id=self.elem_id("bridge"))   # for its JavaScript
+            with gr.Tabs():
+                with gr.Tab("First"):
+                    gr.HTML("first")
+                with gr.Tab("Second", elem_id=self.elem_id("second")):   # its JavaScript finds what is in here
+                    gr.HTML("second")
         with InputAccordion(False, label="Old accordion", elem_id=self.elem_id("acc")) as enabled:
             self.picks = picks = DropdownMulti(choices=["a", "b"], value=["a"], label="Picks")
         self.go.click(fn=lambda text: gr.Button.update(value=text or "Go"), inputs=[self.text], outputs=[self.go],
@@ -171,6 +176,9 @@ def test_gradio3_idioms_build_the_extensions_controls(page):
     assert script.go.scale == 1 and script.text.container is False
     # Gradio 3 kept invisible components on the page, where extensions' JavaScript uses them; the web UI's own stay out
     assert script.bridge.visible == "hidden" and by_elem_id(config)["txt2img_interrupt"]["props"]["visible"] is False
+    ids = by_elem_id(config)   # Gradio 3 put every tab's content on the page, the web UI's own tabs open lazily
+    assert ids["script_txt2img_old_gradio_second"]["props"]["render_children"] is True
+    assert ids["tab_img2img"]["props"].get("render_children") is not True
     assert gr.Textbox.update(visible=False) == {"__type__": "update", "visible": "hidden"}
     assert script.tool.value == "\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}"   # positional kept
     go = next(dep for dep in config["dependencies"] if [script.go._id, "click"] in map(list, dep["targets"]))

@@ -116,21 +116,14 @@ def _parameters(function) -> tuple[frozenset, bool]:
 def _translating_init(cls: type, original):
     @functools.wraps(original)
     def __init__(self, *args, **kwargs):
-        if kwargs:
-            kwargs = _component_keywords(cls, original, kwargs)
-        original(self, *args, **kwargs)
+        original(self, *args, **_component_keywords(cls, original, kwargs))
 
     return __init__
 
 
 def _component_keywords(cls: type, original, kwargs: dict) -> dict:
     names, takes_any = _parameters(original)
-    if (kwargs.get("visible") is False and "visible" in names and issubclass(cls, Component)
-            and not _caller().startswith(_PROJECT_CODE)):
-        # Gradio 3 kept an invisible component on the page (hidden), and extensions' JavaScript reads and sets such
-        # components (a hidden textbox it fills, a hidden button it clicks); Gradio 6 leaves visible=False ones
-        # out of the page, "hidden" keeps them there. (Not layouts: Gradio 6 shows a "hidden" row or column.)
-        kwargs = {**kwargs, "visible": "hidden"}
+    kwargs = _on_the_page(cls, names, kwargs)
     if takes_any or names.issuperset(kwargs):
         return kwargs
     kwargs = dict(kwargs)
@@ -146,6 +139,21 @@ def _component_keywords(cls: type, original, kwargs: dict) -> dict:
     for key in [key for key in kwargs if key not in names]:
         _notice(f"{cls.__name__}({key}=)", "not a Gradio 6 argument: ignored")
         del kwargs[key]
+    return kwargs
+
+
+def _on_the_page(cls: type, names: frozenset, kwargs: dict) -> dict:
+    """A block an extension builds reaches the page as in Gradio 3, whose JavaScript conventions extensions
+    follow (a hidden textbox their script fills, a hidden button it clicks, an element of another tab it looks up):
+    an invisible component is on the page, hidden ("hidden"; Gradio 6 leaves visible=False ones out, and shows a
+    "hidden" row or column, so layouts keep False), and a tab's content is on the page before the tab is opened."""
+    changes = {}
+    if kwargs.get("visible") is False and "visible" in names and issubclass(cls, Component):
+        changes["visible"] = "hidden"
+    if "render_children" in names and "render_children" not in kwargs:
+        changes["render_children"] = True
+    if changes and not _caller().startswith(_PROJECT_CODE):
+        return {**kwargs, **changes}
     return kwargs
 
 
