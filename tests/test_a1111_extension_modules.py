@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import textwrap
 
 import pytest
 from PIL import Image
 
-from modules import cmd_args, services as services_module
 from modules.generation.request import validate_request
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
+from tests.fixtures.stand_ins import services_with_extensions
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 
 READER = '''
@@ -77,20 +76,11 @@ from ldm.models.diffusion.ddpm import LatentDiffusion
 
 @pytest.fixture(scope="module")
 def started(tmp_path_factory):
-    from webui import prepare_extensions
-
     data = data_dir_with_checkpoints(tmp_path_factory.mktemp("a1111more"),
                                      {"tiny-sd1.safetensors": build_tiny_model("sd1")})
-    for name, text in (("reader", READER), ("needs-ldm", NEEDS_LDM)):
-        script = data / "extensions" / name / "scripts" / "main.py"
-        script.parent.mkdir(parents=True)
-        script.write_text(textwrap.dedent(text))
-    args = cmd_args.parse_args(["--data-dir", str(data), "--skip-load-model-at-start", "--skip-install"],
-                               preload=prepare_extensions)
-    services = services_module.create(args)
-    services.load_scripts()
-    yield services, data
-    services.shutdown()
+    with services_with_extensions(data, {"reader/scripts/main.py": READER,
+                                         "needs-ldm/scripts/main.py": NEEDS_LDM}) as services:
+        yield services, data
 
 
 def test_an_extension_reads_the_servers_folders_extensions_and_restorers(started):

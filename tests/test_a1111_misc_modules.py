@@ -8,7 +8,6 @@ import base64
 import io
 import json
 import logging
-import textwrap
 import threading
 
 import numpy as np
@@ -16,9 +15,10 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
-from modules import cmd_args, errors, extra_networks, extras, images, masking, progress, services as services_module
+from modules import errors, extra_networks, extras, images, masking, progress
 from modules.generation.request import validate_request
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
+from tests.fixtures.stand_ins import services_with_extensions
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 
 PRELOAD = '''
@@ -72,20 +72,11 @@ class StandIn(scripts.Script):
 
 @pytest.fixture(scope="module")
 def started(tmp_path_factory):
-    from webui import prepare_extensions
-
     data = data_dir_with_checkpoints(tmp_path_factory.mktemp("a1111misc"),
                                      {"tiny-sd1.safetensors": build_tiny_model("sd1")})
-    folder = data / "extensions" / "stand-in"
-    (folder / "scripts").mkdir(parents=True)
-    (folder / "preload.py").write_text(PRELOAD)
-    (folder / "scripts" / "stand_in.py").write_text(textwrap.dedent(EXTENSION))
-    args = cmd_args.parse_args(["--data-dir", str(data), "--skip-load-model-at-start", "--skip-install"],
-                               preload=prepare_extensions)
-    services = services_module.create(args)
-    services.load_scripts()   # as webui.py does before building the app
-    yield services, data.resolve()
-    services.shutdown()
+    files = {"stand-in/preload.py": PRELOAD, "stand-in/scripts/stand_in.py": EXTENSION}
+    with services_with_extensions(data, files) as services:
+        yield services, data.resolve()
 
 
 def seen(data) -> dict:

@@ -5,16 +5,15 @@ dynamic prompts) do; an A1111 internal that cannot exist here fails with a messa
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 import safetensors.torch
 import torch
 from PIL import Image
 
-from modules import cmd_args, services as services_module
 from modules.generation.request import validate_request
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
+from tests.fixtures.stand_ins import services_with_extensions
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 from tests.fixtures.tiny_embeddings import random_vectors, write_a1111_pt
 from tests.fixtures.tiny_upscalers import write_malicious_pickle, write_upscaler_models
@@ -119,8 +118,6 @@ class Reader(scripts.Script):
 
 @pytest.fixture(scope="module")
 def started(tmp_path_factory):
-    from webui import prepare_extensions
-
     data = data_dir_with_checkpoints(tmp_path_factory.mktemp("a1111models"),
                                      {"tiny-sd1.safetensors": build_tiny_model("sd1"),
                                       "tiny-sd1-b.safetensors": build_tiny_model("sd1", seed=1)})
@@ -130,15 +127,8 @@ def started(tmp_path_factory):
     (data / "embeddings").mkdir()
     write_a1111_pt(data / "embeddings" / "tiny-emb.pt", random_vectors(3))
     (data / "styles.csv").write_text('name,prompt,negative_prompt\nsunny,"{prompt}, sunny day",blurry\n')
-    script = data / "extensions" / "reader" / "scripts" / "reader.py"
-    script.parent.mkdir(parents=True)
-    script.write_text(textwrap.dedent(EXTENSION))
-    args = cmd_args.parse_args(["--data-dir", str(data), "--skip-load-model-at-start", "--skip-install"],
-                               preload=prepare_extensions)
-    services = services_module.create(args)
-    services.load_scripts()   # as webui.py does before building the app
-    yield services, data
-    services.shutdown()
+    with services_with_extensions(data, {"reader/scripts/reader.py": EXTENSION}) as services:
+        yield services, data
 
 
 def seen(data) -> dict:

@@ -4,14 +4,13 @@ extensions_dir), read by a stand-in extension at import time and in a hook, as A
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 import torch
 
-from modules import cmd_args, services as services_module
 from modules.generation.request import validate_request
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
+from tests.fixtures.stand_ins import services_with_extensions
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 
 EXTENSION = '''
@@ -46,19 +45,10 @@ class Reader(scripts.Script):
 
 @pytest.fixture(scope="module")
 def started(tmp_path_factory):
-    from webui import prepare_extensions
-
     data = data_dir_with_checkpoints(tmp_path_factory.mktemp("a1111mods"),
                                      {"tiny-sd1.safetensors": build_tiny_model("sd1")})
-    script = data / "extensions" / "reader" / "scripts" / "reader.py"
-    script.parent.mkdir(parents=True)
-    script.write_text(textwrap.dedent(EXTENSION))
-    args = cmd_args.parse_args(["--data-dir", str(data), "--skip-load-model-at-start", "--skip-install"],
-                               preload=prepare_extensions)
-    services = services_module.create(args)
-    services.load_scripts()   # as webui.py does before building the app
-    yield services, data
-    services.shutdown()
+    with services_with_extensions(data, {"reader/scripts/reader.py": EXTENSION}) as services:
+        yield services, data
 
 
 def test_an_extension_reads_a1111s_devices_and_paths(started):

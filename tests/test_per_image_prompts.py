@@ -5,14 +5,13 @@ is the one its prompt and seed give alone (a stand-in extension sets the lists).
 from __future__ import annotations
 
 import json
-import textwrap
 
 import numpy as np
 import pytest
 
-from modules import cmd_args, services as services_module
 from modules.generation.request import validate_request
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
+from tests.fixtures.stand_ins import services_with_extensions
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 from tests.fixtures.tiny_loras import kohya_lora, write_lora
 
@@ -49,20 +48,11 @@ class PerImage(scripts.Script):
 
 @pytest.fixture(scope="module")
 def started(tmp_path_factory):
-    from webui import prepare_extensions
-
     model = build_tiny_model("sd1")
     data = data_dir_with_checkpoints(tmp_path_factory.mktemp("perimage"), {"tiny-sd1.safetensors": model})
     write_lora(kohya_lora(model, seed=3, scale=1.0), data / "models" / "Lora" / "shiny.safetensors")
-    script = data / "extensions" / "per-image" / "scripts" / "per_image.py"
-    script.parent.mkdir(parents=True)
-    script.write_text(textwrap.dedent(EXTENSION))
-    args = cmd_args.parse_args(["--data-dir", str(data), "--skip-load-model-at-start", "--skip-install"],
-                               preload=prepare_extensions)
-    services = services_module.create(args)
-    services.load_scripts()
-    yield services, script.parent.parent
-    services.shutdown()
+    with services_with_extensions(data, {"per-image/scripts/per_image.py": EXTENSION}) as services:
+        yield services, data / "extensions" / "per-image"
 
 
 def run(started, plan: dict | None, **fields):
