@@ -11,22 +11,8 @@ from collections import namedtuple
 from modules.addons.missing_names import missing_name
 from modules.prompts import attention, schedules, splitting
 
-# A1111's regexes, for extensions that use them directly (the parsers below do not go through these).
-re_attention = re.compile(r"""
-\\\(|
-\\\)|
-\\\[|
-\\]|
-\\\\|
-\\|
-\(|
-\[|
-:\s*([+-]?[.\d]+)\s*\)|
-\)|
-]|
-[^\\()\[\]:]+|
-:
-""", re.X)
+# A1111's regexes, for extensions that use them directly.
+re_attention = attention.RE_ATTENTION   # A1111's tokenizer, the one the project's parser uses
 re_break = re.compile(r"\s*\bBREAK\b\s*", re.S)
 re_AND = re.compile(r"\bAND\b")
 re_weight = re.compile(r"^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")

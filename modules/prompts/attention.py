@@ -22,7 +22,7 @@ __all__ = ["parse_prompt_attention"]
 
 # A1111's tokenizer, unchanged. Alternatives in order: escaped brackets and backslash, a lone backslash, the
 # two openers, ":weight)" closing a round bracket, the two closers, a run of ordinary text, a lone ":".
-_RE_ATTENTION = re.compile(r"""
+RE_ATTENTION = re.compile(r"""
 \\\(|
 \\\)|
 \\\[|
@@ -111,7 +111,7 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
             pieces.append(part)
             initial.append(1.0)
 
-    for match in _RE_ATTENTION.finditer(text):
+    for match in RE_ATTENTION.finditer(text):
         token = match.group(0)
         weight = match.group(1)
         if token.startswith("\\"):
