@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
 from pathlib import Path
 
 from modules.addons.missing_names import missing_name
-from modules.addons.running import services as _services
+from modules.addons.running import LiveView, services as _services
 
 model_dir = "Stable-diffusion"
 
@@ -90,34 +89,9 @@ def _infos() -> list[CheckpointInfo]:
     return [CheckpointInfo(entry) for entry in _services().registry.items()]
 
 
-class _LiveCheckpoints(Mapping):
-    """A read-only dict that reads the registry at each use: A1111's `checkpoints_list` (title → info), or its
-    `checkpoint_aliases` (each id → info)."""
-
-    def __init__(self, by_every_id: bool):
-        self._by_every_id = by_every_id
-
-    def _current(self) -> dict[str, CheckpointInfo]:
-        infos = _infos()
-        if not self._by_every_id:
-            return {info.title: info for info in infos}
-        return {key: info for info in infos for key in info.ids}
-
-    def __getitem__(self, key):
-        return self._current()[key]
-
-    def __iter__(self):
-        return iter(self._current())
-
-    def __len__(self) -> int:
-        return len(self._current())
-
-    def __repr__(self) -> str:
-        return repr(self._current())
-
-
-checkpoints_list = _LiveCheckpoints(by_every_id=False)
-checkpoint_aliases = _LiveCheckpoints(by_every_id=True)
+# A1111's `checkpoints_list` (title → info) and `checkpoint_aliases` (each id → info), read at each use
+checkpoints_list = LiveView(lambda: {info.title: info for info in _infos()})
+checkpoint_aliases = LiveView(lambda: {key: info for info in _infos() for key in info.ids})
 checkpoint_alisases = checkpoint_aliases   # A1111's old misspelt name, kept there too
 
 

@@ -9,34 +9,15 @@ copy of the checkpoint's own weights (`base_vae`, `store_base_vae`, …) has no 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 
 from modules.addons.missing_names import missing_name
-from modules.addons.running import services as _services
+from modules.addons.running import LiveView, services as _services
 
 unspecified = object()
 
 
-class _LiveVaeDict(Mapping):
-    """A1111's `vae_dict` (name → file path), read from the VAE list at each use."""
-
-    def _current(self) -> dict[str, str]:
-        return {info.name: str(info.path) for info in _services().networks.vaes.items()}
-
-    def __getitem__(self, key):
-        return self._current()[key]
-
-    def __iter__(self):
-        return iter(self._current())
-
-    def __len__(self) -> int:
-        return len(self._current())
-
-    def __repr__(self) -> str:
-        return repr(self._current())
-
-
-vae_dict = _LiveVaeDict()
+# A1111's `vae_dict` (name → file path), read from the VAE list at each use
+vae_dict = LiveView(lambda: {info.name: str(info.path) for info in _services().networks.vaes.items()})
 
 
 def refresh_vae_list() -> None:

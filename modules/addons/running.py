@@ -3,6 +3,8 @@
 Kept apart from `shared` so that those modules and `shared` need not import one another."""
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 _services = None
 
 
@@ -16,3 +18,23 @@ def services():
     if _services is None:
         raise RuntimeError("modules.shared is used before the web UI has started (no services bound)")
     return _services
+
+
+class LiveView(Mapping):
+    """A read-only dict read afresh at each use from the running server (A1111's `checkpoints_list`, `vae_dict`):
+    a reference an extension keeps from import time still sees a refresh."""
+
+    def __init__(self, read: Callable[[], dict]):
+        self._read = read
+
+    def __getitem__(self, key):
+        return self._read()[key]
+
+    def __iter__(self):
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def __repr__(self) -> str:
+        return repr(self._read())

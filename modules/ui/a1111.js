@@ -276,24 +276,30 @@ function onEdit(editId, elem, afterMs, func) {
 }
 
 // ---- requests ---------------------------------------------------------------------------------------------------
+// A1111's: `handler` gets the JSON answer of a 200, `errorHandler` anything else
+function answerJson(xhr, handler, errorHandler) {
+    xhr.onreadystatechange = function () {
+        if (xhr.readyState !== 4) {
+            return;
+        }
+        if (xhr.status === 200) {
+            try {
+                handler(JSON.parse(xhr.responseText));
+            } catch (error) {
+                console.error(error);
+                errorHandler && errorHandler();
+            }
+        } else if (errorHandler) {
+            errorHandler();
+        }
+    };
+}
+
 function request(url, data, handler, errorHandler) {
     var xhr = new XMLHttpRequest();
     xhr.open("POST", url, true);
     xhr.setRequestHeader("Content-Type", "application/json");
-    xhr.onreadystatechange = function () {
-        if (xhr.readyState === 4) {
-            if (xhr.status === 200) {
-                try {
-                    handler(JSON.parse(xhr.responseText));
-                } catch (error) {
-                    console.error(error);
-                    errorHandler && errorHandler();
-                }
-            } else if (errorHandler) {
-                errorHandler();
-            }
-        }
-    };
+    answerJson(xhr, handler, errorHandler);
     xhr.send(JSON.stringify(data));
 }
 
@@ -303,20 +309,7 @@ function requestGet(url, data, handler, errorHandler) {
         return encodeURIComponent(k) + '=' + encodeURIComponent(data[k]);
     }).join('&');
     xhr.open("GET", url + "?" + args, true);
-    xhr.onreadystatechange = function () {
-        if (xhr.readyState === 4) {
-            if (xhr.status === 200) {
-                try {
-                    handler(JSON.parse(xhr.responseText));
-                } catch (error) {
-                    console.error(error);
-                    errorHandler && errorHandler();
-                }
-            } else if (errorHandler) {
-                errorHandler();
-            }
-        }
-    };
+    answerJson(xhr, handler, errorHandler);
     xhr.send(JSON.stringify(data));
 }
 
