@@ -45,8 +45,9 @@ def create_app(services: services_module.Services, server_control=None) -> FastA
     if not args.nowebui:
         import gradio as gr
 
-        from modules.ui import create_ui, launch_options
+        from modules.ui import create_ui, extension_files, launch_options
 
+        extension_files.install(app, services)   # A1111's file=<path> for extensions' own files
         blocks = create_ui(services, server_control=server_control)
         shared.demo = blocks   # A1111's page, for extensions that read shared.demo
         app = gr.mount_gradio_app(app, blocks, path="/", **launch_options(services))

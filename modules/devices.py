@@ -153,7 +153,9 @@ def __getattr__(name: str):
             raise AttributeError(f"modules.devices.{name} is read before the web UI has started")
         return {"device": config.device, "dtype": config.dtype, "dtype_vae": config.vae_dtype,
                 "dtype_unet": config.dtype, "dtype_inference": config.dtype}[name]
-    raise AttributeError(f"module 'modules.devices' has no attribute {name!r}")
+    from modules.addons.missing_names import missing_name
+
+    raise missing_name("modules.devices", name)
 
 
 def get_optimal_device() -> torch.device:
@@ -190,3 +192,13 @@ def without_autocast(disable: bool = False):
 
     return torch.autocast("cuda", enabled=False) if torch.is_autocast_enabled() and not disable \
         else contextlib.nullcontext()
+
+
+class NansException(Exception):
+    """A1111's: a tensor came out all NaN (extensions catch it around their own generations)."""
+
+
+def test_for_nans(x: torch.Tensor, where: str) -> None:
+    """A1111's check, raising NansException when `x` is all NaN (`where`: "unet" or "vae", named in the message)."""
+    if torch.all(torch.isnan(x)).item():
+        raise NansException(f"A tensor with all NaNs was produced in {where}.")

@@ -71,8 +71,11 @@ def test_an_extension_reads_a1111s_devices_and_paths(started):
 def test_unknown_names_are_attribute_errors():
     from modules import devices, paths
 
-    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+    with pytest.raises(AttributeError, match=r"modules\.devices\.nope, which does not exist here"):
         devices.nope   # noqa: B018
+    with pytest.raises(devices.NansException, match="all NaNs was produced in unet"):
+        devices.test_for_nans(torch.full((2,), float("nan")), "unet")
+    devices.test_for_nans(torch.tensor([float("nan"), 1.0]), "unet")   # not all NaN: A1111 goes on
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         paths.nope   # noqa: B018
     assert isinstance(devices.cpu, torch.device)

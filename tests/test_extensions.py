@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -220,3 +221,29 @@ def test_a_preload_adding_a_flag_the_web_ui_has_keeps_going(tmp_path):
                                 "--controlnet-dir", str(tmp_path)], preload=prepare_extensions)
     assert args.controlnet_extra_flag is True and args.controlnet_dir == str(tmp_path)
     assert not [error for error in script_loading.preload_errors if error.extension == "cn-like"]
+
+
+def test_file_urls_serve_extensions_files_and_nothing_else(server, tmp_path):
+    """A1111's `file=<path>` (tag autocomplete fetches its tag lists and the paths it wrote to tmp/ so)."""
+    from modules import paths
+
+    extension = next(found.path for found in server.services.scripts.extensions if found.enabled
+                     and not found.is_builtin)
+    (extension / "tags").mkdir(exist_ok=True)
+    (extension / "tags" / "tags.csv").write_text("1girl,0\n")
+    (extension / ".git").mkdir(exist_ok=True)
+    (extension / ".git" / "config").write_text("[remote] url = https://token@example.com")
+    written = Path(paths.script_path) / "tmp" / f"file-route-{tmp_path.name}.txt"
+    written.parent.mkdir(exist_ok=True)
+    written.write_text(str(extension / "tags"))
+    try:
+        pointer = server.get(f"/file=tmp/{written.name}?123")
+        assert pointer.status_code == 200 and pointer.text == str(extension / "tags")
+        assert server.get(f"/file={extension}/tags/tags.csv").text == "1girl,0\n"
+        relative = extension.relative_to(server.services.paths.data)
+        assert server.get(f"/file={relative}/tags/tags.csv").status_code == 200   # A1111's extensions/<name>/...
+        for refused in (f"{extension}/.git/config", "webui.py", "tmp/../webui.py", "/etc/passwd",
+                        f"{extension}/tags/../../../config.json"):
+            assert server.get(f"/file={refused}").status_code == 404, refused
+    finally:
+        written.unlink()

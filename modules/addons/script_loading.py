@@ -128,8 +128,11 @@ def _prepare_gradio(host: ScriptHost) -> None:
     """Extensions' scripts are Gradio code written for A1111's Gradio 3: its idioms are translated before they are
     imported, and every component the UI builds is announced to their component hooks. (The web UI's edge is
     imported here, not at the top: loading extensions is where Gradio code enters the process.)"""
+    import modules.ui_components  # noqa: F401 - imported before extensions, as in A1111 (see below)
     from modules.ui import component_hooks, gradio3, gradio3_blocks
 
+    # Extensions' copies of A1111's components claim `__module__ = "modules.ui_components"`; Gradio's
+    # inspect.getfile() of such a class fails unless that module is loaded.
     gradio3.install()
     gradio3_blocks.install()
     component_hooks.install(host)
