@@ -30,6 +30,8 @@ SEEN = {"models_path": paths_internal.models_path, "data_path": paths_internal.d
         "active": [extension.name for extension in extensions.active()],
         "restorers": [restorer.name() for restorer in face_restoration.restorers()],
         "codeformer": codeformer.name(), "postprocessed": scripts_postprocessing.PostprocessedImage(None).nametags}
+import modules   # noqa: E402 - A1111 has imported most of modules/ by now: `modules.<name>` works after this
+SEEN["modules.shared_items"] = modules.shared_items.list_checkpoint_tiles()
 CHECKPOINT = Path(paths_internal.models_path) / "Stable-diffusion" / "tiny-sd1.safetensors"
 SEEN["cached_before"] = hashes.sha256_from_cache(CHECKPOINT, "extension/tiny")
 SEEN["sha256"] = hashes.sha256(CHECKPOINT, "extension/tiny")
@@ -90,6 +92,7 @@ def test_an_extension_reads_the_servers_folders_extensions_and_restorers(started
     assert "reader" in seen["active"] and "needs-ldm" in seen["active"]
     assert seen["restorers"] == ["CodeFormer", "GFPGAN"] and seen["codeformer"] == "CodeFormer"
     assert seen["postprocessed"] == []
+    assert seen["modules.shared_items"] == [info.title for info in services.registry.items()]
     checkpoint = data / "models" / "Stable-diffusion" / "tiny-sd1.safetensors"
     assert seen["cached_before"] is None and seen["cached_after"] == seen["sha256"]
     assert seen["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
