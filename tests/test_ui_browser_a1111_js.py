@@ -48,6 +48,8 @@ document.addEventListener("DOMContentLoaded", function () { a1111js.events.push(
 onUiLoaded(function () {
     a1111js.events.push("onUiLoaded");
     a1111js.tabBuilt = !!gradioApp().getElementById("a1111js_echo");   // its own tab's element, as in A1111
+    // Gradio 3's textbox layout, as tag autocomplete looks the prompts up
+    a1111js.prompts = gradioApp().querySelectorAll("#txt2img_prompt > label > textarea, #img2img_prompt > label > textarea").length;
 });
 onOptionsAvailable(function () { a1111js.greeting = opts.a1111js_greeting; });
 onOptionsChanged(function () { a1111js.changed++; a1111js.latest = opts.a1111js_greeting; });
@@ -80,6 +82,7 @@ def test_an_extension_uses_a1111s_page_api(browser, server):
         # both of the extension's start-up listeners ran; opts holds the settings, its own included
         assert sorted(page.evaluate("() => a1111js.events")) == ["DOMContentLoaded", "onUiLoaded"]
         assert page.evaluate("() => a1111js.tabBuilt") is True
+        assert page.evaluate("() => a1111js.prompts") == 2
         assert page.locator("#tab_txt2img").is_visible()   # the page still opens on txt2img
         assert page.evaluate("() => [a1111js.greeting, typeof opts.CLIP_stop_at_last_layers]") == ["hello", "number"]
         # A1111's footer: extensions read the web UI's version from its first link

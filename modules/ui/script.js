@@ -30,11 +30,22 @@
         };
     }
 
+    // Gradio 3 put a textbox's <textarea>/<input> straight under its <label>; Gradio 6 wraps it in a <div>. The
+    // selectors extensions wrote for the old page ("#txt2img_prompt > label > textarea") are read the new way.
+    function gradio3Selector(selector) {
+        return typeof selector === "string" ?
+            selector.replace(/>\s*label\s*>\s*(textarea|input)/g, "> label $1") : selector;
+    }
+
     window.gradioApp = function () {
         const app = document.querySelector("gradio-app");
         const root = app && app.shadowRoot ? app.shadowRoot : (app || document);
         if (root !== document && !root.getElementById) {
             root.getElementById = function (id) { return document.getElementById(id); };
+            const one = root.querySelector.bind(root);
+            const all = root.querySelectorAll.bind(root);
+            root.querySelector = function (selector) { return one(gradio3Selector(selector)); };
+            root.querySelectorAll = function (selector) { return all(gradio3Selector(selector)); };
         }
         return root;
     };
@@ -89,9 +100,10 @@
     }
 
     // Gradio builds a tab's contents when it is first shown; A1111's Gradio built every tab with the page, and
-    // extensions' scripts look for their own tab's elements in onUiLoaded. So before onUiLoaded each extension's
-    // tab (any top-level tab but the web UI's own) is shown once, out of sight, then the tab shown before is back.
-    const OWN_TABS = new Set(["tab_txt2img", "tab_img2img", "tab_controlnet", "tab_extras", "tab_pnginfo",
+    // extensions' scripts look for their own tab's elements, and img2img's prompts, in onUiLoaded (tag autocomplete
+    // sets itself up on the prompts it finds then). So before onUiLoaded each extension's tab (any top-level tab but
+    // the web UI's own) and img2img are shown once, out of sight, then the tab shown before is back.
+    const OWN_TABS = new Set(["tab_txt2img", "tab_controlnet", "tab_extras", "tab_pnginfo",
                               "tab_modelmerger", "tab_settings", "tab_extensions"]);
 
     function until(ready, limitMs, then) {
