@@ -279,6 +279,16 @@ class ScriptRunner:
             flat += args
         return flat
 
+    def run(self, p, *args):
+        """A1111's: the chosen dropdown script's run(p, *its args) (`args` is p.script_args, the chosen index
+        first; 0: none, which returns None). Called through the runner so that an extension's wrapper of
+        `scripts_txt2img.run` sees it, as in A1111."""
+        index = args[0] if args else 0
+        if not index:
+            return None
+        script = self.selectable_scripts[int(index) - 1]
+        return script.run(p, *args[script.args_from:script.args_to])
+
     # ------------------------------------------------------------------ hooks, A1111's order
 
     def _call(self, hook: str, p, *extra, **kwargs) -> None:

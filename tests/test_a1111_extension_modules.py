@@ -53,6 +53,29 @@ def wrapped(p, *args, **kwargs):   # as the ControlNet extension wraps it
 
 processing.process_images_inner = wrapped
 
+runner = scripts.scripts_txt2img   # as LoRA Block Weight wraps the runner's run (A1111: the dropdown script)
+original_run = runner.run
+
+
+def wrapped_run(p, *args):
+    calls.append(f"run {args[0]}")
+    return original_run(p, *args)
+
+
+runner.run = wrapped_run
+
+
+class Dropdown(scripts.Script):
+    def title(self):
+        return "Reader dropdown"
+
+    def show(self, is_img2img):
+        return True
+
+    def run(self, p, *args):
+        p.prompt = "a dropdown cat"
+        return processing.process_images(p)
+
 
 class Reader(scripts.Script):
     def title(self):
@@ -115,6 +138,16 @@ def test_hooks_see_a1111s_helpers_and_a_wrapped_process_images_inner(started):
     expected = rng.ImageRNG((4, 8, 8), [77], device=services.devices.device).next().flatten()[:4].tolist()
     assert seen["noise"] == pytest.approx(expected) and seen["tensors"] == pytest.approx(expected)
     assert "Reader: yes" in job.result.infotexts[0]
+    request = validate_request({"prompt": "a cat", "checkpoint": "tiny-sd1", "width": 64, "height": 64, "steps": 1,
+                                "seed": 77, "save_images": False, "selected_script": "reader dropdown"},
+                               services.registry, scripts=services.scripts)
+    job = services.submit_txt2img(request)
+    assert job.done.wait(300) and job.state == "done", job.error
+    seen = json.loads((data / "extensions" / "seen.json").read_text())
+    index = services.scripts.txt2img.selectable_scripts.index(services.scripts.txt2img.find_selectable("reader "
+                                                                                                        "dropdown"))
+    assert seen["wrapped"][-2:] == [f"run {index + 1}", "a dropdown cat"]   # the runner's run, then the script's
+    assert job.result.infotexts[0].startswith("a dropdown cat\n")
 
 
 def test_an_extension_needing_a1111s_model_code_is_listed_with_the_reason(started):

@@ -50,7 +50,7 @@ def run_with_scripts(generator, request, job: Job, runner: ScriptRunner):
     processed = None
     if selected is not None:
         try:
-            processed = selected.run(p, *p.script_args[selected.args_from:selected.args_to])
+            processed = runner.run(p, *p.script_args)
         except JobError:
             raise
         except Exception as error:   # the script's bug: say whose, keep the traceback in the log
