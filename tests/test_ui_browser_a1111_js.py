@@ -78,7 +78,8 @@ def test_an_extension_uses_a1111s_page_api(browser, server):
     page.on("pageerror", lambda error: errors.append(str(error)))
     try:
         page.goto(server.url, wait_until="domcontentloaded")
-        page.wait_for_function("() => window.a1111js && a1111js.greeting !== undefined", timeout=60_000)
+        page.wait_for_function("() => window.a1111js && a1111js.greeting !== undefined && a1111js.events.length > 1",
+                               timeout=60_000)
         # both of the extension's start-up listeners ran; opts holds the settings, its own included
         assert sorted(page.evaluate("() => a1111js.events")) == ["DOMContentLoaded", "onUiLoaded"]
         assert page.evaluate("() => a1111js.tabBuilt") is True
