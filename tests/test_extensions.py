@@ -245,5 +245,8 @@ def test_file_urls_serve_extensions_files_and_nothing_else(server, tmp_path):
         for refused in (f"{extension}/.git/config", "webui.py", "tmp/../webui.py", "/etc/passwd",
                         f"{extension}/tags/../../../config.json"):
             assert server.get(f"/file={refused}").status_code == 404, refused
+        # served through Gradio's file route, which the page's login (--gradio-auth) covers
+        assert server.get(f"/file=tmp/{written.name}", follow_redirects=False).headers["location"].startswith(
+            "/gradio_api/file=")
     finally:
         written.unlink()

@@ -49,7 +49,7 @@ onUiLoaded(function () {
     a1111js.events.push("onUiLoaded");
     a1111js.tabBuilt = !!gradioApp().getElementById("a1111js_echo");   // its own tab's element, as in A1111
     // Gradio 3's textbox layout, as tag autocomplete looks the prompts up
-    a1111js.prompts = gradioApp().querySelectorAll("#txt2img_prompt > label > textarea, #img2img_prompt > label > textarea").length;
+    a1111js.prompts = gradioApp().querySelectorAll("#txt2img_prompt > label > textarea, #txt2img_neg_prompt > label > textarea").length;
 });
 onOptionsAvailable(function () { a1111js.greeting = opts.a1111js_greeting; });
 onOptionsChanged(function () { a1111js.changed++; a1111js.latest = opts.a1111js_greeting; });

@@ -22,7 +22,7 @@ from modules.untrusted import user_files
 from modules.cmd_args import gradio_credentials
 from modules.ui import extensions as extensions_tab, extras, img2img, pnginfo, send_to, topbar, txt2img
 from modules.ui import merger as merger_tab
-from modules.ui import controlnet_tab, gallery_buttons, settings, settings_pages, ui_config
+from modules.ui import controlnet_tab, extension_files, gallery_buttons, settings, settings_pages, ui_config
 from modules.ui import a1111_extra_networks, a1111_infotext, a1111_paste_buttons, page_options
 from modules.addons.missing_names import missing_name
 from modules.script_callbacks import error_line
@@ -185,8 +185,9 @@ def served_paths(services) -> tuple[list[str], list[str]]:
     args = services.args
     save_folder = gallery_buttons.servable_save_folder(services)
     allowed = [str(services.paths.outputs), *([str(save_folder)] if save_folder else []),
-               *(str(Path(path).resolve()) for path in args.gradio_allowed_path)]
-    secrets = [services.paths.config_file, args.gradio_auth_path]
+               *(str(Path(path).resolve()) for path in args.gradio_allowed_path),
+               *(str(root) for root in extension_files.served_roots(services))]   # A1111's file= URLs
+    secrets = [services.paths.config_file, args.gradio_auth_path, *extension_files.hidden_entries(services)]
     return allowed, [str(Path(path).resolve()) for path in secrets if path]
 
 

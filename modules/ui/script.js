@@ -100,10 +100,11 @@
     }
 
     // Gradio builds a tab's contents when it is first shown; A1111's Gradio built every tab with the page, and
-    // extensions' scripts look for their own tab's elements, and img2img's prompts, in onUiLoaded (tag autocomplete
-    // sets itself up on the prompts it finds then). So before onUiLoaded each extension's tab (any top-level tab but
-    // the web UI's own) and img2img are shown once, out of sight, then the tab shown before is back.
-    const OWN_TABS = new Set(["tab_txt2img", "tab_controlnet", "tab_extras", "tab_pnginfo",
+    // extensions' scripts look for their own tab's elements in onUiLoaded. So before onUiLoaded each extension's
+    // tab (any top-level tab but the web UI's own) is shown once, out of sight, then the tab shown before is back.
+    // (img2img is not: its inpaint canvas, built out of sight, stays 0 pixels wide; so an extension that sets
+    // itself up once in onUiLoaded, as tag autocomplete does, finds txt2img's prompts, not img2img's.)
+    const OWN_TABS = new Set(["tab_txt2img", "tab_img2img", "tab_controlnet", "tab_extras", "tab_pnginfo",
                               "tab_modelmerger", "tab_settings", "tab_extensions"]);
 
     function until(ready, limitMs, then) {
