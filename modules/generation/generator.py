@@ -202,7 +202,7 @@ class Generator:
         ctx.seeds, ctx.subseeds = image_prompts.seeds(request, chosen)
         self._prepare_inputs(ctx)
         # 4. The job's networks, VAE and memory placement on; each batch's prompts encoded and the batch sampled.
-        #    Batches whose prompts name other networks run in their own group (networks_groups). An interrupt
+        #    Batches whose prompts name other networks run in their own group (network_groups). An interrupt
         #    while networks load, a prompt is encoded or a batch's first step runs ends the job with the images
         #    made so far (stop_points); the ExitStack still takes the networks off.
         made = _Batch()
@@ -210,12 +210,12 @@ class Generator:
         ctx.warnings = list(dict.fromkeys(warning for prepared in distinct for warning in prepared.warnings))
         for warning in ctx.warnings:
             log.warning("%s", warning)
+        ctx.vae_info = vae_info
         for group, (named_by, batch_indexes) in enumerate(image_prompts.network_groups(ctx)):
             with contextlib.ExitStack() as stack, contextlib.suppress(stop_points.Interrupted):
                 if group:   # the text encoders' LoRAs change: nothing encoded before may be reused
                     ctx.encoder = self.encoder(model, ctx.clip_skip, ctx)
                 ctx.used_loras = self._apply_networks(stack, ctx, named_by, external_vae)
-                ctx.vae_info = vae_info
                 if ctx.inputs is not None and ctx.encoded is None:
                     ctx.encoded = img2img.encode_inputs(model.pipeline, ctx.inputs,
                                                         inpainting=model.spec.inpainting,
