@@ -11,6 +11,7 @@ services it needs (design rule 3).
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from datetime import datetime
 from typing import Any
@@ -43,11 +44,23 @@ def services():
     return running.services()
 
 
+def _as_a1111(key: str, value: Any) -> Any:
+    """A folder setting is absolute: ours are relative to the data folder, and an extension would resolve one
+    against its working directory."""
+    if ((key.startswith("outdir_") or key in ("temp_dir", "control_net_detectedmap_dir")) and isinstance(value, str)
+            and value and not os.path.isabs(value)):
+        return str(services().paths.data / value)
+    return value
+
+
 class _Options:
     """`shared.opts`: reads and writes go to the services' Options (A1111: `opts.key`, `opts.data`, ...)."""
 
     def __getattr__(self, key: str) -> Any:
-        return getattr(services().options, key)
+        return _as_a1111(key, getattr(services().options, key))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return _as_a1111(key, services().options.get(key, default))
 
     def __setattr__(self, key: str, value: Any) -> None:
         services().update_options({key: value}, from_api=False)

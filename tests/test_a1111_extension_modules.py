@@ -20,7 +20,7 @@ READER = '''
 import json
 from pathlib import Path
 
-from modules import (extensions, face_restoration, hashes, paths_internal, processing, rng, scripts,
+from modules import (extensions, face_restoration, hashes, paths_internal, processing, rng, scripts, shared,
                      scripts_postprocessing)
 from modules.codeformer_model import codeformer
 from modules.gfpgan_model import gfpgan_fix_faces
@@ -91,6 +91,7 @@ class Reader(scripts.Script):
         SEEN["tensors"] = processing.create_random_tensors((4, 8, 8), [p.seed]).flatten()[:4].tolist()
         SEEN["wrapped"] = list(calls)
         SEEN["outpaths"] = [p.outpath_samples, p.outpath_grids]
+        SEEN["opts_outdir"] = [shared.opts.outdir_txt2img_samples, shared.opts.get("outdir_txt2img_samples")]
         OUT.write_text(json.dumps(SEEN))
 '''
 
@@ -132,7 +133,9 @@ def test_hooks_see_a1111s_helpers_and_a_wrapped_process_images_inner(started):
     assert job.done.wait(300) and job.state == "done", job.error
     seen = json.loads((data / "extensions" / "seen.json").read_text())
     assert seen["wrapped"] == ["a cat"]   # the extension's wrapper ran: process_images calls it
-    assert seen["outpaths"] == ["outputs/txt2img-images", "outputs/txt2img-grids"]   # where A1111 saves
+    # where A1111 saves, as absolute folders, as shared.opts gives them (A1111 resolves against its cwd)
+    assert seen["outpaths"] == [str(data / "outputs" / "txt2img-images"), str(data / "outputs" / "txt2img-grids")]
+    assert seen["opts_outdir"] == [str(data / "outputs" / "txt2img-images")] * 2
     assert seen["infotext"].startswith("a cat\nSteps: 1, Sampler: ") and "Seed: 77," in seen["infotext"]
     assert "Reader: yes" in seen["infotext"]
     expected = rng.ImageRNG((4, 8, 8), [77], device=services.devices.device).next().flatten()[:4].tolist()

@@ -57,11 +57,16 @@ class OldGradio(scripts.Script):
             self.gallery = gr.Gallery(elem_id=self.elem_id("gallery")).style(grid=[2, 3], height="auto")
             self.go = gr.Button("Go", elem_id=self.elem_id("go")).style(full_width=True)
             self.bridge = gr.Textbox(visible=False, elem_id=self.elem_id("bridge"))   # for its JavaScript
-            with gr.Tabs():
+            with gr.Tabs(elem_id=self.elem_id("tabs")):
+                gr.Textbox(visible=False, elem_id=self.elem_id("beside_tabs"))   # Gradio 3 allowed it here
                 with gr.Tab("First"):
                     gr.HTML("first")
                 with gr.Tab("Second", elem_id=self.elem_id("second")):   # its JavaScript finds what is in here
                     gr.HTML("second")
+            with gr.Row(visible=False, elem_id=self.elem_id("hidden_row")) as self.hidden_row:
+                gr.Button("Renew", elem_id=self.elem_id("renew"))   # its JavaScript clicks it
+            self.show_row = gr.Button("Show row", elem_id=self.elem_id("show_row"))
+            self.show_row.click(fn=lambda: gr.update(visible=True), outputs=[self.hidden_row])
         with InputAccordion(False, label="Old accordion", elem_id=self.elem_id("acc")) as enabled:
             self.picks = picks = DropdownMulti(choices=["a", "b"], value=["a"], label="Picks")
         self.go.click(fn=lambda text: gr.Button.update(value=text or "Go"), inputs=[self.text], outputs=[self.go],
@@ -189,6 +194,38 @@ def test_gradio3_idioms_build_the_extensions_controls(page):
     assert then and demo.fns[then[0]["id"]].fn() == {"__type__": "update", "value": "then"}
     defaults = services.scripts.txt2img.defaults["old gradio"]
     assert (defaults[0], defaults[2]) == (False, ["a"])   # the InputAccordion is a checkbox
+
+
+def _layout_node(layout: dict, block_id: int) -> dict | None:
+    if layout["id"] == block_id:
+        return layout
+    for child in layout.get("children", []):
+        found = _layout_node(child, block_id)
+        if found:
+            return found
+    return None
+
+
+def test_invisible_layouts_and_components_beside_tabs_stay_on_the_page(page):
+    services, demo, config, _ = page
+    script = next(script for script in services.scripts.txt2img.scripts if script.title() == "Old gradio")
+    ids = by_elem_id(config)
+    # an invisible row is on the page with what it holds, hidden by a class, as Gradio 3 kept it
+    row = ids["script_txt2img_old_gradio_hidden_row"]
+    assert row["props"]["visible"] == "hidden" and "webui-hidden-layout" in row["props"]["elem_classes"]
+    renew = ids["script_txt2img_old_gradio_renew"]
+    assert _layout_node(config["layout"], row["id"])["children"][0]["id"] == renew["id"]
+    # an update that shows the row sends its classes without the hiding one
+    show = next(dep for dep in config["dependencies"]
+                if [script.show_row._id, "click"] in map(list, dep["targets"]))
+    state = SessionState(demo)
+    update = asyncio.run(demo.postprocess_data(demo.fns[show["id"]], demo.fns[show["id"]].fn(), state))[0]
+    assert update["visible"] is True and "webui-hidden-layout" not in update["elem_classes"]
+    # a component an extension put in a Tabs beside its tabs goes before them: each child of the Tabs is a tab
+    tabs = _layout_node(config["layout"], ids["script_txt2img_old_gradio_tabs"]["id"])
+    types = {component["id"]: component["type"] for component in config["components"]}
+    assert [types[child["id"]] for child in tabs["children"]] == ["tabitem", "tabitem"]
+    assert "script_txt2img_old_gradio_beside_tabs" in ids
 
 
 def test_subclasses_render_as_their_gradio_component(page):

@@ -310,6 +310,20 @@ def test_ui_config_sets_saved_defaults_and_writes_the_missing_keys(tmp_path, cap
     assert demo.get_config_file()   # the page still serialises
 
 
+def test_ui_config_skips_components_marked_do_not_save_to_config(tmp_path):
+    """A1111's rule, which extensions rely on (Image Browser marks its folder boxes, whose default is computed)."""
+    path = tmp_path / "ui-config.json"
+    path.write_text(json.dumps({"txt2img/Sampling steps/value": 30}))
+    demo, tabs, steps, sampler, *_ = small_page()
+    steps.do_not_save_to_config = sampler.do_not_save_to_config = True
+    ui_config.apply_ui_config(path, tabs)
+    saved = json.loads(path.read_text())
+    assert steps.value == 20   # the saved value is not applied
+    assert not any(key.startswith(("txt2img/Sampling steps/", "txt2img/Sampling method/")) for key in saved
+                   if key != "txt2img/Sampling steps/value")
+    assert "txt2img/Prompt/value" in saved
+
+
 def test_ui_config_damaged_file_gives_defaults_and_is_left_alone(tmp_path, caplog):
     path = tmp_path / "ui-config.json"
     path.write_text("{damaged")

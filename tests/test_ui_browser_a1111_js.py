@@ -1,6 +1,7 @@
 """A1111's page JavaScript API in a real browser (issue 21), on one page load: a stand-in extension whose script uses
 DOMContentLoaded, onUiLoaded, `opts` with onOptionsAvailable/onOptionsChanged, `titles` and `updateInput`, and whose
-tab reads `modules.ui.txt2img_paste_fields` and registers an A1111 "Send to txt2img" button (ParamBinding); the
+tab (with nested tabs and an invisible row whose button its script clicks) reads
+`modules.ui.txt2img_paste_fields` and registers an A1111 "Send to txt2img" button (ParamBinding); the
 page's switch_to_img2img / switch_to_inpaint pick those tabs, and its footer holds A1111's versions line.
 
 Set SKIP_BROWSER_TESTS=1 to skip these where no Chromium can be installed (`apt-get install chromium`).
@@ -32,6 +33,17 @@ def tab():
         echo.click(lambda text: f"heard: {text}", inputs=[prompt], outputs=[heard])
         info = gr.Textbox("a red fox\\nSteps: 7, Sampler: Euler, CFG scale: 5, Seed: 3, Size: 64x64",
                           label="Infotext", elem_id="a1111js_info")
+        with gr.Tabs(elem_id="a1111js_inner"):   # nested tabs: built before onUiLoaded too
+            with gr.Tab("One", elem_id="a1111js_one"):
+                gr.Textbox("first", label="First", elem_id="a1111js_first")
+            with gr.Tab("Two", elem_id="a1111js_two"):
+                gr.Textbox("second", label="Second", elem_id="a1111js_second")
+        # a button in an invisible row, which the extension's script clicks (Image Browser's "Renew Page")
+        renewed = gr.Textbox(label="Renewed", elem_id="a1111js_renewed")
+        with gr.Row(visible=False) as hidden_row:
+            renew = gr.Button("Renew", elem_id="a1111js_renew")
+        renew.click(lambda: "renewed", outputs=[renewed])
+        gr.Button("Show", elem_id="a1111js_show").click(lambda: gr.update(visible=True), outputs=[hidden_row])
         buttons = send.create_buttons(["txt2img"])
         send.register_paste_params_button(send.ParamBinding(paste_button=buttons["txt2img"], tabname="txt2img",
                                                             source_text_component=info))
@@ -48,6 +60,8 @@ document.addEventListener("DOMContentLoaded", function () { a1111js.events.push(
 onUiLoaded(function () {
     a1111js.events.push("onUiLoaded");
     a1111js.tabBuilt = !!gradioApp().getElementById("a1111js_echo");   // its own tab's element, as in A1111
+    a1111js.nestedBuilt = !!gradioApp().getElementById("a1111js_second");
+    a1111js.hiddenButton = !!gradioApp().getElementById("a1111js_renew");
     // Gradio 3's textbox layout, as tag autocomplete looks the prompts up
     a1111js.prompts = gradioApp().querySelectorAll("#txt2img_prompt > label > textarea, #txt2img_neg_prompt > label > textarea").length;
 });
@@ -82,7 +96,7 @@ def test_an_extension_uses_a1111s_page_api(browser, server):
                                timeout=60_000)
         # both of the extension's start-up listeners ran; opts holds the settings, its own included
         assert sorted(page.evaluate("() => a1111js.events")) == ["DOMContentLoaded", "onUiLoaded"]
-        assert page.evaluate("() => a1111js.tabBuilt") is True
+        assert page.evaluate("() => [a1111js.tabBuilt, a1111js.nestedBuilt, a1111js.hiddenButton]") == [True] * 3
         assert page.evaluate("() => a1111js.prompts") == 2
         assert page.locator("#tab_txt2img").is_visible()   # the page still opens on txt2img
         assert page.evaluate("() => [a1111js.greeting, typeof opts.CLIP_stop_at_last_layers]") == ["hello", "number"]
@@ -100,6 +114,21 @@ def test_an_extension_uses_a1111s_page_api(browser, server):
         page.locator("#a1111js_echo").click()
         page.wait_for_function("() => document.querySelector('#a1111js_heard textarea').value === "
                                "'heard: set by script'", timeout=20_000)
+        # A1111's DOM: a Tabs block's first div lists its tab buttons in order (scripts index them)
+        assert page.evaluate("""() => Array.from(gradioApp().getElementById('a1111js_inner').querySelector('div')
+                                     .querySelectorAll('button')).slice(0, 2).map(b => b.textContent.trim())"""
+                             ) == ["One", "Two"]
+        assert page.evaluate("() => get_tab_index('a1111js_inner')") == 0
+        # the nested tabs are back on their first; the invisible row's button is hidden, a script's click works,
+        # and an update shows the row
+        assert page.locator("#a1111js_first textarea").is_visible()
+        assert not page.locator("#a1111js_second textarea").is_visible()
+        assert not page.locator("#a1111js_renew").is_visible()
+        page.evaluate("() => gradioApp().getElementById('a1111js_renew').click()")
+        page.wait_for_function("() => document.querySelector('#a1111js_renewed textarea').value === 'renewed'",
+                               timeout=20_000)
+        page.locator("#a1111js_show").click()
+        page.locator("#a1111js_renew").wait_for(state="visible", timeout=20_000)
         # titles: the extension's hover text is on its button
         page.wait_for_function("() => document.querySelector('#a1111js_echo').title === 'Repeat the txt2img prompt'",
                                timeout=10_000)

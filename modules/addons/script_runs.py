@@ -31,10 +31,12 @@ def processing_for(request, generator, job: Job, runner: ScriptRunner | None,
     p.save_images = p.save_grid = True
     p.scripts, p.script_args = runner, list(script_args or [])
     p._generator, p._job = generator, job
-    # A1111's output folders for what scripts save themselves (images.save_image(..., p.outpath_samples, ...))
+    # A1111's output folders for what scripts save themselves (images.save_image(..., p.outpath_samples, ...)),
+    # absolute: a script may also write there itself, which would resolve a relative folder against its cwd
     options, tab = generator.options, "img2img" if request.init_images else "txt2img"
-    p.outpath_samples = options.outdir_samples or getattr(options, f"outdir_{tab}_samples")
-    p.outpath_grids = options.outdir_grids or getattr(options, f"outdir_{tab}_grids")
+    samples = options.outdir_samples or getattr(options, f"outdir_{tab}_samples")
+    grids = options.outdir_grids or getattr(options, f"outdir_{tab}_grids")
+    p.outpath_samples, p.outpath_grids = str(generator.paths.data / samples), str(generator.paths.data / grids)
     return p
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import gradio as gr
 from gradio import events
-from gradio.blocks import Block
+from gradio.blocks import Block, BlockContext
 from gradio.components.base import Component
 
 from modules.ui import subclasses
@@ -71,6 +71,8 @@ def install() -> None:
         return _translating_event(original_setup(*args, **kwargs))
 
     events.EventListener._setup = staticmethod(setup)
+    gr.blocks.postprocess_update_dict = _postprocessing_layout_classes(gr.blocks.postprocess_update_dict)
+    gr.Tabs.__exit__ = _tabs_holding_tabs_only(gr.Tabs.__exit__)
     if not hasattr(Block, "update"):
         Block.update = staticmethod(_update)
     if not hasattr(Block, "style"):
@@ -145,16 +147,73 @@ def _component_keywords(cls: type, original, kwargs: dict) -> dict:
 def _on_the_page(cls: type, names: frozenset, kwargs: dict) -> dict:
     """A block an extension builds reaches the page as in Gradio 3, whose JavaScript conventions extensions
     follow (a hidden textbox their script fills, a hidden button it clicks, an element of another tab it looks up):
-    an invisible component is on the page, hidden ("hidden"; Gradio 6 leaves visible=False ones out, and shows a
-    "hidden" row or column, so layouts keep False), and a tab's content is on the page before the tab is opened."""
+    an invisible component is on the page, hidden ("hidden"; Gradio 6 leaves visible=False ones out), and so is an
+    invisible row, column, group or accordion with what it holds (Gradio 6 shows a "hidden" layout, so the class
+    HIDDEN_LAYOUT hides it until an update makes it visible); a tab's content is on the page before it is opened.
+    Gradio rebuilds a block through this on each update (its arguments plus the update's), so the same rule
+    hides or shows a layout again."""
     changes = {}
     if kwargs.get("visible") is False and "visible" in names and issubclass(cls, Component):
         changes["visible"] = "hidden"
+    if _hides_by_class(cls, names):
+        classes = _classes(kwargs.get("elem_classes"))
+        if kwargs.get("visible") in (False, "hidden"):
+            changes.update(visible="hidden", elem_classes=[*classes, HIDDEN_LAYOUT] if HIDDEN_LAYOUT not in classes
+                           else classes)
+        elif HIDDEN_LAYOUT in classes:
+            changes["elem_classes"] = [name for name in classes if name != HIDDEN_LAYOUT]
     if "render_children" in names and "render_children" not in kwargs:
         changes["render_children"] = True
     if changes and not _caller().startswith(_PROJECT_CODE):
         return {**kwargs, **changes}
     return kwargs
+
+
+# The class that hides an extension's invisible layout (style.css), which stays on the page as in Gradio 3.
+HIDDEN_LAYOUT = "webui-hidden-layout"
+
+
+def _hides_by_class(cls: type, names: frozenset) -> bool:
+    return (issubclass(cls, BlockContext) and not issubclass(cls, (gr.Blocks, gr.Tab, gr.Tabs))
+            and {"visible", "elem_classes"} <= names)
+
+
+def _classes(elem_classes) -> list[str]:
+    if not elem_classes:
+        return []
+    return [elem_classes] if isinstance(elem_classes, str) else list(elem_classes)
+
+
+def _tabs_holding_tabs_only(original):
+    """Gradio 3 let a component sit in a Tabs beside its tabs (Image Browser keeps a hidden textbox there); in
+    Gradio 6 it becomes a tab of its own that shifts the others (the tab bar then shows one tab twice and loses
+    another). An extension's such component goes just before its Tabs instead."""
+    @functools.wraps(original)
+    def __exit__(self, exc_type=None, *args):
+        if exc_type is None and self.parent is not None and not _caller().startswith(_PROJECT_CODE):
+            others = [child for child in self.children if not isinstance(child, gr.Tab)]
+            if others:
+                self.children = [child for child in self.children if isinstance(child, gr.Tab)]
+                siblings = self.parent.children
+                where = siblings.index(self) if self in siblings else len(siblings)
+                siblings[where:where] = others
+                for child in others:
+                    child.parent = self.parent
+        return original(self, exc_type, *args)
+
+    return __exit__
+
+
+def _postprocessing_layout_classes(original):
+    """An update of a layout's visibility also sends its classes, which say whether it is hidden (see
+    _on_the_page): Gradio sends only the properties the update names."""
+    @functools.wraps(original)
+    def postprocess_update_dict(block, update_dict: dict, postprocess: bool = True):
+        if "visible" in update_dict and _hides_by_class(type(block), _parameters(type(block).__init__)[0]):
+            update_dict = {**update_dict, "elem_classes": None}   # the value sent is read from the block
+        return original(block, update_dict, postprocess)
+
+    return postprocess_update_dict
 
 
 # The sources of the components whose `sources=None` means all of them (the others list theirs as the default).

@@ -101,7 +101,8 @@
 
     // Gradio builds a tab's contents when it is first shown; A1111's Gradio built every tab with the page, and
     // extensions' scripts look for their own tab's elements in onUiLoaded. So before onUiLoaded each extension's
-    // tab (any top-level tab but the web UI's own) is shown once, out of sight, then the tab shown before is back.
+    // tab (any top-level tab but the web UI's own), and each tab nested in it (Image Browser's txt2img, img2img,
+    // ... tabs), is shown once, out of sight, then the tabs shown before are back.
     // (img2img is not: its inpaint canvas, built out of sight, stays 0 pixels wide; so an extension that sets
     // itself up once in onUiLoaded, as tag autocomplete does, finds txt2img's prompts, not img2img's.)
     const OWN_TABS = new Set(["tab_txt2img", "tab_img2img", "tab_controlnet", "tab_extras", "tab_pnginfo",
@@ -123,14 +124,61 @@
         return panel && panel.querySelector("*");
     }
 
+    // The buttons of one Tabs block (not of those nested in it); a button names its panel (the tab's elem_id).
+    function tabButtons(tabs) {
+        return Array.from(tabs.querySelectorAll("button[role=tab][aria-controls]")).filter(function (button) {
+            return button.closest(".tabs") === tabs;
+        });
+    }
+
+    // Shows each button's panel until it is built, and builds the tabs nested in it, then picks `back` again.
+    function buildPanels(buttons, back, done) {
+        (function next(index) {
+            if (index < buttons.length) {
+                const panelId = buttons[index].getAttribute("aria-controls");
+                const nested = function () {
+                    buildNestedTabs(document.getElementById(panelId), function () { next(index + 1); });
+                };
+                if (built(panelId)) {
+                    nested();
+                } else {
+                    buttons[index].click();
+                    until(function () { return built(panelId); }, 3000, nested);
+                }
+                return;
+            }
+            if (!back) {
+                done();
+                return;
+            }
+            back.click();
+            until(function () { return back.getAttribute("aria-selected") === "true"; }, 1000, done);
+        })(0);
+    }
+
+    // The Tabs blocks directly inside a tab's panel (deeper ones are reached from their own panels).
+    function buildNestedTabs(panel, done) {
+        const outer = panel && panel.closest(".tabs");
+        const nested = panel ? Array.from(panel.querySelectorAll(".tabs")).filter(function (tabs) {
+            return tabs.parentElement.closest(".tabs") === outer;
+        }) : [];
+        (function next(index) {
+            if (index >= nested.length) {
+                done();
+                return;
+            }
+            const buttons = tabButtons(nested[index]);
+            const selected = buttons.find(function (button) { return button.getAttribute("aria-selected") === "true"; });
+            buildPanels(buttons, selected, function () { next(index + 1); });
+        })(0);
+    }
+
     function buildExtensionTabs(done) {
-        // A tab's panel (id tab_<id>) is not in the page until shown; its button says which panel it controls.
-        const buttons = Array.from(document.querySelectorAll("#tabs button[role=tab][aria-controls^=tab_]"))
-            .filter(function (button) {
-                const panelId = button.getAttribute("aria-controls");
-                return button.closest(".tabs") === document.getElementById("tabs") && !OWN_TABS.has(panelId) &&
-                    !built(panelId);
-            });
+        const top = document.getElementById("tabs");
+        const buttons = top ? tabButtons(top).filter(function (button) {
+            const panelId = button.getAttribute("aria-controls");
+            return !OWN_TABS.has(panelId) && !built(panelId);
+        }) : [];
         const shown = window.get_uiCurrentTab();
         if (!buttons.length || !shown) {
             done();
@@ -139,25 +187,28 @@
         const hide = document.createElement("style");
         hide.textContent = "#tabs > [role=tabpanel] { visibility: hidden !important; }";
         document.head.appendChild(hide);
-        (function next(index) {
-            if (index < buttons.length) {
-                const panelId = buttons[index].getAttribute("aria-controls");
-                buttons[index].click();
-                until(function () { return built(panelId); }, 3000, function () { next(index + 1); });
-                return;
-            }
+        buildPanels(buttons, null, function () {
             shown.click();
             until(function () { return window.get_uiCurrentTab() === shown; }, 1000, function () {
                 hide.remove();
                 done();
             });
-        })(0);
+        });
+    }
+
+    // A1111's page (Gradio 3): a Tabs block's first div holds its tab buttons, in order, and scripts index them so
+    // (A1111's get_tab_index did; Image Browser ties each button to its tab by position). Gradio 6 puts a hidden
+    // copy of the buttons, which it measures for the overflow menu, first in that div: it is moved to the end.
+    function tabButtonsFirst() {
+        document.querySelectorAll(".tab-wrapper > .tab-container.visually-hidden:not(:last-child)")
+            .forEach(function (copy) { copy.parentElement.appendChild(copy); });
     }
 
     // Elements added or removed (not every style change: that would cost the page on each progress tick);
     // a tab change is seen on the tab buttons' classes.
     let starting = false;
     new MutationObserver(function (mutations) {
+        tabButtonsFirst();
         if (!starting && document.getElementById("txt2img_prompt")) {
             starting = true;
             buildExtensionTabs(function () {

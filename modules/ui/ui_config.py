@@ -100,7 +100,9 @@ def _tab_id(tabs: gr.Tabs) -> Check:
 
 def fields(component) -> list[tuple[str, Check]]:
     """The fields A1111 keeps for a component, with their checks; a slider's bounds come before its value,
-    which must lie within them."""
+    which must lie within them. An extension's component marked do_not_save_to_config has none (A1111's rule)."""
+    if getattr(component, "do_not_save_to_config", False):
+        return []
     found = []
     if isinstance(component, VISIBLE_FIELD) and component.visible is True:
         found.append(("visible", _bool))
