@@ -240,6 +240,12 @@ class ScriptRunner:
         else:
             self.selectable_scripts.append(script)
 
+    @property
+    def titles(self) -> list[str]:
+        """A1111's list of the dropdown's titles. A new list on each read: an extension that adds a script to the
+        dropdown appends it to `selectable_scripts` (and to this list, which A1111 kept in step)."""
+        return [script.title() for script in self.selectable_scripts]
+
     def find_alwayson(self, name: str) -> Script | None:
         return next((s for s in self.alwayson_scripts if s.name == name.strip().lower()), None)
 

@@ -91,6 +91,7 @@ class Reader(scripts.Script):
         SEEN["tensors"] = processing.create_random_tensors((4, 8, 8), [p.seed]).flatten()[:4].tolist()
         SEEN["wrapped"] = list(calls)
         SEEN["outpaths"] = [p.outpath_samples, p.outpath_grids]
+        SEEN["titles"] = scripts.scripts_txt2img.titles   # the dropdown's (LoRA Block Weight adds itself)
         SEEN["opts_outdir"] = [shared.opts.outdir_txt2img_samples, shared.opts.get("outdir_txt2img_samples")]
         OUT.write_text(json.dumps(SEEN))
 '''
@@ -132,6 +133,7 @@ def test_hooks_see_a1111s_helpers_and_a_wrapped_process_images_inner(started):
     job = services.submit_txt2img(request)
     assert job.done.wait(300) and job.state == "done", job.error
     seen = json.loads((data / "extensions" / "seen.json").read_text())
+    assert "Reader dropdown" in seen["titles"]
     assert seen["wrapped"] == ["a cat"]   # the extension's wrapper ran: process_images calls it
     # where A1111 saves, as absolute folders, as shared.opts gives them (A1111 resolves against its cwd)
     assert seen["outpaths"] == [str(data / "outputs" / "txt2img-images"), str(data / "outputs" / "txt2img-grids")]
