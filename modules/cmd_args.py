@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--lora-dir", type=str, default=None, help="folder of LoRA files")
     add("--embeddings-dir", type=str, default=None, help="folder of textual-inversion embeddings")
     add("--hypernetwork-dir", type=str, default=None, help="folder of hypernetworks")
+    add("--textual-inversion-templates-dir", type=str, default=None,
+        help="folder of prompt templates for training (default: the web UI's textual_inversion_templates)")
     add("--controlnet-dir", type=str, default=None, help="folder of ControlNet models")
     add("--controlnet-annotator-models-path", type=str, default=None,
         help="folder of ControlNet preprocessor weights (default models/annotators)")

@@ -57,6 +57,8 @@ class Paths:
     ui_config_file: Path             # default values of UI controls (--ui-config-file)
     extensions_builtin: Path = PROJECT_ROOT / "extensions-builtin"   # the project's own extensions
     builtin_scripts: Path = PROJECT_ROOT / "scripts"                 # X/Y/Z plot, prompt matrix, ... (A1111's scripts/)
+    # prompt templates for training ([name], [filewords]); A1111's folder name, in the web UI's folder
+    training_templates: Path = PROJECT_ROOT / "textual_inversion_templates"
 
     @property
     def cache_file(self) -> Path:
@@ -108,6 +110,8 @@ def from_args(args) -> Paths:
         extensions=data / "extensions",
         config_file=pick(args.ui_settings_file, data / "config.json"),
         ui_config_file=pick(args.ui_config_file, data / "ui-config.json"),
+        training_templates=pick(getattr(args, "textual_inversion_templates_dir", None),
+                                PROJECT_ROOT / "textual_inversion_templates"),
     )
 
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from modules.controlnet.units import ControlNetUnit
     from modules.models.merger import MergeRequest
     from modules.postprocess.postprocessing import ExtrasRequest
+    from modules.training.requests import CreateEmbeddingRequest, TrainEmbeddingRequest
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,20 @@ class Services:
             return self.registry.ensure_hash(info)
 
         return self.queue.submit("model-merge", run)
+
+    def submit_create_embedding(self, request: "CreateEmbeddingRequest", by: Submitter = Submitter()) -> Job:
+        """Train → Create embedding on the worker (it reads the current checkpoint's token embeddings); the
+        result is the new file's path."""
+        from modules.training import runs
+
+        return self.queue.submit("create-embedding", runs.create_embedding(self, request), by=by)
+
+    def submit_train_embedding(self, request: "TrainEmbeddingRequest", job_id: str | None = None,
+                               by: Submitter = Submitter()) -> Job:
+        """Textual-inversion training on the current checkpoint; the result is a training.TrainingResult."""
+        from modules.training import runs
+
+        return self.queue.submit("train-embedding", runs.train_embedding_run(self, request), job_id=job_id, by=by)
 
     def switch_model(self, name: str, timeout: float | None = None) -> Job:
         job = self.submit_model_switch(name)

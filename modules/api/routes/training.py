@@ -1,0 +1,45 @@
+"""Training: POST /sdapi/v1/create/embedding and /train/embedding, with A1111's bodies (its `create_embedding` /
+`train_embedding` parameters) and answers (`{"info": "create embedding filename: ..."}`, `{"info": "train embedding
+complete: filename: ... error: None"}`). Like A1111's, they answer when the work is done; the work is a job of the
+queue, so /sdapi/v1/progress follows it and /sdapi/v1/interrupt stops it (the training is saved, resumable).
+
+Unlike A1111, which answers 200 with the error in `info`, a bad field is a 422 naming it and a training that
+cannot start (no such embedding, an unreadable dataset) a 4xx with the reason.
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from modules.api.callers import submitter
+from modules.api.job_waiting import finished
+from modules.jobs import Job
+from modules.services import Services
+from modules.training.requests import CreateEmbeddingRequest, TrainEmbeddingRequest
+
+
+class InfoResponse(BaseModel):
+    """A1111's CreateResponse / TrainResponse."""
+    info: str
+
+
+def create_router(services: Services) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/create/embedding", response_model=InfoResponse)
+    async def create_embedding(body: CreateEmbeddingRequest, http: Request):
+        job = await finished(lambda job_id: services.submit_create_embedding(body, by=submitter(http)),
+                             error_name="CreateEmbeddingError")
+        if not isinstance(job, Job):
+            return job   # the failed job's error body
+        return InfoResponse(info=f"create embedding filename: {job.result}")
+
+    @router.post("/train/embedding", response_model=InfoResponse)
+    async def train_embedding(body: TrainEmbeddingRequest, http: Request):
+        job = await finished(lambda job_id: services.submit_train_embedding(body, by=submitter(http)),
+                             error_name="TrainEmbeddingError")
+        if not isinstance(job, Job):
+            return job
+        return InfoResponse(info=job.result.info)
+
+    return router

@@ -1,0 +1,43 @@
+"""Prompts → conditioning during training, with gradients: the same chunking, emphasis, clip skip and
+textual-inversion vectors as generation (`prompts/conditioning.TextEncoder`, as A1111 trains through its hijacked
+`cond_stage_model`), but outside inference mode so that a trained embedding's vectors (or a text encoder's LoRA)
+receive gradients, and without the caches (a cached tensor would carry the graph of an earlier step).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from modules.prompts.conditioning import TextEncoder
+
+
+class TrainingTextEncoder(TextEncoder):
+    """Make a new one for each optimiser step (its per-text cache then lives for one step only)."""
+
+    def _run(self, encoder, key, chunk, pad_id):
+        # TextEncoder._run is wrapped in torch.inference_mode(); its undecorated body keeps the graph
+        return TextEncoder._run.__wrapped__(self, encoder, key, chunk, pad_id)
+
+    def _encode_chunk_once(self, chunk):
+        return self._encode_chunk(chunk)
+
+    def encode_batch(self, texts: list[str]) -> torch.Tensor:
+        """[batch, 77·chunks, width]: every text padded to the longest one's chunk count, as A1111 pads."""
+        chunk_count = max(len(self.chunks(text)) for text in texts)
+        return torch.cat([self.encode(text, min_chunks=chunk_count).embeds for text in texts])
+
+
+@contextmanager
+def frozen(*modules):
+    """No gradients for these modules' weights inside the block (diffusers loads weights that require them);
+    each weight's setting is restored after."""
+    parameters = [parameter for module in modules if module is not None for parameter in module.parameters()]
+    before = [parameter.requires_grad for parameter in parameters]
+    for parameter in parameters:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, setting in zip(parameters, before):
+            parameter.requires_grad_(setting)

@@ -1,0 +1,225 @@
+"""Textual-inversion training (issue 22): Create embedding and Train embedding through A1111's API routes on a tiny
+SD1 checkpoint — the file A1111's layout and our loader read, its vectors from the init text, the loss going down
+on a dataset the model can overfit, the trained embedding changing the generated image, an interrupted training
+saved and resumed to exactly the weights of an uninterrupted one, and bad requests refused before any step."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modules import cmd_args, services as services_module
+from modules.networks.textual_inversion import load_embedding, token_embedding_module
+from modules.training import dataset as datasets
+from modules.training.denoising import denoising_loss, encode, step_generator, training_scheduler
+from modules.training.requests import TrainEmbeddingRequest
+from modules.training.text_conditioning import TrainingTextEncoder
+from modules.training.textual_inversion import TrainingFolders, train_embedding
+from tests.fixtures.app_client import app_client
+from tests.fixtures.data_dirs import data_dir_with_checkpoints
+from tests.fixtures.tiny_checkpoints import build_tiny_model
+
+SMALL = {"training_width": 64, "training_height": 64, "create_image_every": 0, "save_embedding_every": 0,
+         "template_filename": "subject_filewords.txt", "learn_rate": "0.05", "latent_sampling_method": "deterministic"}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    data = data_dir_with_checkpoints(tmp_path_factory.mktemp("training"), {"tiny.safetensors": build_tiny_model("sd1")})
+    dataset = data / "dataset"
+    dataset.mkdir()
+    rng = np.random.default_rng(0)
+    for index, caption in enumerate(["a red square", "a red circle"]):
+        pixels = (rng.random((64, 64, 3)) * 60 + [180, 20, 20]).astype(np.uint8)
+        Image.fromarray(pixels).save(dataset / f"{index:02d}.png")
+        (dataset / f"{index:02d}.txt").write_text(caption)
+    services = services_module.create(cmd_args.parse_args(["--data-dir", str(data), "--nowebui"]))
+    from webui import create_app
+
+    with app_client(create_app(services)) as test_client:
+        test_client.services, test_client.data, test_client.dataset = services, data, dataset
+        yield test_client
+    services.shutdown()
+
+
+def create(client, name: str, **fields):
+    return client.post("/sdapi/v1/create/embedding", json={"name": name, **fields})
+
+
+def train(client, name: str, **fields):
+    return client.post("/sdapi/v1/train/embedding",
+                       json={"embedding_name": name, "data_root": str(client.dataset), **SMALL, **fields})
+
+
+def model(client):
+    return client.services.generator.load(None)
+
+
+def test_create_embedding_writes_a1111s_file_from_the_init_text(client):
+    answer = create(client, "redthing", num_vectors_per_token=3, init_text="red apple")
+    assert answer.status_code == 200, answer.text
+    path = client.services.paths.embeddings / "redthing.pt"
+    assert answer.json() == {"info": f"create embedding filename: {path}"}
+    raw = torch.load(path, weights_only=True)   # A1111's layout, readable without unpickling code
+    assert set(raw) >= {"string_to_token", "string_to_param", "name", "step", "sd_checkpoint_name"}
+    assert raw["step"] == 0 and raw["name"] == "redthing"
+    embedding = load_embedding(path)
+    pipe = model(client).pipeline
+    layer = token_embedding_module(pipe.text_encoder)
+    ids = pipe.tokenizer("red apple", add_special_tokens=False).input_ids
+    assert embedding.vectors_for("").shape == (3, layer.embedding_dim)
+    # A1111 spreads the init text's token embeddings over the vectors (vector i takes token i·tokens/count)
+    expected = [ids[index * len(ids) // 3] for index in range(3)]
+    assert torch.equal(embedding.vectors_for(""), layer.weight[expected].detach().float())
+    listed = client.get("/sdapi/v1/embeddings").json()
+    assert listed["loaded"]["redthing"]["vectors"] == 3 and listed["loaded"]["redthing"]["step"] == 0
+
+
+def test_create_embedding_keeps_an_existing_file_unless_told(client):
+    assert create(client, "keepme", init_text="").status_code == 200
+    path = client.services.paths.embeddings / "keepme.pt"
+    before = path.read_bytes()
+    refused = create(client, "keepme", init_text="blue")
+    assert refused.status_code == 422 and "already exists" in refused.text and path.read_bytes() == before
+    assert torch.count_nonzero(load_embedding(path).vectors_for("")) == 0   # an empty init text: zeros
+    assert create(client, "keepme", init_text="blue", overwrite_old=True).status_code == 200
+    assert path.read_bytes() != before
+    assert create(client, "???").status_code == 422   # nothing usable in the name
+
+
+@pytest.mark.parametrize("fields, named", [
+    ({"learn_rate": "0.005:abc"}, "learn_rate"), ({"clip_grad_value": ""}, "clip_grad_value"),
+    ({"batch_size": 0}, "batch_size"), ({"training_width": 60}, "training_width"),
+    ({"latent_sampling_method": "sometimes"}, "latent_sampling_method"),
+    ({"template_filename": "../secrets.txt"}, "template_filename"), ({"steps": 0}, "steps"),
+])
+def test_bad_fields_are_refused_naming_them(client, fields, named):
+    answer = train(client, "anything", **fields)
+    assert answer.status_code == 422 and named in answer.text
+
+
+def test_a_training_that_cannot_start_writes_nothing(client, tmp_path):
+    assert create(client, "untouched", init_text="cat").status_code == 200
+    path = client.services.paths.embeddings / "untouched.pt"
+    before = path.read_bytes()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for fields, words in (({"data_root": str(tmp_path / "missing")}, "missing"), ({"data_root": str(empty)}, "empty"),
+                          ({"template_filename": "no_such_template.txt"}, "no_such_template.txt")):
+        answer = train(client, "untouched", steps=2, **fields)
+        assert answer.status_code == 422 and words in answer.text, answer.text
+    answer = train(client, "never-created", steps=2)
+    assert answer.status_code == 422 and "never-created" in answer.text
+    assert path.read_bytes() == before and not (client.services.paths.embeddings / "untouched.pt.optim").exists()
+    assert client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1, "width": 64, "height": 64}
+                       ).status_code == 200   # the server goes on
+
+
+def _fixed_loss(client, path) -> float:
+    """The loss of the dataset's images under fixed draws: what training lowers."""
+    loaded = model(client)
+    pipe, embedding = loaded.pipeline, load_embedding(path)
+    entries = datasets.read_dataset(client.dataset, width=64, height=64)
+    encoder = TrainingTextEncoder(pipe, loaded.spec.family, embeddings={embedding.name: embedding})
+    scheduler = training_scheduler(loaded.scheduler_config)
+    with torch.no_grad():
+        latents = torch.stack([encode(pipe.vae, entry.pixels).mean for entry in entries])
+        cond = encoder.encode_batch([f"a photo of a {embedding.name}, {entry.filename_text}" for entry in entries])
+        return sum(float(denoising_loss(pipe.unet, scheduler, latents, cond, step_generator(1, draw)))
+                   for draw in range(8))
+
+
+def test_training_lowers_the_loss_and_changes_the_image(client):
+    assert create(client, "overfit", num_vectors_per_token=2, init_text="thing").status_code == 200
+    path = client.services.paths.embeddings / "overfit.pt"
+    before_loss = _fixed_loss(client, path)
+    txt2img = {"prompt": "a photo of overfit", "steps": 2, "width": 64, "height": 64, "seed": 5}
+    before_image = client.post("/sdapi/v1/txt2img", json=txt2img).json()["images"][0]
+    answer = train(client, "overfit", steps=30, batch_size=2, seed=3, save_embedding_every=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["info"] == f"train embedding complete: filename: {path} error: None"
+    trained = load_embedding(path)
+    assert trained.step == 30 and (client.services.paths.embeddings / "overfit.pt.optim").exists()
+    assert _fixed_loss(client, path) < before_loss
+    assert client.post("/sdapi/v1/txt2img", json=txt2img).json()["images"][0] != before_image
+    logs = list((client.data / "textual_inversion").glob("*/overfit"))
+    assert len(logs) == 1
+    assert sorted(p.name for p in (logs[0] / "embeddings").iterdir() if p.suffix == ".pt") == [
+        "overfit-10.pt", "overfit-20.pt", "overfit-30.pt"]
+    assert load_embedding(logs[0] / "embeddings" / "overfit-20.pt").step == 20
+    rows = (logs[0] / "textual_inversion_loss.csv").read_text().splitlines()
+    assert rows[0] == "step,epoch,epoch_step,loss,learn_rate" and len(rows) == 31
+    # trained beyond the asked steps: nothing more to do, the file stays
+    kept = path.read_bytes()
+    assert train(client, "overfit", steps=30).status_code == 200 and path.read_bytes() == kept
+
+
+class _StopsAt:
+    """A job whose Interrupt is pressed once `stop_at` steps are done."""
+
+    def __init__(self, stop_at: int):
+        self.stop_at, self.step, self.textinfo = stop_at, 0, ""
+
+    @property
+    def interrupted(self) -> bool:
+        return self.step >= self.stop_at
+
+    def set_progress(self, step: int, steps: int) -> None:
+        self.step = step
+
+
+def test_interrupt_then_resume_ends_with_an_uninterrupted_runs_weights(client):
+    services = client.services
+    assert create(client, "resumed", num_vectors_per_token=2, init_text="dog").status_code == 200
+    path = services.paths.embeddings / "resumed.pt"
+    initial = client.data / "resumed-initial.pt"
+    shutil.copy(path, initial)
+    folders = TrainingFolders(embeddings=services.paths.embeddings, templates=services.paths.training_templates,
+                              log_root=client.data)
+    # shuffled tags and "random" latent sampling: the draws of the resumed steps must be the same as well
+    request = TrainEmbeddingRequest(embedding_name="resumed", data_root=str(client.dataset), steps=6, seed=11,
+                                    **{**SMALL, "learn_rate": "0.02:3, 0.01", "latent_sampling_method": "random",
+                                       "shuffle_tags": True})
+    loaded = model(client)
+    straight = train_embedding(request, model=loaded, folders=folders, job=_StopsAt(10 ** 9))
+    assert straight.step == 6 and not straight.interrupted
+    uninterrupted = load_embedding(path).vectors_for("").clone()   # not a view of the file (mmap)
+
+    shutil.copy(initial, path)
+    state = path.with_name("resumed.pt.optim")
+    state.unlink()
+    stopped = train_embedding(request, model=loaded, folders=folders, job=_StopsAt(4))
+    assert stopped.interrupted and stopped.step == 4 and load_embedding(path).step == 4 and state.exists()
+    resumed = train_embedding(request, model=loaded, folders=folders, job=_StopsAt(10 ** 9))
+    assert resumed.step == 6 and [step for step, _ in resumed.losses] == [5, 6]
+    assert stopped.losses + resumed.losses == straight.losses   # the same draws, step for step
+    assert torch.equal(load_embedding(path).vectors_for(""), uninterrupted)
+    assert not torch.equal(load_embedding(initial).vectors_for(""), uninterrupted)
+
+
+def test_interrupt_through_the_api_saves_a_resumable_embedding(client):
+    import threading
+    import time
+
+    assert create(client, "stopped", init_text="cat").status_code == 200
+    answer = {}
+    thread = threading.Thread(target=lambda: answer.setdefault("r", train(client, "stopped", steps=100_000)))
+    thread.start()
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            job = client.services.queue.current
+            if job is not None and job.kind == "train-embedding" and job.step >= 1:
+                break
+            time.sleep(0.05)
+        progress = client.get("/sdapi/v1/progress").json()
+        assert "Training textual inversion" in progress["textinfo"] and progress["eta_relative"] > 0, progress
+    finally:
+        assert client.post("/sdapi/v1/interrupt").status_code == 200
+        thread.join(120)
+    assert answer["r"].status_code == 200, answer["r"].text
+    saved = load_embedding(client.services.paths.embeddings / "stopped.pt")
+    assert 1 <= saved.step < 100_000 and (client.services.paths.embeddings / "stopped.pt.optim").exists()
