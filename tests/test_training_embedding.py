@@ -223,3 +223,33 @@ def test_interrupt_through_the_api_saves_a_resumable_embedding(client):
     assert answer["r"].status_code == 200, answer["r"].text
     saved = load_embedding(client.services.paths.embeddings / "stopped.pt")
     assert 1 <= saved.step < 100_000 and (client.services.paths.embeddings / "stopped.pt.optim").exists()
+
+
+def test_the_train_tab_creates_and_trains_with_a_loss_chart(client):
+    import asyncio
+
+    import gradio as gr
+
+    from modules.ui import create_ui
+    from modules.ui.train import run_create_embedding, run_train_embedding
+
+    services = client.services
+    config = create_ui(services).get_config_file()
+    ids = {component["props"].get("elem_id") for component in config["components"]}
+    assert {"tab_train", "train_new_embedding_name", "train_create_embedding", "train_embedding",
+            "train_dataset_directory", "train_train_embedding", "train_interrupt_training", "ti_loss_chart"} <= ids
+
+    created = asyncio.run(run_create_embedding(services, {"name": "fromtab", "init_text": "dog",
+                                                          "num_vectors_per_token": 1, "overwrite_old": False}))
+    assert "Created" in created and (services.paths.embeddings / "fromtab.pt").exists()
+
+    async def follow(values):
+        return [update async for update in run_train_embedding(services, values)]
+
+    values = {"embedding_name": "fromtab", "data_root": str(client.dataset), "steps": 4, **SMALL}
+    updates = asyncio.run(follow(values))
+    status, chart = updates[-1]
+    assert "Training finished at step 4" in status
+    assert chart.size == (640, 260) and len(set(chart.getdata())) > 2   # a drawn line, not an empty chart
+    with pytest.raises(gr.Error, match="learn_rate"):
+        asyncio.run(follow({**values, "learn_rate": "fast"}))

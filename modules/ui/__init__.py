@@ -22,7 +22,7 @@ from modules.untrusted import user_files
 from modules.cmd_args import gradio_credentials
 from modules.ui import extensions as extensions_tab, extras, img2img, pnginfo, send_to, topbar, txt2img
 from modules.ui import merger as merger_tab
-from modules.ui import controlnet_tab, extension_files, gallery_buttons, settings, settings_pages, ui_config
+from modules.ui import controlnet_tab, extension_files, gallery_buttons, settings, settings_pages, train, ui_config
 from modules.ui import a1111_extra_networks, a1111_infotext, a1111_paste_buttons, page_options
 from modules.addons.missing_names import missing_name
 from modules.script_callbacks import error_line
@@ -31,7 +31,8 @@ from modules.ui.a1111_names import SET_WITH_THE_PAGE, versions_html
 from modules.ui.scripts import check_events
 
 HERE = Path(__file__).resolve().parent
-RESERVED_TAB_IDS = {"txt2img", "img2img", "controlnet", "extras", "pnginfo", "modelmerger", "settings", "extensions"}
+RESERVED_TAB_IDS = {"txt2img", "img2img", "controlnet", "extras", "pnginfo", "modelmerger", "train", "settings",
+                    "extensions"}
 log = logging.getLogger(__name__)
 
 
@@ -57,6 +58,8 @@ def create_ui(services, server_control=None) -> gr.Blocks:
                 pnginfo_tab = pnginfo.create_tab()
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
                 merger_tab.create_tab(services, demo=demo, topbar=bar)
+            with gr.Tab("Train", id="train", elem_id="tab_train"):
+                train.create_tab(services, demo=demo)
             # As in A1111, extensions build their tabs once the generation tabs exist (they may read
             # modules.ui.txt2img_paste_fields), each in its own Blocks, rendered in its tab below.
             a1111_paste_buttons.bind_page(services, demo, tabs, txt2img_tab, img2img_tab, extras_tab)

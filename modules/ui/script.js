@@ -106,7 +106,7 @@
     // (img2img is not: its inpaint canvas, built out of sight, stays 0 pixels wide; so an extension that sets
     // itself up once in onUiLoaded, as tag autocomplete does, finds txt2img's prompts, not img2img's.)
     const OWN_TABS = new Set(["tab_txt2img", "tab_img2img", "tab_controlnet", "tab_extras", "tab_pnginfo",
-                              "tab_modelmerger", "tab_settings", "tab_extensions"]);
+                              "tab_modelmerger", "tab_train", "tab_settings", "tab_extensions"]);
 
     function until(ready, limitMs, then) {
         const started = Date.now();
