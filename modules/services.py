@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from modules.controlnet.units import ControlNetUnit
     from modules.models.merger import MergeRequest
     from modules.postprocess.postprocessing import ExtrasRequest
-    from modules.training.requests import CreateEmbeddingRequest, TrainEmbeddingRequest
+    from modules.training.requests import (CreateEmbeddingRequest, CreateHypernetworkRequest, TrainEmbeddingRequest,
+                                           TrainHypernetworkRequest)
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,20 @@ class Services:
         from modules.training import runs
 
         return self.queue.submit("train-embedding", runs.train_embedding_run(self, request), job_id=job_id, by=by)
+
+    def submit_create_hypernetwork(self, request: "CreateHypernetworkRequest", by: Submitter = Submitter()) -> Job:
+        """Train → Create hypernetwork (no model needed); the result is the new file's path."""
+        from modules.training import runs
+
+        return self.queue.submit("create-hypernetwork", runs.create_hypernetwork(self, request), by=by)
+
+    def submit_train_hypernetwork(self, request: "TrainHypernetworkRequest", job_id: str | None = None,
+                                  by: Submitter = Submitter()) -> Job:
+        """Hypernetwork training on the current checkpoint; the result is a training.TrainingResult."""
+        from modules.training import runs
+
+        return self.queue.submit("train-hypernetwork", runs.train_hypernetwork_run(self, request), job_id=job_id,
+                                 by=by)
 
     def switch_model(self, name: str, timeout: float | None = None) -> Job:
         job = self.submit_model_switch(name)

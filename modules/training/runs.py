@@ -1,5 +1,6 @@
-"""Training work as jobs of the one queue (the worker owns the models): what `Services.submit_create_embedding`
-and `submit_train_embedding` run, on the current checkpoint (A1111 trains on the loaded model).
+"""Training work as jobs of the one queue (the worker owns the models): what `Services.submit_create_embedding`,
+`submit_train_embedding`, `submit_create_hypernetwork` and `submit_train_hypernetwork` run, on the current
+checkpoint (A1111 trains on the loaded model).
 """
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ from pathlib import Path
 from typing import Callable
 
 from modules.jobs import Job, JobError, StorageFull
-from modules.training import embedding_files
-from modules.training.requests import CreateEmbeddingRequest, TrainEmbeddingRequest
-from modules.training.textual_inversion import TrainingFolders, TrainingResult, train_embedding
+from modules.networks.textual_inversion import encoder_widths
+from modules.training import embedding_files, hypernetwork_files
+from modules.training.hypernetwork import train_hypernetwork
+from modules.training.requests import (CreateEmbeddingRequest, CreateHypernetworkRequest, TrainEmbeddingRequest,
+                                       TrainHypernetworkRequest)
+from modules.training.common import TrainingFolders, TrainingResult
+from modules.training.textual_inversion import train_embedding
 
 
 def _current_model(services):
@@ -50,5 +55,42 @@ def train_embedding_run(services, request: TrainEmbeddingRequest) -> Callable[[J
                                    filename_join_string=options.dataset_filename_join_string or " ")
         finally:
             services.networks.embeddings.refresh()   # the trained file's new step and vectors
+
+    return run
+
+
+def create_hypernetwork(services, request: CreateHypernetworkRequest) -> Callable[[Job], Path]:
+    def run(job: Job) -> Path:
+        try:
+            path = hypernetwork_files.create_hypernetwork(
+                services.paths.hypernetworks, request.name, request.enable_sizes, request.structure(),
+                weight_init=request.weight_init, use_dropout=request.use_dropout, overwrite=request.overwrite_old)
+        except hypernetwork_files.HypernetworkFileError as error:
+            raise JobError(str(error)) from None
+        except OSError as error:
+            raise StorageFull(f"could not write the hypernetwork: {error}") from None
+        services.networks.hypernetworks.refresh()   # /sdapi/v1/hypernetworks and <hypernet:name> know it now
+        return path
+
+    return run
+
+
+def train_hypernetwork_run(services, request: TrainHypernetworkRequest) -> Callable[[Job], TrainingResult]:
+    def run(job: Job) -> TrainingResult:
+        model = _current_model(services)
+        registry = services.networks.hypernetworks
+        registry.refresh()
+        info = registry.find(request.hypernetwork_name)
+        if info is None:
+            raise JobError(f"no hypernetwork named '{request.hypernetwork_name}' in {services.paths.hypernetworks}: "
+                           "create it first (Train → Create hypernetwork)")
+        options = services.options
+        embeddings, _ = services.networks.embeddings.for_model(encoder_widths(model.pipeline))
+        folders = TrainingFolders(templates=services.paths.training_templates, log_root=services.paths.data)
+        return train_hypernetwork(request, path=info.path, model=model, folders=folders, job=job,
+                                  clip_skip=int(options.CLIP_stop_at_last_layers), emphasis=options.emphasis,
+                                  embeddings=embeddings,
+                                  filename_word_regex=options.dataset_filename_word_regex or "",
+                                  filename_join_string=options.dataset_filename_join_string or " ")
 
     return run

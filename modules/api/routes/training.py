@@ -1,10 +1,12 @@
-"""Training: POST /sdapi/v1/create/embedding and /train/embedding, with A1111's bodies (its `create_embedding` /
-`train_embedding` parameters) and answers (`{"info": "create embedding filename: ..."}`, `{"info": "train embedding
-complete: filename: ... error: None"}`). Like A1111's, they answer when the work is done; the work is a job of the
-queue, so /sdapi/v1/progress follows it and /sdapi/v1/interrupt stops it (the training is saved, resumable).
+"""Training: POST /sdapi/v1/create/embedding, /train/embedding, /create/hypernetwork and /train/hypernetwork, with
+A1111's bodies (the parameters of its `create_embedding`, `train_embedding`, `create_hypernetwork`,
+`train_hypernetwork`) and answers (`{"info": "create embedding filename: ..."}`, `{"info": "train embedding
+complete: filename: ... error: None"}`, the same with "hypernetwork"). Like A1111's, they answer when the work is
+done; the work is a job of the queue, so /sdapi/v1/progress follows it and /sdapi/v1/interrupt stops it (the
+training is saved, resumable).
 
 Unlike A1111, which answers 200 with the error in `info`, a bad field is a 422 naming it and a training that
-cannot start (no such embedding, an unreadable dataset) a 4xx with the reason.
+cannot start (no such embedding or hypernetwork, an unreadable dataset) a 4xx with the reason.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from modules.api.callers import submitter
 from modules.api.job_waiting import finished
 from modules.jobs import Job
 from modules.services import Services
-from modules.training.requests import CreateEmbeddingRequest, TrainEmbeddingRequest
+from modules.training.requests import (CreateEmbeddingRequest, CreateHypernetworkRequest, TrainEmbeddingRequest,
+                                       TrainHypernetworkRequest)
 
 
 class InfoResponse(BaseModel):
@@ -38,6 +41,22 @@ def create_router(services: Services) -> APIRouter:
     async def train_embedding(body: TrainEmbeddingRequest, http: Request):
         job = await finished(lambda job_id: services.submit_train_embedding(body, by=submitter(http)),
                              error_name="TrainEmbeddingError")
+        if not isinstance(job, Job):
+            return job
+        return InfoResponse(info=job.result.info)
+
+    @router.post("/create/hypernetwork", response_model=InfoResponse)
+    async def create_hypernetwork(body: CreateHypernetworkRequest, http: Request):
+        job = await finished(lambda job_id: services.submit_create_hypernetwork(body, by=submitter(http)),
+                             error_name="CreateHypernetworkError")
+        if not isinstance(job, Job):
+            return job
+        return InfoResponse(info=f"create hypernetwork filename: {job.result}")
+
+    @router.post("/train/hypernetwork", response_model=InfoResponse)
+    async def train_hypernetwork(body: TrainHypernetworkRequest, http: Request):
+        job = await finished(lambda job_id: services.submit_train_hypernetwork(body, by=submitter(http)),
+                             error_name="TrainHypernetworkError")
         if not isinstance(job, Job):
             return job
         return InfoResponse(info=job.result.info)
