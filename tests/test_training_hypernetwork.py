@@ -229,3 +229,28 @@ def test_interrupt_then_resume_ends_with_an_uninterrupted_runs_weights(client):
     after = _weights(path)
     assert after.keys() == uninterrupted.keys() and all(torch.equal(after[k], uninterrupted[k]) for k in after)
     assert not all(torch.equal(value, _weights(initial)[key]) for key, value in after.items())
+
+
+def test_interrupt_through_the_api_saves_a_resumable_hypernetwork(client):
+    import threading
+    import time
+
+    assert create(client, "stopped").status_code == 200
+    answer = {}
+    thread = threading.Thread(target=lambda: answer.setdefault("r", train(client, "stopped", steps=100_000)))
+    thread.start()
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            job = client.services.queue.current
+            if job is not None and job.kind == "train-hypernetwork" and job.step >= 1:
+                break
+            time.sleep(0.05)
+        progress = client.get("/sdapi/v1/progress").json()
+        assert "Training hypernetwork" in progress["textinfo"] and progress["eta_relative"] > 0, progress
+    finally:
+        assert client.post("/sdapi/v1/interrupt").status_code == 200
+        thread.join(120)
+    assert answer["r"].status_code == 200, answer["r"].text
+    saved = load_hypernetwork(folder(client) / "stopped.pt")
+    assert 1 <= saved.metadata["step"] < 100_000 and (folder(client) / "stopped.pt.optim").exists()
