@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import torch
 
-from modules.prompts.conditioning import TextEncoder
+from modules.prompts.conditioning import Conditioning, TextEncoder
 
 
 class TrainingTextEncoder(TextEncoder):
@@ -41,3 +41,16 @@ def frozen(*modules):
     finally:
         for parameter, setting in zip(parameters, before):
             parameter.requires_grad_(setting)
+
+
+def encode_conditioning_batch(encoder: TrainingTextEncoder, texts: list[str]) -> Conditioning:
+    """The batch's `Conditioning`: embeds [batch, 77·chunks, width] and, for SDXL, the pooled projections
+    [batch, width] (the UNet's `text_embeds`), every text padded to the longest one's chunk count."""
+    chunk_count = max(len(encoder.chunks(text)) for text in texts)
+    return Conditioning.stacked([encoder.encode(text, min_chunks=chunk_count) for text in texts])
+
+
+def sdxl_time_ids(sizes: list[tuple[int, int]]) -> torch.Tensor:
+    """SDXL's micro-conditioning per image, [batch, 6]: original size (h, w), crop top-left (0, 0) and target
+    size (h, w); a training image is seen whole at its own size, so original and target are that size."""
+    return torch.tensor([[height, width, 0, 0, height, width] for width, height in sizes], dtype=torch.float32)
