@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from modules.controlnet.units import ControlNetUnit
     from modules.models.merger import MergeRequest
     from modules.postprocess.postprocessing import ExtrasRequest
+    from modules.training.lora_requests import TrainLoraRequest
+    from modules.training.preprocess import PreprocessRequest
     from modules.training.requests import (CreateEmbeddingRequest, CreateHypernetworkRequest, TrainEmbeddingRequest,
                                            TrainHypernetworkRequest)
 
@@ -143,6 +145,13 @@ class Services:
 
         return self.queue.submit("model-merge", run)
 
+    def submit_preprocess(self, request: "PreprocessRequest", by: Submitter = Submitter()) -> Job:
+        """Train → Prepare: a folder of images into a training folder (cropped, split, flipped, captions kept);
+        the result is a training.preprocess.PreprocessResult."""
+        from modules.training import preprocess
+
+        return self.queue.submit("preprocess", lambda job: preprocess.preprocess(request, job), by=by)
+
     def submit_create_embedding(self, request: "CreateEmbeddingRequest", by: Submitter = Submitter()) -> Job:
         """Train → Create embedding on the worker (it reads the current checkpoint's token embeddings); the
         result is the new file's path."""
@@ -170,6 +179,13 @@ class Services:
 
         return self.queue.submit("train-hypernetwork", runs.train_hypernetwork_run(self, request), job_id=job_id,
                                  by=by)
+
+    def submit_train_lora(self, request: "TrainLoraRequest", job_id: str | None = None,
+                          by: Submitter = Submitter()) -> Job:
+        """LoRA training (peft) on the current checkpoint; the result is a training.TrainingResult."""
+        from modules.training import runs
+
+        return self.queue.submit("train-lora", runs.train_lora_run(self, request), job_id=job_id, by=by)
 
     def switch_model(self, name: str, timeout: float | None = None) -> Job:
         job = self.submit_model_switch(name)

@@ -231,14 +231,20 @@ def test_the_train_tab_creates_and_trains_with_a_loss_chart(client):
     import gradio as gr
 
     from modules.ui import create_ui
-    from modules.ui.train import run_create_embedding, run_train_embedding
+    from modules.ui.train import run_create_embedding, run_prepare, run_train_embedding
 
     services = client.services
     config = create_ui(services).get_config_file()
     ids = {component["props"].get("elem_id") for component in config["components"]}
-    assert {"tab_train", "train_new_embedding_name", "train_create_embedding", "train_embedding",
-            "train_dataset_directory", "train_train_embedding", "train_interrupt_training", "ti_loss_chart"} <= ids
+    assert {"tab_train", "train_process_src", "train_preprocess", "train_new_embedding_name", "train_create_embedding", "train_embedding",
+            "train_dataset_directory", "train_train_embedding", "train_interrupt_training", "ti_loss_chart",
+            "train_new_hypernetwork_name", "train_create_hypernetwork", "train_hypernetwork", "train_train_hypernetwork",
+            "train_lora_name", "train_train_lora"} <= ids
 
+    prepared = asyncio.run(run_prepare(services, {"source_folder": str(client.dataset), "width": 64, "height": 64,
+                                                  "destination_folder": str(client.data / "prepared"),
+                                                  "flip": True}))
+    assert "Prepared 4 image(s)" in prepared and len(list((client.data / "prepared").glob("*.txt"))) == 4
     created = asyncio.run(run_create_embedding(services, {"name": "fromtab", "init_text": "dog",
                                                           "num_vectors_per_token": 1, "overwrite_old": False}))
     assert "Created" in created and (services.paths.embeddings / "fromtab.pt").exists()

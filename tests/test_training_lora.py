@@ -314,3 +314,17 @@ def test_no_layers_stay_behind_when_a_training_fails(client, monkeypatch):
         train_lora(_request(client, name="broken", steps=1), model=loaded, folders=client.folders, job=_Job())
     assert [name for name, _ in unet.named_modules()] == tree and not hasattr(unet, "peft_config")
     assert [parameter.requires_grad for parameter in unet.parameters()] == trainable
+
+
+def test_the_train_lora_route_trains_lists_and_refuses_bad_fields(client):
+    answer = client.post("/sdapi/v1/train/lora", json={"name": "viaapi", "data_root": str(client.dataset),
+                                                      "steps": 2, **SMALL})
+    path = client.services.paths.lora / "viaapi.safetensors"
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"info": f"train lora complete: filename: {path} error: None"}
+    assert "viaapi" in [lora["name"] for lora in client.get("/sdapi/v1/loras").json()]
+    refused = client.post("/sdapi/v1/train/lora", json={"name": "x", "data_root": str(client.dataset), "rank": 0})
+    assert refused.status_code == 422 and "rank" in refused.text
+    missing = client.post("/sdapi/v1/train/lora", json={"name": "y", "data_root": "/no/such/folder", "steps": 1})
+    assert missing.status_code == 422 and "/no/such/folder" in missing.text
+    assert "/sdapi/v1/train/lora" in client.get("/openapi.json").json()["paths"]   # documented in /docs

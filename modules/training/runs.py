@@ -1,6 +1,6 @@
 """Training work as jobs of the one queue (the worker owns the models): what `Services.submit_create_embedding`,
-`submit_train_embedding`, `submit_create_hypernetwork` and `submit_train_hypernetwork` run, on the current
-checkpoint (A1111 trains on the loaded model).
+`submit_train_embedding`, `submit_create_hypernetwork`, `submit_train_hypernetwork` and `submit_train_lora` run, on
+the current checkpoint (A1111 trains on the loaded model).
 """
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from modules.jobs import Job, JobError, StorageFull
 from modules.networks.textual_inversion import encoder_widths
 from modules.training import embedding_files, hypernetwork_files
 from modules.training.hypernetwork import train_hypernetwork
+from modules.training.lora_requests import TrainLoraRequest
+from modules.training.lora_training import LoraFolders, train_lora
 from modules.training.requests import (CreateEmbeddingRequest, CreateHypernetworkRequest, TrainEmbeddingRequest,
                                        TrainHypernetworkRequest)
 from modules.training.common import TrainingFolders, TrainingResult
@@ -92,5 +94,18 @@ def train_hypernetwork_run(services, request: TrainHypernetworkRequest) -> Calla
                                   embeddings=embeddings,
                                   filename_word_regex=options.dataset_filename_word_regex or "",
                                   filename_join_string=options.dataset_filename_join_string or " ")
+
+    return run
+
+
+def train_lora_run(services, request: TrainLoraRequest) -> Callable[[Job], TrainingResult]:
+    def run(job: Job) -> TrainingResult:
+        model = _current_model(services)
+        services.registry.ensure_hash(model.info)   # the file's ss_new_sd_model_hash
+        folders = LoraFolders(loras=services.paths.lora, log_root=services.paths.data)
+        try:
+            return train_lora(request, model=model, folders=folders, job=job)
+        finally:
+            services.networks.loras.refresh()   # the new or retrained file is listed
 
     return run

@@ -3,7 +3,7 @@ A1111's bodies (the parameters of its `create_embedding`, `train_embedding`, `cr
 `train_hypernetwork`) and answers (`{"info": "create embedding filename: ..."}`, `{"info": "train embedding
 complete: filename: ... error: None"}`, the same with "hypernetwork"). Like A1111's, they answer when the work is
 done; the work is a job of the queue, so /sdapi/v1/progress follows it and /sdapi/v1/interrupt stops it (the
-training is saved, resumable).
+training is saved, resumable). Not A1111's: /train/lora (LoRA and DreamBooth-LoRA, `training/lora_requests.py`).
 
 Unlike A1111, which answers 200 with the error in `info`, a bad field is a 422 naming it and a training that
 cannot start (no such embedding or hypernetwork, an unreadable dataset) a 4xx with the reason.
@@ -17,6 +17,7 @@ from modules.api.callers import submitter
 from modules.api.job_waiting import finished
 from modules.jobs import Job
 from modules.services import Services
+from modules.training.lora_requests import TrainLoraRequest
 from modules.training.requests import (CreateEmbeddingRequest, CreateHypernetworkRequest, TrainEmbeddingRequest,
                                        TrainHypernetworkRequest)
 
@@ -57,6 +58,19 @@ def create_router(services: Services) -> APIRouter:
     async def train_hypernetwork(body: TrainHypernetworkRequest, http: Request):
         job = await finished(lambda job_id: services.submit_train_hypernetwork(body, by=submitter(http)),
                              error_name="TrainHypernetworkError")
+        if not isinstance(job, Job):
+            return job
+        return InfoResponse(info=job.result.info)
+
+    @router.post("/train/lora", response_model=InfoResponse,
+                 summary="Train a LoRA (peft) on the loaded checkpoint; not in A1111",
+                 description="SD 1.x, 2.x and SDXL. Writes models/Lora/<name>.safetensors in the kohya layout "
+                             "with ss_* metadata (A1111, ComfyUI and diffusers read it), and <name>.safetensors.state "
+                             "beside it: training the same name again resumes exactly. Answers when done; "
+                             "/sdapi/v1/progress follows it, /sdapi/v1/interrupt stops and saves it.")
+    async def train_lora(body: TrainLoraRequest, http: Request):
+        job = await finished(lambda job_id: services.submit_train_lora(body, by=submitter(http)),
+                             error_name="TrainLoraError")
         if not isinstance(job, Job):
             return job
         return InfoResponse(info=job.result.info)
