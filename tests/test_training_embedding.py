@@ -95,6 +95,8 @@ def test_create_embedding_keeps_an_existing_file_unless_told(client):
     ({"batch_size": 0}, "batch_size"), ({"training_width": 60}, "training_width"),
     ({"latent_sampling_method": "sometimes"}, "latent_sampling_method"),
     ({"template_filename": "../secrets.txt"}, "template_filename"), ({"steps": 0}, "steps"),
+    ({"preview_from_txt2img": True, "create_image_every": 5, "preview_sampler_name": "Bogus"},
+     "preview_sampler_name"),
 ])
 def test_bad_fields_are_refused_naming_them(client, fields, named):
     answer = train(client, "anything", **fields)
@@ -138,7 +140,7 @@ def test_training_lowers_the_loss_and_changes_the_image(client):
     before_loss = _fixed_loss(client, path)
     txt2img = {"prompt": "a photo of overfit", "steps": 2, "width": 64, "height": 64, "seed": 5}
     before_image = client.post("/sdapi/v1/txt2img", json=txt2img).json()["images"][0]
-    answer = train(client, "overfit", steps=30, batch_size=2, seed=3, save_embedding_every=10)
+    answer = train(client, "overfit", steps=30, batch_size=2, seed=3, save_embedding_every=10, create_image_every=15)
     assert answer.status_code == 200, answer.text
     assert answer.json()["info"] == f"train embedding complete: filename: {path} error: None"
     trained = load_embedding(path)
@@ -150,6 +152,11 @@ def test_training_lowers_the_loss_and_changes_the_image(client):
     assert sorted(p.name for p in (logs[0] / "embeddings").iterdir() if p.suffix == ".pt") == [
         "overfit-10.pt", "overfit-20.pt", "overfit-30.pt"]
     assert load_embedding(logs[0] / "embeddings" / "overfit-20.pt").step == 20
+    # previews every 15 steps from the batch's training prompt, with the embedding learnt so far, infotext inside
+    shots = sorted(p.name for p in (logs[0] / "images").iterdir())
+    assert shots == ["overfit-15.png", "overfit-30.png"]
+    shot = Image.open(logs[0] / "images" / "overfit-30.png")
+    assert shot.size == (64, 64) and "overfit" in shot.info["parameters"] and "Steps: 20" in shot.info["parameters"]
     rows = (logs[0] / "textual_inversion_loss.csv").read_text().splitlines()
     assert rows[0] == "step,epoch,epoch_step,loss,learn_rate" and len(rows) == 31
     # trained beyond the asked steps: nothing more to do, the file stays
@@ -254,7 +261,7 @@ def test_the_train_tab_creates_and_trains_with_a_loss_chart(client):
 
     values = {"embedding_name": "fromtab", "data_root": str(client.dataset), "steps": 4, **SMALL}
     updates = asyncio.run(follow(values))
-    status, chart = updates[-1]
+    status, chart, _ = updates[-1]
     assert "Training finished at step 4" in status
     assert chart.size == (640, 260) and len(set(chart.getdata())) > 2   # a drawn line, not an empty chart
     with pytest.raises(gr.Error, match="learn_rate"):

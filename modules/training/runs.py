@@ -7,9 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from pydantic import ValidationError
+
+from modules.generation.request import validate_request
 from modules.jobs import Job, JobError, StorageFull
 from modules.networks.textual_inversion import encoder_widths
-from modules.training import embedding_files, hypernetwork_files
+from modules.training import embedding_files, hypernetwork_files, previews
 from modules.training.hypernetwork import train_hypernetwork
 from modules.training.lora_requests import TrainLoraRequest
 from modules.training.lora_training import LoraFolders, train_lora
@@ -44,17 +47,43 @@ def create_embedding(services, request: CreateEmbeddingRequest) -> Callable[[Job
     return run
 
 
+def preview_generator(services) -> previews.Generate:
+    """Previews through the generation core, on the current model, reading the embeddings folder anew."""
+    def generate(fields: dict, job: Job):
+        services.networks.embeddings.refresh()
+        request = validate_request(fields, services.registry, services.networks, services.upscalers)
+        result = services.generator.generate(request, job)
+        first = result.index_of_first_image
+        return result.images[first], result.infotexts[first]
+
+    return generate
+
+
+def check_preview_fields(services, request) -> None:
+    """A preview that could not be made is found before the first step, not at step N."""
+    if not request.create_image_every:
+        return
+    try:
+        validate_request(previews.PreviewSettings.of(request).request_fields("preview"), services.registry,
+                         services.networks, services.upscalers)
+    except ValidationError as error:
+        problems = "; ".join(f"preview_{item['loc'][-1]}: {item['msg']}" for item in error.errors())
+        raise JobError(f"the preview settings cannot make an image: {problems}") from None
+
+
 def train_embedding_run(services, request: TrainEmbeddingRequest) -> Callable[[Job], TrainingResult]:
     def run(job: Job) -> TrainingResult:
         model = _current_model(services)
         options = services.options
         folders = TrainingFolders(embeddings=services.paths.embeddings, templates=services.paths.training_templates,
                                   log_root=services.paths.data)
+        check_preview_fields(services, request)
         try:
             return train_embedding(request, model=model, folders=folders, job=job,
                                    clip_skip=int(options.CLIP_stop_at_last_layers), emphasis=options.emphasis,
                                    filename_word_regex=options.dataset_filename_word_regex or "",
-                                   filename_join_string=options.dataset_filename_join_string or " ")
+                                   filename_join_string=options.dataset_filename_join_string or " ",
+                                   generate=preview_generator(services))
         finally:
             services.networks.embeddings.refresh()   # the trained file's new step and vectors
 

@@ -23,7 +23,7 @@ import torch
 
 from modules.jobs import Job, JobError
 from modules.networks.textual_inversion import SINGLE_KEY, Embedding, encoder_widths, fit_problem, load_embedding
-from modules.training import dataset as datasets
+from modules.training import dataset as datasets, previews
 from modules.training.common import (BatchPlan, StepLoop, TrainingFolders, TrainingResult, log_folder,
                                      loss_weight, optimizer_state_bytes, prepare_latents, read_training_data,
                                      saved_optimizer_state, training_seed)
@@ -51,9 +51,10 @@ def vectors_hash(vectors: torch.Tensor) -> str:
 
 def train_embedding(request: TrainEmbeddingRequest, *, model, folders: TrainingFolders, job: Job,
                     clip_skip: int = 1, emphasis: str = "Original", filename_word_regex: str = "",
-                    filename_join_string: str = " ") -> TrainingResult:
+                    filename_join_string: str = " ", generate: previews.Generate | None = None) -> TrainingResult:
     """Run the training on the worker (it owns the model). Everything that can be wrong with the request, the
-    embedding or the dataset is raised as a JobError before the first step."""
+    embedding or the dataset is raised as a JobError before the first step. With `generate` (the generation
+    core), a preview every `create_image_every` steps, made with the embedding saved so far."""
     pipeline = model.pipeline
     if model.spec.family.xl:
         raise JobError("textual inversion training here supports SD 1.x and 2.x checkpoints (as A1111's): "
@@ -101,17 +102,24 @@ def train_embedding(request: TrainEmbeddingRequest, *, model, folders: TrainingF
         texts = [datasets.create_text(entries[i].filename_text, trained.name, templates, rng,
                                       shuffle_tags=request.shuffle_tags, tag_drop_out=request.tag_drop_out)
                  for i in batch]
+        last_texts[:] = texts
         sampled = torch.stack([latents[i].sample(generator if request.latent_sampling_method == "random"
                                                  else None) for i in batch])
         weight = torch.stack([weights[i] for i in batch]) if request.use_weight else None
         cond = encoder.encode_batch(texts).to(device)
         return denoising_loss(pipeline.unet, scheduler, sampled, cond, generator, weight=weight)
 
+    last_texts: list[str] = []   # the latest batch's prompts: A1111's preview prompt is its first
+
     def after_step(step: int) -> None:
         trained.step = step
         if request.save_embedding_every and step % request.save_embedding_every == 0:
             every = folder / "embeddings" / f"{trained.name}-{step}.pt"
             _save(trained, optimizer, seed, every, name=f"{trained.name}-{step}")
+        if generate is not None and request.create_image_every and step % request.create_image_every == 0:
+            _save(trained, optimizer, seed, path)   # what the generation reads (and a resumable state)
+            previews.make_preview(generate, previews.PreviewSettings.of(request), last_texts[0], job,
+                                  folder / "images", trained.name, step)
 
     loop = StepLoop(request, job, result, optimizer, lr_schedule, [vectors], plan, folder / LOSS_LOG,
                     "Training textual inversion", batch_loss, after_step)

@@ -77,27 +77,27 @@ async def run_create_hypernetwork(services, values: dict) -> str:
 
 
 async def follow_training(services, job):
-    """Yields (status HTML, loss chart) while the training runs, then its outcome."""
+    """Yields (status HTML, loss chart, latest preview image) while the training runs, then its outcome."""
     seen: dict[int, float] = {}
-    yield progress.progress_html(job, services.queue.position(job)), loss_chart([])
+    yield progress.progress_html(job, services.queue.position(job)), loss_chart([]), None
     async for snapshot in progress.watch(job, services.queue):
         found = LOSS_IN_TEXT.search(job.textinfo or "")
         if found and job.steps:
             seen[job.step] = float(found.group(1))
-        yield snapshot.html, loss_chart(sorted(seen.items()))
+        yield snapshot.html, loss_chart(sorted(seen.items())), job.preview
     result = job.result
     if job.state == "failed":
-        yield error_html(f"Training failed: {job.error}"), loss_chart(sorted(seen.items()))
+        yield error_html(f"Training failed: {job.error}"), loss_chart(sorted(seen.items())), job.preview
         return
     chart = loss_chart(result.losses if result and result.losses else sorted(seen.items()))
     if result is None:
-        yield message_html("Interrupted before the first step.", "warning"), chart
+        yield message_html("Interrupted before the first step.", "warning"), chart, job.preview
     elif result.interrupted:
         yield message_html(f"Interrupted at step {result.step}: saved to {result.path}. Train it again to resume.",
-                           "warning"), chart
+                           "warning"), chart, job.preview
     else:
         yield message_html(f"Training finished at step {result.step}: {result.path}"
-                           + (f"\nLog: {result.log_folder}" if result.log_folder else "")), chart
+                           + (f"\nLog: {result.log_folder}" if result.log_folder else "")), chart, job.preview
 
 
 async def run_train_embedding(services, values: dict):
@@ -140,6 +140,7 @@ def create_tab(services, demo: gr.Blocks | None = None) -> None:
         with gr.Column(scale=1, elem_id="ti_gallery_container"):
             outcome = gr.HTML(elem_id="ti_error")
             chart = gr.Image(label="Loss", type="pil", interactive=False, elem_id="ti_loss_chart")
+            preview = gr.Image(label="Latest preview", type="pil", interactive=False, elem_id="ti_preview")
 
     def connect(form: dict, run, outputs: list, after=None):
         names = list(form["inputs"])
@@ -162,9 +163,9 @@ def create_tab(services, demo: gr.Blocks | None = None) -> None:
     connect(create_embedding, run_create_embedding, [outcome], after=embedding_choices)
     create_hypernetwork["refreshed"] = [train["hypernetwork_name"]]
     connect(create_hypernetwork, run_create_hypernetwork, [outcome], after=hypernetwork_choices)
-    connect(train["embedding"], run_train_embedding, [outcome, chart])
-    connect(train["hypernetwork"], run_train_hypernetwork, [outcome, chart])
-    connect(train_lora, run_train_lora, [outcome, chart])
+    connect(train["embedding"], run_train_embedding, [outcome, chart, preview])
+    connect(train["hypernetwork"], run_train_hypernetwork, [outcome, chart, preview])
+    connect(train_lora, run_train_lora, [outcome, chart, preview])
     for interrupt in (train["interrupt"], train_lora["interrupt"]):
         interrupt.click(lambda: services.queue.interrupt(), api_visibility=PRIVATE)
     for button, choices, dropdown in ((train["refresh_embedding"], embedding_choices, train["embedding_name"]),
