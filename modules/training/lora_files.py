@@ -65,9 +65,9 @@ def kohya_state_dict(pipeline, adapter: str, family: Family, dtype: torch.dtype 
     """The adapter's weights under kohya's keys, as `dtype`, on the CPU."""
     sgm = None
     if family.xl:
-        from modules.networks.lora.layers import _sgm_unet_names
+        from modules.networks.lora.layers import sgm_unet_names
 
-        sgm = _sgm_unet_names(pipeline.unet)
+        sgm = sgm_unet_names(pipeline.unet)
     state = {}
     for component, name, layer in trained_layers(pipeline, adapter, family):
         key = _kohya_name(component, name, family, sgm)

@@ -132,7 +132,7 @@ def pipeline_family(pipeline) -> Family:
     return families.SD1
 
 
-def _sgm_unet_names(unet) -> dict[str, str]:
+def sgm_unet_names(unet) -> dict[str, str]:
     """diffusers UNet module name → its SGM/LDM name (kohya writes SDXL LoRAs with these), for block modules."""
     names = {"conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_embed.0",
              "time_embedding.linear_2": "time_embed.2", "add_embedding.linear_1": "label_emb.0.0",
@@ -213,7 +213,7 @@ def _targets(pipeline, family: Family) -> dict[str, _Target]:
     """Every kohya module name (SD1-style and SGM-style for the UNet) → the model layer it means."""
     table: dict[str, _Target] = {}
     unet = pipeline.unet
-    sgm = _sgm_unet_names(unet)
+    sgm = sgm_unet_names(unet)
     for name, layer in _layers(unet):
         plain = "lora_unet_" + name.replace(".", "_")
         sgm_name = "lora_unet_" + sgm[name].replace(".", "_") if sgm.get(name) else None
