@@ -11,6 +11,7 @@ cannot start (no such embedding or hypernetwork, an unreadable dataset) a 4xx wi
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from modules.api.callers import submitter
@@ -27,40 +28,42 @@ class InfoResponse(BaseModel):
     info: str
 
 
+async def _answered(submit, error_name: str, describe) -> InfoResponse | JSONResponse:
+    """Run the job and wait for it: A1111's `{"info": ...}` when it ends, else the failed job's error body."""
+    job = await finished(lambda job_id: submit(), error_name=error_name)
+    return InfoResponse(info=describe(job)) if isinstance(job, Job) else job
+
+
+def _created(kind: str):
+    return lambda job: f"create {kind} filename: {job.result}"
+
+
+def _trained(job) -> str:
+    return job.result.info
+
+
 def create_router(services: Services) -> APIRouter:
     router = APIRouter()
 
     @router.post("/create/embedding", response_model=InfoResponse)
     async def create_embedding(body: CreateEmbeddingRequest, http: Request):
-        job = await finished(lambda job_id: services.submit_create_embedding(body, by=submitter(http)),
-                             error_name="CreateEmbeddingError")
-        if not isinstance(job, Job):
-            return job   # the failed job's error body
-        return InfoResponse(info=f"create embedding filename: {job.result}")
+        return await _answered(lambda: services.submit_create_embedding(body, by=submitter(http)),
+                               "CreateEmbeddingError", _created("embedding"))
 
     @router.post("/train/embedding", response_model=InfoResponse)
     async def train_embedding(body: TrainEmbeddingRequest, http: Request):
-        job = await finished(lambda job_id: services.submit_train_embedding(body, by=submitter(http)),
-                             error_name="TrainEmbeddingError")
-        if not isinstance(job, Job):
-            return job
-        return InfoResponse(info=job.result.info)
+        return await _answered(lambda: services.submit_train_embedding(body, by=submitter(http)),
+                               "TrainEmbeddingError", _trained)
 
     @router.post("/create/hypernetwork", response_model=InfoResponse)
     async def create_hypernetwork(body: CreateHypernetworkRequest, http: Request):
-        job = await finished(lambda job_id: services.submit_create_hypernetwork(body, by=submitter(http)),
-                             error_name="CreateHypernetworkError")
-        if not isinstance(job, Job):
-            return job
-        return InfoResponse(info=f"create hypernetwork filename: {job.result}")
+        return await _answered(lambda: services.submit_create_hypernetwork(body, by=submitter(http)),
+                               "CreateHypernetworkError", _created("hypernetwork"))
 
     @router.post("/train/hypernetwork", response_model=InfoResponse)
     async def train_hypernetwork(body: TrainHypernetworkRequest, http: Request):
-        job = await finished(lambda job_id: services.submit_train_hypernetwork(body, by=submitter(http)),
-                             error_name="TrainHypernetworkError")
-        if not isinstance(job, Job):
-            return job
-        return InfoResponse(info=job.result.info)
+        return await _answered(lambda: services.submit_train_hypernetwork(body, by=submitter(http)),
+                               "TrainHypernetworkError", _trained)
 
     @router.post("/train/lora", response_model=InfoResponse,
                  summary="Train a LoRA (peft) on the loaded checkpoint; not in A1111",
@@ -69,10 +72,7 @@ def create_router(services: Services) -> APIRouter:
                              "beside it: training the same name again resumes exactly. Answers when done; "
                              "/sdapi/v1/progress follows it, /sdapi/v1/interrupt stops and saves it.")
     async def train_lora(body: TrainLoraRequest, http: Request):
-        job = await finished(lambda job_id: services.submit_train_lora(body, by=submitter(http)),
-                             error_name="TrainLoraError")
-        if not isinstance(job, Job):
-            return job
-        return InfoResponse(info=job.result.info)
+        return await _answered(lambda: services.submit_train_lora(body, by=submitter(http)),
+                               "TrainLoraError", _trained)
 
     return router
