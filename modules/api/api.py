@@ -12,13 +12,14 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from modules.api.a1111_api import Api, decode_base64_to_image, encode_pil_to_base64  # noqa: F401 - A1111's names
-from modules.api.routes import (checkpoints, controlnet, extras, generation, jobs, networks, options, scripts, server,
-                                training, upscalers)
+from modules.api.routes import (checkpoints, controlnet, extras, generation, interrogate, jobs, networks, options,
+                                scripts, server, training, upscalers)
 from modules.api.server import ServerControl
 from modules.services import Services
 
 # /sdapi/v1's resources, in the order their routes are registered (and listed in /docs)
-SDAPI_RESOURCES = (generation, extras, upscalers, scripts, jobs, checkpoints, options, networks, training, server)
+SDAPI_RESOURCES = (generation, extras, interrogate, upscalers, scripts, jobs, checkpoints, options, networks, training,
+                   server)
 
 
 def _auth_dependency(credentials: str | None):
