@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 ORIGINAL_FILE = "model_base_caption_capfilt_large.pth"
 TOKENIZER_FOLDER = "bert-base-uncased"
 PROMPT = "a picture of "
-IMAGE_SIZE = 384
 # BLIP's (and OpenAI CLIP's) normalisation
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -86,6 +85,11 @@ class BlipCaptioner:
             tokenizer = _tokenizer(_original_tokenizer_folder(location.parent))
         model.eval().to(device, dtype)
         return cls(model, tokenizer, device, dtype)
+
+    def to(self, device: torch.device) -> "BlipCaptioner":
+        self.model.to(device)
+        self.device = device
+        return self
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
         from torchvision.transforms import functional as TF

@@ -63,6 +63,11 @@ class ClipRanker:
                                     crop_size=self.model.config.vision_config.image_size)
         self.device, self.dtype = device, dtype
 
+    def to(self, device: torch.device) -> "ClipRanker":
+        self.model.to(device)
+        self.device = device
+        return self
+
     @torch.no_grad()
     def image_features(self, image: Image.Image) -> torch.Tensor:
         pixels = self.processor(images=image.convert("RGB"), return_tensors="pt").pixel_values

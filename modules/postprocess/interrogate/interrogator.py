@@ -1,11 +1,13 @@
 """The interrogator: the two models A1111's Interrogate buttons and POST /sdapi/v1/interrogate name — "clip" (BLIP
 caption, then CLIP's ranking when a CLIP model and category lists are there) and "deepdanbooru" (tags) — loaded on
-first use from the users' files, kept while the files are unchanged, and run on the job worker (the device owner).
+first use from the users' files (into RAM), kept while the files are unchanged, and run on the job worker (the device
+owner), on the device only while they work unless interrogate_keep_models_in_memory is on.
 
 Without a CLIP model in models/CLIP/ or category lists, "clip" answers with the BLIP caption alone and logs why.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from pathlib import Path
@@ -19,6 +21,7 @@ from modules.postprocess.interrogate import blip, clip_ranking, deepbooru
 log = logging.getLogger(__name__)
 
 MODELS = ("clip", "deepdanbooru")
+CPU = torch.device("cpu")
 
 
 class Interrogator:
@@ -43,13 +46,16 @@ class Interrogator:
 
     def deepbooru_tags(self, image: Image.Image, settings) -> str:
         path = deepbooru.find_model(self.models / "torch_deepdanbooru")
-        model = self._cached("deepbooru", path, lambda: deepbooru.load_model(path, self.device, self.dtype))
-        return deepbooru.format_tags(deepbooru.probabilities(model, image), settings)
+        model = self._cached("deepbooru", path, lambda: deepbooru.load_model(path, CPU, self.dtype))
+        with self._on_device(model, settings):
+            scores = deepbooru.probabilities(model, image)
+        return deepbooru.format_tags(scores, settings)
 
     def clip_caption(self, image: Image.Image, settings) -> str:
         location = blip.find_model(self.models / "BLIP")
-        captioner = self._cached("blip", location, lambda: blip.BlipCaptioner.load(location, self.device, self.dtype))
-        caption = captioner.caption(image, settings)
+        captioner = self._cached("blip", location, lambda: blip.BlipCaptioner.load(location, CPU, self.dtype))
+        with self._on_device(captioner, settings):
+            caption = captioner.caption(image, settings)
         clip_folder = clip_ranking.find_clip_model(self.models / "CLIP")
         skip = list(settings.get("interrogate_clip_skip_categories", []) or [])
         lists = clip_ranking.categories([self.data / "interrogate", self.models / "interrogate"], skip)
@@ -58,9 +64,20 @@ class Interrogator:
                       f"no category lists (*.txt) in {self.data / 'interrogate'} or {self.models / 'interrogate'}")
             log.warning("Interrogate CLIP: the BLIP caption alone (%s)", reason)
             return caption
-        ranker = self._cached("clip", clip_folder,
-                              lambda: clip_ranking.ClipRanker(clip_folder, self.device, self.dtype))
-        return clip_ranking.append_matches(caption, ranker, image, lists, settings)
+        ranker = self._cached("clip", clip_folder, lambda: clip_ranking.ClipRanker(clip_folder, CPU, self.dtype))
+        with self._on_device(ranker, settings):
+            return clip_ranking.append_matches(caption, ranker, image, lists, settings)
+
+    @contextlib.contextmanager
+    def _on_device(self, model, settings):
+        """The model on the device while it runs; back in RAM afterwards unless interrogate_keep_models_in_memory
+        (A1111's "Keep models in VRAM"), so interrogating leaves the VRAM to generation."""
+        model.to(self.device)
+        try:
+            yield model
+        finally:
+            if not settings.get("interrogate_keep_models_in_memory", False):
+                model.to(CPU)
 
     def _cached(self, kind: str, path: Path, load):
         """The loaded model for `path`, loaded again when its file (or folder's config) has changed."""
