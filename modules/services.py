@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from modules.controlnet.units import ControlNetUnit
     from modules.models.merger import MergeRequest
     from modules.postprocess.postprocessing import ExtrasRequest
+    from modules.training.controlnet_training import TrainControlNetRequest
     from modules.training.lora_requests import TrainLoraRequest
     from modules.training.preprocess import PreprocessRequest
     from modules.training.requests import (CreateEmbeddingRequest, CreateHypernetworkRequest, TrainEmbeddingRequest,
@@ -186,6 +187,14 @@ class Services:
         from modules.training import runs
 
         return self.queue.submit("train-lora", runs.train_lora_run(self, request), job_id=job_id, by=by)
+
+    def submit_train_controlnet(self, request: "TrainControlNetRequest", job_id: str | None = None,
+                                by: Submitter = Submitter()) -> Job:
+        """ControlNet training on the current checkpoint (its UNet encoder, zero convolutions); the result is a
+        training.TrainingResult."""
+        from modules.training import runs
+
+        return self.queue.submit("train-controlnet", runs.train_controlnet_run(self, request), job_id=job_id, by=by)
 
     def switch_model(self, name: str, timeout: float | None = None) -> Job:
         job = self.submit_model_switch(name)

@@ -64,7 +64,7 @@ def services(tmp_path_factory):
         (dataset / f"{index:02d}.txt").write_text("a red ball")
         condition.save(dataset / "conditions" / f"{index:02d}.jpg" if index % 2 else
                        dataset / "conditions" / f"{index:02d}.png")
-    built = services_module.create(cmd_args.parse_args(["--data-dir", str(data)]))
+    built = services_module.create(cmd_args.parse_args(["--data-dir", str(data), "--nowebui"]))
     built.data, built.dataset = data, dataset
     yield built
     built.shutdown()
@@ -222,7 +222,7 @@ def test_sdxl_controlnet_trains_loads_and_steers(tmp_path):
     for index, corner in enumerate(DISCS[:2]):
         Image.new("RGB", (64, 64), (200, 20, 20)).save(dataset / f"{index}.png")
         _condition(corner).save(dataset / "conditions" / f"{index}.png")
-    built = services_module.create(cmd_args.parse_args(["--data-dir", str(data)]))
+    built = services_module.create(cmd_args.parse_args(["--data-dir", str(data), "--nowebui"]))
     built.data, built.dataset = data, dataset
     try:
         result = train(built, "xl-discs", steps=3)
@@ -232,3 +232,20 @@ def test_sdxl_controlnet_trains_loads_and_steers(tmp_path):
         assert not np.array_equal(generate(built, controlnet_units=[unit("xl-discs")]), generate(built))
     finally:
         built.shutdown()
+
+
+def test_the_train_controlnet_route_trains_and_lists_it(services):
+    from tests.fixtures.app_client import app_client
+    from webui import create_app
+
+    with app_client(create_app(services)) as client:
+        answer = client.post("/sdapi/v1/train/controlnet", json={"name": "viaapi", "data_root": str(services.dataset),
+                                                                 "steps": 2, **SMALL})
+        path = services.paths.controlnet / "viaapi.safetensors"
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"info": f"train controlnet complete: filename: {path} error: None"}
+        assert any("viaapi" in title for title in client.get("/controlnet/model_list").json()["model_list"])
+        refused = client.post("/sdapi/v1/train/controlnet", json={"name": "x", "data_root": str(services.dataset),
+                                                                  "width": 60})
+        assert refused.status_code == 422 and "width" in refused.text
+        assert "/sdapi/v1/train/controlnet" in client.get("/openapi.json").json()["paths"]

@@ -246,7 +246,8 @@ def test_the_train_tab_creates_and_trains_with_a_loss_chart(client):
     assert {"tab_train", "train_process_src", "train_preprocess", "train_new_embedding_name", "train_create_embedding", "train_embedding",
             "train_dataset_directory", "train_train_embedding", "train_interrupt_training", "ti_loss_chart",
             "train_new_hypernetwork_name", "train_create_hypernetwork", "train_hypernetwork", "train_train_hypernetwork",
-            "train_lora_name", "train_train_lora"} <= ids
+            "train_lora_name", "train_train_lora", "train_controlnet_name", "train_train_controlnet",
+            "ti_preview"} <= ids
 
     prepared = asyncio.run(run_prepare(services, {"source_folder": str(client.dataset), "width": 64, "height": 64,
                                                   "destination_folder": str(client.data / "prepared"),

@@ -1,6 +1,6 @@
 """Training work as jobs of the one queue (the worker owns the models): what `Services.submit_create_embedding`,
-`submit_train_embedding`, `submit_create_hypernetwork`, `submit_train_hypernetwork` and `submit_train_lora` run, on
-the current checkpoint (A1111 trains on the loaded model).
+`submit_train_embedding`, `submit_create_hypernetwork`, `submit_train_hypernetwork`, `submit_train_lora` and
+`submit_train_controlnet` run, on the current checkpoint (A1111 trains on the loaded model).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from modules.generation.request import validate_request
 from modules.jobs import Job, JobError, StorageFull
 from modules.networks.textual_inversion import encoder_widths
 from modules.training import embedding_files, hypernetwork_files, previews
+from modules.training.controlnet_training import ControlNetFolders, TrainControlNetRequest, train_controlnet
 from modules.training.hypernetwork import train_hypernetwork
 from modules.training.lora_requests import TrainLoraRequest
 from modules.training.lora_training import LoraFolders, train_lora
@@ -136,5 +137,20 @@ def train_lora_run(services, request: TrainLoraRequest) -> Callable[[Job], Train
             return train_lora(request, model=model, folders=folders, job=job)
         finally:
             services.networks.loras.refresh()   # the new or retrained file is listed
+
+    return run
+
+
+def train_controlnet_run(services, request: TrainControlNetRequest) -> Callable[[Job], TrainingResult]:
+    def run(job: Job) -> TrainingResult:
+        model = _current_model(services)
+        services.registry.ensure_hash(model.info)   # named in the file's metadata
+        folders = ControlNetFolders(controlnets=services.paths.controlnet,
+                                    templates=services.paths.training_templates, log_root=services.paths.data)
+        try:
+            return train_controlnet(request, model=model, folders=folders, job=job,
+                                    annotate=services.controlnet.preprocessors.run)
+        finally:
+            services.controlnet.registry.refresh()   # the new or retrained file is listed
 
     return run

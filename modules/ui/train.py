@@ -1,5 +1,5 @@
 """The Train tab (A1111's elem_ids): Prepare (a folder of images → a training folder), Create embedding, Create
-hypernetwork, Train (an embedding or a hypernetwork) and Train LoRA — each a job of the queue, followed here with its progress; a training also with a loss chart drawn
+hypernetwork, Train (an embedding or a hypernetwork), Train LoRA and Train ControlNet — each a job of the queue, followed here with its progress; a training also with a loss chart drawn
 as it runs (`training/loss_chart.py`) and its latest preview. Interrupt saves a training, and training the same
 embedding again resumes it. Extensions add sub-tabs through `on_ui_train_tabs`. The forms are `train_forms.py`.
 """
@@ -12,6 +12,7 @@ import gradio as gr
 from pydantic import ValidationError
 
 from modules.jobs import QueueFull
+from modules.training.controlnet_training import TrainControlNetRequest
 from modules.training.lora_requests import TrainLoraRequest
 from modules.training.loss_chart import loss_chart
 from modules.training.preprocess import PreprocessRequest
@@ -114,6 +115,13 @@ async def run_train_lora(services, values: dict):
         yield update
 
 
+async def run_train_controlnet(services, values: dict):
+    request = _validated(TrainControlNetRequest, values)
+    job = _submitted(lambda: services.submit_train_controlnet(request))
+    async for update in follow_training(services, job):
+        yield update
+
+
 async def run_train_hypernetwork(services, values: dict):
     request = _validated(TrainHypernetworkRequest, values)
     job = _submitted(lambda: services.submit_train_hypernetwork(request))
@@ -135,6 +143,8 @@ def create_tab(services, demo: gr.Blocks | None = None) -> None:
                     train = train_forms.train_form(services)
                 with gr.Tab("Train LoRA", id="train_lora"):
                     train_lora = train_forms.train_lora_form()
+                with gr.Tab("Train ControlNet", id="train_controlnet"):
+                    train_controlnet = train_forms.train_controlnet_form(services)
                 # extensions' sub-tabs (A1111 passes UiTrainTabParams, whose txt2img preview fields are not kept)
                 services.scripts.callbacks.fire("ui_train_tabs", None)
         with gr.Column(scale=1, elem_id="ti_gallery_container"):
@@ -166,7 +176,8 @@ def create_tab(services, demo: gr.Blocks | None = None) -> None:
     connect(train["embedding"], run_train_embedding, [outcome, chart, preview])
     connect(train["hypernetwork"], run_train_hypernetwork, [outcome, chart, preview])
     connect(train_lora, run_train_lora, [outcome, chart, preview])
-    for interrupt in (train["interrupt"], train_lora["interrupt"]):
+    connect(train_controlnet, run_train_controlnet, [outcome, chart, preview])
+    for interrupt in (train["interrupt"], train_lora["interrupt"], train_controlnet["interrupt"]):
         interrupt.click(lambda: services.queue.interrupt(), api_visibility=PRIVATE)
     for button, choices, dropdown in ((train["refresh_embedding"], embedding_choices, train["embedding_name"]),
                                       (train["refresh_hypernetwork"], hypernetwork_choices,

@@ -242,3 +242,41 @@ def train_lora_form() -> dict:
         interrupt = gr.Button("Interrupt", elem_id="train_lora_interrupt")
         button = gr.Button("Train LoRA", variant="primary", elem_id="train_train_lora")
     return {"inputs": inputs, "button": button, "interrupt": interrupt}
+
+
+def train_controlnet_form(services) -> dict:
+    """ControlNet training (not in A1111; the fields of training/controlnet_training.py)."""
+    inputs = {"name": gr.Textbox(label="Name (the file in models/ControlNet)", elem_id="train_controlnet_name"),
+              "data_root": gr.Textbox(label="Dataset directory (images, captions as .txt beside them)",
+                                      elem_id="train_controlnet_dataset_directory")}
+    with gr.Row():
+        inputs["condition_folder"] = gr.Textbox(label="Condition images directory (same file names)",
+                                                elem_id="train_controlnet_condition_folder")
+        inputs["annotator"] = gr.Dropdown([""] + services.controlnet.preprocessors.names(), value="",
+                                          label="...or make them with a preprocessor",
+                                          elem_id="train_controlnet_annotator")
+    with gr.Row():
+        inputs["template_filename"] = gr.Dropdown([""] + template_names(services), value="",
+                                                  label="Prompt template (none: the caption)",
+                                                  elem_id="train_controlnet_template")
+        inputs["proportion_empty_prompts"] = gr.Slider(0, 1, value=0, step=0.05, label="Proportion of empty prompts",
+                                                       elem_id="train_controlnet_empty_prompts")
+    with gr.Row():
+        inputs["learn_rate"] = gr.Textbox("1e-5", label="Learning rate", elem_id="train_controlnet_learn_rate")
+        inputs["batch_size"] = gr.Number(1, label="Batch size", precision=0, elem_id="train_controlnet_batch_size")
+        inputs["gradient_step"] = gr.Number(1, label="Gradient accumulation steps", precision=0,
+                                            elem_id="train_controlnet_gradient_step")
+    with gr.Row():
+        inputs["width"] = gr.Slider(64, 2048, value=512, step=8, label="Width", elem_id="train_controlnet_width")
+        inputs["height"] = gr.Slider(64, 2048, value=512, step=8, label="Height", elem_id="train_controlnet_height")
+    with gr.Row():
+        inputs["steps"] = gr.Number(1000, label="Steps", precision=0, elem_id="train_controlnet_steps")
+        inputs["save_every"] = gr.Number(0, label="Save a copy every N steps, 0 to disable", precision=0,
+                                         elem_id="train_controlnet_save_every")
+        inputs["seed"] = gr.Number(-1, label="Seed (-1: random)", precision=0, elem_id="train_controlnet_seed")
+    inputs["overwrite"] = gr.Checkbox(False, label="Start afresh (overwrite a ControlNet of this name)",
+                                      elem_id="train_controlnet_overwrite")
+    with gr.Row():
+        interrupt = gr.Button("Interrupt", elem_id="train_controlnet_interrupt")
+        button = gr.Button("Train ControlNet", variant="primary", elem_id="train_train_controlnet")
+    return {"inputs": inputs, "button": button, "interrupt": interrupt}

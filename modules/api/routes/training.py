@@ -3,7 +3,8 @@ A1111's bodies (the parameters of its `create_embedding`, `train_embedding`, `cr
 `train_hypernetwork`) and answers (`{"info": "create embedding filename: ..."}`, `{"info": "train embedding
 complete: filename: ... error: None"}`, the same with "hypernetwork"). Like A1111's, they answer when the work is
 done; the work is a job of the queue, so /sdapi/v1/progress follows it and /sdapi/v1/interrupt stops it (the
-training is saved, resumable). Not A1111's: /train/lora (LoRA and DreamBooth-LoRA, `training/lora_requests.py`).
+training is saved, resumable). Not A1111's: /train/lora (LoRA and DreamBooth-LoRA, `training/lora_requests.py`) and /train/controlnet
+(`training/controlnet_training.py`).
 
 Unlike A1111, which answers 200 with the error in `info`, a bad field is a 422 naming it and a training that
 cannot start (no such embedding or hypernetwork, an unreadable dataset) a 4xx with the reason.
@@ -18,6 +19,7 @@ from modules.api.callers import submitter
 from modules.api.job_waiting import finished
 from modules.jobs import Job
 from modules.services import Services
+from modules.training.controlnet_training import TrainControlNetRequest
 from modules.training.lora_requests import TrainLoraRequest
 from modules.training.requests import (CreateEmbeddingRequest, CreateHypernetworkRequest, TrainEmbeddingRequest,
                                        TrainHypernetworkRequest)
@@ -74,5 +76,16 @@ def create_router(services: Services) -> APIRouter:
     async def train_lora(body: TrainLoraRequest, http: Request):
         return await _answered(lambda: services.submit_train_lora(body, by=submitter(http)),
                                "TrainLoraError", _trained)
+
+    @router.post("/train/controlnet", response_model=InfoResponse,
+                 summary="Train a ControlNet on the loaded checkpoint; not in A1111",
+                 description="From a folder of images with captions and a folder of condition images of the same "
+                             "names (condition_folder), or conditions made by a preprocessor (annotator). The "
+                             "ControlNet starts from the checkpoint's UNet encoder with zero convolutions; only it "
+                             "learns. Writes models/ControlNet/<name>.safetensors in the original layout "
+                             "(control_model.*) and <name>.state.pt: training the same name again resumes exactly.")
+    async def train_controlnet(body: TrainControlNetRequest, http: Request):
+        return await _answered(lambda: services.submit_train_controlnet(body, by=submitter(http)),
+                               "TrainControlNetError", _trained)
 
     return router
