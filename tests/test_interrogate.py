@@ -15,6 +15,7 @@ from modules.jobs import NotFound
 from modules.options import Settings
 from modules.postprocess.interrogate import blip, deepbooru
 from modules.postprocess.interrogate.deepbooru_model import DeepDanbooruModel
+from modules.postprocess.interrogate.interrogator import Interrogator
 from tests.fixtures.app_client import app_client
 from tests.fixtures.pictures import b64
 from tests.fixtures.tiny_checkpoints import write_malicious_pickle
@@ -175,3 +176,31 @@ def test_malicious_deepbooru_file_runs_nothing(tmp_path):
     finally:
         services.shutdown()
     assert not marker.exists()
+
+
+def test_batch_interrogate_appends_a_caption_file_per_image(api, tmp_path):
+    from modules.training.captioning import caption_folder, training_caption
+
+    interrogator = Interrogator(api.data / "models", api.data, torch.device("cpu"), torch.float32)
+    settings = Settings({"interrogate_deepbooru_score_threshold": 0.7})
+    source = tmp_path / "pictures"
+    source.mkdir()
+    Image.new("RGB", (20, 20), (0, 0, 255)).save(source / "one.png")
+    Image.new("RGB", (30, 20), (0, 255, 0)).save(source / "two.jpg")
+    (source / "broken.png").write_bytes(b"not a png")
+    (source / "notes.md").write_text("not an image")
+    for _ in range(2):
+        result = caption_folder(interrogator, "deepdanbooru", source, tmp_path / "captions", settings)
+    assert sorted(path.name for path in result.written) == ["one.txt", "two.txt"]
+    assert result.skipped and result.skipped[0].startswith("broken.png")
+    assert (tmp_path / "captions" / "one.txt").read_text() == "cat ears, solo\ncat ears, solo\n"
+    assert not list(source.glob("*.txt"))
+
+    short = Settings({"interrogate_clip_min_length": 4, "interrogate_clip_max_length": 10,
+                      "interrogate_deepbooru_score_threshold": 0.7})
+    caption_folder(interrogator, "clip", source, None, short)
+    blip_caption = (source / "two.txt").read_text().strip()
+    assert blip_caption and set(blip_caption.split()) <= set(WORDS)
+    picture = Image.open(source / "two.jpg")
+    assert training_caption(interrogator, picture, "a photo", ["BLIP", "Deepbooru"], short) == \
+        f"a photo, cat ears, solo, {blip_caption}"
