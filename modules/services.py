@@ -20,6 +20,7 @@ from modules.cmd_args import parse_args
 from modules.jobs import Job, JobError, JobQueue, StorageFull, Submitter
 from modules.controlnet.models import ControlNetCache, ControlNetRegistry
 from modules.controlnet.plan import ControlNet
+from modules.postprocess.interrogate.interrogator import Interrogator
 from modules.controlnet.preprocessors import Preprocessors
 from modules.models import files
 from modules.models.detect import PREDICTION_TYPES
@@ -67,6 +68,7 @@ class Services:
     restorers: FaceRestorers
     controlnet: ControlNet
     hashes: HashCache   # sha256 of model files, cached in cache.json (A1111's "hashes")
+    interrogator: Interrogator   # BLIP + CLIP and DeepBooru, loaded on first use (img2img, Prepare, the API)
 
     @property
     def scripts(self) -> ScriptHost:
@@ -151,7 +153,15 @@ class Services:
         the result is a training.preprocess.PreprocessResult."""
         from modules.training import preprocess
 
-        return self.queue.submit("preprocess", lambda job: preprocess.preprocess(request, job), by=by)
+        return self.queue.submit("preprocess", lambda job: preprocess.preprocess(
+            request, job, self.interrogator, self.options.snapshot()), by=by)
+
+    def submit_interrogate(self, image, model: str, job_id: str | None = None, by: Submitter = Submitter()) -> Job:
+        """A1111's Interrogate: "clip" (a BLIP caption and CLIP's matches) or "deepdanbooru" (tags) of one image;
+        the result is the text. Missing weights are a NotFound naming the file."""
+        return self.queue.submit("interrogate",
+                                 lambda job: self.interrogator.interrogate(image, model, self.options.snapshot()),
+                                 job_id=job_id, by=by)
 
     def submit_create_embedding(self, request: "CreateEmbeddingRequest", by: Submitter = Submitter()) -> Job:
         """Train → Create embedding on the worker (it reads the current checkpoint's token embeddings); the
@@ -306,5 +316,6 @@ def create(args: argparse.Namespace | None = None) -> Services:
     manager.on_loaded = lambda model: generator.scripts.callbacks.model_loaded(sd_models.WebuiSdModel(model))
     return Services(args=args, paths=paths, options=options, devices=device_config, registry=registry,
                     models=manager, queue=queue, generator=generator, networks=networks, upscalers=upscalers,
-                    restorers=restorers, controlnet=controlnet, hashes=hashes)
+                    restorers=restorers, controlnet=controlnet, hashes=hashes,
+                    interrogator=Interrogator(paths.models, paths.data, device_config.device, device_config.dtype))
 

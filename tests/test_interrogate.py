@@ -204,3 +204,53 @@ def test_batch_interrogate_appends_a_caption_file_per_image(api, tmp_path):
     picture = Image.open(source / "two.jpg")
     assert training_caption(interrogator, picture, "a photo", ["BLIP", "Deepbooru"], short) == \
         f"a photo, cat ears, solo, {blip_caption}"
+
+
+def test_img2img_interrogate_buttons_put_the_text_in_the_prompt(api):
+    """A1111's 📎 / 📦 on the img2img tab: the selected sub-tab's picture → the prompt box."""
+    import asyncio
+    import warnings
+
+    import gradio as gr
+    from PIL import Image
+
+    from modules.ui import create_ui
+    from modules.ui.img2img_inputs import IMAGE_KEYS
+
+    demo = create_ui(api.services)
+    config = demo.get_config_file()
+    ids = {component["props"].get("elem_id"): component["id"] for component in config["components"]}
+    picture = Image.new("RGB", (64, 64), (200, 40, 40))
+    values = [picture if key == "init_img" else None for key in IMAGE_KEYS] + ["img2img"]
+    api.services.options.update({"interrogate_deepbooru_score_threshold": 0.0, "interrogate_return_ranks": False})
+    for elem_id in ("interrogate", "deepbooru"):
+        dependency = next(dep for dep in config["dependencies"] if [ids[elem_id], "click"] in map(list, dep["targets"]))
+        assert dependency["outputs"] == [ids["img2img_prompt"]]
+        text = asyncio.run(demo.fns[dependency["id"]].fn(*values))
+        assert isinstance(text, str) and text, elem_id
+    # no picture in the selected sub-tab: a warning, the prompt stays
+    empty = [None] * len(IMAGE_KEYS) + ["inpaint"]
+    dependency = next(dep for dep in config["dependencies"] if [ids["deepbooru"], "click"] in map(list, dep["targets"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # gr.Warning outside a request
+        assert asyncio.run(demo.fns[dependency["id"]].fn(*empty)) == gr.skip()
+
+
+def test_prepare_captions_each_output_image(api, tmp_path):
+    """Train → Prepare with Caption: the existing caption, then DeepBooru's tags, then BLIP's caption."""
+    from PIL import Image
+
+    from modules.training.preprocess import PreprocessRequest
+
+    source = tmp_path / "photos"
+    source.mkdir()
+    Image.new("RGB", (80, 64), (30, 200, 90)).save(source / "leaf.png")
+    (source / "leaf.txt").write_text("my leaf")
+    api.services.options.update({"interrogate_deepbooru_score_threshold": 0.0})
+    request = PreprocessRequest(source_folder=str(source), destination_folder=str(tmp_path / "out"), width=64,
+                                height=64, captioners=["Deepbooru", "BLIP"])
+    job = api.services.submit_preprocess(request)
+    assert job.done.wait(120) and job.state == "done", job.error
+    caption = (tmp_path / "out" / "00000-0-leaf.txt").read_text()
+    parts = caption.split(", ")
+    assert parts[0] == "my leaf" and len(parts) >= 3, caption

@@ -1,7 +1,7 @@
 """Dataset preparation (Train → Prepare; A1111's "Preprocess images" and its Extras training helpers): a folder of
 images in, a training folder out — each image cropped to the training size (centre crop, or around its focal point,
 or an automatically chosen size), oversized ones split into overlapping pieces, flipped copies, and the captions
-kept beside each output image as `.txt`.
+beside each output image as `.txt`: the existing one, followed by DeepBooru's tags and/or BLIP's caption.
 
 The order is A1111's preprocess: split an oversized image, else crop around the focal point, else choose a size
 (auto-sized crop), else centre-crop to the size; then a flipped copy of each piece. Outputs are numbered
@@ -17,6 +17,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modules.images import replace_atomically
 from modules.jobs import Job, JobError
+from modules.training.captioning import training_caption
 from modules.training.dataset import CAPTION_SUFFIX, IMAGE_SUFFIXES
 from modules.untrusted import user_files, user_images
 
@@ -42,6 +44,8 @@ class PreprocessRequest(BaseModel):
     width: int = Field(512, ge=64, le=2048, multiple_of=8)
     height: int = Field(512, ge=64, le=2048, multiple_of=8)
     existing_caption: str = Field("copy", pattern="^(ignore|copy)$")   # the .txt beside each image
+    # A1111's Caption step: each output image's caption gets these captioners' texts after the existing one
+    captioners: list[Literal["Deepbooru", "BLIP"]] = Field(default_factory=list)
     flip: bool = False
     split: bool = False
     split_threshold: float = Field(0.5, ge=0.0, le=1.0)
@@ -216,8 +220,12 @@ def _write_png(image: Image.Image, path: Path) -> None:
     replace_atomically(path, buffer.getvalue())
 
 
-def preprocess(request: PreprocessRequest, job: Job | None = None) -> PreprocessResult:
-    """Prepare every image of the source folder into the destination folder (created if missing)."""
+def preprocess(request: PreprocessRequest, job: Job | None = None, interrogator=None,
+               settings=None) -> PreprocessResult:
+    """Prepare every image of the source folder into the destination folder (created if missing); with
+    `request.captioners`, the `interrogator` (and the job's `settings`) caption each output image."""
+    if request.captioners and interrogator is None:
+        raise JobError("captioners: no interrogator to caption with")
     source = Path(request.source_folder).expanduser()
     destination = Path(request.destination_folder).expanduser()
     if not source.is_dir():
@@ -249,8 +257,10 @@ def preprocess(request: PreprocessRequest, job: Job | None = None) -> Preprocess
         for index, piece in enumerate(pieces):
             out = destination / f"{start + number:05d}-{index}-{path.stem}.png"
             _write_png(piece, out)
-            if caption:
-                replace_atomically(out.with_suffix(CAPTION_SUFFIX), caption.encode("utf-8"))
+            text = (training_caption(interrogator, piece, caption, request.captioners, settings)
+                    if request.captioners else caption)
+            if text:
+                replace_atomically(out.with_suffix(CAPTION_SUFFIX), text.encode("utf-8"))
             written.append(out)
     if not written and skipped:
         raise JobError("no image could be prepared: " + "; ".join(skipped[:20]))

@@ -11,13 +11,14 @@ import gradio as gr
 
 from modules import masking
 from modules.diffusion import samplers
-from modules.ui import controlnet, img2img_batch, override_settings, request_form
+from modules.ui import controlnet, img2img_batch, override_settings, progress, request_form
 from modules.ui import scripts as scripts_ui
 from modules.ui.accordions import create_refiner
 from modules.ui.common import PRIVATE, slider, tool_button
 from modules.ui.generate import Submission, connect_generation
 from modules.ui.image_inputs import named_refusals
-from modules.ui.img2img_inputs import IMAGE_KEYS, LABELS, UI_KEYS, InputError, init_and_mask, request_data, scaled_size
+from modules.ui.img2img_inputs import (IMAGE_KEYS, LABELS, UI_KEYS, InputError, image_of, init_and_mask, request_data,
+                                       scaled_size)
 from modules.ui.output import OutputPanel, create_output_panel
 from modules.ui.paste_button import paste_handler
 from modules.ui.seed_row import create_seed_row
@@ -64,7 +65,7 @@ _MODE_JS = """(...args) => {{ args[{mode}] = img2imgSelectedTab({modes}, 'img2im
 
 def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Img2ImgTab:
     """The tab; `demo` (to refresh the styles on page load) and `topbar` (for checkpoint cards) are optional."""
-    top = create_toprow(services, TAB, demo, topbar, f"{TAB}_paste")
+    top = create_toprow(services, TAB, demo, topbar, f"{TAB}_paste", interrogate=True)
     fields: dict[str, gr.components.Component] = {"prompt": top.prompt, "negative_prompt": top.negative}
 
     # The order of `fields` is the order of the Generate inputs, which _MODE_JS counts on.
@@ -109,6 +110,7 @@ def create_tab(services, demo: gr.Blocks | None = None, topbar=None) -> Img2ImgT
     size.swap.click(None, inputs=[width, height], outputs=[width, height], js="(w, h) => [h, w]")
     seed_row.connect(output)
     _connect_input_size_tools(fields, size)
+    _connect_interrogate(services, top, fields)
     paste_fields = {name: component for name, component in fields.items() if name not in UI_KEYS}
     top.paste.click(paste_handler(services, paste_fields, script_controls), inputs=[top.prompt],
                     outputs=list(dict.fromkeys([*paste_fields.values(), *script_controls.paste_targets()])),
@@ -202,12 +204,42 @@ def _create_inpaint_controls() -> dict[str, gr.components.Component]:
     return fields
 
 
+# The last input (the mode box) gets the selected sub-tab, read in the page when the button is pressed.
+_MODE_AS_LAST_JS = ("(...args) => { args[args.length - 1] = img2imgSelectedTab(" + json.dumps(MODES)
+           + ", 'img2img'); return args; }")
+
+
+def _connect_interrogate(services, top: Toprow, fields: dict[str, gr.components.Component]) -> None:
+    """📎 / 📦: the selected sub-tab's picture → a BLIP caption with CLIP's matches, or DeepBooru tags, as the
+    prompt (A1111's Interrogate buttons)."""
+    image_keys = list(IMAGE_KEYS)
+
+    def connect(model: str, button: gr.Button) -> None:
+        async def interrogate(*values):
+            try:
+                image = image_of(values[-1], dict(zip(image_keys, values)))
+            except InputError as error:
+                gr.Warning(html.escape(str(error)), title="Interrogate")
+                return gr.skip()
+            job = services.submit_interrogate(image, model)
+            async for _ in progress.watch(job, services.queue):
+                pass
+            if job.state != "done":
+                gr.Warning(html.escape(job.error or "interrupted"), title="Interrogate", duration=15)
+                return gr.skip()
+            return job.result
+
+        button.click(interrogate, inputs=[fields[key] for key in image_keys] + [fields["mode"]],
+                     outputs=[top.prompt], js=_MODE_AS_LAST_JS, api_visibility=PRIVATE)
+
+    for model, button in top.interrogate.items():
+        connect(model, button)
+
+
 def _connect_input_size_tools(fields: dict[str, gr.components.Component], size: _SizeControls) -> None:
     """📐 takes the input image's size, "Resize by" previews the size it makes."""
     image_keys = list(IMAGE_KEYS)
     image_inputs = [fields[key] for key in image_keys] + [fields["mode"]]
-    mode_js = ("(...args) => { args[args.length - 1] = img2imgSelectedTab(" + json.dumps(MODES)
-               + ", 'img2img'); return args; }")
 
     def input_size(*values) -> tuple[int, int] | None:
         mode = values[-1]
@@ -232,10 +264,11 @@ def _connect_input_size_tools(fields: dict[str, gr.components.Component], size: 
         return (f"resize: from <span class='resolution'>{size[0]}x{size[1]}</span> to "
                 f"<span class='resolution'>{target[0]}x{target[1]}</span>")
 
-    size.detect.click(detect_size, inputs=image_inputs, outputs=[fields["width"], fields["height"]], js=mode_js,
-                      show_progress="hidden", api_visibility=PRIVATE)
+    size.detect.click(detect_size, inputs=image_inputs, outputs=[fields["width"], fields["height"]],
+                      js=_MODE_AS_LAST_JS, show_progress="hidden", api_visibility=PRIVATE)
     fields["scale_by"].change(preview_scale, inputs=[fields["scale_by"], *image_inputs], outputs=[size.scale_preview],
-                              js=mode_js, trigger_mode="always_last", show_progress="hidden", api_visibility=PRIVATE)
+                              js=_MODE_AS_LAST_JS, trigger_mode="always_last", show_progress="hidden",
+                              api_visibility=PRIVATE)
 
 
 def _connect_generate(services, top: Toprow, output: OutputPanel, fields: dict[str, gr.components.Component],

@@ -93,6 +93,22 @@ def init_and_mask(mode: str, values: dict[str, Any], background: str = "#ffffff"
     raise InputError(f"unknown img2img mode {mode!r}")
 
 
+_EDITORS = {"sketch": "sketch", "inpaint": "init_img_with_mask", "inpaint_sketch": "inpaint_color_sketch"}
+
+
+def image_of(mode: str, values: dict[str, Any], background: str = "#ffffff") -> Image.Image:
+    """The picture of the chosen sub-tab, mask or not (what Interrogate reads); InputError when there is none."""
+    if mode in _EDITORS:
+        editor = values.get(_EDITORS[mode]) or {}
+        image = editor.get("composite") if mode != "inpaint" else None
+        image = image or editor.get("background")
+    else:
+        image = values.get("init_img_inpaint" if mode == "inpaint_upload" else "init_img")
+    if image is None:
+        raise InputError(f"{mode.replace('_', ' ').capitalize()}: upload an image first.")
+    return masking.flatten(image, background)
+
+
 def request_data(values: dict[str, Any], background: str = "#ffffff") -> dict[str, Any]:
     """Component values → the dict GenerationRequest validates: init image and mask of the selected mode,
     "Resize by" turned into a size, the selected script's arguments. Raises InputError without an image."""

@@ -297,6 +297,10 @@
     window.titles = Object.assign({
         "paste": "Read generation parameters from prompt or last generation if prompt is empty into user interface.",
         "refresh_sd_model_checkpoint": "Refresh the list of checkpoints",
+        "interrogate": "Interrogate CLIP - use CLIP neural network to create a text describing the image, and put it " +
+            "into the prompt field",
+        "deepbooru": "Interrogate DeepBooru - use DeepBooru neural network to create a text describing the image, " +
+            "and put it into the prompt field",
         "txt2img_random_seed": "Set seed to -1, which will cause a new random number to be used every time",
         "txt2img_reuse_seed": "Reuse seed from last generation, mostly useful if it was randomized",
         "txt2img_random_subseed": "Set variation seed to -1 (random)",

@@ -20,6 +20,7 @@ class Toprow:
     skip: gr.Button
     paste: gr.Button
     styles: gr.Dropdown
+    interrogate: dict[str, gr.Button] | None = None   # img2img's 📎 CLIP and 📦 DeepBooru, by model name
 
 
 def _prompt_box(elem_id: str, label: str, placeholder: str, counter_id: str) -> tuple[gr.Textbox, gr.HTML]:
@@ -31,7 +32,8 @@ def _prompt_box(elem_id: str, label: str, placeholder: str, counter_id: str) -> 
     return box, counter
 
 
-def create_toprow(services, tab: str, demo: gr.Blocks | None, topbar, paste_id: str) -> Toprow:
+def create_toprow(services, tab: str, demo: gr.Blocks | None, topbar, paste_id: str,
+                  interrogate: bool = False) -> Toprow:
     """Prompts with token counters, Generate/Interrupt/Skip, paste and styles, then the Extra Networks panel."""
     hint = "(Press Ctrl+Enter to generate, Alt+Enter to skip, Esc to interrupt)"
     with gr.Row(elem_id=f"{tab}_toprow", elem_classes=["toprow"], equal_height=False):
@@ -47,6 +49,8 @@ def create_toprow(services, tab: str, demo: gr.Blocks | None, topbar, paste_id: 
                 generate = gr.Button("Generate", elem_id=f"{tab}_generate", variant="primary", min_width=0)
             with gr.Row(elem_id=f"{tab}_tools", elem_classes=["tools"]):
                 paste_button = tool_button("↙️", paste_id)
+                interrogators = {"clip": tool_button("📎", "interrogate"),
+                                 "deepdanbooru": tool_button("📦", "deepbooru")} if interrogate else None
                 apply_styles, edit_styles = styles.create_buttons(tab)
             with gr.Row(elem_id=f"{tab}_styles_row", elem_classes=["styles-row"]):
                 style_dropdown = styles.create_dropdown(services, tab)
@@ -65,4 +69,4 @@ def create_toprow(services, tab: str, demo: gr.Blocks | None, topbar, paste_id: 
                    api_visibility=PRIVATE)
     styles.connect(services, tab, demo, styles.StylesRow(style_dropdown, apply_styles, edit_styles), prompt,
                    negative)
-    return Toprow(prompt, negative, generate, interrupt, skip, paste_button, style_dropdown)
+    return Toprow(prompt, negative, generate, interrupt, skip, paste_button, style_dropdown, interrogators)

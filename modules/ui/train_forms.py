@@ -31,8 +31,12 @@ def prepare_form() -> dict:
     with gr.Row():
         inputs["width"] = gr.Slider(64, 2048, value=512, step=8, label="Width", elem_id="train_process_width")
         inputs["height"] = gr.Slider(64, 2048, value=512, step=8, label="Height", elem_id="train_process_height")
-    inputs["existing_caption"] = gr.Dropdown(["copy", "ignore"], value="copy", label="Existing caption txt action",
-                                             elem_id="train_preprocess_txt_action")
+    with gr.Row():
+        inputs["existing_caption"] = gr.Dropdown(["copy", "ignore"], value="copy",
+                                                 label="Existing caption txt action",
+                                                 elem_id="train_preprocess_txt_action")
+        inputs["captioners"] = gr.CheckboxGroup(["Deepbooru", "BLIP"], value=[], label="Caption",
+                                                elem_id="train_process_caption")
     with gr.Row():
         inputs["flip"] = gr.Checkbox(False, label="Create flipped copies", elem_id="train_process_flip")
         inputs["split"] = gr.Checkbox(False, label="Split oversized images", elem_id="train_process_split")

@@ -11,7 +11,7 @@ from modules.api.callers import submitter
 from modules.api.errors import validation_error
 from modules.api.image_inputs import decode_image_field
 from modules.api.job_waiting import finished
-from modules.postprocess.interrogate.interrogator import MODELS, Interrogator
+from modules.postprocess.interrogate.interrogator import MODELS
 from modules.services import Services
 
 
@@ -28,8 +28,6 @@ class InterrogateResponse(BaseModel):
 
 def create_router(services: Services) -> APIRouter:
     router = APIRouter()
-    interrogator = Interrogator(services.paths.models, services.paths.data, services.devices.device,
-                                services.devices.dtype)
 
     @router.post("/interrogate", response_model=InterrogateResponse)
     async def interrogate(body: InterrogateRequest, http: Request):
@@ -38,12 +36,9 @@ def create_router(services: Services) -> APIRouter:
         if body.model not in MODELS:
             raise validation_error(["model"], f"must be one of {', '.join(MODELS)}; got {body.model!r}")
         image = await run_in_threadpool(decode_image_field, body.image, ["image"], services.options)
-
-        def run(job):
-            return interrogator.interrogate(image, body.model, services.options.snapshot())
-
-        job = await finished(lambda job_id: services.queue.submit("interrogate", run, job_id=job_id,
-                                                                  by=submitter(http)), error_name="InterrogateError")
+        job = await finished(lambda job_id: services.submit_interrogate(image, body.model, job_id=job_id,
+                                                                        by=submitter(http)),
+                             error_name="InterrogateError")
         if isinstance(job, JSONResponse):
             return job
         return InterrogateResponse(caption=job.result)
