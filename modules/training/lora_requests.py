@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from modules.training.requests import MAX_BATCH_SIZE, MAX_TRAINING_SIDE, MAX_TRAINING_STEPS
 
 MAX_RANK = 256
+MAX_CLASS_IMAGES = 1000   # class images made for prior preservation (diffusers' num_class_images)
 # diffusers.optimization.get_scheduler's names that need no extra arguments
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
@@ -20,7 +21,9 @@ class TrainLoraRequest(BaseModel):
     Prompts: each image's is `instance_prompt` and its caption (`<image>.txt`, else its file name) joined by ", ",
     as `use_captions` says; `caption_dropout` replaces the whole prompt by "" with that probability.
     DreamBooth prior preservation: `class_data_root` holds images of the class, trained with `class_prompt` beside
-    the instance images, their loss weighted by `prior_loss_weight`."""
+    the instance images, their loss weighted by `prior_loss_weight`. With `num_class_images` N, a class folder holding
+    fewer than N images is first topped up to N with images generated from `class_prompt` on the checkpoint
+    (`class_images`); 0 uses what the folder holds."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -32,6 +35,7 @@ class TrainLoraRequest(BaseModel):
     class_data_root: str = ""
     class_prompt: str = Field("", max_length=10_000)
     prior_loss_weight: float = Field(1.0, ge=0.0, le=100.0)
+    num_class_images: int = Field(0, ge=0, le=MAX_CLASS_IMAGES)   # 0: the class folder's images as they are
 
     rank: int = Field(16, ge=1, le=MAX_RANK)
     alpha: float | None = Field(None, gt=0.0, le=10_000.0)   # None: the rank (a scale of 1)
@@ -68,6 +72,8 @@ class TrainLoraRequest(BaseModel):
 
     @model_validator(mode="after")
     def _class_images_need_a_prompt(self) -> TrainLoraRequest:
+        if self.num_class_images and not self.class_data_root.strip():
+            raise ValueError("num_class_images needs class_data_root: the folder the class images are generated into")
         if self.class_data_root.strip() and not self.class_prompt.strip():
             raise ValueError("class_prompt is needed with class_data_root (prior preservation)")
         return self

@@ -24,6 +24,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -61,9 +62,12 @@ def state_path(path: Path) -> Path:
     return Path(f"{path}{STATE_SUFFIX}")
 
 
-def train_lora(request: TrainLoraRequest, *, model, folders: LoraFolders, job: Job) -> TrainingResult:
+def train_lora(request: TrainLoraRequest, *, model, folders: LoraFolders, job: Job,
+               before_class_images: Callable[[int], None] | None = None) -> TrainingResult:
     """Run the training on the worker (it owns `model`, a LoadedModel). Everything wrong with the request, the
-    model, the saved state or the datasets is raised as a JobError before the first step."""
+    model, the saved state or the datasets is raised as a JobError before the first step. `before_class_images`
+    gets the training seed once the rest is found good, before the class folder is read (`runs` generates the
+    missing class images there)."""
     pipeline, family = model.pipeline, model.spec.family
     if family.id not in TRAINABLE_FAMILIES or getattr(model.spec, "inpainting", False):
         raise JobError(f"LoRA training needs an SD 1.x, 2.x or SDXL base checkpoint: '{model.info.title}' is "
@@ -79,8 +83,10 @@ def train_lora(request: TrainLoraRequest, *, model, folders: LoraFolders, job: J
         job.textinfo = "Model has already been trained beyond specified max steps"
         return result
     entries = _dataset(request.data_root, request)
-    class_entries = _dataset(request.class_data_root, request) if request.class_data_root.strip() else []
     seed = int(state["seed"]) if state else (request.seed if request.seed >= 0 else random.randrange(2 ** 31))
+    if before_class_images is not None:
+        before_class_images(seed)
+    class_entries = _dataset(request.class_data_root, request) if request.class_data_root.strip() else []
     started_at = float(state["started_at"]) if state else time.time()
     data = BatchPlan(entries, request.batch_size, request.gradient_accumulation, seed)
     # the class images' own order; their draws come from batch numbers below 0 (see _batch_loss)

@@ -1,6 +1,7 @@
 """Training work as jobs of the one queue (the worker owns the models): what `Services.submit_create_embedding`,
 `submit_train_embedding`, `submit_create_hypernetwork`, `submit_train_hypernetwork`, `submit_train_lora` and
-`submit_train_controlnet` run, on the current checkpoint (A1111 trains on the loaded model).
+`submit_train_controlnet` run, on the current checkpoint (A1111 trains on the loaded model). A DreamBooth-LoRA's
+missing class images are generated here, through the generation core, before its training starts.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 from modules.generation.request import validate_request
 from modules.jobs import Job, JobError, StorageFull
 from modules.networks.textual_inversion import encoder_widths
-from modules.training import embedding_files, hypernetwork_files, previews
+from modules.training import class_images, embedding_files, hypernetwork_files, previews
 from modules.training.controlnet_training import ControlNetFolders, TrainControlNetRequest, train_controlnet
 from modules.training.hypernetwork import train_hypernetwork
 from modules.training.lora_requests import TrainLoraRequest
@@ -133,8 +134,15 @@ def train_lora_run(services, request: TrainLoraRequest) -> Callable[[Job], Train
         model = _current_model(services)
         services.registry.ensure_hash(model.info)   # the file's ss_new_sd_model_hash
         folders = LoraFolders(loras=services.paths.lora, log_root=services.paths.data)
+
+        def make_class_images(seed: int) -> None:   # DreamBooth: the class folder topped up to num_class_images
+            if request.num_class_images:
+                class_images.top_up(request.class_data_root, prompt=request.class_prompt,
+                                    wanted=request.num_class_images, resolution=request.resolution, seed=seed,
+                                    generate=preview_generator(services), job=job)
+
         try:
-            return train_lora(request, model=model, folders=folders, job=job)
+            return train_lora(request, model=model, folders=folders, job=job, before_class_images=make_class_images)
         finally:
             services.networks.loras.refresh()   # the new or retrained file is listed
 
