@@ -328,3 +328,17 @@ def test_the_train_lora_route_trains_lists_and_refuses_bad_fields(client):
     missing = client.post("/sdapi/v1/train/lora", json={"name": "y", "data_root": "/no/such/folder", "steps": 1})
     assert missing.status_code == 422 and "/no/such/folder" in missing.text
     assert "/sdapi/v1/train/lora" in client.get("/openapi.json").json()["paths"]   # documented in /docs
+
+
+def test_previews_show_the_adapter_being_trained(client):
+    """A preview every N steps, made through the generation core with the LoRA being trained in the model."""
+    answer = client.post("/sdapi/v1/train/lora", json={"name": "previewed", "data_root": str(client.dataset),
+                                                      "steps": 2, "preview_every": 1,
+                                                      "preview_prompt": "a red ball", **SMALL})
+    assert answer.status_code == 200, answer.text
+    images = sorted((client.data / "lora").glob("*/previewed/images/*.png"))
+    assert [path.name for path in images] == ["previewed-1.png", "previewed-2.png"]
+    from PIL import Image
+
+    shot = Image.open(images[0])
+    assert shot.size == (64, 64) and shot.info["parameters"].startswith("a red ball")

@@ -58,6 +58,8 @@ class TrainLoraRequest(BaseModel):
     min_snr_gamma: float = Field(0.0, ge=0.0, le=100.0)   # 0: off (kohya's usual value is 5)
     noise_offset: float = Field(0.0, ge=0.0, le=1.0)
     save_every: int = Field(0, ge=0)                       # also a file <name>-<step>.safetensors every N steps
+    preview_every: int = Field(0, ge=0)                    # a preview image every N steps (0: none)
+    preview_prompt: str = Field("", max_length=10_000)     # "": the first image's training prompt
     save_precision: Literal["fp16", "bf16", "float"] = "fp16"
     seed: int = -1                                         # -1: random (kept in the resume state)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # CUDA only

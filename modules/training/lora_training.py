@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 
 from modules.jobs import Job, JobError, StorageFull
-from modules.training import dataset as datasets
+from modules.training import dataset as datasets, previews
 from modules.training import lora_files
 from modules.training.denoising import LatentDistribution, encode, step_generator, training_scheduler
 from modules.training.lora_requests import TrainLoraRequest
@@ -63,11 +63,13 @@ def state_path(path: Path) -> Path:
 
 
 def train_lora(request: TrainLoraRequest, *, model, folders: LoraFolders, job: Job,
-               before_class_images: Callable[[int], None] | None = None) -> TrainingResult:
+               before_class_images: Callable[[int], None] | None = None,
+               generate: previews.Generate | None = None) -> TrainingResult:
     """Run the training on the worker (it owns `model`, a LoadedModel). Everything wrong with the request, the
     model, the saved state or the datasets is raised as a JobError before the first step. `before_class_images`
     gets the training seed once the rest is found good, before the class folder is read (`runs` generates the
-    missing class images there)."""
+    missing class images there). With `generate` (the generation core), a preview every `preview_every` steps:
+    the adapter being trained is in the model, so the preview shows it as it is."""
     pipeline, family = model.pipeline, model.spec.family
     if family.id not in TRAINABLE_FAMILIES or getattr(model.spec, "inpainting", False):
         raise JobError(f"LoRA training needs an SD 1.x, 2.x or SDXL base checkpoint: '{model.info.title}' is "
@@ -147,6 +149,11 @@ def train_lora(request: TrainLoraRequest, *, model, folders: LoraFolders, job: J
             if request.save_every and result.step % request.save_every == 0 and result.step < request.steps:
                 saving.save(result.step, folders.loras / f"{request.name}-{result.step:06d}.safetensors",
                             with_state=False)
+            if generate is not None and request.preview_every and result.step % request.preview_every == 0:
+                settings = previews.PreviewSettings(False, "", "", 0, "", 0.0, seed, 0, 0, request.resolution,
+                                                    request.resolution)
+                previews.make_preview(generate, settings, request.preview_prompt or prompt_of(entries[0], request),
+                                      job, folder / "images", request.name, result.step)
         saving.save(result.step, path, with_state=True)
     return result
 

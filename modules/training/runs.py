@@ -142,7 +142,8 @@ def train_lora_run(services, request: TrainLoraRequest) -> Callable[[Job], Train
                                     generate=preview_generator(services), job=job)
 
         try:
-            return train_lora(request, model=model, folders=folders, job=job, before_class_images=make_class_images)
+            return train_lora(request, model=model, folders=folders, job=job, before_class_images=make_class_images,
+                              generate=preview_generator(services))
         finally:
             services.networks.loras.refresh()   # the new or retrained file is listed
 

@@ -11,7 +11,7 @@ import re
 import gradio as gr
 from pydantic import ValidationError
 
-from modules.jobs import QueueFull
+from modules.jobs import Interrupted, QueueFull
 from modules.training.controlnet_training import TrainControlNetRequest
 from modules.training.lora_requests import TrainLoraRequest
 from modules.training.loss_chart import loss_chart
@@ -88,7 +88,9 @@ async def follow_training(services, job):
         yield snapshot.html, loss_chart(sorted(seen.items())), job.preview
     result = job.result
     if job.state == "failed":
-        yield error_html(f"Training failed: {job.error}"), loss_chart(sorted(seen.items())), job.preview
+        interrupted = job.error_kind is not None and issubclass(job.error_kind, Interrupted)
+        status = message_html(job.error, "warning") if interrupted else error_html(f"Training failed: {job.error}")
+        yield status, loss_chart(sorted(seen.items())), job.preview
         return
     chart = loss_chart(result.losses if result and result.losses else sorted(seen.items()))
     if result is None:

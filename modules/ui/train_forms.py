@@ -185,7 +185,7 @@ def train_form(services) -> dict:
 
 def train_lora_form() -> dict:
     """LoRA and DreamBooth-LoRA (not in A1111; the fields of training/lora_requests.py)."""
-    from modules.training.lora_requests import LR_SCHEDULERS, MAX_RANK
+    from modules.training.lora_requests import LR_SCHEDULERS, MAX_CLASS_IMAGES, MAX_RANK
 
     inputs = {"name": gr.Textbox(label="Name (the file in models/Lora)", elem_id="train_lora_name"),
               "data_root": gr.Textbox(label="Dataset directory", elem_id="train_lora_dataset_directory")}
@@ -199,6 +199,10 @@ def train_lora_form() -> dict:
         inputs["class_prompt"] = gr.Textbox(label="Class prompt", elem_id="train_lora_class_prompt")
         inputs["prior_loss_weight"] = gr.Slider(0, 2, value=1, step=0.05, label="Prior loss weight",
                                                 elem_id="train_lora_prior_loss_weight")
+        inputs["num_class_images"] = gr.Number(
+            0, label="Number of class images (0: use the folder as it is; fewer there are generated from the class "
+                     "prompt first)", precision=0, minimum=0, maximum=MAX_CLASS_IMAGES,
+            elem_id="train_lora_num_class_images")
     with gr.Row():
         inputs["rank"] = gr.Slider(1, MAX_RANK, value=16, step=1, label="Rank (network dim)", elem_id="train_lora_rank")
         inputs["alpha"] = gr.Number(None, label="Alpha (empty: the rank)", elem_id="train_lora_alpha")
@@ -237,6 +241,11 @@ def train_lora_form() -> dict:
         inputs["save_every"] = gr.Number(0, label="Save a copy every N steps, 0 to disable", precision=0,
                                          elem_id="train_lora_save_every")
         inputs["seed"] = gr.Number(-1, label="Seed (-1: random)", precision=0, elem_id="train_lora_seed")
+    with gr.Row():
+        inputs["preview_every"] = gr.Number(0, label="Preview image every N steps, 0 to disable", precision=0,
+                                            elem_id="train_lora_preview_every")
+        inputs["preview_prompt"] = gr.Textbox(label="Preview prompt (empty: the first image's training prompt)",
+                                              elem_id="train_lora_preview_prompt")
     with gr.Row():
         inputs["mixed_precision"] = gr.Dropdown(["no", "fp16", "bf16"], value="no", label="Mixed precision (CUDA)",
                                                 elem_id="train_lora_mixed_precision")
