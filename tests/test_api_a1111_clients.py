@@ -131,8 +131,11 @@ def test_every_a1111_option_is_in_get_options_with_a1111s_default_and_type(serve
               if key not in OUR_DEFAULTS and (values[key] != default or type(values[key]) is not type(default))}
     assert not differ
     assert values["sd_model_checkpoint"].startswith("tiny-sd1") and len(values["sd_checkpoint_hash"]) == 64
-    for key in table:   # what an extension reads: shared.opts.<key>
-        assert getattr(shared.opts, key) == server.services.options.get(key)
+    data = server.services.paths.data
+    for key in table:   # what an extension reads: shared.opts.<key>; a folder under the data folder, absolute
+        stored = server.services.options.get(key)
+        folder = (key.startswith("outdir_") or key in ("temp_dir", "control_net_detectedmap_dir")) and stored
+        assert getattr(shared.opts, key) == (str(data / stored) if folder else stored), key
 
 
 def test_post_options_toggles_send_seed_and_it_persists(server):

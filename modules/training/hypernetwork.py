@@ -19,7 +19,6 @@ ends where an uninterrupted run would.
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import random
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 
 from modules.jobs import Job, JobError
+from modules.models import files
 from modules.models.files import ModelFileError
 from modules.networks.hypernetwork import (HypernetworkAttnProcessor, HypernetworkInfo, applied, attention_layers,
                                            load_hypernetwork)
@@ -87,7 +87,7 @@ def train_hypernetwork(request: TrainHypernetworkRequest, *, path: Path, model, 
     entries, templates = read_training_data(request, folders.templates, filename_word_regex, filename_join_string)
 
     device = next(pipeline.unet.parameters()).device
-    layers = {width: network.layers[width] for width in _file_order(content)}
+    layers = {width: network.layers[width] for width in _file_order(path)}
     for pair in layers.values():
         for module in pair:
             module.to(device).requires_grad_(True).train()
@@ -153,11 +153,10 @@ def train_hypernetwork(request: TrainHypernetworkRequest, *, path: Path, model, 
     return result
 
 
-def _file_order(content: bytes) -> list[int]:
+def _file_order(path: Path) -> list[int]:
     """The file's widths in its own order: A1111 numbers the optimiser's parameters in it, so a `.optim` A1111
     wrote fits only in that order."""
-    data = torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)
-    return [key for key in data if type(key) is int]
+    return [key for key in files.load_object(path) if type(key) is int]
 
 
 def _optimizer(parameters: list, learn_rate: float, saved: dict, path: Path) -> torch.optim.AdamW | None:
