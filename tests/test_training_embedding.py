@@ -267,3 +267,22 @@ def test_the_train_tab_creates_and_trains_with_a_loss_chart(client):
     assert chart.size == (640, 260) and len(set(chart.getdata())) > 2   # a drawn line, not an empty chart
     with pytest.raises(gr.Error, match="learn_rate"):
         asyncio.run(follow({**values, "learn_rate": "fast"}))
+
+
+def test_a_batch_of_prompts_encodes_as_each_prompt_alone(client):
+    """Training encodes a batch's captions together; each row equals that caption encoded on its own (emphasis,
+    a prompt over 75 tokens padded against a short one, an embedding's vectors)."""
+    from modules.prompts.conditioning import TextEncoder
+
+    assert create(client, "rowthing", init_text="dog", num_vectors_per_token=2).status_code == 200
+    loaded = model(client)
+    embedding = load_embedding(client.services.paths.embeddings / "rowthing.pt")
+    texts = ["a (red:1.3) rowthing, [blue] sky", "plain words " * 40, "rowthing"]
+    for clip_skip in (1, 2):
+        batched = TrainingTextEncoder(loaded.pipeline, loaded.spec.family, clip_skip=clip_skip,
+                                      embeddings={"rowthing": embedding}).encode_batch(texts)
+        alone = TextEncoder(loaded.pipeline, loaded.spec.family, clip_skip=clip_skip,
+                            embeddings={"rowthing": embedding})
+        expected = torch.cat([alone.encode(text, min_chunks=2).embeds for text in texts])
+        assert batched.shape == expected.shape == (3, 154, expected.shape[-1])
+        assert torch.allclose(batched, expected, atol=1e-5)

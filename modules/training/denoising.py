@@ -14,13 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers import DDPMScheduler
 
 LATENT_SAMPLING_METHODS = ("once", "deterministic", "random")
 
 
-def training_scheduler(scheduler_config: dict) -> DDPMScheduler:
-    """The model's training noise schedule (betas, prediction type, zero-terminal-SNR rescale)."""
+def training_scheduler(scheduler_config: dict):
+    """The model's training noise schedule (betas, prediction type, zero-terminal-SNR rescale): a DDPMScheduler.
+    Imported here, on the worker: the API imports this module while the worker may be importing diffusers for the
+    first model, and diffusers' lazy top-level module is not safe to enter from two threads at once."""
+    from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+
     return DDPMScheduler.from_config(scheduler_config)
 
 
@@ -47,7 +50,7 @@ def encode(vae, pixels: torch.Tensor) -> LatentDistribution:
     return LatentDistribution(mean=mean, std=(posterior.std.float() * scale)[0].cpu())
 
 
-def denoising_loss(unet, scheduler: DDPMScheduler, latents: torch.Tensor, encoder_hidden_states: torch.Tensor,
+def denoising_loss(unet, scheduler, latents: torch.Tensor, encoder_hidden_states: torch.Tensor,
                    generator: torch.Generator, *, weight: torch.Tensor | None = None,
                    added_cond_kwargs: dict | None = None) -> torch.Tensor:
     """The batch's mean loss (a scalar with a graph back to whatever requires grad in the inputs or the UNet)."""

@@ -9,11 +9,19 @@ from contextlib import contextmanager
 
 import torch
 
-from modules.prompts.conditioning import Conditioning, TextEncoder
+from modules.devices import input_device
+from modules.models.tokenizer import BOS_ID, EOS_ID
+from modules.networks.textual_inversion import vectors_inserted
+from modules.prompts.chunks import CHUNK_TOKENS, PromptChunk
+from modules.prompts.conditioning import Conditioning, TextEncoder, _final_norm
 
 
 class TrainingTextEncoder(TextEncoder):
-    """Make a new one for each optimiser step (its per-text cache then lives for one step only)."""
+    """Make a new one for each optimiser step (its per-text cache then lives for one step only).
+
+    A batch's texts go through each text encoder together, one call per chunk position (generation encodes each
+    prompt on its own; a training batch's captions all differ, and one call per caption made the step slower than
+    diffusers' examples): the same tokens, embedding vectors, clip skip and emphasis per row as `TextEncoder`."""
 
     def _run(self, encoder, key, chunk, pad_id):
         # TextEncoder._run is wrapped in torch.inference_mode(); its undecorated body keeps the graph
@@ -24,8 +32,53 @@ class TrainingTextEncoder(TextEncoder):
 
     def encode_batch(self, texts: list[str]) -> torch.Tensor:
         """[batch, 77·chunks, width]: every text padded to the longest one's chunk count, as A1111 pads."""
-        chunk_count = max(len(self.chunks(text)) for text in texts)
-        return torch.cat([self.encode(text, min_chunks=chunk_count).embeds for text in texts])
+        return self.encode_rows(texts).embeds
+
+    def encode_rows(self, texts: list[str]) -> Conditioning:
+        chunked = [self.chunks(text) for text in texts]
+        count = max(len(chunks) for chunks in chunked)
+        for chunks in chunked:
+            chunks += [PromptChunk() for _ in range(count - len(chunks))]
+        parts, pooled = [], None
+        for position in range(count):
+            hidden, position_pooled = self._encode_rows([chunks[position] for chunks in chunked])
+            parts.append(hidden)
+            if position == 0:
+                pooled = position_pooled   # A1111 takes the pooled output of the first chunk
+        return Conditioning(torch.cat(parts, dim=1), pooled)
+
+    def _run_rows(self, encoder, key: str, chunks: list[PromptChunk], pad_id: int):
+        rows = []
+        for chunk in chunks:
+            ids = [BOS_ID] + chunk.tokens + [EOS_ID]
+            rows.append(ids + [pad_id] * (CHUNK_TOKENS + 2 - len(ids)))
+        tokens = torch.tensor(rows, dtype=torch.long, device=input_device(encoder))
+        with vectors_inserted(encoder, key, [chunk.fixes for chunk in chunks]):
+            return encoder(tokens, output_hidden_states=True)
+
+    def _emphasise_rows(self, hidden: torch.Tensor, chunks: list[PromptChunk]) -> torch.Tensor:
+        if self.emphasis not in ("Original", "No norm") or all(w == 1.0 for c in chunks for w in c.multipliers):
+            return hidden
+        weighted = hidden * torch.cat([self._weights(chunk, hidden) for chunk in chunks])
+        if self.emphasis == "Original":   # each row's own mean restored, as TextEncoder does per chunk
+            weighted = weighted * (hidden.mean(dim=(1, 2), keepdim=True) / weighted.mean(dim=(1, 2), keepdim=True))
+        return weighted
+
+    def _encode_rows(self, chunks: list[PromptChunk]):
+        pipe, family = self.pipeline, self.family
+        if not family.xl:
+            encoder = pipe.text_encoder
+            out = self._run_rows(encoder, "", chunks, family.text_encoder.pad_id)
+            hidden = (_final_norm(encoder)(out.hidden_states[-self.clip_skip]) if self.clip_skip > 1
+                      else out.last_hidden_state)
+            return self._emphasise_rows(hidden, chunks), None
+        hidden = []
+        if pipe.text_encoder is not None:
+            out = self._run_rows(pipe.text_encoder, "clip_l", chunks, family.text_encoder.pad_id)
+            hidden.append(self._emphasise_rows(out.hidden_states[-2], chunks))
+        out = self._run_rows(pipe.text_encoder_2, "clip_g", chunks, family.text_encoder_2.pad_id)
+        hidden.append(self._emphasise_rows(out.hidden_states[-2], chunks))
+        return torch.cat(hidden, dim=-1), out.text_embeds
 
 
 @contextmanager
@@ -46,8 +99,7 @@ def frozen(*modules):
 def encode_conditioning_batch(encoder: TrainingTextEncoder, texts: list[str]) -> Conditioning:
     """The batch's `Conditioning`: embeds [batch, 77·chunks, width] and, for SDXL, the pooled projections
     [batch, width] (the UNet's `text_embeds`), every text padded to the longest one's chunk count."""
-    chunk_count = max(len(encoder.chunks(text)) for text in texts)
-    return Conditioning.stacked([encoder.encode(text, min_chunks=chunk_count) for text in texts])
+    return encoder.encode_rows(texts)
 
 
 def sdxl_time_ids(sizes: list[tuple[int, int]]) -> torch.Tensor:
