@@ -26,23 +26,12 @@ from modules.training.text_conditioning import TrainingTextEncoder, encode_condi
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 from tests.fixtures.tiny_controlnets import build_tiny_controlnet
+from tests.fixtures.training_jobs import StopsAt
 
 SMALL = {"width": 64, "height": 64, "learn_rate": "0.001", "condition_folder": "conditions", "seed": 7}
 DISCS = [(8, 8), (36, 10), (12, 34), (34, 34)]
 
 
-class _StopsAt:
-    """A job whose Interrupt is pressed once `stop_at` steps are done."""
-
-    def __init__(self, stop_at: int = 10 ** 9):
-        self.stop_at, self.step, self.textinfo = stop_at, 0, ""
-
-    @property
-    def interrupted(self) -> bool:
-        return self.step >= self.stop_at
-
-    def set_progress(self, step: int, steps: int) -> None:
-        self.step = step
 
 
 def _condition(corner: tuple[int, int]) -> Image.Image:
@@ -78,7 +67,7 @@ def folders(services) -> ControlNetFolders:
 def train(services, name: str, job=None, **fields):
     request = TrainControlNetRequest(name=name, data_root=str(services.dataset), **{**SMALL, **fields})
     return train_controlnet(request, model=services.generator.load(None), folders=folders(services),
-                            job=job or _StopsAt())
+                            job=job or StopsAt())
 
 
 def generate(services, **fields):
@@ -152,7 +141,7 @@ def test_interrupt_then_resume_ends_with_an_uninterrupted_runs_weights(services)
     straight = train(services, "straight", **fields)
     uninterrupted = {k: v.clone() for k, v in safetensors.torch.load_file(
         services.paths.controlnet / "straight.safetensors").items()}
-    stopped = train(services, "resumed", job=_StopsAt(4), **fields)
+    stopped = train(services, "resumed", job=StopsAt(4), **fields)
     path = services.paths.controlnet / "resumed.safetensors"
     assert stopped.interrupted and stopped.step == 4 and state_path(path).exists()
     resumed = train(services, "resumed", **fields)
@@ -167,7 +156,7 @@ def test_conditions_made_by_an_annotator(services, tmp_path):
     result = train_controlnet(
         TrainControlNetRequest(name="canny-made", data_root=str(services.dataset), annotator="canny", steps=2,
                                **{k: v for k, v in SMALL.items() if k != "condition_folder"}),
-        model=services.generator.load(None), folders=folders(services), job=_StopsAt(), annotate=preprocessors.run)
+        model=services.generator.load(None), folders=folders(services), job=StopsAt(), annotate=preprocessors.run)
     assert result.step == 2 and (services.paths.controlnet / "canny-made.safetensors").exists()
 
 
@@ -186,7 +175,7 @@ def test_bad_input_is_refused_before_any_step_with_nothing_written(services, tmp
     before = set(services.paths.controlnet.iterdir())
     for root, words in ((broken, "No condition image for b.png"), (empty, "empty"), (wide, "shapes must match"),
                         (tmp_path / "missing", "does not exist")):
-        job = _StopsAt()
+        job = StopsAt()
         with pytest.raises(JobError, match=words):
             train_controlnet(TrainControlNetRequest(name="never", data_root=str(root), steps=2, **SMALL),
                              model=services.generator.load(None), folders=folders(services), job=job)
@@ -208,7 +197,8 @@ def test_bad_input_is_refused_before_any_step_with_nothing_written(services, tmp
 @pytest.mark.parametrize("fields, named", [
     ({"condition_folder": ""}, "condition_folder"), ({"annotator": "canny"}, "one of the two"),
     ({"annotator": "sparkles", "condition_folder": ""}, "sparkles"), ({"width": 60}, "width"),
-    ({"learn_rate": "fast"}, "learn_rate"), ({"clip_grad_value": "x"}, "clip_grad_value"), ({"name": "../up"}, "file name"),
+    ({"learn_rate": "fast"}, "learn_rate"), ({"clip_grad_value": "x"}, "clip_grad_value"),
+    ({"name": "../up"}, "file name"),
 ])
 def test_bad_fields_are_refused_naming_them(fields, named):
     with pytest.raises(ValidationError, match=named):

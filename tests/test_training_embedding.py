@@ -21,6 +21,7 @@ from modules.training.textual_inversion import TrainingFolders, train_embedding
 from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
+from tests.fixtures.training_jobs import StopsAt
 
 SMALL = {"training_width": 64, "training_height": 64, "create_image_every": 0, "save_embedding_every": 0,
          "template_filename": "subject_filewords.txt", "learn_rate": "0.05", "latent_sampling_method": "deterministic"}
@@ -164,18 +165,6 @@ def test_training_lowers_the_loss_and_changes_the_image(client):
     assert train(client, "overfit", steps=30).status_code == 200 and path.read_bytes() == kept
 
 
-class _StopsAt:
-    """A job whose Interrupt is pressed once `stop_at` steps are done."""
-
-    def __init__(self, stop_at: int):
-        self.stop_at, self.step, self.textinfo = stop_at, 0, ""
-
-    @property
-    def interrupted(self) -> bool:
-        return self.step >= self.stop_at
-
-    def set_progress(self, step: int, steps: int) -> None:
-        self.step = step
 
 
 def test_interrupt_then_resume_ends_with_an_uninterrupted_runs_weights(client):
@@ -191,16 +180,16 @@ def test_interrupt_then_resume_ends_with_an_uninterrupted_runs_weights(client):
                                     **{**SMALL, "learn_rate": "0.02:3, 0.01", "latent_sampling_method": "random",
                                        "shuffle_tags": True})
     loaded = model(client)
-    straight = train_embedding(request, model=loaded, folders=folders, job=_StopsAt(10 ** 9))
+    straight = train_embedding(request, model=loaded, folders=folders, job=StopsAt(10 ** 9))
     assert straight.step == 6 and not straight.interrupted
     uninterrupted = load_embedding(path).vectors_for("").clone()   # not a view of the file (mmap)
 
     shutil.copy(initial, path)
     state = path.with_name("resumed.pt.optim")
     state.unlink()
-    stopped = train_embedding(request, model=loaded, folders=folders, job=_StopsAt(4))
+    stopped = train_embedding(request, model=loaded, folders=folders, job=StopsAt(4))
     assert stopped.interrupted and stopped.step == 4 and load_embedding(path).step == 4 and state.exists()
-    resumed = train_embedding(request, model=loaded, folders=folders, job=_StopsAt(10 ** 9))
+    resumed = train_embedding(request, model=loaded, folders=folders, job=StopsAt(10 ** 9))
     assert resumed.step == 6 and [step for step, _ in resumed.losses] == [5, 6]
     assert stopped.losses + resumed.losses == straight.losses   # the same draws, step for step
     assert torch.equal(load_embedding(path).vectors_for(""), uninterrupted)
@@ -243,11 +232,11 @@ def test_the_train_tab_creates_and_trains_with_a_loss_chart(client):
     services = client.services
     config = create_ui(services).get_config_file()
     ids = {component["props"].get("elem_id") for component in config["components"]}
-    assert {"tab_train", "train_process_src", "train_preprocess", "train_new_embedding_name", "train_create_embedding", "train_embedding",
-            "train_dataset_directory", "train_train_embedding", "train_interrupt_training", "ti_loss_chart",
-            "train_new_hypernetwork_name", "train_create_hypernetwork", "train_hypernetwork", "train_train_hypernetwork",
-            "train_lora_name", "train_train_lora", "train_controlnet_name", "train_train_controlnet",
-            "ti_preview"} <= ids
+    assert {"tab_train", "train_process_src", "train_preprocess", "train_new_embedding_name", "train_create_embedding",
+            "train_embedding", "train_dataset_directory", "train_train_embedding", "train_interrupt_training",
+            "ti_loss_chart", "train_new_hypernetwork_name", "train_create_hypernetwork", "train_hypernetwork",
+            "train_train_hypernetwork", "train_lora_name", "train_train_lora", "train_controlnet_name",
+            "train_train_controlnet", "ti_preview"} <= ids
 
     prepared = asyncio.run(run_prepare(services, {"source_folder": str(client.dataset), "width": 64, "height": 64,
                                                   "destination_folder": str(client.data / "prepared"),

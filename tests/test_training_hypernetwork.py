@@ -24,6 +24,7 @@ from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
 from tests.fixtures.tiny_hypernetworks import MISFIT_WIDTH, SD1_CONTEXT_WIDTH, write_hypernetwork
+from tests.fixtures.training_jobs import StopsAt
 
 SMALL = {"training_width": 64, "training_height": 64, "create_image_every": 0, "save_hypernetwork_every": 0,
          "learn_rate": "0.005", "latent_sampling_method": "deterministic"}
@@ -179,18 +180,6 @@ def test_training_lowers_the_loss_and_changes_the_image(client):
     assert train(client, "overfit", steps=20).status_code == 200 and path.read_bytes() == kept
 
 
-class _StopsAt:
-    """A job whose Interrupt is pressed once `stop_at` steps are done."""
-
-    def __init__(self, stop_at: int):
-        self.stop_at, self.step, self.textinfo = stop_at, 0, ""
-
-    @property
-    def interrupted(self) -> bool:
-        return self.step >= self.stop_at
-
-    def set_progress(self, step: int, steps: int) -> None:
-        self.step = step
 
 
 def _weights(path) -> dict:
@@ -213,17 +202,17 @@ def test_interrupt_then_resume_ends_with_an_uninterrupted_runs_weights(client):
                                           "shuffle_tags": True})
     loaded = services.generator.load(None)
     run = dict(path=path, model=loaded, folders=folders)
-    straight = train_hypernetwork(request, job=_StopsAt(10 ** 9), **run)
+    straight = train_hypernetwork(request, job=StopsAt(10 ** 9), **run)
     assert straight.step == 6 and not straight.interrupted
     uninterrupted = _weights(path)
 
     shutil.copy(initial, path)
     state = path.with_name("resumed.pt.optim")
     state.unlink()
-    stopped = train_hypernetwork(request, job=_StopsAt(4), **run)
+    stopped = train_hypernetwork(request, job=StopsAt(4), **run)
     assert stopped.interrupted and stopped.step == 4 and load_hypernetwork(path).metadata["step"] == 4
     assert state.exists()
-    resumed = train_hypernetwork(request, job=_StopsAt(10 ** 9), **run)
+    resumed = train_hypernetwork(request, job=StopsAt(10 ** 9), **run)
     assert resumed.step == 6 and [step for step, _ in resumed.losses] == [5, 6]
     assert stopped.losses + resumed.losses == straight.losses   # the same draws, step for step
     after = _weights(path)

@@ -24,6 +24,7 @@ from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.pipelines import build_pipeline
 from tests.fixtures.tiny_checkpoints import build_tiny_model
+from tests.fixtures.training_jobs import StopsAt
 
 SMALL = {"resolution": 64, "rank": 4, "seed": 3}
 
@@ -56,18 +57,6 @@ def client(tmp_path_factory):
     services.shutdown()
 
 
-class _Job:
-    """A job whose Interrupt is pressed once `stop_at` steps are done."""
-
-    def __init__(self, stop_at: int = 10 ** 9):
-        self.stop_at, self.step, self.textinfo = stop_at, 0, ""
-
-    @property
-    def interrupted(self) -> bool:
-        return self.step >= self.stop_at
-
-    def set_progress(self, step: int, steps: int) -> None:
-        self.step = step
 
 
 def _request(client, **fields) -> TrainLoraRequest:
@@ -94,7 +83,7 @@ def test_the_trained_file_is_kohyas_and_changes_the_image(client):
 
     result = train_lora(_request(client, name="redthing", steps=4, unet_lr=0.02, text_encoder_lr=0.01,
                                  train_text_encoder=True, alpha=2.0, save_every=2),
-                        model=loaded, folders=client.folders, job=_Job())
+                        model=loaded, folders=client.folders, job=StopsAt())
     path = client.services.paths.lora / "redthing.safetensors"
     assert result.path == path and result.step == 4 and not result.interrupted and len(result.losses) == 4
     # the model is as it was: no peft layer left, every weight bit for bit
@@ -159,16 +148,16 @@ def test_interrupt_then_resume_ends_with_an_uninterrupted_runs_weights(client):
                        gradient_accumulation=2, bucketing=True, caption_dropout=0.3, min_snr_gamma=5.0,
                        noise_offset=0.1, lr_scheduler="cosine", lr_warmup_steps=2, unet_lr=0.01,
                        train_text_encoder=True, target="all_linear")
-    straight = train_lora(request, model=loaded, folders=client.folders, job=_Job())
+    straight = train_lora(request, model=loaded, folders=client.folders, job=StopsAt())
     uninterrupted, uninterrupted_file = _adapter(path), path.read_bytes()
     path.unlink()
     state_path(path).unlink()
 
-    stopped = train_lora(request, model=loaded, folders=client.folders, job=_Job(stop_at=3))
+    stopped = train_lora(request, model=loaded, folders=client.folders, job=StopsAt(stop_at=3))
     assert stopped.interrupted and stopped.step == 3 and state_path(path).exists()
     with safetensors.safe_open(path, "pt") as handle:
         assert handle.metadata()["ss_steps"] == "3"
-    resumed = train_lora(request, model=loaded, folders=client.folders, job=_Job())
+    resumed = train_lora(request, model=loaded, folders=client.folders, job=StopsAt())
     assert resumed.step == 5 and [step for step, _ in resumed.losses] == [4, 5]
     assert stopped.losses + resumed.losses == straight.losses
     after = _adapter(path)
@@ -177,7 +166,7 @@ def test_interrupt_then_resume_ends_with_an_uninterrupted_runs_weights(client):
     assert safetensors.torch.load(path.read_bytes()).keys() == safetensors.torch.load(uninterrupted_file).keys()
     # trained to its steps already: nothing more is done and the file stays
     kept = path.read_bytes()
-    assert train_lora(request, model=loaded, folders=client.folders, job=_Job()).step == 5
+    assert train_lora(request, model=loaded, folders=client.folders, job=StopsAt()).step == 5
     assert path.read_bytes() == kept
 
 
@@ -185,11 +174,11 @@ def test_dreambooth_prior_preservation_adds_the_class_images_loss(client):
     loaded = client.services.generator.load(None)
     classes = _write_images(client.data / "class_images", [((64, 64), ""), ((64, 64), "")])
     plain = train_lora(_request(client, name="sks_plain", instance_prompt="a photo of sks square", steps=2,
-                                use_captions=False), model=loaded, folders=client.folders, job=_Job())
+                                use_captions=False), model=loaded, folders=client.folders, job=StopsAt())
     dreambooth = train_lora(_request(client, name="sks", instance_prompt="a photo of sks square", steps=2,
                                      use_captions=False, class_data_root=str(classes),
                                      class_prompt="a photo of a square", prior_loss_weight=1.0),
-                            model=loaded, folders=client.folders, job=_Job())
+                            model=loaded, folders=client.folders, job=StopsAt())
     # the same instance draws, plus the class images' loss
     assert dreambooth.losses[0][1] > plain.losses[0][1]
     with safetensors.safe_open(dreambooth.path, "pt") as handle:
@@ -226,30 +215,30 @@ def test_bad_input_fails_before_any_step_and_writes_nothing(client, tmp_path):
              (_request(client, name="d", optimizer="AdamW8bit", steps=1), "CUDA")]
     for request, message in cases:
         with pytest.raises(JobError, match=message):
-            train_lora(request, model=loaded, folders=folders, job=_Job())
+            train_lora(request, model=loaded, folders=folders, job=StopsAt())
     assert not (tmp_path / "Lora").exists() or not any((tmp_path / "Lora").iterdir())
 
     # a file of that name not trained here, and a state from another family
     folders.loras.mkdir(exist_ok=True)
     (folders.loras / "taken.safetensors").write_bytes(b"x")
     with pytest.raises(JobError, match="already exists"):
-        train_lora(_request(client, name="taken", steps=1), model=loaded, folders=folders, job=_Job())
+        train_lora(_request(client, name="taken", steps=1), model=loaded, folders=folders, job=StopsAt())
     request = _request(client, name="other", steps=1)
     torch.save({"step": 1, "seed": 1, "family": "sdxl", "adapter": {}}, state_path(folders.loras / "other.safetensors"))
     with pytest.raises(JobError, match="sdxl checkpoint"):
-        train_lora(request, model=loaded, folders=folders, job=_Job())
+        train_lora(request, model=loaded, folders=folders, job=StopsAt())
     torch.save({"step": 1, "seed": 1, "family": "sd1", "adapter": {}, "rank": 8, "network_alpha": 8.0,
                 "target": "attention", "train_text_encoder": False, "optimizer": "AdamW"},
                state_path(folders.loras / "other.safetensors"))
     with pytest.raises(JobError, match="rank=8"):
-        train_lora(request, model=loaded, folders=folders, job=_Job())
+        train_lora(request, model=loaded, folders=folders, job=StopsAt())
 
 
 def test_a_full_disk_keeps_the_last_good_file(client, monkeypatch):
     loaded = client.services.generator.load(None)
     path = client.services.paths.lora / "full.safetensors"
     request = _request(client, name="full", steps=2, unet_lr=0.01)
-    train_lora(request.model_copy(update={"steps": 1}), model=loaded, folders=client.folders, job=_Job())
+    train_lora(request.model_copy(update={"steps": 1}), model=loaded, folders=client.folders, job=StopsAt())
     good, good_state = path.read_bytes(), state_path(path).read_bytes()
     from modules import images
 
@@ -258,7 +247,7 @@ def test_a_full_disk_keeps_the_last_good_file(client, monkeypatch):
 
     monkeypatch.setattr(images, "replace_atomically", full_disk)
     with pytest.raises(StorageFull, match="full.safetensors"):
-        train_lora(request, model=loaded, folders=client.folders, job=_Job())
+        train_lora(request, model=loaded, folders=client.folders, job=StopsAt())
     assert path.read_bytes() == good and state_path(path).read_bytes() == good_state
     assert not [name for name in path.parent.iterdir() if name.name.startswith(".")]   # no temp file left
 
@@ -284,7 +273,7 @@ def test_sdxl_lora_has_kohyas_sgm_names_and_loads_in_both_loaders(tmp_path):
                                target="all_linear",
                                **SMALL)
     folders = LoraFolders(loras=tmp_path / "Lora", log_root=tmp_path)
-    assert train_lora(request, model=_Model, folders=folders, job=_Job()).step == 2
+    assert train_lora(request, model=_Model, folders=folders, job=StopsAt()).step == 2
     path = folders.loras / "xl.safetensors"
     tensors = safetensors.torch.load_file(path)
     modules = {key.split(".", 1)[0] for key in tensors}
@@ -311,7 +300,7 @@ def test_no_layers_stay_behind_when_a_training_fails(client, monkeypatch):
 
     monkeypatch.setattr(lora_training, "lora_loss", broken)
     with pytest.raises(RuntimeError, match="boom"):
-        train_lora(_request(client, name="broken", steps=1), model=loaded, folders=client.folders, job=_Job())
+        train_lora(_request(client, name="broken", steps=1), model=loaded, folders=client.folders, job=StopsAt())
     assert [name for name, _ in unet.named_modules()] == tree and not hasattr(unet, "peft_config")
     assert [parameter.requires_grad for parameter in unet.parameters()] == trainable
 

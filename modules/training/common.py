@@ -25,6 +25,15 @@ from modules.training.learn_schedule import LearnRateScheduler
 log = logging.getLogger(__name__)
 
 
+def require_sd1_or_sd2(model, kind: str) -> None:
+    """A1111's trainers (textual inversion, hypernetworks) work on SD 1.x/2.x base checkpoints only."""
+    if model.spec.family.xl:
+        raise JobError(f"{kind} training here supports SD 1.x and 2.x checkpoints (as A1111's): "
+                       f"'{model.info.title}' is SDXL")
+    if model.spec.inpainting:
+        raise JobError(f"'{model.info.title}' is an inpainting checkpoint: train on its base model")
+
+
 @dataclass
 class TrainingResult:
     """What a finished (or interrupted) training reports; `losses` holds (step, loss) for the loss chart."""

@@ -32,7 +32,7 @@ from modules.networks.hypernetwork import (HypernetworkAttnProcessor, Hypernetwo
                                            load_hypernetwork)
 from modules.training import dataset as datasets
 from modules.training.common import (BatchPlan, StepLoop, TrainingFolders, TrainingResult, log_folder, loss_weight,
-                                     optimizer_state_bytes, prepare_latents, read_training_data,
+                                     optimizer_state_bytes, prepare_latents, read_training_data, require_sd1_or_sd2,
                                      saved_optimizer_state, training_seed)
 from modules.training.denoising import denoising_loss, training_scheduler
 from modules.training.hypernetwork_files import HypernetworkFile, Structure, file_hash, save_hypernetwork
@@ -62,11 +62,7 @@ def train_hypernetwork(request: TrainHypernetworkRequest, *, path: Path, model, 
     """Train the hypernetwork file at `path` on the worker (it owns the model). Everything that can be wrong with
     the request, the file or the dataset is raised as a JobError before the first step."""
     pipeline = model.pipeline
-    if model.spec.family.xl:
-        raise JobError("hypernetwork training here supports SD 1.x and 2.x checkpoints (as A1111's): "
-                       f"'{model.info.title}' is SDXL")
-    if model.spec.inpainting:
-        raise JobError(f"'{model.info.title}' is an inpainting checkpoint: train on its base model")
+    require_sd1_or_sd2(model, "hypernetwork")
     name = path.stem
     content = path.read_bytes()
     try:

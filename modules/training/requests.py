@@ -22,7 +22,8 @@ MAX_HYPERNETWORK_WIDTH = 8192
 
 
 class CreateEmbeddingRequest(BaseModel):
-    """Train → Create embedding (A1111's `create_embedding(name, num_vectors_per_token, overwrite_old, init_text)`)."""
+    """Train → Create embedding (A1111's `create_embedding(name, num_vectors_per_token, overwrite_old,
+    init_text)`)."""
 
     model_config = ConfigDict(extra="forbid")
 

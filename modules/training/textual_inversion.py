@@ -24,8 +24,8 @@ import torch
 from modules.jobs import Job, JobError
 from modules.networks.textual_inversion import SINGLE_KEY, Embedding, encoder_widths, fit_problem, load_embedding
 from modules.training import dataset as datasets, previews
-from modules.training.common import (BatchPlan, StepLoop, TrainingFolders, TrainingResult, log_folder,
-                                     loss_weight, optimizer_state_bytes, prepare_latents, read_training_data,
+from modules.training.common import (BatchPlan, StepLoop, TrainingFolders, TrainingResult, log_folder, loss_weight,
+                                     optimizer_state_bytes, prepare_latents, read_training_data, require_sd1_or_sd2,
                                      saved_optimizer_state, training_seed)
 from modules.training.denoising import denoising_loss, training_scheduler
 from modules.training.embedding_files import save_embedding
@@ -56,11 +56,7 @@ def train_embedding(request: TrainEmbeddingRequest, *, model, folders: TrainingF
     embedding or the dataset is raised as a JobError before the first step. With `generate` (the generation
     core), a preview every `create_image_every` steps, made with the embedding saved so far."""
     pipeline = model.pipeline
-    if model.spec.family.xl:
-        raise JobError("textual inversion training here supports SD 1.x and 2.x checkpoints (as A1111's): "
-                       f"'{model.info.title}' is SDXL")
-    if model.spec.inpainting:
-        raise JobError(f"'{model.info.title}' is an inpainting checkpoint: train on its base model")
+    require_sd1_or_sd2(model, "textual inversion")
     path = find_embedding_file(folders.embeddings, request.embedding_name)
     embedding = load_embedding(path)
     problem = fit_problem(embedding, encoder_widths(pipeline))
