@@ -161,7 +161,8 @@ def test_training_lowers_the_loss_and_changes_the_image(client):
     before_loss = _fixed_loss(client, path)
     txt2img = {"prompt": "a red square <hypernet:overfit:1>", "steps": 2, "width": 64, "height": 64, "seed": 5}
     before_image = client.post("/sdapi/v1/txt2img", json=txt2img).json()["images"][0]
-    answer = train(client, "overfit", steps=20, batch_size=2, seed=3, save_hypernetwork_every=10)
+    answer = train(client, "overfit", steps=20, batch_size=2, seed=3, save_hypernetwork_every=10,
+                   create_image_every=20)
     assert answer.status_code == 200, answer.text
     assert answer.json()["info"] == f"train hypernetwork complete: filename: {path} error: None"
     trained = load_hypernetwork(path)
@@ -174,6 +175,11 @@ def test_training_lowers_the_loss_and_changes_the_image(client):
     assert sorted(p.name for p in (logs[0] / "hypernetworks").iterdir()) == [
         "overfit-10.pt", "overfit-10.pt.optim", "overfit-20.pt", "overfit-20.pt.optim"]
     assert load_hypernetwork(logs[0] / "hypernetworks" / "overfit-10.pt").metadata["step"] == 10
+    # a preview at step 20 with the modules being trained on the model, its infotext inside
+    from PIL import Image
+
+    assert sorted(p.name for p in (logs[0] / "images").iterdir()) == ["overfit-20.png"]
+    assert "Steps: 20" in Image.open(logs[0] / "images" / "overfit-20.png").info["parameters"]
     rows = (logs[0] / "hypernetwork_loss.csv").read_text().splitlines()
     assert rows[0] == "step,epoch,epoch_step,loss,learn_rate" and len(rows) == 21
     kept = path.read_bytes()   # trained beyond the asked steps: nothing more to do, the file stays

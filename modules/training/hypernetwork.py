@@ -30,7 +30,7 @@ from modules.models import files
 from modules.models.files import ModelFileError
 from modules.networks.hypernetwork import (HypernetworkAttnProcessor, HypernetworkInfo, applied, attention_layers,
                                            load_hypernetwork)
-from modules.training import dataset as datasets
+from modules.training import dataset as datasets, previews
 from modules.training.common import (BatchPlan, StepLoop, TrainingFolders, TrainingResult, log_folder, loss_weight,
                                      optimizer_state_bytes, prepare_latents, read_training_data, require_sd1_or_sd2,
                                      saved_optimizer_state, training_seed)
@@ -58,9 +58,12 @@ class _TrainedOnly:
 
 def train_hypernetwork(request: TrainHypernetworkRequest, *, path: Path, model, folders: TrainingFolders, job: Job,
                        clip_skip: int = 1, emphasis: str = "Original", embeddings: dict | None = None,
-                       filename_word_regex: str = "", filename_join_string: str = " ") -> TrainingResult:
+                       filename_word_regex: str = "", filename_join_string: str = " ",
+                       generate: previews.Generate | None = None) -> TrainingResult:
     """Train the hypernetwork file at `path` on the worker (it owns the model). Everything that can be wrong with
-    the request, the file or the dataset is raised as a JobError before the first step."""
+    the request, the file or the dataset is raised as a JobError before the first step. With `generate` (the
+    generation core), a preview every `create_image_every` steps: the modules being trained are on the attention
+    layers, so it shows them as they are (in eval mode, without dropout, as A1111's preview)."""
     pipeline = model.pipeline
     require_sd1_or_sd2(model, "hypernetwork")
     name = path.stem
@@ -119,6 +122,7 @@ def train_hypernetwork(request: TrainHypernetworkRequest, *, path: Path, model, 
         texts = [datasets.create_text(entries[i].filename_text, name, templates, rng,
                                       shuffle_tags=request.shuffle_tags, tag_drop_out=request.tag_drop_out)
                  if redrawn else fixed_texts[i] for i in batch]
+        last_texts[:] = texts
         with torch.no_grad():   # the text encoder is frozen: its output is a constant of the step
             encoder = TrainingTextEncoder(pipeline, model.spec.family, clip_skip=clip_skip, emphasis=emphasis,
                                           embeddings=embeddings)
@@ -130,10 +134,22 @@ def train_hypernetwork(request: TrainHypernetworkRequest, *, path: Path, model, 
             torch.manual_seed(generator.initial_seed())
             return denoising_loss(pipeline.unet, scheduler, sampled, cond, generator, weight=weight)
 
+    last_texts: list[str] = []   # the latest batch's prompts: A1111's preview prompt is its first
+    modules = [module for pair in layers.values() for module in pair]
+
     def after_step(step: int) -> None:
         trained.step = step
         if request.save_hypernetwork_every and step % request.save_hypernetwork_every == 0:
             _save(trained, optimizer, seed, folder / "hypernetworks" / f"{name}-{step}.pt")
+        if generate is not None and request.create_image_every and step % request.create_image_every == 0:
+            for module in modules:
+                module.eval()
+            try:
+                previews.make_preview(generate, previews.PreviewSettings.of(request), last_texts[0], job,
+                                      folder / "images", name, step)
+            finally:
+                for module in modules:
+                    module.train()
 
     loop = StepLoop(request, job, result, optimizer, lr_schedule, parameters, plan, folder / LOSS_LOG,
                     "Training hypernetwork", batch_loss, after_step)

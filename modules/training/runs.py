@@ -120,11 +120,13 @@ def train_hypernetwork_run(services, request: TrainHypernetworkRequest) -> Calla
         options = services.options
         embeddings, _ = services.networks.embeddings.for_model(encoder_widths(model.pipeline))
         folders = TrainingFolders(templates=services.paths.training_templates, log_root=services.paths.data)
+        check_preview_fields(services, request)
         return train_hypernetwork(request, path=info.path, model=model, folders=folders, job=job,
                                   clip_skip=int(options.CLIP_stop_at_last_layers), emphasis=options.emphasis,
                                   embeddings=embeddings,
                                   filename_word_regex=options.dataset_filename_word_regex or "",
-                                  filename_join_string=options.dataset_filename_join_string or " ")
+                                  filename_join_string=options.dataset_filename_join_string or " ",
+                                  generate=preview_generator(services))
 
     return run
 
