@@ -278,6 +278,10 @@ def __getattr__(name: str) -> Any:
         return face_restoration.restorers()
     if name == "hide_dirs":
         return {"visible": not services().args.hide_ui_dir_config}
+    if name == "interrogator":   # A1111's InterrogateModels("interrogate"), over the server's Interrogator
+        from modules import interrogate
+
+        return interrogate.InterrogateModels("interrogate")
     if name in ("list_checkpoint_tiles", "refresh_checkpoints", "list_samplers", "reload_hypernetworks"):
         from modules import shared_items
 

@@ -254,3 +254,25 @@ def test_prepare_captions_each_output_image(api, tmp_path):
     caption = (tmp_path / "out" / "00000-0-leaf.txt").read_text()
     parts = caption.split(", ")
     assert parts[0] == "my leaf" and len(parts) >= 3, caption
+
+
+def test_a1111_names_for_extensions_interrogate_through_the_server(api):
+    """`modules.deepbooru.model.tag`, `tag_multi(force_disable_ranks=True)` and `shared.interrogator.interrogate`, as
+    extensions (dataset tag editors, taggers) call them — from a request thread and from inside a job alike."""
+    from PIL import Image
+
+    from modules import deepbooru, shared
+
+    shared.bind(api.services)   # A1111's module globals follow this server (another test's may have bound theirs)
+    picture = Image.new("RGB", (64, 64), (200, 40, 40))
+    api.services.options.update({"interrogate_deepbooru_score_threshold": 0.0, "interrogate_return_ranks": True})
+    ranked = deepbooru.model.tag(picture)
+    assert ranked and ":" in ranked.split(", ")[0]   # "(tag:0.512)" with ranks
+    plain = deepbooru.model.tag_multi(picture, force_disable_ranks=True)
+    assert plain and ":" not in plain
+    caption = shared.interrogator.interrogate(picture)
+    assert isinstance(caption, str) and caption
+    # a script's hook runs on the worker: the call runs there at once instead of waiting behind itself
+    job = api.services.queue.submit("script hook", lambda job: deepbooru.model.tag_multi(picture, True))
+    assert job.done.wait(60) and job.state == "done" and job.result == plain
+    api.services.options.update({"interrogate_return_ranks": False})
