@@ -104,32 +104,28 @@ async def follow_training(services, job):
                            + (f"\nLog: {result.log_folder}" if result.log_folder else "")), chart, job.preview
 
 
-async def run_train_embedding(services, values: dict):
-    request = _validated(TrainEmbeddingRequest, values)
-    job = _submitted(lambda: services.submit_train_embedding(request))
+async def _run_training(services, values: dict, request_model, submit_name: str):
+    """Validate the form's values as `request_model`, submit the job through `Services.<submit_name>`, follow it."""
+    request = _validated(request_model, values)
+    job = _submitted(lambda: getattr(services, submit_name)(request))
     async for update in follow_training(services, job):
         yield update
 
 
-async def run_train_lora(services, values: dict):
-    request = _validated(TrainLoraRequest, values)
-    job = _submitted(lambda: services.submit_train_lora(request))
-    async for update in follow_training(services, job):
-        yield update
+def run_train_embedding(services, values: dict):
+    return _run_training(services, values, TrainEmbeddingRequest, "submit_train_embedding")
 
 
-async def run_train_controlnet(services, values: dict):
-    request = _validated(TrainControlNetRequest, values)
-    job = _submitted(lambda: services.submit_train_controlnet(request))
-    async for update in follow_training(services, job):
-        yield update
+def run_train_hypernetwork(services, values: dict):
+    return _run_training(services, values, TrainHypernetworkRequest, "submit_train_hypernetwork")
 
 
-async def run_train_hypernetwork(services, values: dict):
-    request = _validated(TrainHypernetworkRequest, values)
-    job = _submitted(lambda: services.submit_train_hypernetwork(request))
-    async for update in follow_training(services, job):
-        yield update
+def run_train_lora(services, values: dict):
+    return _run_training(services, values, TrainLoraRequest, "submit_train_lora")
+
+
+def run_train_controlnet(services, values: dict):
+    return _run_training(services, values, TrainControlNetRequest, "submit_train_controlnet")
 
 
 def create_tab(services, demo: gr.Blocks | None = None) -> None:
