@@ -167,6 +167,74 @@ def test_training_lowers_the_loss_and_changes_the_image(client):
 
 
 
+def test_previews_after_a_save_carry_that_embedding_in_a_png(client):
+    """A1111's "Save images with embedding in PNG chunks": the first preview after each `<name>-<step>.pt` is also
+    written, captioned, with that embedding inside; the PNG works as the embedding when put in the embeddings
+    folder."""
+    import base64
+    import json
+
+    from modules.training.embedding_image import caption_image
+
+    assert create(client, "pngthing", num_vectors_per_token=2, init_text="cat").status_code == 200
+    answer = train(client, "pngthing", steps=8, save_embedding_every=3, create_image_every=2)
+    assert answer.status_code == 200, answer.text
+    (log,) = (client.data / "textual_inversion").glob("*/pngthing")
+    assert sorted(p.name for p in (log / "images").iterdir()) == [f"pngthing-{step}.png" for step in (2, 4, 6, 8)]
+    # step 2: nothing saved yet; 4: carries the step-3 save; 6: the step-6 save; 8: that one is in an image already
+    assert sorted(p.name for p in (log / "image_embeddings").iterdir()) == ["pngthing-4.png", "pngthing-6.png"]
+    png = log / "image_embeddings" / "pngthing-4.png"
+    from_png, saved = load_embedding(png), load_embedding(log / "embeddings" / "pngthing-3.pt")
+    assert from_png.name == "pngthing-3" and from_png.step == 3
+    assert torch.equal(from_png.vectors_for(""), saved.vectors_for(""))
+    assert torch.equal(load_embedding(log / "image_embeddings" / "pngthing-6.png").vectors_for(""),
+                       load_embedding(log / "embeddings" / "pngthing-6.pt").vectors_for(""))
+    final = load_embedding(client.services.paths.embeddings / "pngthing.pt")
+    assert final.step == 8 and not torch.equal(final.vectors_for(""), from_png.vectors_for(""))
+    # A1111's reader: base64 of JSON, tensors as {"TORCHTENSOR": [[...]]}
+    image = Image.open(png)
+    data = json.loads(base64.b64decode(image.info["sd-ti-embedding"]))
+    assert torch.equal(torch.tensor(data["string_to_param"]["*"]["TORCHTENSOR"]), saved.vectors_for(""))
+    # the preview under A1111's caption: same size, shaded to black at the top edge, and text drawn on it
+    preview = Image.open(log / "images" / "pngthing-4.png")
+    captioned = np.asarray(image.convert("RGB"))
+    assert image.size == preview.size and not captioned[0].any()
+    assert not np.array_equal(captioned, np.asarray(caption_image(preview, "", "", "", "")))
+
+    shutil.copy(png, client.services.paths.embeddings / "pngthing-4.png")
+    listed = client.get("/sdapi/v1/embeddings").json()
+    assert listed["loaded"]["pngthing-3"]["step"] == 3 and listed["loaded"]["pngthing-3"]["vectors"] == 2
+
+
+def test_no_embedding_images_when_the_option_is_off(client):
+    assert create(client, "plainpng", init_text="cat").status_code == 200
+    answer = train(client, "plainpng", steps=1, save_embedding_every=1, create_image_every=1,
+                   save_image_with_stored_embedding=False)
+    assert answer.status_code == 200, answer.text
+    (log,) = (client.data / "textual_inversion").glob("*/plainpng")
+    assert (log / "images" / "plainpng-1.png").exists() and not (log / "image_embeddings").exists()
+
+
+def test_a_full_disk_leaves_no_partial_embedding_image(tmp_path, monkeypatch):
+    from modules.jobs import StorageFull
+    from modules.networks.textual_inversion import Embedding
+    from modules.training.embedding_image import save_embedding_image
+
+    embedding = Embedding(name="full-4", vectors={"": torch.ones(1, 8)}, path=tmp_path / "full-4.pt", step=4)
+    preview = Image.new("RGB", (64, 64), (90, 120, 200))
+    kept = save_embedding_image(preview, embedding, tmp_path, "full", 4)
+    before = kept.read_bytes()
+
+    def disk_full(*_args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.replace", disk_full)
+    with pytest.raises(StorageFull, match="full-4.png"):
+        save_embedding_image(preview, Embedding(name="full-4", vectors={"": torch.zeros(1, 8)}, path=kept),
+                             tmp_path, "full", 4)
+    assert kept.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["full-4.png"]
+
+
 def test_interrupt_then_resume_ends_with_an_uninterrupted_runs_weights(client):
     services = client.services
     assert create(client, "resumed", num_vectors_per_token=2, init_text="dog").status_code == 200

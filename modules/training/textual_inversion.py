@@ -12,6 +12,10 @@ its optimiser state beside it (`<name>.pt.optim`: A1111's `hash` and `optimizer_
 seed); under `<log_directory>/<date>/<name>/`: `embeddings/<name>-<step>.pt` every `save_embedding_every` steps
 and `textual_inversion_loss.csv`. Interrupting saves both files: training the same embedding again resumes from
 its step with the same optimiser state, data order and noise, and ends where an uninterrupted run would.
+
+Previews every `create_image_every` steps go to `images/`; with `save_image_with_stored_embedding`, as A1111's,
+the first preview after each `embeddings/<name>-<step>.pt` also goes to `image_embeddings/<name>-<preview step>.png`,
+captioned and carrying that saved embedding (`embedding_image.py`).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from modules.training.common import (BatchPlan, StepLoop, TrainingFolders, Train
                                      saved_optimizer_state, training_seed)
 from modules.training.denoising import denoising_loss, training_scheduler
 from modules.training.embedding_files import save_embedding
+from modules.training.embedding_image import save_embedding_image
 from modules.training.learn_schedule import LearnRateScheduler
 from modules.training.requests import TrainEmbeddingRequest
 from modules.training.text_conditioning import TrainingTextEncoder, frozen
@@ -106,16 +111,21 @@ def train_embedding(request: TrainEmbeddingRequest, *, model, folders: TrainingF
         return denoising_loss(pipeline.unet, scheduler, sampled, cond, generator, weight=weight)
 
     last_texts: list[str] = []   # the latest batch's prompts: A1111's preview prompt is its first
+    # A1111's `embedding_yet_to_be_embedded`: the latest `<name>-<step>.pt` saved, until a preview image carries it
+    not_yet_in_an_image: list[Embedding] = []
 
     def after_step(step: int) -> None:
         trained.step = step
         if request.save_embedding_every and step % request.save_embedding_every == 0:
             every = folder / "embeddings" / f"{trained.name}-{step}.pt"
-            _save(trained, optimizer, seed, every, name=f"{trained.name}-{step}")
+            not_yet_in_an_image[:] = [_save(trained, optimizer, seed, every, name=f"{trained.name}-{step}")]
         if generate is not None and request.create_image_every and step % request.create_image_every == 0:
             _save(trained, optimizer, seed, path)   # what the generation reads (and a resumable state)
             previews.make_preview(generate, previews.PreviewSettings.of(request), last_texts[0], job,
                                   folder / "images", trained.name, step)
+            if request.save_image_with_stored_embedding and not_yet_in_an_image:
+                save_embedding_image(job.preview, not_yet_in_an_image.pop(), folder / "image_embeddings",
+                                     trained.name, step)
 
     loop = StepLoop(request, job, result, optimizer, lr_schedule, [vectors], plan, folder / LOSS_LOG,
                     "Training textual inversion", batch_loss, after_step)
@@ -125,12 +135,13 @@ def train_embedding(request: TrainEmbeddingRequest, *, model, folders: TrainingF
     return result
 
 
-def _save(embedding: Embedding, optimizer, seed: int, path: Path, name: str | None = None) -> None:
-    """The embedding, then its optimiser state; each written atomically (a full disk keeps the last good file)."""
+def _save(embedding: Embedding, optimizer, seed: int, path: Path, name: str | None = None) -> Embedding:
+    """The embedding, then its optimiser state; each written atomically (a full disk keeps the last good file).
+    Returns what was saved, as it is now (later steps do not change it)."""
     from modules.images import replace_atomically
 
     vectors = embedding.vectors_for(SINGLE_KEY)
-    named = Embedding(name=name or embedding.name, vectors={SINGLE_KEY: vectors.detach()}, path=path,
+    named = Embedding(name=name or embedding.name, vectors={SINGLE_KEY: vectors.detach().clone()}, path=path,
                       step=embedding.step, sd_checkpoint=embedding.sd_checkpoint,
                       sd_checkpoint_name=embedding.sd_checkpoint_name)
     try:
@@ -140,3 +151,4 @@ def _save(embedding: Embedding, optimizer, seed: int, path: Path, name: str | No
         from modules.jobs import StorageFull
 
         raise StorageFull(f"could not save the embedding {path}: {error}") from None
+    return named
