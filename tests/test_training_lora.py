@@ -331,3 +331,56 @@ def test_previews_show_the_adapter_being_trained(client):
 
     shot = Image.open(images[0])
     assert shot.size == (64, 64) and shot.info["parameters"].startswith("a red ball")
+
+
+def _forward_counts(pipe, kinds: tuple[str, ...]) -> tuple[dict[str, int], list]:
+    """How many times modules of these class names start a forward pass; the hooks to remove. (A pre-hook: a
+    checkpoint's recomputation stops once it has what the backward pass needs, before any forward hook.)"""
+    counts = {kind: 0 for kind in kinds}
+    hooks = []
+    for component in (pipe.unet, pipe.text_encoder):
+        for module in component.modules():
+            kind = type(module).__name__
+            if kind in counts:
+                hooks.append(module.register_forward_pre_hook(
+                    lambda *_args, kind=kind: counts.__setitem__(kind, counts[kind] + 1)))
+    return counts, hooks
+
+
+def test_gradient_checkpointing_recomputes_activations_and_trains_the_same_weights(client):
+    """Checkpointing runs the UNet's resnets and the text encoder's layers (their MLPs counted) again in the backward
+    pass (it keeps fewer activations), and the weights it trains are those of a run without it."""
+    loaded = client.services.generator.load(None)
+    pipe = loaded.pipeline
+    weights, runs = {}, {}
+    for checkpointing in (False, True):
+        request = _request(client, name=f"checkpointed{int(checkpointing)}", steps=2, unet_lr=0.01,
+                           train_text_encoder=True, gradient_checkpointing=checkpointing)
+        counts, hooks = _forward_counts(pipe, ("ResnetBlock2D", "CLIPMLP"))
+        try:
+            train_lora(request, model=loaded, folders=client.folders, job=StopsAt())
+        finally:
+            for hook in hooks:
+                hook.remove()
+        runs[checkpointing] = counts
+        weights[checkpointing] = _adapter(client.services.paths.lora / f"checkpointed{int(checkpointing)}.safetensors")
+    assert all(runs[True][kind] > runs[False][kind] for kind in runs[False]), runs
+    assert not pipe.unet.is_gradient_checkpointing and not pipe.text_encoder.training   # the model as it was
+    assert weights[True].keys() == weights[False].keys()
+    assert all(torch.allclose(weights[True][key], weights[False][key], atol=1e-6) for key in weights[True])
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_mixed_precision_computes_in_the_lower_precision_and_keeps_float32_weights(client, precision, dtype):
+    loaded = client.services.generator.load(None)
+    seen = set()
+    hook = loaded.pipeline.unet.conv_in.register_forward_hook(lambda _m, _i, output: seen.add(output.dtype))
+    try:
+        result = train_lora(_request(client, name=f"mixed-{precision}", steps=2, unet_lr=0.01,
+                                     mixed_precision=precision), model=loaded, folders=client.folders, job=StopsAt())
+    finally:
+        hook.remove()
+    assert dtype in seen and result.step == 2
+    assert all(np.isfinite(loss) for _, loss in result.losses)
+    adapter = _adapter(result.path)
+    assert adapter and all(value.dtype == torch.float32 and torch.isfinite(value).all() for value in adapter.values())

@@ -62,8 +62,8 @@ class TrainLoraRequest(BaseModel):
     preview_prompt: str = Field("", max_length=10_000)     # "": the first image's training prompt
     save_precision: Literal["fp16", "bf16", "float"] = "fp16"
     seed: int = -1                                         # -1: random (kept in the resume state)
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # CUDA only
-    gradient_checkpointing: bool = False                   # CUDA only
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # autocast; pays off on CUDA
+    gradient_checkpointing: bool = False                   # less memory, more time per step
 
     @field_validator("name")
     @classmethod

@@ -247,9 +247,10 @@ def train_lora_form() -> dict:
         inputs["preview_prompt"] = gr.Textbox(label="Preview prompt (empty: the first image's training prompt)",
                                               elem_id="train_lora_preview_prompt")
     with gr.Row():
-        inputs["mixed_precision"] = gr.Dropdown(["no", "fp16", "bf16"], value="no", label="Mixed precision (CUDA)",
+        inputs["mixed_precision"] = gr.Dropdown(["no", "fp16", "bf16"], value="no",
+                                                label="Mixed precision (fast on a GPU)",
                                                 elem_id="train_lora_mixed_precision")
-        inputs["gradient_checkpointing"] = gr.Checkbox(False, label="Gradient checkpointing (CUDA)",
+        inputs["gradient_checkpointing"] = gr.Checkbox(False, label="Gradient checkpointing (less memory)",
                                                        elem_id="train_lora_gradient_checkpointing")
     with gr.Row():
         interrupt = gr.Button("Interrupt", elem_id="train_lora_interrupt")
