@@ -134,6 +134,7 @@ class Job:
     preview_id: int = 0
     textinfo: str = ""
     result: Any = None
+    partial_result: Any = None       # what a running job has made so far, for its followers (a training's losses)
     error: str | None = None
     error_kind: type[JobError] | None = None   # when failed: which kind of JobError (InternalError if unexpected)
     interrupted: bool = False
@@ -353,7 +354,7 @@ class JobQueue:
         while len(self._with_results) > self._kept_results and \
                 time.time() - self._with_results[0].finished > RESULT_GRACE_SECONDS:
             oldest = self._with_results.popleft()
-            oldest.result = oldest.preview = None
+            oldest.result = oldest.preview = oldest.partial_result = None
 
     def _trim_history(self) -> None:
         while len(self._jobs) > self._history + len(self._waiting) + 1:

@@ -239,3 +239,19 @@ def test_the_train_controlnet_route_trains_and_lists_it(services):
                                                                   "width": 60})
         assert refused.status_code == 422 and "width" in refused.text
         assert "/sdapi/v1/train/controlnet" in client.get("/openapi.json").json()["paths"]
+
+
+def test_previews_are_generated_with_the_controlnet_as_trained_so_far(services):
+    """A preview every N steps: the ControlNet saved with its resumable state, then a txt2img guided by it (with
+    the first image's condition), saved with its infotext and shown as the job's preview."""
+    job = services.submit_train_controlnet(TrainControlNetRequest(
+        name="previewed", data_root=str(services.dataset), steps=2, preview_every=1, preview_prompt="a red ball",
+        **SMALL))
+    assert job.done.wait(300) and job.state == "done", job.error
+    images = sorted((services.data / "controlnet").glob("*/previewed/images/*.png"))
+    assert [path.name for path in images] == ["previewed-1.png", "previewed-2.png"]
+    shot = Image.open(images[0])
+    infotext = shot.info["parameters"]
+    assert shot.size == (64, 64) and infotext.startswith("a red ball")
+    assert "ControlNet 0: " in infotext and "Model: previewed" in infotext
+    assert job.preview is not None and job.preview.size == (64, 64)

@@ -326,6 +326,67 @@ def test_the_train_tab_creates_and_trains_with_a_loss_chart(client):
         asyncio.run(follow({**values, "learn_rate": "fast"}))
 
 
+def test_every_train_tab_field_is_a_field_of_its_request(client):
+    """Each form sends its inputs by name into its request model (which forbids unknown names): a field renamed on
+    one side only would fail every click."""
+    import gradio as gr
+
+    from modules.training.controlnet_training import TrainControlNetRequest
+    from modules.training.lora_requests import TrainLoraRequest
+    from modules.training.preprocess import PreprocessRequest
+    from modules.training.requests import (CreateEmbeddingRequest, CreateHypernetworkRequest,
+                                           TrainHypernetworkRequest)
+    from modules.ui import train_forms
+
+    services = client.services
+    with gr.Blocks():
+        train = train_forms.train_form(services)
+        forms = [(train_forms.prepare_form(), PreprocessRequest),
+                 (train_forms.create_embedding_form(), CreateEmbeddingRequest),
+                 (train_forms.create_hypernetwork_form(), CreateHypernetworkRequest),
+                 (train["embedding"], TrainEmbeddingRequest), (train["hypernetwork"], TrainHypernetworkRequest),
+                 (train_forms.train_lora_form(), TrainLoraRequest),
+                 (train_forms.train_controlnet_form(services), TrainControlNetRequest)]
+    for form, model in forms:
+        assert set(form["inputs"]) <= set(model.model_fields), (model.__name__, set(form["inputs"]) - set(
+            model.model_fields))
+    assert {"save_image_with_stored_embedding", "preview_from_txt2img"} <= set(train["embedding"]["inputs"])
+    assert {"preview_every", "preview_prompt"} <= set(forms[-1][0]["inputs"])
+
+
+def test_the_loss_chart_draws_every_step_done_while_the_training_runs(client):
+    """The live chart follows the trainer's own (step, loss) list, not the polls: steps done between two looks are
+    on it too."""
+    import asyncio
+    import threading
+
+    from modules.training.common import TrainingResult
+    from modules.training.loss_chart import loss_chart
+    from modules.ui.train import follow_training
+
+    release = threading.Event()
+
+    def run(job):
+        job.partial_result = TrainingResult("embedding", "live", client.data / "live.pt", 0, None)
+        job.partial_result.losses.extend((step, 1.0 / step) for step in range(1, 30))
+        release.wait(30)
+        return None
+
+    job = client.services.queue.submit("train-embedding", run)
+
+    async def first_charts():
+        charts = []
+        async for _status, chart, _preview in follow_training(client.services, job):
+            charts.append(chart)
+            if len(charts) == 2:
+                release.set()
+        return charts
+
+    charts = asyncio.run(first_charts())
+    assert list(charts[1].getdata()) == list(loss_chart([(step, 1.0 / step) for step in range(1, 30)]).getdata())
+    assert list(charts[0].getdata()) != list(charts[1].getdata())
+
+
 def test_a_batch_of_prompts_encodes_as_each_prompt_alone(client):
     """Training encodes a batch's captions together; each row equals that caption encoded on its own (emphasis,
     a prompt over 75 tokens padded against a short one, an embedding's vectors)."""

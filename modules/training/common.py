@@ -193,6 +193,7 @@ class StepLoop:
         clip = {"value": torch.nn.utils.clip_grad_value_, "norm": torch.nn.utils.clip_grad_norm_}.get(
             request.clip_grad_mode)
         clip_schedule = LearnRateScheduler(request.clip_grad_value, request.steps, start) if clip else None
+        job.partial_result = result   # its losses draw the live loss chart
         for step in range(start, request.steps):
             if job.interrupted:
                 result.interrupted = True

@@ -74,3 +74,9 @@ def _at_size(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
     if image.size != tuple(size):
         image = image.resize(tuple(size), Image.Resampling.BICUBIC)
     return hint_tensor(image)[0]
+
+
+def condition_image(condition: torch.Tensor) -> Image.Image:
+    """A condition tensor back as the RGB image a ControlNet unit takes (a preview's control image)."""
+    pixels = (condition.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return Image.fromarray(pixels, "RGB")

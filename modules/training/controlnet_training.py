@@ -14,7 +14,8 @@ Conditions come from a folder of condition images named as the images, or from a
 Files: `<ControlNet folder>/<name>.safetensors` in lllyasviel's single-file layout (`control_model.*`, float32,
 metadata naming the base model and the steps), which the ControlNet loader reads; `<name>.state.pt` beside it (the
 optimiser state, seed and step, and the digest of the file it belongs to); `<name>-<step>.safetensors` every
-`save_every` steps; `<log root>/controlnet/<date>/<name>/controlnet_loss.csv`. Interrupting saves both; training the
+`save_every` steps; `<log root>/controlnet/<date>/<name>/controlnet_loss.csv`, and `images/<name>-<step>.png` every
+`preview_every` steps (a txt2img with the ControlNet as saved then). Interrupting saves both; training the
 same name again resumes with the same data order and draws (`dataset.batch_order`, `denoising.step_generator`)
 and ends with an uninterrupted run's weights.
 """
@@ -33,7 +34,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modules.jobs import Job, JobError, StorageFull
-from modules.training import controlnet_dataset
+from modules.training import controlnet_dataset, previews
 from modules.training import dataset as datasets
 from modules.training.common import BatchPlan, StepLoop, TrainingResult
 from modules.training.denoising import encode, training_scheduler
@@ -72,6 +73,8 @@ class TrainControlNetRequest(BaseModel):
     height: int = Field(512, ge=8, le=MAX_TRAINING_SIDE, multiple_of=8)
     steps: int = Field(1000, ge=1, le=MAX_TRAINING_STEPS)
     save_every: int = Field(0, ge=0)   # also `<name>-<step>.safetensors` every N steps
+    preview_every: int = Field(0, ge=0)                  # a preview image every N steps (0: none)
+    preview_prompt: str = Field("", max_length=10_000)   # "": the first image's prompt
     seed: int = -1                     # -1: random (kept in the resume state)
     overwrite: bool = False            # start afresh even where a ControlNet of this name was trained
 
@@ -121,10 +124,14 @@ class ControlNetFolders:
 
 
 def train_controlnet(request: TrainControlNetRequest, *, model, folders: ControlNetFolders, job: Job,
-                     annotate: controlnet_dataset.Annotate | None = None) -> TrainingResult:
+                     annotate: controlnet_dataset.Annotate | None = None,
+                     generate: previews.Generate | None = None) -> TrainingResult:
     """Run the training on the worker (it owns `model`, a LoadedModel). `annotate` makes the conditions when the
     request names an annotator (`Preprocessors.run`). Everything wrong with the request, the model, the ControlNet
-    being resumed or the dataset is raised as a JobError before the first step, with nothing written."""
+    being resumed or the dataset is raised as a JobError before the first step, with nothing written. With
+    `generate` (the generation core), a preview every `preview_every` steps: the ControlNet is saved (with its
+    resumable state) and a txt2img generation with a unit of it, guided by the first image's condition, shows it
+    as it is."""
     pipeline, family = model.pipeline, model.spec.family
     if family.id not in TRAINABLE_FAMILIES or getattr(model.spec, "inpainting", False):
         raise JobError(f"ControlNet training needs an SD 1.x, 2.x or SDXL base checkpoint: '{model.info.title}' is "
@@ -175,6 +182,15 @@ def train_controlnet(request: TrainControlNetRequest, *, model, folders: Control
     def after_step(step: int) -> None:
         if request.save_every and step % request.save_every == 0 and step < request.steps:
             saver.save(step, folders.controlnets / f"{request.name}-{step:06d}.safetensors", with_state=False)
+        if generate is not None and request.preview_every and step % request.preview_every == 0:
+            saver.save(step, path, with_state=True)   # what the preview's unit loads
+            unit = {"model": request.name, "module": "none", "resize_mode": "Just Resize",
+                    "image": controlnet_dataset.condition_image(conditions[0])}
+            prompt = request.preview_prompt or _prompt(entries[0], request, templates, random.Random(seed),
+                                                       dropout=False)
+            previews.make_preview(generate, previews.PreviewSettings.at_training_size(request.width, request.height),
+                                  prompt, job, folder / "images", request.name, step,
+                                  extra_fields={"controlnet_units": [unit]})
 
     loop = StepLoop(request, job, result, optimizer, lr_schedule, list(controlnet.parameters()), plan,
                     folder / LOSS_LOG, f"Training ControlNet {request.name}", batch_loss, after_step)
@@ -273,11 +289,13 @@ def _read_data(request: TrainControlNetRequest, folders: ControlNetFolders, anno
     return entries, templates, conditions
 
 
-def _prompt(entry: datasets.DatasetEntry, request: TrainControlNetRequest, templates, rng: random.Random) -> str:
+def _prompt(entry: datasets.DatasetEntry, request: TrainControlNetRequest, templates, rng: random.Random, *,
+            dropout: bool = True) -> str:
     text = (datasets.create_text(entry.filename_text, request.name, templates, rng) if templates
             else entry.filename_text)
     # caption dropout as diffusers' example: the ControlNet learns to follow the condition without a prompt
-    return "" if request.proportion_empty_prompts and rng.random() < request.proportion_empty_prompts else text
+    dropped = dropout and request.proportion_empty_prompts and rng.random() < request.proportion_empty_prompts
+    return "" if dropped else text
 
 
 # --------------------------------------------------------------------------- saving and resuming

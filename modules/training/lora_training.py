@@ -113,6 +113,7 @@ def train_lora(request: TrainLoraRequest, *, model, folders: LoraFolders, job: J
         saving = _Saver(path, pipeline, family, request, model, seed, started_at, len(entries), len(class_entries),
                         optimizer, lr_scheduler, scaler, bucket_counts(entries))
         encode_text = _text_encoding(pipeline, family, request.train_text_encoder)
+        job.partial_result = result   # its losses draw the live loss chart
         for step in range(start, request.steps):
             if job.interrupted:
                 result.interrupted = True
@@ -148,8 +149,7 @@ def train_lora(request: TrainLoraRequest, *, model, folders: LoraFolders, job: J
                 saving.save(result.step, folders.loras / f"{request.name}-{result.step:06d}.safetensors",
                             with_state=False)
             if generate is not None and request.preview_every and result.step % request.preview_every == 0:
-                settings = previews.PreviewSettings(False, "", "", 0, "", 0.0, seed, 0, 0, request.resolution,
-                                                    request.resolution)
+                settings = previews.PreviewSettings.at_training_size(request.resolution, request.resolution)
                 previews.make_preview(generate, settings, request.preview_prompt or prompt_of(entries[0], request),
                                       job, folder / "images", request.name, result.step)
         saving.save(result.step, path, with_state=True)

@@ -42,6 +42,11 @@ class PreviewSettings:
                    request.preview_seed, request.preview_width, request.preview_height,
                    request.training_width, request.training_height)
 
+    @classmethod
+    def at_training_size(cls, width: int, height: int) -> "PreviewSettings":
+        """A1111's preview without "Read parameters from txt2img tab": the training prompt at the training size."""
+        return cls(False, "", "", PREVIEW_STEPS, "", 0.0, -1, width, height, width, height)
+
     def request_fields(self, training_prompt: str) -> dict:
         if self.from_txt2img:
             return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "steps": self.steps,
@@ -62,10 +67,11 @@ def save_preview(image: Image.Image, infotext: str, folder: Path, name: str, ste
 
 
 def make_preview(generate: Generate, settings: PreviewSettings, training_prompt: str, job: Job, folder: Path,
-                 name: str, step: int) -> Path:
-    """Generate and save one preview; it becomes the training job's live preview."""
+                 name: str, step: int, extra_fields: dict | None = None) -> Path:
+    """Generate and save one preview; it becomes the training job's live preview. `extra_fields` go into the
+    generation request as well (a ControlNet training's unit)."""
     preview_job = Job(id=f"{job.id}-preview-{step}", kind="training-preview", run=lambda _job: None)
-    image, infotext = generate(settings.request_fields(training_prompt), preview_job)
+    image, infotext = generate({**settings.request_fields(training_prompt), **(extra_fields or {})}, preview_job)
     path = save_preview(image, infotext, folder, name, step)
     job.set_preview(image)
     return path

@@ -123,8 +123,8 @@ def _numbers(value) -> list[float]:
 
 
 class _TrainingRequest(BaseModel):
-    """The fields A1111's `train_embedding` and `train_hypernetwork` share, with its UI's defaults. The preview
-    fields are accepted for A1111's clients; previews during training are not made yet."""
+    """The fields A1111's `train_embedding` and `train_hypernetwork` share, with its UI's defaults; the preview_*
+    fields are used with `preview_from_txt2img` (see `previews.PreviewSettings`)."""
 
     model_config = ConfigDict(extra="forbid")
 

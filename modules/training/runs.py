@@ -50,9 +50,12 @@ def create_embedding(services, request: CreateEmbeddingRequest) -> Callable[[Job
 
 
 def preview_generator(services) -> previews.Generate:
-    """Previews through the generation core, on the current model, reading the embeddings folder anew."""
+    """Previews through the generation core, on the current model, reading the embeddings and ControlNet folders
+    anew (the file being trained may be new there)."""
     def generate(fields: dict, job: Job):
         services.networks.embeddings.refresh()
+        if fields.get("controlnet_units"):
+            services.controlnet.registry.refresh()
         request = validate_request(fields, services.registry, services.networks, services.upscalers)
         result = services.generator.generate(request, job)
         first = result.index_of_first_image
@@ -160,7 +163,8 @@ def train_controlnet_run(services, request: TrainControlNetRequest) -> Callable[
                                     templates=services.paths.training_templates, log_root=services.paths.data)
         try:
             return train_controlnet(request, model=model, folders=folders, job=job,
-                                    annotate=services.controlnet.preprocessors.run)
+                                    annotate=services.controlnet.preprocessors.run,
+                                    generate=preview_generator(services))
         finally:
             services.controlnet.registry.refresh()   # the new or retrained file is listed
 

@@ -7,7 +7,6 @@ its latest preview. Interrupt saves a training, and training it again resumes it
 from __future__ import annotations
 
 import html
-import re
 
 import gradio as gr
 from pydantic import ValidationError
@@ -23,7 +22,6 @@ from modules.ui import progress, train_forms
 from modules.ui.common import PRIVATE, message_html
 from modules.ui.output import error_html
 
-LOSS_IN_TEXT = re.compile(r"loss: ([0-9.eE+-]+)")
 
 
 def _validated(model, values: dict):
@@ -78,22 +76,23 @@ async def run_create_hypernetwork(services, values: dict) -> str:
     return message_html(f"Created: {job.result}")
 
 
+def _losses(job) -> list[tuple[int, float]]:
+    """The (step, loss) pairs of the training so far (the trainer appends to them as it goes)."""
+    return list(getattr(job.result or job.partial_result, "losses", None) or [])
+
+
 async def follow_training(services, job):
     """Yields (status HTML, loss chart, latest preview image) while the training runs, then its outcome."""
-    seen: dict[int, float] = {}
     yield progress.progress_html(job, services.queue.position(job)), loss_chart([]), None
     async for snapshot in progress.watch(job, services.queue):
-        found = LOSS_IN_TEXT.search(job.textinfo or "")
-        if found and job.steps:
-            seen[job.step] = float(found.group(1))
-        yield snapshot.html, loss_chart(sorted(seen.items())), job.preview
+        yield snapshot.html, loss_chart(_losses(job)), job.preview
     result = job.result
     if job.state == "failed":
         interrupted = job.error_kind is not None and issubclass(job.error_kind, Interrupted)
         status = message_html(job.error, "warning") if interrupted else error_html(f"Training failed: {job.error}")
-        yield status, loss_chart(sorted(seen.items())), job.preview
+        yield status, loss_chart(_losses(job)), job.preview
         return
-    chart = loss_chart(result.losses if result and result.losses else sorted(seen.items()))
+    chart = loss_chart(_losses(job))
     if result is None:
         yield message_html("Interrupted before the first step.", "warning"), chart, job.preview
     elif result.interrupted:

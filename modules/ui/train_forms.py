@@ -159,6 +159,8 @@ def train_form(services) -> dict:
         save_every = gr.Number(500, label="Save a copy of embedding to log directory every N steps, 0 to disable",
                                precision=0, elem_id="train_save_embedding_every")
     shared["use_weight"] = gr.Checkbox(False, label="Use PNG alpha channel as loss weight", elem_id="use_weight")
+    save_with_embedding = gr.Checkbox(True, label="Save images with embedding in PNG chunks",
+                                      elem_id="train_save_image_with_stored_embedding")
     shared["preview_from_txt2img"] = gr.Checkbox(
         False, label="Read parameters (prompt, etc...) from txt2img tab when making previews",
         elem_id="train_preview_from_txt2img")
@@ -175,7 +177,9 @@ def train_form(services) -> dict:
         train_embedding = gr.Button("Train Embedding", variant="primary", elem_id="train_train_embedding")
     return {
         "embedding": {"inputs": {"embedding_name": embedding, "learn_rate": embedding_rate,
-                                 "save_embedding_every": save_every, **shared}, "button": train_embedding},
+                                 "save_embedding_every": save_every,
+                                 "save_image_with_stored_embedding": save_with_embedding, **shared},
+                      "button": train_embedding},
         "hypernetwork": {"inputs": {"hypernetwork_name": hypernetwork, "learn_rate": hypernetwork_rate,
                                     "save_hypernetwork_every": save_every, **shared}, "button": train_hypernetwork},
         "interrupt": interrupt, "refresh_embedding": refresh_embedding, "refresh_hypernetwork": refresh_hypernetwork,
@@ -288,6 +292,11 @@ def train_controlnet_form(services) -> dict:
         inputs["save_every"] = gr.Number(0, label="Save a copy every N steps, 0 to disable", precision=0,
                                          elem_id="train_controlnet_save_every")
         inputs["seed"] = gr.Number(-1, label="Seed (-1: random)", precision=0, elem_id="train_controlnet_seed")
+    with gr.Row():
+        inputs["preview_every"] = gr.Number(0, label="Preview image every N steps, 0 to disable", precision=0,
+                                            elem_id="train_controlnet_preview_every")
+        inputs["preview_prompt"] = gr.Textbox(label="Preview prompt (empty: the first image's caption)",
+                                              elem_id="train_controlnet_preview_prompt")
     inputs["overwrite"] = gr.Checkbox(False, label="Start afresh (overwrite a ControlNet of this name)",
                                       elem_id="train_controlnet_overwrite")
     with gr.Row():
