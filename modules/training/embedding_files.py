@@ -62,16 +62,20 @@ def create_embedding(folder: Path, name: str, vectors: torch.Tensor, *, overwrit
     return path
 
 
-def embedding_bytes(embedding: Embedding) -> bytes:
+def a1111_embedding_dict(embedding: Embedding) -> dict:
+    """What A1111's `.pt` file holds (and, as JSON, its PNG chunk), the vectors float32 on the CPU."""
     vectors = embedding.vectors_for(SINGLE_KEY)
     if vectors is None:
         raise EmbeddingFileError(f"embedding '{embedding.name}' has no SD1/SD2 vectors to save in A1111's .pt layout")
-    data = {"string_to_token": {"*": A1111_TOKEN},
+    return {"string_to_token": {"*": A1111_TOKEN},
             "string_to_param": {"*": vectors.detach().float().cpu().clone()},
             "name": embedding.name, "step": int(embedding.step or 0),
             "sd_checkpoint": embedding.sd_checkpoint, "sd_checkpoint_name": embedding.sd_checkpoint_name}
+
+
+def embedding_bytes(embedding: Embedding) -> bytes:
     buffer = io.BytesIO()
-    torch.save(data, buffer)
+    torch.save(a1111_embedding_dict(embedding), buffer)
     return buffer.getvalue()
 
 

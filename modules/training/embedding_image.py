@@ -20,8 +20,8 @@ from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from modules.images import replace_atomically
 from modules.jobs import StorageFull
-from modules.networks.textual_inversion import PNG_CHUNK, SINGLE_KEY, Embedding
-from modules.training.embedding_files import A1111_TOKEN
+from modules.networks.textual_inversion import PNG_CHUNK, Embedding
+from modules.training.embedding_files import a1111_embedding_dict
 
 TEXT_COLOUR = (255, 255, 255, 230)
 PADDING = 10
@@ -31,10 +31,8 @@ MAX_FONT_SIZE = 72
 
 def embedding_chunk(embedding: Embedding) -> str:
     """The `sd-ti-embedding` chunk's text: A1111's `embedding_to_b64` of the dict its `.pt` file holds."""
-    vectors = embedding.vectors_for(SINGLE_KEY).detach().float().cpu()
-    data = {"string_to_token": {"*": A1111_TOKEN}, "string_to_param": {"*": {"TORCHTENSOR": vectors.tolist()}},
-            "name": embedding.name, "step": int(embedding.step or 0),
-            "sd_checkpoint": embedding.sd_checkpoint, "sd_checkpoint_name": embedding.sd_checkpoint_name}
+    data = a1111_embedding_dict(embedding)
+    data["string_to_param"] = {"*": {"TORCHTENSOR": data["string_to_param"]["*"].tolist()}}
     return base64.b64encode(json.dumps(data).encode()).decode("ascii")
 
 
