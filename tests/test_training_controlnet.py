@@ -255,3 +255,25 @@ def test_previews_are_generated_with_the_controlnet_as_trained_so_far(services):
     assert shot.size == (64, 64) and infotext.startswith("a red ball")
     assert "ControlNet 0: " in infotext and "Model: previewed" in infotext
     assert job.preview is not None and job.preview.size == (64, 64)
+
+
+def test_gradient_checkpointing_recomputes_and_trains_the_same_controlnet(services):
+    """With checkpointing the ControlNet's and the UNet's resnets run again in the backward pass (fewer activations
+    kept), and the trained weights are those of a run without it."""
+    pipe = services.generator.load(None).pipeline
+    weights, starts = {}, {}
+    for checkpointing in (False, True):
+        count = [0]
+        hooks = [module.register_forward_pre_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+                 for module in pipe.unet.modules() if type(module).__name__ == "ResnetBlock2D"]
+        try:
+            train(services, f"checkpointed{int(checkpointing)}", steps=2, gradient_checkpointing=checkpointing)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        starts[checkpointing] = count[0]
+        weights[checkpointing] = safetensors.torch.load_file(
+            services.paths.controlnet / f"checkpointed{int(checkpointing)}.safetensors")
+    assert starts[True] > starts[False], starts
+    assert not pipe.unet.is_gradient_checkpointing
+    assert all(torch.allclose(weights[True][key], weights[False][key], atol=1e-6) for key in weights[False])

@@ -26,6 +26,7 @@ import hashlib
 import io
 import logging
 import random
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -35,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from modules.jobs import Job, JobError, StorageFull
 from modules.training import controlnet_dataset, previews
+from modules.training.checkpointing import gradient_checkpointing
 from modules.training import dataset as datasets
 from modules.training.common import BatchPlan, StepLoop, TrainingResult
 from modules.training.denoising import encode, training_scheduler
@@ -75,6 +77,7 @@ class TrainControlNetRequest(BaseModel):
     save_every: int = Field(0, ge=0)   # also `<name>-<step>.safetensors` every N steps
     preview_every: int = Field(0, ge=0)                  # a preview image every N steps (0: none)
     preview_prompt: str = Field("", max_length=10_000)   # "": the first image's prompt
+    gradient_checkpointing: bool = False                 # less memory, more time per step
     seed: int = -1                     # -1: random (kept in the resume state)
     overwrite: bool = False            # start afresh even where a ControlNet of this name was trained
 
@@ -195,7 +198,9 @@ def train_controlnet(request: TrainControlNetRequest, *, model, folders: Control
     loop = StepLoop(request, job, result, optimizer, lr_schedule, list(controlnet.parameters()), plan,
                     folder / LOSS_LOG, f"Training ControlNet {request.name}", batch_loss, after_step)
     components = [getattr(pipeline, name, None) for name in ("unet", "vae", "text_encoder", "text_encoder_2")]
-    with frozen(*components), torch.enable_grad():
+    checkpointing = gradient_checkpointing(controlnet, pipeline.unet) if request.gradient_checkpointing \
+        else nullcontext()
+    with frozen(*components), torch.enable_grad(), checkpointing:
         loop.run(start)
     saver.save(result.step, path, with_state=True)
     return result

@@ -30,6 +30,7 @@ import torch
 from modules.jobs import Job, JobError, StorageFull
 from modules.training import dataset as datasets, previews
 from modules.training import lora_files
+from modules.training.checkpointing import gradient_checkpointing
 from modules.training.denoising import LatentDistribution, encode, step_generator, training_scheduler
 from modules.training.lora_requests import TrainLoraRequest
 from modules.training.text_conditioning import TrainingTextEncoder, encode_conditioning_batch, frozen, sdxl_time_ids
@@ -357,7 +358,8 @@ def _adapter(pipeline, request: TrainLoraRequest, family, seed: int):
                 parameter.requires_grad_(True)
             lr = request.unet_lr if component == "unet" else request.text_encoder_lr
             groups.append({"params": parameters, "lr": lr})
-        with _gradient_checkpointing(pipeline, components) if request.gradient_checkpointing else nullcontext():
+        checkpointed = [getattr(pipeline, name) for name in components]
+        with gradient_checkpointing(*checkpointed) if request.gradient_checkpointing else nullcontext():
             yield groups
     finally:
         for component in components:
@@ -368,45 +370,6 @@ def _adapter(pipeline, request: TrainLoraRequest, family, seed: int):
                 model.peft_config.pop(ADAPTER, None)
             elif hasattr(model, "peft_config"):
                 del model.peft_config
-
-
-@contextmanager
-def _gradient_checkpointing(pipeline, components: list[str]):
-    """Activations recomputed in the backward pass instead of kept: less memory for about a third more time per
-    step. diffusers' UNet checkpoints whenever gradients are on; transformers' text encoders only in training mode,
-    so they are put in it meanwhile (CLIP's dropout is 0: the same computation). Non-reentrant checkpointing: the
-    reentrant kind passes no gradient to the LoRA layers when a segment's input (from the frozen embeddings) needs
-    none."""
-    models = [(name, getattr(pipeline, name)) for name in components]
-    modes = [model.training for _, model in models]
-    for name, model in models:
-        if name == "unet":
-            model.enable_gradient_checkpointing()
-        else:
-            _transformers_checkpointing(model, True)
-            model.train()
-    try:
-        yield
-    finally:
-        for (name, model), mode in zip(models, modes):
-            if name == "unet":
-                model.disable_gradient_checkpointing()
-            else:
-                _transformers_checkpointing(model, False)
-            model.train(mode)
-
-
-def _transformers_checkpointing(model, enable: bool) -> None:
-    # transformers 5 calls it activation checkpointing (the gradient_checkpointing_* names warn); 4.x has only those
-    if hasattr(model, "activation_checkpointing_enable"):
-        if enable:
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.activation_checkpointing_disable()
-    elif enable:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_disable()
 
 
 # --------------------------------------------------------------------------- saving and resuming

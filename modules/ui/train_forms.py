@@ -297,8 +297,11 @@ def train_controlnet_form(services) -> dict:
                                             elem_id="train_controlnet_preview_every")
         inputs["preview_prompt"] = gr.Textbox(label="Preview prompt (empty: the first image's caption)",
                                               elem_id="train_controlnet_preview_prompt")
-    inputs["overwrite"] = gr.Checkbox(False, label="Start afresh (overwrite a ControlNet of this name)",
-                                      elem_id="train_controlnet_overwrite")
+    with gr.Row():
+        inputs["gradient_checkpointing"] = gr.Checkbox(False, label="Gradient checkpointing (less memory)",
+                                                       elem_id="train_controlnet_gradient_checkpointing")
+        inputs["overwrite"] = gr.Checkbox(False, label="Start afresh (overwrite a ControlNet of this name)",
+                                          elem_id="train_controlnet_overwrite")
     with gr.Row():
         interrupt = gr.Button("Interrupt", elem_id="train_controlnet_interrupt")
         button = gr.Button("Train ControlNet", variant="primary", elem_id="train_train_controlnet")
