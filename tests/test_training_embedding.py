@@ -319,8 +319,8 @@ def test_the_train_tab_creates_and_trains_with_a_loss_chart(client):
 
     values = {"embedding_name": "fromtab", "data_root": str(client.dataset), "steps": 4, **SMALL}
     updates = asyncio.run(follow(values))
-    status, chart, _ = updates[-1]
-    assert "Training finished at step 4" in status
+    status, chart, _, job_id = updates[-1]
+    assert "Training finished at step 4" in status and services.queue.get(job_id).kind == "train-embedding"
     assert chart.size == (640, 260) and len(set(chart.getdata())) > 2   # a drawn line, not an empty chart
     with pytest.raises(gr.Error, match="learn_rate"):
         asyncio.run(follow({**values, "learn_rate": "fast"}))
@@ -352,6 +352,36 @@ def test_every_train_tab_field_is_a_field_of_its_request(client):
             model.model_fields))
     assert {"save_image_with_stored_embedding", "preview_from_txt2img"} <= set(train["embedding"]["inputs"])
     assert {"preview_every", "preview_prompt"} <= set(forms[-1][0]["inputs"])
+
+
+def test_the_train_tabs_interrupt_stops_its_own_training_not_another_clients_job(client):
+    import threading
+
+    from modules.ui.train import interrupt_training
+
+    queue, release = client.services.queue, threading.Event()
+    other = queue.submit("txt2img", lambda job: release.wait(30))   # somebody's generation, running
+    try:
+        assert _wait_until(lambda: queue.current is other)
+        interrupt_training(client.services, None)          # this page knows no training: nothing to stop
+        assert not other.interrupted
+        training = queue.submit("train-embedding", lambda job: None)   # queued behind it
+        interrupt_training(client.services, training.id)
+        assert training.interrupted and not other.interrupted and training.state == "cancelled"
+    finally:
+        release.set()
+    assert other.done.wait(30) and other.state == "done"
+
+
+def _wait_until(condition, seconds: float = 10.0) -> bool:
+    import time
+
+    deadline = time.time() + seconds
+    while not condition():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def test_the_loss_chart_draws_every_step_done_while_the_training_runs(client):

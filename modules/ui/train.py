@@ -108,7 +108,16 @@ async def _run_training(services, values: dict, request_model, submit_name: str)
     request = _validated(request_model, values)
     job = _submitted(lambda: getattr(services, submit_name)(request))
     async for update in follow_training(services, job):
-        yield update
+        yield (*update, job.id)   # the job id: what this session's Interrupt stops
+
+
+def interrupt_training(services, job_id: str | None) -> None:
+    """Interrupt stops this browser session's training, never another client's job; with none known here (the
+    page was reloaded), the running job if it is a training."""
+    if job_id:
+        services.queue.interrupt(job_id)
+    elif (current := services.queue.current) is not None and current.kind.startswith("train-"):
+        services.queue.interrupt(current.id)
 
 
 def run_train_embedding(services, values: dict):
@@ -171,12 +180,13 @@ def create_tab(services, demo: gr.Blocks | None = None) -> None:
     connect(create_embedding, run_create_embedding, [outcome], after=embedding_choices)
     create_hypernetwork["refreshed"] = [train["hypernetwork_name"]]
     connect(create_hypernetwork, run_create_hypernetwork, [outcome], after=hypernetwork_choices)
-    connect(train["embedding"], run_train_embedding, [outcome, chart, preview])
-    connect(train["hypernetwork"], run_train_hypernetwork, [outcome, chart, preview])
-    connect(train_lora, run_train_lora, [outcome, chart, preview])
-    connect(train_controlnet, run_train_controlnet, [outcome, chart, preview])
+    training_job = gr.State(None)
+    for form, run in ((train["embedding"], run_train_embedding), (train["hypernetwork"], run_train_hypernetwork),
+                      (train_lora, run_train_lora), (train_controlnet, run_train_controlnet)):
+        connect(form, run, [outcome, chart, preview, training_job])
     for interrupt in (train["interrupt"], train_lora["interrupt"], train_controlnet["interrupt"]):
-        interrupt.click(lambda: services.queue.interrupt(), api_visibility=PRIVATE)
+        interrupt.click(lambda job_id: interrupt_training(services, job_id), inputs=[training_job], queue=False,
+                        api_visibility=PRIVATE)
     for button, choices, dropdown in ((train["refresh_embedding"], embedding_choices, train["embedding_name"]),
                                       (train["refresh_hypernetwork"], hypernetwork_choices,
                                        train["hypernetwork_name"])):

@@ -21,7 +21,7 @@ from .checkpoints import tiny_checkpoint
 from .measuring import synchronize
 
 TEMPLATE = "a photo of a [name], [filewords]"
-KINDS = ("ti", "lora", "controlnet", "hypernetwork")
+KINDS = ("ti", "lora", "lora-checkpointing", "controlnet", "hypernetwork")
 TARGET = 1.10   # the issue's: ours <= 1.1x the example's time per step
 ROUNDS = 3
 
@@ -177,9 +177,10 @@ def bench_training(work: Path, kinds: tuple[str, ...] = KINDS, size: int = 64, b
 
     from .training_controlnet import controlnet
     from .training_hypernetwork import hypernetwork
-    from .training_lora import lora_cpu
+    from .training_lora import lora_checkpointing_cpu, lora_cpu
 
-    runs = {"ti": textual_inversion, "lora": lora_cpu, "controlnet": controlnet, "hypernetwork": hypernetwork}
+    runs = {"ti": textual_inversion, "lora": lora_cpu, "lora-checkpointing": lora_checkpointing_cpu,
+            "controlnet": controlnet, "hypernetwork": hypernetwork}
     data_dir = work / "training-data"
     (data_dir / "models" / "Stable-diffusion").mkdir(parents=True, exist_ok=True)
     tiny_checkpoint(data_dir / "models" / "Stable-diffusion" / "tiny.safetensors", seed=0)

@@ -157,3 +157,11 @@ def lora_cpu(model, work: Path, data: Path, size: int, batch_size: int, steps: i
                    lambda: ours_lora(model, work, data, size, batch_size, steps),
                    lambda: example_lora(model, data, size, batch_size, steps), "train_text_to_image_lora.py",
                    (POSTERIOR_NOTE,))
+
+
+def lora_checkpointing_cpu(model, work: Path, data: Path, size: int, batch_size: int, steps: int) -> list[str]:
+    """The same with gradient checkpointing on both sides (the UNet's activations recomputed in the backward)."""
+    return compare(f"LoRA with gradient checkpointing, tiny SD1 model, {size}x{size}, batch {batch_size}",
+                   lambda: ours_lora(model, work, data, size, batch_size, steps, gradient_checkpointing=True),
+                   lambda: example_lora(model, data, size, batch_size, steps, gradient_checkpointing=True),
+                   "train_text_to_image_lora.py", (POSTERIOR_NOTE,))
