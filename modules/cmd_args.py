@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--controlnet-annotator-models-path", type=str, default=None,
         help="folder of ControlNet preprocessor weights (default models/annotators)")
     add("--no-half-controlnet", action="store_true", help="run ControlNet models in fp32")
+    add("--clip-models-path", type=str, default=None,
+        help="folder of OpenAI's CLIP file for Interrogate CLIP (ViT-L-14.pt), searched before models/CLIP")
 
     # Device and precision
     add("--use-cpu", nargs="+", default=[], help="run these parts on the CPU ('all' for everything)")

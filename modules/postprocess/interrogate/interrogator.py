@@ -3,7 +3,8 @@ caption, then CLIP's ranking when a CLIP model and category lists are there) and
 first use from the users' files (into RAM), kept while the files are unchanged, and run on the job worker (the device
 owner), on the device only while they work unless interrogate_keep_models_in_memory is on.
 
-Without a CLIP model in models/CLIP/ or category lists, "clip" answers with the BLIP caption alone and logs why.
+Without a CLIP model (OpenAI's ViT-L-14.pt or a Hugging Face folder, in --clip-models-path or models/CLIP/) or
+category lists, "clip" answers with the BLIP caption alone and logs why.
 """
 from __future__ import annotations
 
@@ -26,10 +27,13 @@ CPU = torch.device("cpu")
 
 class Interrogator:
     """Captions and tags for images. `models` is the models folder, `data` the web UI's data folder (A1111 keeps its
-    category lists in `interrogate/` there)."""
+    category lists in `interrogate/` there), `clip_models_path` A1111's --clip-models-path, searched for a CLIP model
+    before `models/CLIP`."""
 
-    def __init__(self, models: Path, data: Path, device: torch.device, dtype: torch.dtype):
+    def __init__(self, models: Path, data: Path, device: torch.device, dtype: torch.dtype,
+                 clip_models_path: Path | None = None):
         self.models, self.data = Path(models), Path(data)
+        self.clip_folders = ([Path(clip_models_path)] if clip_models_path else []) + [self.models / "CLIP"]
         self.device = device
         # half precision only on the GPU: CPU kernels for fp16 convolutions are slow or missing
         self.dtype = dtype if device.type == "cuda" else torch.float32
@@ -56,15 +60,15 @@ class Interrogator:
         captioner = self._cached("blip", location, lambda: blip.BlipCaptioner.load(location, CPU, self.dtype))
         with self._on_device(captioner, settings):
             caption = captioner.caption(image, settings)
-        clip_folder = clip_ranking.find_clip_model(self.models / "CLIP")
+        clip_model = clip_ranking.find_clip_model(self.clip_folders)
         skip = list(settings.get("interrogate_clip_skip_categories", []) or [])
         lists = clip_ranking.categories([self.data / "interrogate", self.models / "interrogate"], skip)
-        if clip_folder is None or not lists:
-            reason = (f"no CLIP model folder in {self.models / 'CLIP'}" if clip_folder is None else
+        if clip_model is None or not lists:
+            reason = (clip_ranking.missing_model_reason(self.clip_folders) if clip_model is None else
                       f"no category lists (*.txt) in {self.data / 'interrogate'} or {self.models / 'interrogate'}")
             log.warning("Interrogate CLIP: the BLIP caption alone (%s)", reason)
             return caption
-        ranker = self._cached("clip", clip_folder, lambda: clip_ranking.ClipRanker(clip_folder, CPU, self.dtype))
+        ranker = self._cached("clip", clip_model, lambda: clip_ranking.ClipRanker.load(clip_model, CPU, self.dtype))
         with self._on_device(ranker, settings):
             return clip_ranking.append_matches(caption, ranker, image, lists, settings)
 
