@@ -305,6 +305,12 @@ def test_the_train_tab_creates_and_trains_with_a_loss_chart(client):
             "ti_loss_chart", "train_new_hypernetwork_name", "train_create_hypernetwork", "train_hypernetwork",
             "train_train_hypernetwork", "train_lora_name", "train_train_lora", "train_controlnet_name",
             "train_train_controlnet", "ti_preview"} <= ids
+    # previews "read from the txt2img tab" take that tab's values: its fields are the Train button's inputs too
+    by_elem_id = {component["props"].get("elem_id"): component["id"] for component in config["components"]}
+    train_click = next(dependency for dependency in config["dependencies"]
+                       if [by_elem_id["train_train_embedding"], "click"] in [list(t) for t in dependency["targets"]])
+    assert {by_elem_id[name] for name in ("txt2img_prompt", "txt2img_neg_prompt", "txt2img_steps", "txt2img_seed",
+                                          "txt2img_width", "txt2img_cfg_scale")} <= set(train_click["inputs"])
 
     prepared = asyncio.run(run_prepare(services, {"source_folder": str(client.dataset), "width": 64, "height": 64,
                                                   "destination_folder": str(client.data / "prepared"),

@@ -59,7 +59,7 @@ def create_ui(services, server_control=None) -> gr.Blocks:
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
                 merger_tab.create_tab(services, demo=demo, topbar=bar)
             with gr.Tab("Train", id="train", elem_id="tab_train"):
-                train.create_tab(services, demo=demo)
+                train.create_tab(services, demo=demo, txt2img=txt2img_tab)
             # As in A1111, extensions build their tabs once the generation tabs exist (they may read
             # modules.ui.txt2img_paste_fields), each in its own Blocks, rendered in its tab below.
             a1111_paste_buttons.bind_page(services, demo, tabs, txt2img_tab, img2img_tab, extras_tab)

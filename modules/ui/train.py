@@ -136,7 +136,17 @@ def run_train_controlnet(services, values: dict):
     return _run_training(services, values, TrainControlNetRequest, "submit_train_controlnet")
 
 
-def create_tab(services, demo: gr.Blocks | None = None) -> None:
+# A1111's "Read parameters (prompt, etc...) from txt2img tab when making previews": the preview_* request field →
+# the txt2img tab's field whose value it takes
+PREVIEW_FROM_TXT2IMG = {"preview_prompt": "prompt", "preview_negative_prompt": "negative_prompt",
+                        "preview_steps": "steps", "preview_sampler_name": "sampler_name",
+                        "preview_cfg_scale": "cfg_scale", "preview_seed": "seed", "preview_width": "width",
+                        "preview_height": "height"}
+
+
+def create_tab(services, demo: gr.Blocks | None = None, txt2img=None) -> None:
+    """The tab; with `txt2img` (the txt2img tab's handles) the Train form sends that tab's prompt, sampler, steps,
+    CFG scale, seed and size for previews "read from the txt2img tab", as A1111 does."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             with gr.Tabs(elem_id="train_tabs"):
@@ -180,6 +190,9 @@ def create_tab(services, demo: gr.Blocks | None = None) -> None:
     connect(create_embedding, run_create_embedding, [outcome], after=embedding_choices)
     create_hypernetwork["refreshed"] = [train["hypernetwork_name"]]
     connect(create_hypernetwork, run_create_hypernetwork, [outcome], after=hypernetwork_choices)
+    if txt2img is not None:
+        for form in (train["embedding"], train["hypernetwork"]):
+            form["inputs"].update({field: txt2img.fields[name] for field, name in PREVIEW_FROM_TXT2IMG.items()})
     training_job = gr.State(None)
     for form, run in ((train["embedding"], run_train_embedding), (train["hypernetwork"], run_train_hypernetwork),
                       (train_lora, run_train_lora), (train_controlnet, run_train_controlnet)):
