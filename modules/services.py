@@ -317,5 +317,6 @@ def create(args: argparse.Namespace | None = None) -> Services:
     return Services(args=args, paths=paths, options=options, devices=device_config, registry=registry,
                     models=manager, queue=queue, generator=generator, networks=networks, upscalers=upscalers,
                     restorers=restorers, controlnet=controlnet, hashes=hashes,
-                    interrogator=Interrogator(paths.models, paths.data, device_config.device, device_config.dtype))
+                    interrogator=Interrogator(paths.models, paths.data, device_config.device, device_config.dtype,
+                                             clip_models_path=args.clip_models_path))
 

@@ -157,7 +157,14 @@ def test_openai_file_is_preferred_and_clip_models_path_searched_first(tmp_path, 
     shutil.copy(openai_file[1], flag_folder / openai_clip.PREFERRED_FILE)
     interrogator = Interrogator(tmp_path / "models", tmp_path, CPU, torch.float32, clip_models_path=flag_folder)
     assert clip_ranking.find_clip_model(interrogator.clip_folders) == flag_folder / openai_clip.PREFERRED_FILE
-    assert cmd_args.parse_args(["--clip-models-path", str(flag_folder)]).clip_models_path == str(flag_folder)
+    # the flag reaches the server's interrogator
+    services = services_module.create(cmd_args.parse_args(["--data-dir", str(tmp_path), "--nowebui",
+                                                           "--clip-models-path", str(flag_folder)]))
+    try:
+        assert clip_ranking.find_clip_model(services.interrogator.clip_folders) == \
+            flag_folder / openai_clip.PREFERRED_FILE
+    finally:
+        services.shutdown()
 
 
 def test_without_a_clip_model_the_log_names_both_layouts(tmp_path, caplog):

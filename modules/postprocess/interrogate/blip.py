@@ -19,6 +19,7 @@ from PIL import Image
 
 from modules.jobs import JobError, NotFound
 from modules.models import files
+from modules.postprocess.interrogate.exact_weights import load_exact
 from modules.untrusted import user_files
 
 log = logging.getLogger(__name__)
@@ -135,13 +136,7 @@ def _from_original(path: Path, config_path: Path):
     for tied, source in _TIED.items():   # the LM head shares these with other tensors; files may hold one copy
         if tied not in renamed and source in renamed:
             renamed[tied] = renamed[source]
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(renamed))
-    wrong = sorted(key for key in expected.keys() & renamed.keys() if expected[key].shape != renamed[key].shape)
-    if missing or wrong:
-        raise JobError(f"{path.name}: not Salesforce's BLIP base captioning checkpoint "
-                       f"({len(missing)} tensors missing, e.g. {missing[:2]}; {len(wrong)} of another shape)")
-    model.load_state_dict({key: renamed[key] for key in expected}, strict=True)
+    load_exact(model, renamed, f"{path.name}: not Salesforce's BLIP base captioning checkpoint")
     model.tie_weights()
     return model
 

@@ -16,6 +16,7 @@ import torch
 from modules.jobs import JobError
 from modules.models import files, torchscript_weights
 from modules.models.tokenizer import BOS_ID, EOS_ID, VOCAB_SIZE
+from modules.postprocess.interrogate.exact_weights import load_exact
 
 PREFERRED_FILE = "ViT-L-14.pt"     # A1111's clip_model_name "ViT-L/14", as the clip package names its download
 HEAD_WIDTH = 64                    # OpenAI's CLIP: heads = width // 64 in both towers
@@ -56,14 +57,7 @@ def to_transformers(state: dict[str, torch.Tensor], name: str):
     config = config_of(state, name)
     with no_init_weights():   # every parameter is overwritten by the file's
         model = CLIPModel(config)
-    renamed = transformers_state(state)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(renamed))
-    wrong = sorted(key for key in expected.keys() & renamed.keys() if expected[key].shape != renamed[key].shape)
-    if missing or wrong:
-        raise JobError(f"{name}: not an OpenAI CLIP model ({len(missing)} tensors missing, e.g. {missing[:2]}; "
-                       f"{len(wrong)} of another shape, e.g. {wrong[:2]})")
-    model.load_state_dict({key: renamed[key] for key in expected}, strict=True)
+    load_exact(model, transformers_state(state), f"{name}: not an OpenAI CLIP model")
     return model.eval()
 
 
