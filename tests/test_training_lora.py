@@ -384,3 +384,29 @@ def test_mixed_precision_computes_in_the_lower_precision_and_keeps_float32_weigh
     assert all(np.isfinite(loss) for _, loss in result.losses)
     adapter = _adapter(result.path)
     assert adapter and all(value.dtype == torch.float32 and torch.isfinite(value).all() for value in adapter.values())
+
+
+def _fixed_draws_loss(pipe, family, entries) -> float:
+    """The dataset's denoising loss under fixed draws (timesteps and noise): what training lowers."""
+    from modules.training.denoising import denoising_loss, encode, step_generator, training_scheduler
+    from modules.training.text_conditioning import TrainingTextEncoder
+
+    scheduler = training_scheduler(dict(pipe.scheduler.config))
+    with torch.no_grad():
+        latents = torch.stack([encode(pipe.vae, entry.pixels).mean for entry in entries])
+        cond = TrainingTextEncoder(pipe, family).encode_batch([entry.filename_text for entry in entries])
+        return sum(float(denoising_loss(pipe.unet, scheduler, latents, cond, step_generator(99, draw)))
+                   for draw in range(8))
+
+
+def test_training_lowers_the_loss_on_a_dataset_it_can_overfit(client):
+    from modules.training import dataset as datasets
+
+    loaded = client.services.generator.load(None)
+    result = train_lora(_request(client, name="overfit", steps=16, unet_lr=0.03, batch_size=2),
+                        model=loaded, folders=client.folders, job=StopsAt())
+    entries = datasets.read_dataset(client.dataset, width=64, height=64)
+    pipe = build_pipeline(build_tiny_model("sd1"))   # the checkpoint's model, apart from the served one
+    before = _fixed_draws_loss(pipe, loaded.spec.family, entries)
+    pipe.load_lora_weights(str(result.path), adapter_name="overfit")
+    assert _fixed_draws_loss(pipe, loaded.spec.family, entries) < before * 0.9
