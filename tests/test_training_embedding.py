@@ -304,7 +304,7 @@ def test_the_train_tab_creates_and_trains_with_a_loss_chart(client):
             "train_embedding", "train_dataset_directory", "train_train_embedding", "train_interrupt_training",
             "ti_loss_chart", "train_new_hypernetwork_name", "train_create_hypernetwork", "train_hypernetwork",
             "train_train_hypernetwork", "train_lora_name", "train_train_lora", "train_controlnet_name",
-            "train_train_controlnet", "ti_preview"} <= ids
+            "train_train_controlnet", "ti_gallery"} <= ids
     # previews "read from the txt2img tab" take that tab's values: its fields are the Train button's inputs too
     by_elem_id = {component["props"].get("elem_id"): component["id"] for component in config["components"]}
     train_click = next(dependency for dependency in config["dependencies"]
@@ -323,11 +323,14 @@ def test_the_train_tab_creates_and_trains_with_a_loss_chart(client):
     async def follow(values):
         return [update async for update in run_train_embedding(services, values)]
 
-    values = {"embedding_name": "fromtab", "data_root": str(client.dataset), "steps": 4, **SMALL}
+    values = {"embedding_name": "fromtab", "data_root": str(client.dataset), "steps": 4, **SMALL,
+              "create_image_every": 2}
     updates = asyncio.run(follow(values))
-    status, chart, _, job_id = updates[-1]
+    status, chart, gallery, job_id = updates[-1]
     assert "Training finished at step 4" in status and services.queue.get(job_id).kind == "train-embedding"
     assert chart.size == (640, 260) and len(set(chart.getdata())) > 2   # a drawn line, not an empty chart
+    # every preview in the gallery, however the polls fell
+    assert [caption for _, caption in gallery] == ["step 2", "step 4"] and gallery[0][0].size == (64, 64)
     with pytest.raises(gr.Error, match="learn_rate"):
         asyncio.run(follow({**values, "learn_rate": "fast"}))
 

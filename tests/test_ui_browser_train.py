@@ -55,12 +55,14 @@ def test_create_then_train_an_embedding_in_the_train_tab(browser, server, tmp_pa
             box.fill("64")
             box.press("Enter")
         fill(page, "train_steps", "4")
-        fill(page, "train_create_image_every", "0")
+        fill(page, "train_create_image_every", "2")
         page.locator("#train_train_embedding").click()
         page.wait_for_function("() => document.querySelector('#ti_error').innerText.includes('Training finished')",
                                timeout=120_000)
         assert "Training finished at step 4" in page.locator("#ti_error").inner_text()
         assert page.locator("#ti_loss_chart img").first.is_visible()   # the loss chart, drawn
+        # the previews of steps 2 and 4 in the gallery
+        page.wait_for_function("() => document.querySelectorAll('#ti_gallery img').length >= 2", timeout=30_000)
         assert list((tmp_path / "textual_inversion").glob("*/tile/textual_inversion_loss.csv"))
         assert not errors, errors
     except BaseException:

@@ -36,7 +36,8 @@ def require_sd1_or_sd2(model, kind: str) -> None:
 
 @dataclass
 class TrainingResult:
-    """What a finished (or interrupted) training reports; `losses` holds (step, loss) for the loss chart."""
+    """What a finished (or interrupted) training reports; `losses` holds (step, loss) for the loss chart,
+    `previews` (step, file) of the preview images made."""
     kind: str
     name: str
     path: Path
@@ -44,6 +45,7 @@ class TrainingResult:
     log_folder: Path | None
     interrupted: bool = False
     losses: list[tuple[int, float]] = field(default_factory=list)
+    previews: list[tuple[int, Path]] = field(default_factory=list)
 
     @property
     def info(self) -> str:

@@ -192,8 +192,7 @@ def train_controlnet(request: TrainControlNetRequest, *, model, folders: Control
             prompt = request.preview_prompt or _prompt(entries[0], request, templates, random.Random(seed),
                                                        dropout=False)
             previews.make_preview(generate, previews.PreviewSettings.at_training_size(request.width, request.height),
-                                  prompt, job, folder / "images", request.name, step,
-                                  extra_fields={"controlnet_units": [unit]})
+                                  prompt, job, folder / "images", result, extra_fields={"controlnet_units": [unit]})
 
     loop = StepLoop(request, job, result, optimizer, lr_schedule, list(controlnet.parameters()), plan,
                     folder / LOSS_LOG, f"Training ControlNet {request.name}", batch_loss, after_step)

@@ -146,7 +146,7 @@ def train_hypernetwork(request: TrainHypernetworkRequest, *, path: Path, model, 
                 module.eval()
             try:
                 previews.make_preview(generate, previews.PreviewSettings.of(request), last_texts[0], job,
-                                      folder / "images", name, step)
+                                      folder / "images", result)
             finally:
                 for module in modules:
                     module.train()

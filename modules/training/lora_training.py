@@ -152,7 +152,7 @@ def train_lora(request: TrainLoraRequest, *, model, folders: LoraFolders, job: J
             if generate is not None and request.preview_every and result.step % request.preview_every == 0:
                 settings = previews.PreviewSettings.at_training_size(request.resolution, request.resolution)
                 previews.make_preview(generate, settings, request.preview_prompt or prompt_of(entries[0], request),
-                                      job, folder / "images", request.name, result.step)
+                                      job, folder / "images", result)
         saving.save(result.step, path, with_state=True)
     return result
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from modules.images import save_image_with_geninfo
 from modules.jobs import Job
+from modules.training.common import TrainingResult
 
 PREVIEW_STEPS = 20   # A1111's, when the preview does not follow the txt2img tab
 
@@ -67,11 +68,14 @@ def save_preview(image: Image.Image, infotext: str, folder: Path, name: str, ste
 
 
 def make_preview(generate: Generate, settings: PreviewSettings, training_prompt: str, job: Job, folder: Path,
-                 name: str, step: int, extra_fields: dict | None = None) -> Path:
-    """Generate and save one preview; it becomes the training job's live preview. `extra_fields` go into the
-    generation request as well (a ControlNet training's unit)."""
+                 result: TrainingResult, extra_fields: dict | None = None) -> Path:
+    """Generate and save one preview of the training at `result.step`; it becomes the training job's live preview
+    and is listed in `result.previews`. `extra_fields` go into the generation request as well (a ControlNet
+    training's unit)."""
+    step = result.step
     preview_job = Job(id=f"{job.id}-preview-{step}", kind="training-preview", run=lambda _job: None)
     image, infotext = generate({**settings.request_fields(training_prompt), **(extra_fields or {})}, preview_job)
-    path = save_preview(image, infotext, folder, name, step)
+    path = save_preview(image, infotext, folder, result.name, step)
+    result.previews.append((step, path))
     job.set_preview(image)
     return path

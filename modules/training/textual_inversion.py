@@ -122,7 +122,7 @@ def train_embedding(request: TrainEmbeddingRequest, *, model, folders: TrainingF
         if generate is not None and request.create_image_every and step % request.create_image_every == 0:
             _save(trained, optimizer, seed, path)   # what the generation reads (and a resumable state)
             previews.make_preview(generate, previews.PreviewSettings.of(request), last_texts[0], job,
-                                  folder / "images", trained.name, step)
+                                  folder / "images", result)
             if request.save_image_with_stored_embedding and not_yet_in_an_image:
                 save_embedding_image(job.preview, not_yet_in_an_image.pop(), folder / "image_embeddings",
                                      trained.name, step)

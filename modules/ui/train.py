@@ -1,14 +1,17 @@
 """The Train tab (A1111's elem_ids): Prepare (a folder of images → a training folder), Create embedding, Create
 hypernetwork, Train (an embedding or a hypernetwork), Train LoRA and Train ControlNet — each a job of the queue,
 followed here with its progress; a training also with a loss chart drawn as it runs (`training/loss_chart.py`) and
-its latest preview. Interrupt saves a training, and training it again resumes it. Extensions add sub-tabs through
+a gallery of its previews. Interrupt saves this page's training, and training it again resumes it. Extensions add sub-tabs through
 `on_ui_train_tabs`. The forms are `train_forms.py`.
 """
 from __future__ import annotations
 
+import asyncio
 import html
+from pathlib import Path
 
 import gradio as gr
+from PIL import Image
 from pydantic import ValidationError
 
 from modules.jobs import Interrupted, QueueFull
@@ -21,6 +24,8 @@ from modules.training.requests import (CreateEmbeddingRequest, CreateHypernetwor
 from modules.ui import progress, train_forms
 from modules.ui.common import PRIVATE, message_html
 from modules.ui.output import error_html
+
+MAX_GALLERY_PREVIEWS = 24   # the latest previews shown (each held in memory while the page follows)
 
 
 
@@ -81,26 +86,54 @@ def _losses(job) -> list[tuple[int, float]]:
     return list(getattr(job.result or job.partial_result, "losses", None) or [])
 
 
+class _PreviewGallery:
+    """The training's preview images for the gallery, newest last, each read from its file once (every preview is
+    listed by the trainer, so none is missed between two looks); the latest MAX_GALLERY_PREVIEWS are kept."""
+
+    def __init__(self, job):
+        self.job, self.read, self.items = job, set(), []
+
+    def update(self) -> list[tuple[Image.Image, str]]:
+        made = list(getattr(self.job.result or self.job.partial_result, "previews", None) or [])
+        for step, path in made:
+            if path not in self.read:
+                self.read.add(path)
+                image = _read_preview(path)
+                if image is not None:
+                    self.items = (self.items + [(image, f"step {step}")])[-MAX_GALLERY_PREVIEWS:]
+        return self.items
+
+
+def _read_preview(path: Path) -> Image.Image | None:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except OSError:   # removed or unreadable meanwhile: left out of the gallery
+        return None
+
+
 async def follow_training(services, job):
-    """Yields (status HTML, loss chart, latest preview image) while the training runs, then its outcome."""
-    yield progress.progress_html(job, services.queue.position(job)), loss_chart([]), None
+    """Yields (status HTML, loss chart, preview gallery) while the training runs, then its outcome."""
+    gallery = _PreviewGallery(job)
+    yield progress.progress_html(job, services.queue.position(job)), loss_chart([]), []
     async for snapshot in progress.watch(job, services.queue):
-        yield snapshot.html, loss_chart(_losses(job)), job.preview
+        yield snapshot.html, loss_chart(_losses(job)), await asyncio.to_thread(gallery.update)
     result = job.result
+    images = await asyncio.to_thread(gallery.update)
     if job.state == "failed":
         interrupted = job.error_kind is not None and issubclass(job.error_kind, Interrupted)
         status = message_html(job.error, "warning") if interrupted else error_html(f"Training failed: {job.error}")
-        yield status, loss_chart(_losses(job)), job.preview
+        yield status, loss_chart(_losses(job)), images
         return
     chart = loss_chart(_losses(job))
     if result is None:
-        yield message_html("Interrupted before the first step.", "warning"), chart, job.preview
+        yield message_html("Interrupted before the first step.", "warning"), chart, images
     elif result.interrupted:
         yield message_html(f"Interrupted at step {result.step}: saved to {result.path}. Train it again to resume.",
-                           "warning"), chart, job.preview
+                           "warning"), chart, images
     else:
         yield message_html(f"Training finished at step {result.step}: {result.path}"
-                           + (f"\nLog: {result.log_folder}" if result.log_folder else "")), chart, job.preview
+                           + (f"\nLog: {result.log_folder}" if result.log_folder else "")), chart, images
 
 
 async def _run_training(services, values: dict, request_model, submit_name: str):
@@ -167,7 +200,7 @@ def create_tab(services, demo: gr.Blocks | None = None, txt2img=None) -> None:
         with gr.Column(scale=1, elem_id="ti_gallery_container"):
             outcome = gr.HTML(elem_id="ti_error")
             chart = gr.Image(label="Loss", type="pil", interactive=False, elem_id="ti_loss_chart")
-            preview = gr.Image(label="Latest preview", type="pil", interactive=False, elem_id="ti_preview")
+            preview = gr.Gallery(label="Previews", columns=4, interactive=False, elem_id="ti_gallery")
 
     def connect(form: dict, run, outputs: list, after=None):
         names = list(form["inputs"])
