@@ -91,46 +91,53 @@ class TextEncoder:
         return self._chunk_cache[key]
 
     @torch.inference_mode()
-    def _run(self, encoder, key: str, chunk: PromptChunk, pad_id: int):
+    def _run_rows(self, encoder, key: str, chunks: list[PromptChunk], pad_id: int):
+        """One encoder call for these chunks, a row each (generation passes one; training a batch's)."""
         from modules.networks.textual_inversion import vectors_inserted
 
-        ids = [BOS_ID] + chunk.tokens + [EOS_ID]
-        ids += [pad_id] * (CHUNK_TOKENS + 2 - len(ids))
-        tokens = torch.tensor([ids], dtype=torch.long, device=input_device(encoder))
-        with vectors_inserted(encoder, key, [chunk.fixes]):
+        rows = []
+        for chunk in chunks:
+            ids = [BOS_ID] + chunk.tokens + [EOS_ID]
+            rows.append(ids + [pad_id] * (CHUNK_TOKENS + 2 - len(ids)))
+        tokens = torch.tensor(rows, dtype=torch.long, device=input_device(encoder))
+        with vectors_inserted(encoder, key, [chunk.fixes for chunk in chunks]):
             return encoder(tokens, output_hidden_states=True)
 
     def _weights(self, chunk: PromptChunk, like: torch.Tensor) -> torch.Tensor:
         weights = [1.0] + chunk.multipliers + [1.0] * (CHUNK_TOKENS + 1 - len(chunk.multipliers))
         return torch.tensor(weights, dtype=like.dtype, device=like.device).reshape(1, -1, 1)
 
-    def _emphasise(self, hidden: torch.Tensor, chunk: PromptChunk) -> torch.Tensor:
-        if self.emphasis not in ("Original", "No norm") or all(w == 1.0 for w in chunk.multipliers):
+    def _emphasise_rows(self, hidden: torch.Tensor, chunks: list[PromptChunk]) -> torch.Tensor:
+        if self.emphasis not in ("Original", "No norm") or all(w == 1.0 for c in chunks for w in c.multipliers):
             return hidden
-        weighted = hidden * self._weights(chunk, hidden)
-        if self.emphasis == "Original":   # multiply, then restore the original mean (A1111 EmphasisOriginal)
-            weighted = weighted * (hidden.mean() / weighted.mean())
+        weighted = hidden * torch.cat([self._weights(chunk, hidden) for chunk in chunks])
+        if self.emphasis == "Original":   # multiply, then restore each row's original mean (A1111 EmphasisOriginal)
+            weighted = weighted * (hidden.mean(dim=(1, 2), keepdim=True) / weighted.mean(dim=(1, 2), keepdim=True))
         return weighted
 
     def _encode_chunk(self, chunk: PromptChunk):
+        return self._encode_rows([chunk])
+
+    def _encode_rows(self, chunks: list[PromptChunk]):
+        """(hidden states [rows, 77, width], SDXL's pooled projection [rows, width] or None) of these chunks."""
         pipe, family = self.pipeline, self.family
         if not family.xl:
             encoder = pipe.text_encoder
-            out = self._run(encoder, "", chunk, family.text_encoder.pad_id)
+            out = self._run_rows(encoder, "", chunks, family.text_encoder.pad_id)
             if self.clip_skip > 1:
                 # A1111 clip skip: an earlier layer's output, still passed through the final layer norm.
                 hidden = _final_norm(encoder)(out.hidden_states[-self.clip_skip])
             else:
                 hidden = out.last_hidden_state
-            return self._emphasise(hidden, chunk), None
+            return self._emphasise_rows(hidden, chunks), None
         # SDXL: penultimate hidden states of each encoder side by side, plus the second one's pooled projection.
         # A1111 ignores Clip skip for SDXL by default (setting sdxl_clip_l_skip off), and so do we.
         hidden = []
         if pipe.text_encoder is not None:
-            out = self._run(pipe.text_encoder, "clip_l", chunk, family.text_encoder.pad_id)
-            hidden.append(self._emphasise(out.hidden_states[-2], chunk))
-        out = self._run(pipe.text_encoder_2, "clip_g", chunk, family.text_encoder_2.pad_id)
-        hidden.append(self._emphasise(out.hidden_states[-2], chunk))
+            out = self._run_rows(pipe.text_encoder, "clip_l", chunks, family.text_encoder.pad_id)
+            hidden.append(self._emphasise_rows(out.hidden_states[-2], chunks))
+        out = self._run_rows(pipe.text_encoder_2, "clip_g", chunks, family.text_encoder_2.pad_id)
+        hidden.append(self._emphasise_rows(out.hidden_states[-2], chunks))
         return torch.cat(hidden, dim=-1), out.text_embeds
 
 

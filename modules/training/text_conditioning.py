@@ -9,11 +9,8 @@ from contextlib import contextmanager
 
 import torch
 
-from modules.devices import input_device
-from modules.models.tokenizer import BOS_ID, EOS_ID
-from modules.networks.textual_inversion import vectors_inserted
-from modules.prompts.chunks import CHUNK_TOKENS, PromptChunk
-from modules.prompts.conditioning import Conditioning, TextEncoder, _final_norm
+from modules.prompts.chunks import PromptChunk
+from modules.prompts.conditioning import Conditioning, TextEncoder
 
 
 class TrainingTextEncoder(TextEncoder):
@@ -23,9 +20,9 @@ class TrainingTextEncoder(TextEncoder):
     prompt on its own; a training batch's captions all differ, and one call per caption made the step slower than
     diffusers' examples): the same tokens, embedding vectors, clip skip and emphasis per row as `TextEncoder`."""
 
-    def _run(self, encoder, key, chunk, pad_id):
-        # TextEncoder._run is wrapped in torch.inference_mode(); its undecorated body keeps the graph
-        return TextEncoder._run.__wrapped__(self, encoder, key, chunk, pad_id)
+    def _run_rows(self, encoder, key, chunks, pad_id):
+        # TextEncoder._run_rows is wrapped in torch.inference_mode(); its undecorated body keeps the graph
+        return TextEncoder._run_rows.__wrapped__(self, encoder, key, chunks, pad_id)
 
     def _encode_chunk_once(self, chunk):
         return self._encode_chunk(chunk)
@@ -46,39 +43,6 @@ class TrainingTextEncoder(TextEncoder):
             if position == 0:
                 pooled = position_pooled   # A1111 takes the pooled output of the first chunk
         return Conditioning(torch.cat(parts, dim=1), pooled)
-
-    def _run_rows(self, encoder, key: str, chunks: list[PromptChunk], pad_id: int):
-        rows = []
-        for chunk in chunks:
-            ids = [BOS_ID] + chunk.tokens + [EOS_ID]
-            rows.append(ids + [pad_id] * (CHUNK_TOKENS + 2 - len(ids)))
-        tokens = torch.tensor(rows, dtype=torch.long, device=input_device(encoder))
-        with vectors_inserted(encoder, key, [chunk.fixes for chunk in chunks]):
-            return encoder(tokens, output_hidden_states=True)
-
-    def _emphasise_rows(self, hidden: torch.Tensor, chunks: list[PromptChunk]) -> torch.Tensor:
-        if self.emphasis not in ("Original", "No norm") or all(w == 1.0 for c in chunks for w in c.multipliers):
-            return hidden
-        weighted = hidden * torch.cat([self._weights(chunk, hidden) for chunk in chunks])
-        if self.emphasis == "Original":   # each row's own mean restored, as TextEncoder does per chunk
-            weighted = weighted * (hidden.mean(dim=(1, 2), keepdim=True) / weighted.mean(dim=(1, 2), keepdim=True))
-        return weighted
-
-    def _encode_rows(self, chunks: list[PromptChunk]):
-        pipe, family = self.pipeline, self.family
-        if not family.xl:
-            encoder = pipe.text_encoder
-            out = self._run_rows(encoder, "", chunks, family.text_encoder.pad_id)
-            hidden = (_final_norm(encoder)(out.hidden_states[-self.clip_skip]) if self.clip_skip > 1
-                      else out.last_hidden_state)
-            return self._emphasise_rows(hidden, chunks), None
-        hidden = []
-        if pipe.text_encoder is not None:
-            out = self._run_rows(pipe.text_encoder, "clip_l", chunks, family.text_encoder.pad_id)
-            hidden.append(self._emphasise_rows(out.hidden_states[-2], chunks))
-        out = self._run_rows(pipe.text_encoder_2, "clip_g", chunks, family.text_encoder_2.pad_id)
-        hidden.append(self._emphasise_rows(out.hidden_states[-2], chunks))
-        return torch.cat(hidden, dim=-1), out.text_embeds
 
 
 @contextmanager
