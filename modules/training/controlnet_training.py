@@ -39,7 +39,7 @@ from modules.training import controlnet_dataset, previews
 from modules.training.checkpointing import gradient_checkpointing
 from modules.training import dataset as datasets
 from modules.training.common import BatchPlan, StepLoop, TrainingResult
-from modules.training.denoising import encode, training_scheduler
+from modules.training.denoising import encode, noised, training_scheduler
 from modules.training.learn_schedule import LearnRateScheduler, parse_schedule
 from modules.training.requests import MAX_BATCH_SIZE, MAX_TRAINING_SIDE, MAX_TRAINING_STEPS
 from modules.training.text_conditioning import TrainingTextEncoder, encode_conditioning_batch, frozen, sdxl_time_ids
@@ -211,21 +211,16 @@ def controlnet_loss(controlnet, unet, scheduler, latents: torch.Tensor, encoder_
     """`denoising.denoising_loss` with the ControlNet's residuals added to the UNet's: a timestep and noise drawn
     from `generator`, the MSE to the noise (or velocity). Gradients reach only what requires them (the ControlNet)."""
     device, dtype = encoder_hidden_states.device, unet.dtype
-    count = latents.shape[0]
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (count,), generator=generator)
-    noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32)
-    latents, noise, timesteps = latents.to(device), noise.to(device), timesteps.to(device)
-    noisy = scheduler.add_noise(latents, noise, timesteps)
-    target = (scheduler.get_velocity(latents, noise, timesteps)
-              if scheduler.config.prediction_type == "v_prediction" else noise)
+    batch = noised(scheduler, latents, generator, device)
     kwargs = {"added_cond_kwargs": added_cond_kwargs} if added_cond_kwargs else {}
     control_dtype = controlnet.dtype
-    down, mid = controlnet(noisy.to(control_dtype), timesteps, encoder_hidden_states=encoder_hidden_states.to(
-        control_dtype), controlnet_cond=hints.to(device=device, dtype=control_dtype), return_dict=False, **kwargs)
-    prediction = unet(noisy.to(dtype), timesteps, encoder_hidden_states.to(dtype),
+    down, mid = controlnet(batch.noisy.to(control_dtype), batch.timesteps,
+                           encoder_hidden_states=encoder_hidden_states.to(control_dtype),
+                           controlnet_cond=hints.to(device=device, dtype=control_dtype), return_dict=False, **kwargs)
+    prediction = unet(batch.noisy.to(dtype), batch.timesteps, encoder_hidden_states.to(dtype),
                       down_block_additional_residuals=[residual.to(dtype) for residual in down],
                       mid_block_additional_residual=mid.to(dtype), **kwargs).sample
-    return ((prediction.float() - target.float()) ** 2).mean()
+    return ((prediction.float() - batch.target.float()) ** 2).mean()
 
 
 # --------------------------------------------------------------------------- checks before any step

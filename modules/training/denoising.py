@@ -50,23 +50,39 @@ def encode(vae, pixels: torch.Tensor) -> LatentDistribution:
     return LatentDistribution(mean=mean, std=(posterior.std.float() * scale)[0].cpu())
 
 
+@dataclass
+class NoisedBatch:
+    """A batch's draws: its latents noised at a timestep each, and what the model should predict for them."""
+    noisy: torch.Tensor
+    timesteps: torch.Tensor
+    target: torch.Tensor           # the noise, or the velocity for v-prediction
+    v_prediction: bool
+
+
+def noised(scheduler, latents: torch.Tensor, generator: torch.Generator, device: torch.device, *,
+           noise_offset: float = 0.0) -> NoisedBatch:
+    """A timestep per image, then the noise (plus kohya's per-image, per-channel noise offset), drawn in that order
+    from `generator` on the CPU; every trainer's draws, so each is reproducible and resumable alike."""
+    count, channels = latents.shape[:2]
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (count,), generator=generator)
+    noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32)
+    if noise_offset:
+        noise = noise + noise_offset * torch.randn((count, channels, 1, 1), generator=generator)
+    latents, noise, timesteps = latents.to(device), noise.to(device), timesteps.to(device)
+    v_prediction = scheduler.config.prediction_type == "v_prediction"
+    target = scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
+    return NoisedBatch(scheduler.add_noise(latents, noise, timesteps), timesteps, target, v_prediction)
+
+
 def denoising_loss(unet, scheduler, latents: torch.Tensor, encoder_hidden_states: torch.Tensor,
                    generator: torch.Generator, *, weight: torch.Tensor | None = None,
                    added_cond_kwargs: dict | None = None) -> torch.Tensor:
     """The batch's mean loss (a scalar with a graph back to whatever requires grad in the inputs or the UNet)."""
     device, dtype = encoder_hidden_states.device, unet.dtype
-    count = latents.shape[0]
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (count,), generator=generator)
-    noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32)
-    latents, noise, timesteps = latents.to(device), noise.to(device), timesteps.to(device)
-    noisy = scheduler.add_noise(latents, noise, timesteps)
-    if scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        target = noise
+    batch = noised(scheduler, latents, generator, device)
     kwargs = {"added_cond_kwargs": added_cond_kwargs} if added_cond_kwargs else {}
-    prediction = unet(noisy.to(dtype), timesteps, encoder_hidden_states.to(dtype), **kwargs).sample
-    error = (prediction.float() - target.float()) ** 2
+    prediction = unet(batch.noisy.to(dtype), batch.timesteps, encoder_hidden_states.to(dtype), **kwargs).sample
+    error = (prediction.float() - batch.target.float()) ** 2
     if weight is not None:
         error = error * weight.to(device=device, dtype=error.dtype)
     return error.mean()

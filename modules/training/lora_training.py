@@ -31,7 +31,7 @@ from modules.jobs import Job, JobError, StorageFull
 from modules.training import dataset as datasets, previews
 from modules.training import lora_files
 from modules.training.checkpointing import gradient_checkpointing
-from modules.training.denoising import LatentDistribution, encode, step_generator, training_scheduler
+from modules.training.denoising import LatentDistribution, encode, noised, step_generator, training_scheduler
 from modules.training.lora_requests import TrainLoraRequest
 from modules.training.text_conditioning import TrainingTextEncoder, encode_conditioning_batch, frozen, sdxl_time_ids
 from modules.training.common import BatchPlan, TrainingResult, log_folder, write_loss
@@ -297,22 +297,14 @@ def lora_loss(unet, scheduler, latents: torch.Tensor, encoder_hidden_states: tor
     noise, so the model learns to change an image's mean brightness) and min-SNR-γ weighting (each image's error
     weighted by min(SNR, γ)/SNR, or /(SNR+1) for v-prediction, so easy low-noise steps do not dominate)."""
     device, dtype = encoder_hidden_states.device, unet.dtype
-    count, channels = latents.shape[:2]
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (count,), generator=generator)
-    noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32)
-    if noise_offset:
-        noise = noise + noise_offset * torch.randn((count, channels, 1, 1), generator=generator)
-    latents, noise, timesteps = latents.to(device), noise.to(device), timesteps.to(device)
-    noisy = scheduler.add_noise(latents, noise, timesteps)
-    v_prediction = scheduler.config.prediction_type == "v_prediction"
-    target = scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
+    batch = noised(scheduler, latents, generator, device, noise_offset=noise_offset)
     kwargs = {"added_cond_kwargs": added_cond_kwargs} if added_cond_kwargs else {}
-    prediction = unet(noisy.to(dtype), timesteps, encoder_hidden_states.to(dtype), **kwargs).sample
-    error = ((prediction.float() - target.float()) ** 2).mean(dim=tuple(range(1, latents.ndim)))
+    prediction = unet(batch.noisy.to(dtype), batch.timesteps, encoder_hidden_states.to(dtype), **kwargs).sample
+    error = ((prediction.float() - batch.target.float()) ** 2).mean(dim=tuple(range(1, latents.ndim)))
     if min_snr_gamma:
-        alphas = scheduler.alphas_cumprod.to(device)[timesteps].float()
+        alphas = scheduler.alphas_cumprod.to(device)[batch.timesteps].float()
         snr = alphas / (1 - alphas)
-        error = error * snr.clamp(max=min_snr_gamma) / (snr + 1 if v_prediction else snr)
+        error = error * snr.clamp(max=min_snr_gamma) / (snr + 1 if batch.v_prediction else snr)
     return error.mean()
 
 
