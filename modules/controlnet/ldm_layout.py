@@ -15,8 +15,9 @@ _RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb
            "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
 
 
-def _input_block_names(down_blocks) -> tuple[dict[str, str], set[str]]:
-    """diffusers down-block prefixes → LDM `input_blocks.N.` ones, and the resnet prefixes among them."""
+def input_block_names(down_blocks) -> tuple[dict[str, str], set[str]]:
+    """diffusers down-block prefixes → LDM `input_blocks.N.` ones (a UNet's, or a ControlNet's copy of them), and
+    the resnet prefixes among them (their inner names differ too)."""
     names, resnet_prefixes = {}, set()
     index = 1   # input_blocks.0 is conv_in
     for i, block in enumerate(down_blocks):
@@ -44,7 +45,7 @@ def controlnet_to_ldm(controlnet) -> dict[str, torch.Tensor]:
              "controlnet_cond_embedding.conv_out.": f"input_hint_block.{2 * (len(embedding.blocks) + 1)}."}
     for i in range(len(embedding.blocks)):
         names[f"controlnet_cond_embedding.blocks.{i}."] = f"input_hint_block.{2 * (i + 1)}."
-    blocks, resnet_prefixes = _input_block_names(controlnet.down_blocks)
+    blocks, resnet_prefixes = input_block_names(controlnet.down_blocks)
     names.update(blocks)
     for i in range(len(controlnet.controlnet_down_blocks)):   # one zero conv per input block
         names[f"controlnet_down_blocks.{i}."] = f"zero_convs.{i}.0."
