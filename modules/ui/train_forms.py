@@ -187,6 +187,15 @@ def train_form(services) -> dict:
     }
 
 
+def preview_fields(prefix: str, default_prompt: str) -> dict:
+    """A row with the LoRA / ControlNet trainings' preview_every and preview_prompt fields."""
+    with gr.Row():
+        return {"preview_every": gr.Number(0, label="Preview image every N steps, 0 to disable", precision=0,
+                                           elem_id=f"{prefix}_preview_every"),
+                "preview_prompt": gr.Textbox(label=f"Preview prompt (empty: {default_prompt})",
+                                             elem_id=f"{prefix}_preview_prompt")}
+
+
 def train_lora_form() -> dict:
     """LoRA and DreamBooth-LoRA (not in A1111; the fields of training/lora_requests.py)."""
     from modules.training.lora_requests import LR_SCHEDULERS, MAX_CLASS_IMAGES, MAX_RANK
@@ -245,11 +254,7 @@ def train_lora_form() -> dict:
         inputs["save_every"] = gr.Number(0, label="Save a copy every N steps, 0 to disable", precision=0,
                                          elem_id="train_lora_save_every")
         inputs["seed"] = gr.Number(-1, label="Seed (-1: random)", precision=0, elem_id="train_lora_seed")
-    with gr.Row():
-        inputs["preview_every"] = gr.Number(0, label="Preview image every N steps, 0 to disable", precision=0,
-                                            elem_id="train_lora_preview_every")
-        inputs["preview_prompt"] = gr.Textbox(label="Preview prompt (empty: the first image's training prompt)",
-                                              elem_id="train_lora_preview_prompt")
+    inputs.update(preview_fields("train_lora", "the first image's training prompt"))
     with gr.Row():
         inputs["mixed_precision"] = gr.Dropdown(["no", "fp16", "bf16"], value="no",
                                                 label="Mixed precision (fast on a GPU)",
@@ -292,11 +297,7 @@ def train_controlnet_form(services) -> dict:
         inputs["save_every"] = gr.Number(0, label="Save a copy every N steps, 0 to disable", precision=0,
                                          elem_id="train_controlnet_save_every")
         inputs["seed"] = gr.Number(-1, label="Seed (-1: random)", precision=0, elem_id="train_controlnet_seed")
-    with gr.Row():
-        inputs["preview_every"] = gr.Number(0, label="Preview image every N steps, 0 to disable", precision=0,
-                                            elem_id="train_controlnet_preview_every")
-        inputs["preview_prompt"] = gr.Textbox(label="Preview prompt (empty: the first image's caption)",
-                                              elem_id="train_controlnet_preview_prompt")
+    inputs.update(preview_fields("train_controlnet", "the first image's caption"))
     with gr.Row():
         inputs["gradient_checkpointing"] = gr.Checkbox(False, label="Gradient checkpointing (less memory)",
                                                        elem_id="train_controlnet_gradient_checkpointing")
