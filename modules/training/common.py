@@ -46,6 +46,10 @@ class TrainingResult:
     interrupted: bool = False
     losses: list[tuple[int, float]] = field(default_factory=list)
     previews: list[tuple[int, Path]] = field(default_factory=list)
+    started_from: int = field(init=False)   # the step it began at: >0 when it resumed a saved training
+
+    def __post_init__(self):
+        self.started_from = self.step
 
     @property
     def info(self) -> str:

@@ -38,7 +38,7 @@ class TrainLoraRequest(BaseModel):
     num_class_images: int = Field(0, ge=0, le=MAX_CLASS_IMAGES)   # 0: the class folder's images as they are
 
     rank: int = Field(16, ge=1, le=MAX_RANK)
-    alpha: float | None = Field(None, gt=0.0, le=10_000.0)   # None: the rank (a scale of 1)
+    alpha: float | None = Field(None, ge=0.0, le=10_000.0)   # None or 0: the rank (a scale of 1)
     target: Literal["attention", "all_linear"] = "attention"
     train_text_encoder: bool = False
 
@@ -64,6 +64,7 @@ class TrainLoraRequest(BaseModel):
     seed: int = -1                                         # -1: random (kept in the resume state)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # autocast; pays off on CUDA
     gradient_checkpointing: bool = False                   # less memory, more time per step
+    overwrite: bool = False                                # start afresh even where a LoRA of this name was trained
 
     @field_validator("name")
     @classmethod
@@ -82,4 +83,4 @@ class TrainLoraRequest(BaseModel):
 
     @property
     def network_alpha(self) -> float:
-        return float(self.rank) if self.alpha is None else self.alpha
+        return float(self.alpha or self.rank)
