@@ -277,3 +277,10 @@ def test_gradient_checkpointing_recomputes_and_trains_the_same_controlnet(servic
     assert starts[True] > starts[False], starts
     assert not pipe.unet.is_gradient_checkpointing
     assert all(torch.allclose(weights[True][key], weights[False][key], atol=1e-6) for key in weights[False])
+
+
+def test_the_resume_state_is_not_listed_as_a_controlnet(services):
+    train(services, "listed", steps=1)
+    names = [info.name for info in services.controlnet.registry.refresh()]
+    assert "listed" in names and not any("state" in name for name in names)
+    assert state_path(services.paths.controlnet / "listed.safetensors").name == "listed.safetensors.state"

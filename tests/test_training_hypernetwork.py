@@ -249,3 +249,14 @@ def test_interrupt_through_the_api_saves_a_resumable_hypernetwork(client):
     assert answer["r"].status_code == 200, answer["r"].text
     saved = load_hypernetwork(folder(client) / "stopped.pt")
     assert 1 <= saved.metadata["step"] < 100_000 and (folder(client) / "stopped.pt.optim").exists()
+
+
+def test_a1111_clients_body_with_id_task_and_a_numeric_rate_trains(client):
+    """A1111's route passes the body as train_hypernetwork(**args), whose first parameter is id_task: its clients
+    send it (and a plain number as the rate). The id names the job, as force_task_id does for a generation."""
+    assert create(client, "fromclient").status_code == 200
+    answer = train(client, "fromclient", steps=1, id_task="task(abc123)", learn_rate=0.005, clip_grad_value=1)
+    assert answer.status_code == 200, answer.text
+    job = client.services.queue.get("task(abc123)")
+    assert job is not None and job.kind == "train-hypernetwork" and job.state == "done"
+    assert load_hypernetwork(folder(client) / "fromclient.pt").metadata["step"] == 1

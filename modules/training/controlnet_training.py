@@ -12,8 +12,8 @@ filled; `proportion_empty_prompts` of them are "" (diffusers' caption dropout).
 Conditions come from a folder of condition images named as the images, or from an annotator (`controlnet_dataset`).
 
 Files: `<ControlNet folder>/<name>.safetensors` in lllyasviel's single-file layout (`control_model.*`, float32,
-metadata naming the base model and the steps), which the ControlNet loader reads; `<name>.state.pt` beside it (the
-optimiser state, seed and step, and the digest of the file it belongs to); `<name>-<step>.safetensors` every
+metadata naming the base model and the steps), which the ControlNet loader reads; `<name>.safetensors.state` beside
+it (the optimiser state, seed and step, and the digest of the file it belongs to); `<name>-<step>.safetensors` every
 `save_every` steps; `<log root>/controlnet/<date>/<name>/controlnet_loss.csv`, and `images/<name>-<step>.png` every
 `preview_every` steps (a txt2img with the ControlNet as saved then). Interrupting saves both; training the
 same name again resumes with the same data order and draws (`dataset.batch_order`, `denoising.step_generator`)
@@ -41,13 +41,13 @@ from modules.training import dataset as datasets
 from modules.training.common import BatchPlan, StepLoop, TrainingResult
 from modules.training.denoising import encode, noised, training_scheduler
 from modules.training.learn_schedule import LearnRateScheduler, parse_schedule
-from modules.training.requests import MAX_BATCH_SIZE, MAX_TRAINING_SIDE, MAX_TRAINING_STEPS
+from modules.training.requests import MAX_BATCH_SIZE, MAX_TRAINING_SIDE, MAX_TRAINING_STEPS, schedule_text
 from modules.training.text_conditioning import TrainingTextEncoder, encode_conditioning_batch, frozen, sdxl_time_ids
 
 log = logging.getLogger(__name__)
 
 PREFIX = "control_model."
-STATE_SUFFIX = ".state.pt"
+STATE_SUFFIX = ".state"   # after the file's own name: no model suffix, so the folder's listing passes it by
 LOSS_LOG = "controlnet_loss.csv"
 TRAINABLE_FAMILIES = ("sd1", "sd2", "sdxl")
 _METADATA_STEPS = "controlnet_training_steps"   # in the file's metadata: trained here, and how far
@@ -94,6 +94,11 @@ class TrainControlNetRequest(BaseModel):
         if name and (name != name.strip() or "/" in name or "\\" in name or name.startswith(".")):
             raise ValueError(f"{name!r} is not the name of a file in the templates folder")
         return name
+
+    @field_validator("learn_rate", "clip_grad_value", mode="before")
+    @classmethod
+    def _number_as_text(cls, value):
+        return schedule_text(value)
 
     @field_validator("learn_rate", "clip_grad_value")
     @classmethod
@@ -300,7 +305,7 @@ def _prompt(entry: datasets.DatasetEntry, request: TrainControlNetRequest, templ
 # --------------------------------------------------------------------------- saving and resuming
 
 def state_path(path: Path) -> Path:
-    return path.with_name(path.stem + STATE_SUFFIX)
+    return Path(f"{path}{STATE_SUFFIX}")
 
 
 def _digest(path: Path) -> str:

@@ -122,6 +122,13 @@ def _numbers(value) -> list[float]:
     return [float(part) for part in value]
 
 
+def schedule_text(value):
+    """A learning-rate (or clip-value) schedule given as a plain number, as clients send `0.005`: its text form."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    return value
+
+
 class _TrainingRequest(BaseModel):
     """The fields A1111's `train_embedding` and `train_hypernetwork` share, with its UI's defaults; the preview_*
     fields are used with `preview_from_txt2img` (see `previews.PreviewSettings`)."""
@@ -155,6 +162,11 @@ class _TrainingRequest(BaseModel):
     # Not A1111's: the seed of the data order, timesteps and noise (-1: random, kept in the resume state), so a
     # training interrupted and resumed ends with the same weights as one run straight through.
     seed: int = -1
+
+    @field_validator("learn_rate", "clip_grad_value", mode="before", check_fields=False)
+    @classmethod
+    def _number_as_text(cls, value):
+        return schedule_text(value)
 
     @field_validator("learn_rate", "clip_grad_value", check_fields=False)
     @classmethod
