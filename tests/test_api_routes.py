@@ -339,18 +339,19 @@ def test_progress_and_interrupt_without_an_id_concern_the_callers_own_job(tmp_pa
 
 
 def test_extras_and_checkpoint_jobs_are_the_callers_own_too(tmp_path):
-    """Not only generations: an API login's Extras or checkpoint job is its own, for calls without an id."""
+    """Not only generations: an API login's Extras or checkpoint job is its own, for calls without an id; and a
+    login's running job comes before its queued ones (A1111 reports and stops what runs)."""
     data = data_dir_with_checkpoints(tmp_path, {"tiny.safetensors": build_tiny_model("sd1")})
     services = services_module.create(cmd_args.parse_args(
-        ["--data-dir", str(data), "--nowebui", "--api-auth", "ann:1"]))
+        ["--data-dir", str(data), "--nowebui", "--api-auth", "ann:1,bob:2"]))
     from webui import create_app
 
-    ann = ("ann", "1")
+    ann, bob = ("ann", "1"), ("bob", "2")
     buffer = io.BytesIO()
     Image.new("RGB", (32, 32), (200, 30, 30)).save(buffer, format="PNG")
     picture = base64.b64encode(buffer.getvalue()).decode()
-    with app_client(create_app(services)) as client, ThreadPoolExecutor(max_workers=2) as pool:
-        long = pool.submit(client.post, "/sdapi/v1/txt2img", auth=ann, json={
+    with app_client(create_app(services)) as client, ThreadPoolExecutor(max_workers=3) as pool:
+        long = pool.submit(client.post, "/sdapi/v1/txt2img", auth=bob, json={
             "prompt": "x", "seed": 1, "width": 64, "height": 64, "steps": 300, "force_task_id": "long"})
         wait_until(lambda: (job := services.queue.get("long")) is not None and job.step > 0)
         extras = pool.submit(client.post, "/sdapi/v1/extra-single-image", auth=ann,
@@ -360,14 +361,20 @@ def test_extras_and_checkpoint_jobs_are_the_callers_own_too(tmp_path):
         assert queued["state"]["job"] == "extras" and queued["status"] == "queued"
         assert client.post("/sdapi/v1/interrupt", auth=ann).json() == {"interrupted": True}
         assert extras.result().status_code == 409                        # ann's queued Extras job was cancelled
-        assert services.queue.get("long").state == "running"
+        assert services.queue.get("long").state == "running"             # ... bob's goes on
         unload = pool.submit(client.post, "/sdapi/v1/unload-checkpoint", auth=ann)
         wait_until(lambda: any(job.kind == "unload-model" for job in services.queue.pending()))
         assert client.get("/sdapi/v1/progress", auth=ann).json()["state"]["job"] == "unload-model"
         assert client.post("/sdapi/v1/interrupt", auth=ann).json() == {"interrupted": True}
         assert unload.result().status_code == 409
-        assert client.post("/sdapi/v1/interrupt", auth=ann).json() == {"interrupted": True}   # now the txt2img
-        assert long.result().status_code == 200
+        # bob queues another job behind his running one: his calls without an id concern the running one
+        more = pool.submit(client.post, "/sdapi/v1/txt2img", auth=bob, json={
+            "prompt": "y", "seed": 2, "width": 64, "height": 64, "steps": 2, "force_task_id": "more"})
+        wait_until(lambda: services.queue.get("more") is not None)
+        assert client.get("/sdapi/v1/progress", auth=bob).json()["id"] == "long"
+        assert client.post("/sdapi/v1/interrupt", auth=bob).json() == {"interrupted": True}
+        assert long.result().status_code == 200 and services.queue.get("long").interrupted
+        assert more.result().status_code == 200                          # the queued one then ran
     services.shutdown()
 
 

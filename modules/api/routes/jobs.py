@@ -35,13 +35,15 @@ def create_router(services: Services) -> APIRouter:
     router = APIRouter()
 
     def job_of(http: Request, job_id: str | None) -> Job | None:
-        """The job a call is about: the one named by id; else the caller's own queued or running job
-        (A1111 clients send no id); else, as in A1111, the running one. With several --api-auth users each sees
-        only the jobs submitted under their login."""
+        """The job a call is about: the one named by id; else the caller's own running job, else its newest
+        queued one (A1111 clients send no id; A1111 reports and stops what runs); else, as in A1111, the running
+        one. With several --api-auth users each sees only the jobs submitted under their login."""
         by = submitter(http)
         if job_id:
             return services.queue.get(job_id, by.user)
         current = services.queue.current
+        if current is not None and current.by == by:
+            return current
         return services.queue.latest_of(by) or (current if current and current.by.user == by.user else None)
 
     @router.get("/progress", response_model=models.ProgressResponse)
