@@ -1,7 +1,7 @@
 """Captions from the interrogator for training data, as A1111 writes them: the img2img tab's batch Interrogate (each
 image of a folder → `<stem>.txt` in the output folder, or beside the image; the caption appended on its own line, as
-A1111 appends) and the Extras "Caption" step of training preparation (the image's caption, then DeepBooru's tags, then
-the Interrogate CLIP caption, joined with ", ")."""
+A1111 appends) and the captions of training preparation (A1111's preprocess: BLIP's caption, then DeepBooru's tags,
+joined with ", ")."""
 from __future__ import annotations
 
 import logging
@@ -17,18 +17,20 @@ from modules.untrusted import user_files, user_images
 
 log = logging.getLogger(__name__)
 
-# A1111's Caption step's choices → the interrogator's models, in the order A1111 appends them
-TRAINING_CAPTIONERS = {"Deepbooru": "deepdanbooru", "BLIP": "clip"}
+# Prepare's captioner choices → the interrogator's models, in the order A1111's preprocess joins their texts. "BLIP"
+# is Interrogate CLIP (BLIP's caption, with CLIP's matches when a CLIP model and category lists are there), as issue
+# 22 asks; A1111's preprocess wrote BLIP's caption alone.
+TRAINING_CAPTIONERS = {"BLIP": "clip", "Deepbooru": "deepdanbooru"}
 
 
-def training_caption(interrogator: Interrogator, image: Image.Image, caption: str, choices: list[str],
-                     settings) -> str:
-    """A1111's postprocessing Caption: `caption` followed by each chosen captioner's text, empty ones left out."""
+def training_caption(interrogator: Interrogator, image: Image.Image, choices: list[str], settings) -> str:
+    """A1111's preprocess caption of one output image: the chosen captioners' texts, BLIP's caption first and then
+    DeepBooru's tags, joined with ", " (empty ones left out)."""
     unknown = [choice for choice in choices if choice not in TRAINING_CAPTIONERS]
     if unknown:
         raise JobError(f"caption: unknown captioner {unknown[0]!r}; choose from {', '.join(TRAINING_CAPTIONERS)}")
-    parts = [caption] + [interrogator.interrogate(image, model, settings)
-                         for choice, model in TRAINING_CAPTIONERS.items() if choice in choices]
+    parts = [interrogator.interrogate(image, model, settings)
+             for choice, model in TRAINING_CAPTIONERS.items() if choice in choices]
     return ", ".join(part for part in parts if part)
 
 

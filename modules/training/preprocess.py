@@ -1,11 +1,15 @@
-"""Dataset preparation (Train → Prepare; A1111's "Preprocess images" and its Extras training helpers): a folder of
-images in, a training folder out — each image cropped to the training size (centre crop, or around its focal point,
-or an automatically chosen size), oversized ones split into overlapping pieces, flipped copies, and the captions
-beside each output image as `.txt`: the existing one, followed by DeepBooru's tags and/or BLIP's caption.
+"""Dataset preparation (Train → Prepare; A1111's "Preprocess images" of v1.6): a folder of images in, a training
+folder out — each image cropped to the training size (centre crop, or around its focal point, or an automatically
+chosen size), oversized ones split into overlapping pieces, the original kept as it is, flipped copies, and a caption
+beside each output image as `.txt`: BLIP's caption and/or DeepBooru's tags, combined with the image's own `.txt` by
+A1111's "Existing caption txt action" (ignore, copy, prepend, append).
 
-The order is A1111's preprocess: split an oversized image, else crop around the focal point, else choose a size
-(auto-sized crop), else centre-crop to the size; then a flipped copy of each piece. Outputs are numbered
-`<n>-<piece>-<stem>.png`, so a folder prepared twice into the same destination keeps both runs.
+As in A1111's preprocess, each chosen operation adds its pieces, in this order: the split pieces of an oversized
+image, the focal-point crop, the auto-sized crop (an image no size fits is skipped and named), the original; a centre
+crop to the size when none of them applied. Each piece is followed by its flipped copy. Outputs are named
+`<n>-<piece>-<stem>.png`, n the image's place in the source folder's sorted listing: preparing again into the same
+folder replaces the same names. Every output's caption is made before any file is written, so a captioner whose
+weights are missing fails with nothing written, not even the destination folder.
 
 The focal point weighs three kinds of points as A1111's autocrop does: faces (OpenCV's bundled Haar cascade —
 A1111 downloads a DNN face model and falls back to the same cascade offline), high-entropy regions, and corners.
@@ -32,6 +36,7 @@ from modules.untrusted import user_files, user_images
 log = logging.getLogger(__name__)
 
 MAX_CAPTION_CHARS = 64 * 1024
+UNFIT_FOR_AUTOSIZED_CROP = "can't find suitable size within error threshold"   # A1111's words
 
 
 class PreprocessRequest(BaseModel):
@@ -43,9 +48,10 @@ class PreprocessRequest(BaseModel):
     destination_folder: str = Field(min_length=1)
     width: int = Field(512, ge=64, le=2048, multiple_of=8)
     height: int = Field(512, ge=64, le=2048, multiple_of=8)
-    existing_caption: str = Field("copy", pattern="^(ignore|copy)$")   # the .txt beside each image
-    # A1111's Caption step: each output image's caption gets these captioners' texts after the existing one
+    # the .txt beside each image, with the captioners' text: left out, instead of it, before it, or after it
+    existing_caption: Literal["ignore", "copy", "prepend", "append"] = "ignore"
     captioners: list[Literal["Deepbooru", "BLIP"]] = Field(default_factory=list)
+    keep_original_size: bool = False
     flip: bool = False
     split: bool = False
     split_threshold: float = Field(0.5, ge=0.0, le=1.0)
@@ -180,16 +186,20 @@ def _entropy_points(gray: np.ndarray, cells: int = 8) -> list[tuple[float, float
 
 
 def _corner_points(gray: np.ndarray) -> list[tuple[float, float]]:
+    """Up to 100 corners, at least 6% of the short side apart; the bottom tenth greyed out first, as A1111 does, so
+    that a watermark there does not pull the crop."""
     import cv2
 
-    corners = cv2.goodFeaturesToTrack(gray, maxCorners=100, qualityLevel=0.04, minDistance=min(gray.shape) / 20)
+    gray = gray.copy()
+    gray[int(gray.shape[0] * 0.9):] = 0x99
+    corners = cv2.goodFeaturesToTrack(gray, maxCorners=100, qualityLevel=0.04, minDistance=min(gray.shape) * 0.06)
     return [] if corners is None else [(float(x), float(y)) for x, y in corners.reshape(-1, 2)]
 
 
 # ---------------------------------------------------------------- a folder
 
-def _caption(source: Path, mode: str) -> str:
-    if mode == "ignore":
+def _existing_caption(source: Path, action: str) -> str:
+    if action == "ignore":
         return ""
     caption_file = source.with_suffix(CAPTION_SUFFIX)
     if not caption_file.is_file():
@@ -197,19 +207,45 @@ def _caption(source: Path, mode: str) -> str:
     return user_files.read_text(caption_file, limit=MAX_CAPTION_CHARS).strip()
 
 
-def _pieces(image: Image.Image, request: PreprocessRequest) -> list[Image.Image]:
+def with_existing_caption(generated: str, existing: str, action: str) -> str:
+    """A1111's "Existing caption txt action": the image's own caption before (prepend) or after (append) the
+    generated one, or instead of it (copy); the generated one alone when there is no existing caption."""
+    if existing and action == "prepend":
+        generated = f"{existing} {generated}"
+    elif existing and action == "append":
+        generated = f"{generated} {existing}"
+    elif existing and action == "copy":
+        generated = existing
+    return generated.strip()
+
+
+def _pieces(image: Image.Image, request: PreprocessRequest) -> tuple[list[Image.Image], str | None]:
+    """The image's output pieces (flipped copies not yet added), and why the auto-sized crop skipped it, if it did."""
     width, height = request.width, request.height
+    pieces, applied, unfit = [], False, None
     if request.split:
-        pieces = split_oversized(image, width, height, request.split_threshold, request.overlap_ratio)
-        if pieces:
-            return pieces
+        split = split_oversized(image, width, height, request.split_threshold, request.overlap_ratio)
+        if split:
+            pieces += split
+            applied = True
+    # A1111 crops every image that is not square; here every image whose aspect is not the size's (a square one
+    # too, for a size that is not), as an image of the size's aspect leaves nothing to choose
     if request.focal_crop and image.width * height != image.height * width:
-        return [focal_crop(image, width, height, request)]
+        pieces.append(focal_crop(image, width, height, request))
+        applied = True
     if request.autosized_crop:
+        applied = True
         cropped = autosized_crop(image, request)
-        if cropped is not None:
-            return [cropped]
-    return [center_crop(image, width, height)]
+        if cropped is None:
+            unfit = f"skipped {image.width}x{image.height} image ({UNFIT_FOR_AUTOSIZED_CROP})"
+        else:
+            pieces.append(cropped)
+    if request.keep_original_size:
+        pieces.append(image)
+        applied = True
+    if not applied:
+        pieces.append(center_crop(image, width, height))
+    return pieces, unfit
 
 
 def _write_png(image: Image.Image, path: Path) -> None:
@@ -232,11 +268,11 @@ def preprocess(request: PreprocessRequest, job: Job | None = None, interrogator=
         raise JobError(f"source folder {source} does not exist or is not a folder")
     if source.resolve() == destination.resolve():
         raise JobError("the destination folder must not be the source folder")
+    if destination.exists() and not destination.is_dir():
+        raise JobError(f"destination folder {destination} is not a folder")
     files = sorted(path for path in source.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
     if not files:
         raise JobError(f"source folder {source} holds no image ({', '.join(IMAGE_SUFFIXES)})")
-    destination.mkdir(parents=True, exist_ok=True)
-    start = len([path for path in destination.iterdir() if path.suffix.lower() == ".png"])
     written, skipped = [], []
     for number, path in enumerate(files):
         if job is not None:
@@ -246,22 +282,32 @@ def preprocess(request: PreprocessRequest, job: Job | None = None, interrogator=
             job.textinfo = f"Preprocessing [{number + 1}/{len(files)}] {path.name}"
         try:
             image = user_images.load_image_file(path).convert("RGB")
-            caption = _caption(path, request.existing_caption)
+            existing = _existing_caption(path, request.existing_caption)
         except (OSError, ValueError) as error:
             skipped.append(f"{path.name}: {error}")
             log.warning("preprocess: %s skipped (%s)", path, error)
             continue
-        pieces = _pieces(image, request)
-        if request.flip:
-            pieces += [ImageOps.mirror(piece) for piece in pieces]
-        for index, piece in enumerate(pieces):
-            out = destination / f"{start + number:05d}-{index}-{path.stem}.png"
-            _write_png(piece, out)
-            text = (training_caption(interrogator, piece, caption, request.captioners, settings)
-                    if request.captioners else caption)
-            if text:
-                replace_atomically(out.with_suffix(CAPTION_SUFFIX), text.encode("utf-8"))
-            written.append(out)
+        pieces, unfit = _pieces(image, request)
+        if unfit:
+            skipped.append(f"{path.name}: {unfit}")
+            log.warning("preprocess: %s %s", path, unfit)
+        outputs = [out for piece in pieces for out in ((piece, ImageOps.mirror(piece)) if request.flip else (piece,))]
+        # every caption before this image's files: the first image's captions load the captioners, as A1111 loads
+        # them before it starts, so missing weights fail with nothing written
+        captions = [with_existing_caption(training_caption(interrogator, out, request.captioners, settings)
+                                          if request.captioners else "", existing, request.existing_caption)
+                    for out in outputs]
+        if outputs:
+            destination.mkdir(parents=True, exist_ok=True)
+        for index, (out, caption) in enumerate(zip(outputs, captions)):
+            target = destination / f"{number:05d}-{index}-{path.stem}.png"
+            _write_png(out, target)
+            caption_file = target.with_suffix(CAPTION_SUFFIX)
+            if caption:
+                replace_atomically(caption_file, caption.encode("utf-8"))
+            elif user_files.is_regular(caption_file):
+                caption_file.unlink()   # an earlier run's caption would otherwise pair with this image
+            written.append(target)
     if not written and skipped:
         raise JobError("no image could be prepared: " + "; ".join(skipped[:20]))
     return PreprocessResult(written, skipped)
