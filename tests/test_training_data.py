@@ -281,3 +281,13 @@ def test_batch_size_and_gradient_steps_are_clipped_to_the_dataset():
     assert effective_gradient_steps(10, 3, 8) == 3
     assert effective_gradient_steps(10, 3, 2) == 2
     assert effective_gradient_steps(4, 10, 5) == 1
+
+
+def test_progress_text_is_a1111s_line_with_the_step_of_the_total():
+    from modules.training.common import progress_text
+
+    # the epoch of the step just done, as A1111 counts it: step 4 of 4-step epochs ends epoch 0
+    assert progress_text("Training textual inversion", 4, 10, 4, 0.5, 0) == \
+        "Training textual inversion [Epoch 0: 4/4] loss: 0.5000000 (step 4/10)"
+    assert progress_text("Training LoRA x", 5, 10, 4, 0.25, 3) == \
+        "Training LoRA x [Epoch 1: 1/4] loss: 0.2500000 (step 5/10, resumed from 3)"

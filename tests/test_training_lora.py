@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import numpy as np
 import pytest
 import safetensors
@@ -410,3 +411,29 @@ def test_training_lowers_the_loss_on_a_dataset_it_can_overfit(client):
     before = _fixed_draws_loss(pipe, loaded.spec.family, entries)
     pipe.load_lora_weights(str(result.path), adapter_name="overfit")
     assert _fixed_draws_loss(pipe, loaded.spec.family, entries) < before * 0.9
+
+
+def test_metadata_describes_the_dataset_as_trained(client):
+    """The batch as clipped to the dataset, the epoch reached, and the dataset's tag frequencies (A1111's LoRA card
+    lists a LoRA's training tags from ss_tag_frequency)."""
+    result = train_lora(_request(client, name="described", steps=3, batch_size=10),   # 2 images: batches of 2
+                        model=client.services.generator.load(None), folders=client.folders, job=StopsAt())
+    with safetensors.safe_open(result.path, "pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["ss_batch_size_per_device"] == "2" and metadata["ss_epoch"] == "3"
+    assert json.loads(metadata["ss_tag_frequency"]) == {"dataset": {"a red square": 1, "a red ball": 1}}
+    assert json.loads(metadata["ss_dataset_dirs"]) == {"dataset": {"n_repeats": 1, "img_count": 2}}
+    assert metadata["ss_enable_bucket"] == "False" and metadata["ss_bucket_info"] == "null"
+
+
+def test_overwrite_starts_afresh_where_resuming_would_refuse(client):
+    loaded = client.services.generator.load(None)
+    train_lora(_request(client, name="redo", steps=2, rank=4), model=loaded, folders=client.folders, job=StopsAt())
+    with pytest.raises(JobError, match="rank=4.*start afresh"):
+        train_lora(_request(client, name="redo", steps=4, rank=8), model=loaded, folders=client.folders,
+                   job=StopsAt())
+    redone = train_lora(_request(client, name="redo", steps=2, rank=8, overwrite=True), model=loaded,
+                        folders=client.folders, job=StopsAt())
+    assert redone.started_from == 0 and redone.step == 2
+    with safetensors.safe_open(redone.path, "pt") as handle:
+        assert handle.metadata()["ss_network_dim"] == "8"

@@ -176,6 +176,15 @@ class BatchPlan:
         return self._epoch[1][index]
 
 
+def progress_text(title: str, done: int, total: int, steps_per_epoch: int, loss: float, started_from: int) -> str:
+    """A1111's progress line after a step ("<title> [Epoch e: i/n] loss: x", the epoch of the step just done), with
+    the step out of the total, and where a resumed training began (the job's own progress counts from there)."""
+    epoch, epoch_step = divmod(done - 1, steps_per_epoch)
+    resumed = f", resumed from {started_from}" if started_from else ""
+    return (f"{title} [Epoch {epoch}: {epoch_step + 1}/{steps_per_epoch}] loss: {loss:.7f} "
+            f"(step {done}/{total}{resumed})")
+
+
 @dataclass
 class StepLoop:
     """A1111's training loop over optimiser steps, the same for every trainer: `batch_loss(number, batch,
@@ -200,6 +209,8 @@ class StepLoop:
             request.clip_grad_mode)
         clip_schedule = LearnRateScheduler(request.clip_grad_value, request.steps, start) if clip else None
         job.partial_result = result   # its losses draw the live loss chart
+        if start:
+            job.textinfo = f"{self.title}: resuming from step {start} of {request.steps}"
         for step in range(start, request.steps):
             if job.interrupted:
                 result.interrupted = True
@@ -222,10 +233,8 @@ class StepLoop:
             done = step + 1
             result.step = done
             result.losses.append((done, step_loss))
-            epoch_number, epoch_step = divmod(done, plan.steps_per_epoch)
             job.set_progress(done - start, request.steps - start)
-            job.textinfo = (f"{self.title} [Epoch {epoch_number}: {epoch_step + 1}/{plan.steps_per_epoch}] "
-                            f"loss: {step_loss:.7f}")
+            job.textinfo = progress_text(self.title, done, request.steps, plan.steps_per_epoch, step_loss, start)
             write_loss(self.loss_log.parent, self.loss_log.name, done, plan.steps_per_epoch, step_loss,
                        lr_schedule.learn_rate)
             self.after_step(done)

@@ -78,15 +78,31 @@ def kohya_state_dict(pipeline, adapter: str, family: Family, dtype: torch.dtype 
     return state
 
 
+def dataset_metadata(folder: str, captions: list[str], bucket_sizes: dict[str, int] | None) -> dict[str, str]:
+    """kohya's `ss_*` keys about the dataset: the image count, the folder with its tags' frequencies (A1111's LoRA
+    card lists a LoRA's training tags from `ss_tag_frequency`), and the buckets ("WxH": images) when bucketing."""
+    name = Path(folder).name or folder
+    frequency: dict[str, int] = {}
+    for caption in captions:
+        for tag in (part.strip() for part in caption.split(",")):
+            if tag:
+                frequency[tag] = frequency.get(tag, 0) + 1
+    return {"ss_num_train_images": str(len(captions)),
+            "ss_dataset_dirs": json.dumps({name: {"n_repeats": 1, "img_count": len(captions)}}),
+            "ss_tag_frequency": json.dumps({name: frequency}),
+            "ss_enable_bucket": str(bucket_sizes is not None),
+            "ss_bucket_info": json.dumps({"buckets": bucket_sizes}) if bucket_sizes is not None else "null"}
+
+
 def training_metadata(*, name: str, family: Family, v_prediction: bool, rank: int, alpha: float, steps: int,
-                      epoch: int, images: int, resolution: tuple[int, int], batch_size: int, learning_rate: float,
-                      unet_lr: float, text_encoder_lr: float | None, lr_scheduler: str, lr_warmup_steps: int,
-                      optimizer: str, seed: int, min_snr_gamma: float, noise_offset: float, caption_dropout: float,
-                      gradient_accumulation: int, mixed_precision: str, gradient_checkpointing: bool,
-                      bucketing: bool, bucket_sizes: dict[str, int], model_name: str, model_hash: str,
-                      model_sha256: str, started_at: float, class_images: int = 0, prior_loss_weight: float = 0.0
-                      ) -> dict[str, str]:
-    """kohya's `ss_*` metadata (strings, as safetensors requires), for the fields a training here has."""
+                      epoch: int, dataset: dict[str, str], resolution: tuple[int, int], batch_size: int,
+                      learning_rate: float, unet_lr: float, text_encoder_lr: float | None, lr_scheduler: str,
+                      lr_warmup_steps: int, optimizer: str, seed: int, min_snr_gamma: float, noise_offset: float,
+                      caption_dropout: float, gradient_accumulation: int, mixed_precision: str,
+                      gradient_checkpointing: bool, model_name: str, model_hash: str, model_sha256: str,
+                      started_at: float, class_images: int = 0, prior_loss_weight: float = 0.0) -> dict[str, str]:
+    """kohya's `ss_*` metadata (strings, as safetensors requires), for the fields a training here has;
+    `dataset` is `dataset_metadata`'s."""
     metadata = {
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(rank),
@@ -104,7 +120,6 @@ def training_metadata(*, name: str, family: Family, v_prediction: bool, rank: in
         "ss_steps": str(steps),
         "ss_max_train_steps": str(steps),
         "ss_epoch": str(epoch),
-        "ss_num_train_images": str(images),
         "ss_num_reg_images": str(class_images),
         "ss_prior_loss_weight": f"{prior_loss_weight:g}",
         "ss_resolution": f"({resolution[0]}, {resolution[1]})",
@@ -124,9 +139,8 @@ def training_metadata(*, name: str, family: Family, v_prediction: bool, rank: in
         "ss_caption_dropout_rate": f"{caption_dropout:g}",
         "ss_mixed_precision": mixed_precision,
         "ss_gradient_checkpointing": str(gradient_checkpointing),
-        "ss_enable_bucket": str(bucketing),
-        "ss_bucket_info": json.dumps({"buckets": bucket_sizes}) if bucketing else "null",
         "ss_clip_skip": "None",
+        **dataset,
     }
     if family.xl:
         metadata["modelspec.architecture"] = "stable-diffusion-xl-v1-base/lora"

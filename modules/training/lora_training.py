@@ -34,7 +34,7 @@ from modules.training.checkpointing import gradient_checkpointing
 from modules.training.denoising import LatentDistribution, encode, noised, step_generator, training_scheduler
 from modules.training.lora_requests import TrainLoraRequest
 from modules.training.text_conditioning import TrainingTextEncoder, encode_conditioning_batch, frozen, sdxl_time_ids
-from modules.training.common import BatchPlan, TrainingResult, log_folder, write_loss
+from modules.training.common import BatchPlan, TrainingResult, log_folder, progress_text, write_loss
 
 
 ADAPTER = "lora_training"
@@ -77,7 +77,7 @@ def train_lora(request: TrainLoraRequest, *, model, folders: LoraFolders, job: J
     autocast_dtype = _autocast_dtype(request, device)
     optimizer_class = _optimizer_class(request, device)
     path = lora_path(folders, request.name)
-    state = _read_state(path, request, family)
+    state = None if request.overwrite else _read_state(path, request, family)   # overwrite: start afresh
     start = int(state["step"]) if state else 0
     result = TrainingResult("lora", request.name, path, start, None)
     if start >= request.steps:
@@ -111,10 +111,14 @@ def train_lora(request: TrainLoraRequest, *, model, folders: LoraFolders, job: J
         scaler = torch.amp.GradScaler(device.type, enabled=torch.float16 in (autocast_dtype, pipeline.unet.dtype))
         if state:
             _restore(pipeline, family, state, optimizer, lr_scheduler, scaler)
-        saving = _Saver(path, pipeline, family, request, model, seed, started_at, len(entries), len(class_entries),
-                        optimizer, lr_scheduler, scaler, bucket_counts(entries))
+        dataset = lora_files.dataset_metadata(request.data_root, [entry.filename_text for entry in entries],
+                                              bucket_counts(entries) if request.bucketing else None)
+        saving = _Saver(path, pipeline, family, request, model, seed, started_at, data, dataset, len(class_entries),
+                        optimizer, lr_scheduler, scaler)
         encode_text = _text_encoding(pipeline, family, request.train_text_encoder)
         job.partial_result = result   # its losses draw the live loss chart
+        if start:
+            job.textinfo = f"Training LoRA {request.name}: resuming from step {start} of {request.steps}"
         for step in range(start, request.steps):
             if job.interrupted:
                 result.interrupted = True
@@ -141,10 +145,9 @@ def train_lora(request: TrainLoraRequest, *, model, folders: LoraFolders, job: J
             optimizer.zero_grad(set_to_none=True)
             result.step = step + 1
             result.losses.append((result.step, step_loss))
-            epoch, epoch_step = divmod(step, data.steps_per_epoch)
             job.set_progress(result.step - start, request.steps - start)
-            job.textinfo = (f"Training LoRA {request.name} [Epoch {epoch}: {epoch_step + 1}/{data.steps_per_epoch}] "
-                            f"loss: {step_loss:.7f}")
+            job.textinfo = progress_text(f"Training LoRA {request.name}", result.step, request.steps,
+                                         data.steps_per_epoch, step_loss, start)
             write_loss(folder, LOSS_LOG, result.step, data.steps_per_epoch, step_loss, lr_scheduler.get_last_lr()[0])
             if request.save_every and result.step % request.save_every == 0 and result.step < request.steps:
                 saving.save(result.step, folders.loras / f"{request.name}-{result.step:06d}.safetensors",
@@ -188,7 +191,7 @@ def _read_state(path: Path, request: TrainLoraRequest, family) -> dict | None:
     if not saved.exists():
         if path.exists():
             raise JobError(f"A LoRA named '{request.name}' already exists ({path}) and was not trained here (no "
-                           f"{saved.name}): choose another name")
+                           f"{saved.name}): choose another name, or overwrite it (start afresh)")
         return None
     from modules.models import files
 
@@ -205,7 +208,8 @@ def _read_state(path: Path, request: TrainLoraRequest, family) -> dict | None:
     for name in _SHAPE_FIELDS:
         if state.get(name) != getattr(request, name):
             raise JobError(f"The LoRA '{request.name}' was started with {name}={state.get(name)!r}, this request "
-                           f"asks {getattr(request, name)!r}: resume with the same value or choose another name")
+                           f"asks {getattr(request, name)!r}: resume with the same value, choose another name, or "
+                           "start afresh (overwrite)")
     return state
 
 
@@ -397,27 +401,28 @@ def _restore(pipeline, family, state: dict, optimizer, lr_scheduler, scaler) -> 
 class _Saver:
     """Writes the LoRA file (and its training state) as the training stands."""
 
-    def __init__(self, path, pipeline, family, request, model, seed, started_at, images, class_images, optimizer,
-                 lr_scheduler, scaler, buckets):
+    def __init__(self, path, pipeline, family, request, model, seed, started_at, data: BatchPlan,
+                 dataset: dict[str, str], class_images: int, optimizer, lr_scheduler, scaler):
         self.path, self.pipeline, self.family, self.request, self.model = path, pipeline, family, request, model
-        self.seed, self.started_at, self.images, self.class_images = seed, started_at, images, class_images
-        self.optimizer, self.lr_scheduler, self.scaler, self.buckets = optimizer, lr_scheduler, scaler, buckets
+        self.seed, self.started_at, self.data, self.dataset = seed, started_at, data, dataset
+        self.class_images = class_images
+        self.optimizer, self.lr_scheduler, self.scaler = optimizer, lr_scheduler, scaler
 
     def metadata(self, step: int, epoch: int) -> dict[str, str]:
         request, info = self.request, self.model.info
         return lora_files.training_metadata(
             name=request.name, family=self.family,
             v_prediction=self.model.scheduler_config.get("prediction_type") == "v_prediction", rank=request.rank,
-            alpha=request.network_alpha, steps=step, epoch=epoch, images=self.images,
-            resolution=(request.resolution, request.resolution), batch_size=request.batch_size,
+            alpha=request.network_alpha, steps=step, epoch=epoch, dataset=self.dataset,
+            resolution=(request.resolution, request.resolution), batch_size=self.data.batch_size,
             learning_rate=request.unet_lr, unet_lr=request.unet_lr,
             text_encoder_lr=request.text_encoder_lr if request.train_text_encoder else None,
             lr_scheduler=request.lr_scheduler, lr_warmup_steps=request.lr_warmup_steps,
             optimizer=request.optimizer, seed=self.seed, min_snr_gamma=request.min_snr_gamma,
             noise_offset=request.noise_offset, caption_dropout=request.caption_dropout,
             gradient_accumulation=request.gradient_accumulation, mixed_precision=request.mixed_precision,
-            gradient_checkpointing=request.gradient_checkpointing, bucketing=request.bucketing,
-            bucket_sizes=self.buckets, model_name=info.model_name, model_hash=info.oldhash or "",
+            gradient_checkpointing=request.gradient_checkpointing, model_name=info.model_name,
+            model_hash=info.oldhash or "",
             model_sha256=info.sha256 or "", started_at=self.started_at, class_images=self.class_images,
             prior_loss_weight=request.prior_loss_weight if self.class_images else 0.0)
 
@@ -436,7 +441,8 @@ class _Saver:
         """The file (and, for the training's own file, its state first); a full disk keeps the last good ones."""
         from modules.images import replace_atomically
 
-        epoch = step * self.request.gradient_accumulation * self.request.batch_size // max(1, self.images)
+        # the epoch the last step was in, counted from 1 (kohya's ss_epoch)
+        epoch = -(-step * self.data.accumulation // self.data.batches_per_epoch)
         tensors = lora_files.kohya_state_dict(self.pipeline, ADAPTER, self.family,
                                               lora_files.SAVE_DTYPES[self.request.save_precision])
         try:
