@@ -202,8 +202,7 @@ def test_batch_interrogate_appends_a_caption_file_per_image(api, tmp_path):
     blip_caption = (source / "two.txt").read_text().strip()
     assert blip_caption and set(blip_caption.split()) <= set(WORDS)
     picture = Image.open(source / "two.jpg")
-    assert training_caption(interrogator, picture, "a photo", ["BLIP", "Deepbooru"], short) == \
-        f"a photo, cat ears, solo, {blip_caption}"
+    assert training_caption(interrogator, picture, ["BLIP", "Deepbooru"], short) == f"{blip_caption}, cat ears, solo"
 
 
 def test_img2img_interrogate_buttons_put_the_text_in_the_prompt(api):
@@ -237,7 +236,8 @@ def test_img2img_interrogate_buttons_put_the_text_in_the_prompt(api):
 
 
 def test_prepare_captions_each_output_image(api, tmp_path):
-    """Train → Prepare with Caption: the existing caption, then DeepBooru's tags, then BLIP's caption."""
+    """Train → Prepare with Caption, the existing caption prepended: it, then BLIP's caption, then DeepBooru's
+    tags (A1111's order)."""
     from PIL import Image
 
     from modules.training.preprocess import PreprocessRequest
@@ -246,14 +246,13 @@ def test_prepare_captions_each_output_image(api, tmp_path):
     source.mkdir()
     Image.new("RGB", (80, 64), (30, 200, 90)).save(source / "leaf.png")
     (source / "leaf.txt").write_text("my leaf")
-    api.services.options.update({"interrogate_deepbooru_score_threshold": 0.0})
+    api.services.options.update({"interrogate_deepbooru_score_threshold": 0.7, "deepbooru_use_spaces": True})
     request = PreprocessRequest(source_folder=str(source), destination_folder=str(tmp_path / "out"), width=64,
-                                height=64, captioners=["Deepbooru", "BLIP"])
+                                height=64, captioners=["Deepbooru", "BLIP"], existing_caption="prepend")
     job = api.services.submit_preprocess(request)
     assert job.done.wait(120) and job.state == "done", job.error
     caption = (tmp_path / "out" / "00000-0-leaf.txt").read_text()
-    parts = caption.split(", ")
-    assert parts[0] == "my leaf" and len(parts) >= 3, caption
+    assert caption.startswith("my leaf ") and caption.endswith(", cat ears, solo"), caption
 
 
 def test_a1111_names_for_extensions_interrogate_through_the_server(api):
