@@ -437,3 +437,17 @@ def test_overwrite_starts_afresh_where_resuming_would_refuse(client):
     assert redone.started_from == 0 and redone.step == 2
     with safetensors.safe_open(redone.path, "pt") as handle:
         assert handle.metadata()["ss_network_dim"] == "8"
+
+
+def test_the_bucket_log_lists_the_sizes_trained_at(client, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="modules.training.dataset")
+    result = train_lora(_request(client, name="bucketlog", data_root=str(client.mixed), steps=1, bucketing=True),
+                        model=client.services.generator.load(None), folders=client.folders, job=StopsAt())
+    with safetensors.safe_open(result.path, "pt") as handle:
+        buckets = json.loads(handle.metadata()["ss_bucket_info"])["buckets"]
+    logged = [record.getMessage() for record in caplog.records if "buckets" in record.getMessage()]
+    assert logged == ["Training dataset buckets: " + ", ".join(
+        f"{size}: {count}" for size, count in sorted(buckets.items(), key=lambda item: tuple(
+            map(int, item[0].split("x")))))], logged

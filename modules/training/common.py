@@ -72,6 +72,7 @@ def read_training_data(request, templates: Path, filename_word_regex: str = "",
                                         height=request.training_height, varsize=request.varsize,
                                         use_weight=request.use_weight, filename_word_regex=filename_word_regex,
                                         filename_join_string=filename_join_string)
+        datasets.log_buckets(entries)
         return entries, datasets.read_template(templates / request.template_filename)
     except datasets.DatasetError as error:
         raise JobError(str(error)) from None
@@ -207,7 +208,8 @@ class StepLoop:
         lr_schedule = self.lr_schedule
         clip = {"value": torch.nn.utils.clip_grad_value_, "norm": torch.nn.utils.clip_grad_norm_}.get(
             request.clip_grad_mode)
-        clip_schedule = LearnRateScheduler(request.clip_grad_value, request.steps, start) if clip else None
+        clip_schedule = LearnRateScheduler(request.clip_grad_value, request.steps, start,
+                                           what="Clipping gradients at") if clip else None
         job.partial_result = result   # its losses draw the live loss chart
         if start:
             job.textinfo = f"{self.title}: resuming from step {start} of {request.steps}"

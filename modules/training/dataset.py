@@ -73,7 +73,6 @@ def read_dataset(folder: str | Path | None, *, width: int, height: int, varsize:
             skipped.append(str(exc))
     if not entries:
         raise DatasetError(_no_image_message(root, skipped))
-    _log_buckets(entries)
     return entries
 
 
@@ -165,7 +164,9 @@ def _no_image_message(root: Path, skipped: list[str]) -> str:
     return f"No image in the dataset folder {root} could be read: {listed}{more}"
 
 
-def _log_buckets(entries: list[DatasetEntry]) -> None:
+def log_buckets(entries: list[DatasetEntry]) -> None:
+    """The sizes the images are trained at, when there are several (A1111's "buckets" line); the trainer logs them
+    once they are final (a LoRA's bucketing crops them after reading)."""
     groups = _size_groups(entries)
     if len(groups) > 1:
         logger.info("Training dataset buckets: %s", ", ".join(

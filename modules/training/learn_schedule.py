@@ -69,11 +69,12 @@ class LearnRateScheduler:
     """A1111's LearnRateScheduler: the current rate and the step it lasts until; `apply` gives the optimizer the next
     rate once that step is reached. The optimizer starts with `learn_rate` (the trainer builds it so)."""
 
-    def __init__(self, text: str, max_steps: int, current_step: int = 0):
+    def __init__(self, text: str, max_steps: int, current_step: int = 0, what: str = "Training at rate of"):
         self._schedule = iter(parse_schedule(text, max_steps, current_step))
         self.learn_rate, self.end_step = next(self._schedule)
         self.finished = False
-        logger.info("Training at rate of %s until step %s", self.learn_rate, self.end_step)
+        self.what = what   # the log line's words: a clip-value schedule says so, not "Training at rate of"
+        logger.info("%s %s until step %s", self.what, self.learn_rate, self.end_step)
 
     def step(self, step_number: int) -> bool:
         """Move to the next rate when `step_number` reached the current one's end; True when the rate changed.
@@ -91,6 +92,6 @@ class LearnRateScheduler:
         """`step`, and when the rate changed, set it on every parameter group of `optimizer`."""
         if not self.step(step_number):
             return
-        logger.info("Training at rate of %s until step %s", self.learn_rate, self.end_step)
+        logger.info("%s %s until step %s", self.what, self.learn_rate, self.end_step)
         for group in optimizer.param_groups:
             group["lr"] = self.learn_rate

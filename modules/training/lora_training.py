@@ -221,6 +221,7 @@ def _dataset(folder: str, request: TrainLoraRequest) -> list[datasets.DatasetEnt
         raise JobError(str(error)) from None
     if request.bucketing:
         entries = [to_bucket(entry, bucket_size(*entry.size, request.resolution)) for entry in entries]
+    datasets.log_buckets(entries)
     return entries
 
 
