@@ -291,3 +291,15 @@ def test_progress_text_is_a1111s_line_with_the_step_of_the_total():
         "Training textual inversion [Epoch 0: 4/4] loss: 0.5000000 (step 4/10)"
     assert progress_text("Training LoRA x", 5, 10, 4, 0.25, 3) == \
         "Training LoRA x [Epoch 1: 1/4] loss: 0.2500000 (step 5/10, resumed from 3)"
+
+
+def test_an_embedding_or_hypernetwork_name_never_makes_a_hidden_file():
+    from modules.training.embedding_files import EmbeddingFileError, file_name
+    from modules.training.hypernetwork_files import HypernetworkFileError, file_name as hypernetwork_file_name
+
+    assert file_name("../x") == "x" and file_name(" .my.style ") == "my.style" and file_name("a/b") == "ab"
+    assert hypernetwork_file_name("..\\\\net") == "net"
+    with pytest.raises(EmbeddingFileError, match="no usable characters"):
+        file_name("../..")
+    with pytest.raises(HypernetworkFileError, match="no usable characters"):
+        hypernetwork_file_name("...")

@@ -25,9 +25,10 @@ class EmbeddingFileError(ValueError):
 
 
 def file_name(name: str) -> str:
-    """A1111's rule: only letters, digits, '.', '_', '-' and spaces are kept from the name."""
-    kept = "".join(ch for ch in name if ch.isalnum() or ch in "._- ").strip()
-    if not kept or kept.strip(".") == "":
+    """A1111's rule: only letters, digits, '.', '_', '-' and spaces are kept from the name; and no leading dot (a
+    hidden file, which the embeddings folder's listing passes by: `../x` would make an embedding nobody sees)."""
+    kept = "".join(ch for ch in name if ch.isalnum() or ch in "._- ").strip().lstrip(".").strip()
+    if not kept:
         raise EmbeddingFileError(f"embedding name {name!r} has no usable characters (letters, digits, . _ - space)")
     return kept
 
