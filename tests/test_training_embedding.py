@@ -314,7 +314,7 @@ def test_the_train_tab_creates_and_trains_with_a_loss_chart(client):
 
     prepared = asyncio.run(run_prepare(services, {"source_folder": str(client.dataset), "width": 64, "height": 64,
                                                   "destination_folder": str(client.data / "prepared"),
-                                                  "flip": True}))
+                                                  "flip": True, "existing_caption": "copy"}))
     assert "Prepared 4 image(s)" in prepared and len(list((client.data / "prepared").glob("*.txt"))) == 4
     created = asyncio.run(run_create_embedding(services, {"name": "fromtab", "init_text": "dog",
                                                           "num_vectors_per_token": 1, "overwrite_old": False}))

@@ -112,6 +112,25 @@ def _read_preview(path: Path) -> Image.Image | None:
         return None
 
 
+def _steps_label(kind: str) -> str:
+    """The label of the field that sets where a training of this kind stops (A1111's Train form: Max steps)."""
+    return "Max steps" if kind in ("embedding", "hypernetwork") else "Steps"
+
+
+def _outcome(result) -> str:
+    """The final message of a training that ran to its end (or was interrupted after starting)."""
+    resumed = f"Resumed from step {result.started_from}; " if result.started_from > 0 else ""
+    if result.interrupted:
+        return message_html(f"{resumed}Interrupted at step {result.step}: saved to {result.path}. "
+                            "Train it again to resume.", "warning")
+    if not result.losses and result.step == result.started_from > 0:   # nothing left to do: no step ran
+        return message_html(f"'{result.name}' has already been trained to step {result.step}: raise "
+                            f"{_steps_label(result.kind)} to train on.", "warning")
+    finished = "training finished" if resumed else "Training finished"
+    return message_html(f"{resumed}{finished} at step {result.step}: {result.path}"
+                        + (f"\nLog: {result.log_folder}" if result.log_folder else ""))
+
+
 async def follow_training(services, job):
     """Yields (status HTML, loss chart, preview gallery) while the training runs, then its outcome."""
     gallery = _PreviewGallery(job)
@@ -128,16 +147,16 @@ async def follow_training(services, job):
     chart = loss_chart(_losses(job))
     if result is None:
         yield message_html("Interrupted before the first step.", "warning"), chart, images
-    elif result.interrupted:
-        yield message_html(f"Interrupted at step {result.step}: saved to {result.path}. Train it again to resume.",
-                           "warning"), chart, images
     else:
-        yield message_html(f"Training finished at step {result.step}: {result.path}"
-                           + (f"\nLog: {result.log_folder}" if result.log_folder else "")), chart, images
+        yield _outcome(result), chart, images
 
 
-async def _run_training(services, values: dict, request_model, submit_name: str):
-    """Validate the form's values as `request_model`, submit the job through `Services.<submit_name>`, follow it."""
+async def _run_training(services, values: dict, request_model, submit_name: str,
+                        chosen: tuple[str, str] | None = None):
+    """Validate the form's values as `request_model`, submit the job through `Services.<submit_name>`, follow it.
+    `chosen`: (the field naming the file to train, what to tell a user who picked none)."""
+    if chosen and not values.get(chosen[0]):
+        raise gr.Error(chosen[1], title="Train", print_exception=False)
     request = _validated(request_model, values)
     job = _submitted(lambda: getattr(services, submit_name)(request))
     async for update in follow_training(services, job):
@@ -154,11 +173,14 @@ def interrupt_training(services, job_id: str | None) -> None:
 
 
 def run_train_embedding(services, values: dict):
-    return _run_training(services, values, TrainEmbeddingRequest, "submit_train_embedding")
+    return _run_training(services, values, TrainEmbeddingRequest, "submit_train_embedding",
+                         chosen=("embedding_name", "Choose an embedding to train (create one under Create embedding)"))
 
 
 def run_train_hypernetwork(services, values: dict):
-    return _run_training(services, values, TrainHypernetworkRequest, "submit_train_hypernetwork")
+    return _run_training(services, values, TrainHypernetworkRequest, "submit_train_hypernetwork",
+                         chosen=("hypernetwork_name",
+                                 "Choose a hypernetwork to train (create one under Create hypernetwork)"))
 
 
 def run_train_lora(services, values: dict):
@@ -181,7 +203,9 @@ def create_tab(services, demo: gr.Blocks | None = None, txt2img=None) -> None:
     """The tab; with `txt2img` (the txt2img tab's handles) the Train form sends that tab's prompt, sampler, steps,
     CFG scale, seed and size for previews "read from the txt2img tab", as A1111 does."""
     with gr.Row(equal_height=False):
-        with gr.Column(scale=1):
+        # the forms' column takes two thirds: its six sub-tabs' buttons fit in one bar from 1280 px up (in half
+        # the page Gradio moved the last ones into its "⋯" menu)
+        with gr.Column(scale=2):
             with gr.Tabs(elem_id="train_tabs"):
                 with gr.Tab("Prepare", id="prepare"):
                     prepare = train_forms.prepare_form()
@@ -203,20 +227,18 @@ def create_tab(services, demo: gr.Blocks | None = None, txt2img=None) -> None:
             preview = gr.Gallery(label="Previews", columns=4, interactive=False, elem_id="ti_gallery")
 
     def connect(form: dict, run, outputs: list, after=None):
-        names = list(form["inputs"])
-
-        async def on_click(*values):
-            async for update in _updates(run(services, dict(zip(names, values)))):
-                yield (*update, *(after() if after else ()))
-
-        form["button"].click(on_click, inputs=list(form["inputs"].values()),
-                             outputs=outputs + (form.get("refreshed") or []), api_visibility=PRIVATE)
+        outputs = outputs + (form.get("refreshed") or [])
+        form["button"].click(form_handler(services, form, run, len(outputs), after),
+                             inputs=list(form["inputs"].values()), outputs=outputs, api_visibility=PRIVATE)
 
     def embedding_choices():
         return (gr.update(choices=train_forms.embedding_names(services)),)
 
     def hypernetwork_choices():
         return (gr.update(choices=train_forms.hypernetwork_names(services)),)
+
+    def template_choices():   # the 🔄 beside Prompt template: the templates folder listed again
+        return (gr.update(choices=train_forms.template_names(services)),)
 
     connect(prepare, run_prepare, [outcome])
     create_embedding["refreshed"] = [train["embedding_name"]]
@@ -235,9 +257,37 @@ def create_tab(services, demo: gr.Blocks | None = None, txt2img=None) -> None:
                         api_visibility=PRIVATE)
     for button, choices, dropdown in ((train["refresh_embedding"], embedding_choices, train["embedding_name"]),
                                       (train["refresh_hypernetwork"], hypernetwork_choices,
-                                       train["hypernetwork_name"])):
+                                       train["hypernetwork_name"]),
+                                      (train["refresh_template"], template_choices, train["template_filename"])):
         button.click(lambda choices=choices: choices()[0], outputs=[dropdown], show_progress="hidden",
                      api_visibility=PRIVATE)
+
+
+def text_inputs(inputs: dict) -> set[str]:
+    """The names of a form's inputs whose value is one string: Textboxes, single-choice Dropdowns, Radios."""
+    return {name for name, component in inputs.items()
+            if isinstance(component, (gr.Textbox, gr.Radio))
+            or (isinstance(component, gr.Dropdown) and not component.multiselect)}
+
+
+def form_values(inputs: dict, values, texts: set[str]) -> dict:
+    """A form's values by request field. A text field the page never drew (one in a closed accordion) arrives as
+    None, not as the empty text the user sees there: it is sent as ""."""
+    return {name: "" if value is None and name in texts else value for name, value in zip(inputs, values)}
+
+
+def form_handler(services, form: dict, run, outputs: int, after=None):
+    """The click handler of a form's button: it first empties the last run's message (so a new error's toast does
+    not sit over an old "Training finished"), then yields the run's updates, each with `after()`'s (refreshed
+    choices)."""
+    texts = text_inputs(form["inputs"])
+
+    async def on_click(*values):
+        yield ("", *[gr.skip()] * (outputs - 1))
+        async for update in _updates(run(services, form_values(form["inputs"], values, texts))):
+            yield (*update, *(after() if after else ()))
+
+    return on_click
 
 
 async def _updates(work):

@@ -32,7 +32,7 @@ def prepare_form() -> dict:
         inputs["width"] = gr.Slider(64, 2048, value=512, step=8, label="Width", elem_id="train_process_width")
         inputs["height"] = gr.Slider(64, 2048, value=512, step=8, label="Height", elem_id="train_process_height")
     with gr.Row():
-        inputs["existing_caption"] = gr.Dropdown(["copy", "ignore"], value="copy",
+        inputs["existing_caption"] = gr.Dropdown(["ignore", "copy", "prepend", "append"], value="ignore",
                                                  label="Existing caption txt action",
                                                  elem_id="train_preprocess_txt_action")
         inputs["captioners"] = gr.CheckboxGroup(["Deepbooru", "BLIP"], value=[], label="Caption",
@@ -119,7 +119,7 @@ def hypernetwork_names(services) -> list[str]:
 def train_form(services) -> dict:
     """A1111's Train sub-tab: one form for both kinds, each with its own name, learning rate and button.
     Returns {"embedding": form, "hypernetwork": form, "interrupt", "refresh_embedding", "refresh_hypernetwork",
-    "embedding_name", "hypernetwork_name"}."""
+    "refresh_template", "embedding_name", "hypernetwork_name", "template_filename"}."""
     with gr.Row():
         embedding = gr.Dropdown(embedding_names(services), label="Embedding", elem_id="train_embedding")
         refresh_embedding = refresh_button("train_embedding_refresh")
@@ -144,9 +144,11 @@ def train_form(services) -> dict:
     shared["log_directory"] = gr.Textbox("textual_inversion", label="Log directory",
                                          elem_id="train_log_directory")
     templates = template_names(services)
-    shared["template_filename"] = gr.Dropdown(templates, label="Prompt template", elem_id="train_template_file",
-                                              value="style_filewords.txt" if "style_filewords.txt" in templates
-                                              else (templates[0] if templates else None))
+    with gr.Row():
+        shared["template_filename"] = gr.Dropdown(templates, label="Prompt template", elem_id="train_template_file",
+                                                  value="style_filewords.txt" if "style_filewords.txt" in templates
+                                                  else (templates[0] if templates else None))
+        refresh_template = refresh_button("refrsh_train_template_file")   # A1111's elem_id, spelt as A1111 does
     shared["training_width"] = gr.Slider(64, 2048, value=512, step=8, label="Width", elem_id="train_training_width")
     shared["training_height"] = gr.Slider(64, 2048, value=512, step=8, label="Height",
                                           elem_id="train_training_height")
@@ -183,7 +185,8 @@ def train_form(services) -> dict:
         "hypernetwork": {"inputs": {"hypernetwork_name": hypernetwork, "learn_rate": hypernetwork_rate,
                                     "save_hypernetwork_every": save_every, **shared}, "button": train_hypernetwork},
         "interrupt": interrupt, "refresh_embedding": refresh_embedding, "refresh_hypernetwork": refresh_hypernetwork,
-        "embedding_name": embedding, "hypernetwork_name": hypernetwork,
+        "refresh_template": refresh_template, "embedding_name": embedding, "hypernetwork_name": hypernetwork,
+        "template_filename": shared["template_filename"],
     }
 
 
@@ -218,7 +221,7 @@ def train_lora_form() -> dict:
             elem_id="train_lora_num_class_images")
     with gr.Row():
         inputs["rank"] = gr.Slider(1, MAX_RANK, value=16, step=1, label="Rank (network dim)", elem_id="train_lora_rank")
-        inputs["alpha"] = gr.Number(None, label="Alpha (empty: the rank)", elem_id="train_lora_alpha")
+        inputs["alpha"] = gr.Number(0, label="Alpha (0: the rank)", minimum=0, elem_id="train_lora_alpha")
     with gr.Row():
         inputs["target"] = gr.Radio(["attention", "all_linear"], value="attention", label="UNet layers",
                                     elem_id="train_lora_target")
@@ -261,6 +264,8 @@ def train_lora_form() -> dict:
                                                 elem_id="train_lora_mixed_precision")
         inputs["gradient_checkpointing"] = gr.Checkbox(False, label="Gradient checkpointing (less memory)",
                                                        elem_id="train_lora_gradient_checkpointing")
+        inputs["overwrite"] = gr.Checkbox(False, label="Start afresh (overwrite a LoRA of this name)",
+                                          elem_id="train_lora_overwrite")
     with gr.Row():
         interrupt = gr.Button("Interrupt", elem_id="train_lora_interrupt")
         button = gr.Button("Train LoRA", variant="primary", elem_id="train_train_lora")
