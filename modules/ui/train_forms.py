@@ -37,6 +37,8 @@ def prepare_form() -> dict:
                                                  elem_id="train_preprocess_txt_action")
         inputs["captioners"] = gr.CheckboxGroup(["Deepbooru", "BLIP"], value=[], label="Caption",
                                                 elem_id="train_process_caption")
+    inputs["keep_original_size"] = gr.Checkbox(False, label="Keep original size",
+                                               elem_id="train_process_keep_original_size")
     with gr.Row():
         inputs["flip"] = gr.Checkbox(False, label="Create flipped copies", elem_id="train_process_flip")
         inputs["split"] = gr.Checkbox(False, label="Split oversized images", elem_id="train_process_split")
