@@ -127,6 +127,7 @@ class Job:
     finished: float | None = None
     step: int = 0
     steps: int = 0
+    first_step: int = 0              # the step it began at (a resumed training): the ETA counts from there
     image_index: int = 0             # which batch (A1111 job_no) is being sampled
     image_count: int = 1             # number of batches (A1111 job_count); a script may announce more
     batches_done: int = 0            # over every generation in the job (a script's cells, loops)
@@ -154,13 +155,18 @@ class Job:
 
     @property
     def eta(self) -> float | None:
-        if self.started is None or self.progress <= 0:
+        """Seconds left, from the pace since the job started (a resumed training's steps before it not counted)."""
+        start = self.first_step / self.steps if self.steps else 0.0
+        if self.started is None or self.progress <= start:
             return None
         elapsed = time.time() - self.started
-        return max(0.0, elapsed / self.progress - elapsed)
+        return max(0.0, elapsed * (1.0 - self.progress) / (self.progress - start))
 
-    def set_progress(self, step: int, steps: int) -> None:
+    def set_progress(self, step: int, steps: int, first_step: int | None = None) -> None:
+        """`step` of `steps` done; `first_step`: where this job began counting (a resumed training's step)."""
         self.step, self.steps = step, steps
+        if first_step is not None:
+            self.first_step = first_step
 
     @property
     def preview(self):
@@ -210,6 +216,23 @@ class Job:
     @property
     def should_stop(self) -> bool:
         return self.interrupted or self.skipped
+
+
+class InnerJob(Job):
+    """A job run inside another job's run, never queued (a training's preview image, a class image): its own
+    progress and preview, but the outer job's Interrupt stops it too, within a step, not after its last one."""
+
+    def __init__(self, outer, **fields):
+        self._outer, self._interrupted_itself = outer, False
+        super().__init__(**fields)
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted_itself or bool(self._outer.interrupted)
+
+    @interrupted.setter
+    def interrupted(self, value: bool) -> None:
+        self._interrupted_itself = value
 
 
 class JobQueue:

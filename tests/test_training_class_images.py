@@ -69,7 +69,7 @@ class _Job:
     def textinfo(self, text: str) -> None:
         self.texts.append(text)
 
-    def set_progress(self, step: int, steps: int) -> None:
+    def set_progress(self, step: int, steps: int, first_step: int | None = None) -> None:
         self.step, self.steps = step, steps
 
     def set_preview(self, image) -> None:

@@ -303,3 +303,35 @@ def test_an_embedding_or_hypernetwork_name_never_makes_a_hidden_file():
         file_name("../..")
     with pytest.raises(HypernetworkFileError, match="no usable characters"):
         hypernetwork_file_name("...")
+
+
+def test_a_name_too_long_for_a_file_is_refused_naming_the_field():
+    """200 characters can be 400 bytes in UTF-8: a file name holds 255. Refused up front (a 422), not an OSError."""
+    from pydantic import ValidationError
+
+    from modules.training.controlnet_training import TrainControlNetRequest
+    from modules.training.lora_requests import TrainLoraRequest
+    from modules.training.requests import CreateEmbeddingRequest, CreateHypernetworkRequest
+
+    long_name = "ü" * 200
+    for model, fields in ((CreateEmbeddingRequest, {}), (CreateHypernetworkRequest, {}),
+                          (TrainLoraRequest, {"data_root": "d"}),
+                          (TrainControlNetRequest, {"data_root": "d", "condition_folder": "c"})):
+        with pytest.raises(ValidationError, match="400 bytes") as raised:
+            model(name=long_name, **fields)
+        assert raised.value.errors()[0]["loc"] == ("name",)
+        model(name="ü" * 100, **fields)   # 200 bytes: fits
+
+
+def test_a_resumed_trainings_eta_counts_from_the_step_it_began_at():
+    """The progress is of the whole training (step 60 of 100: 60%); the ETA comes from this job's own pace: 10
+    steps since step 50 took 10 s, so 40 steps take 40 s (not the 6.7 s that 60% done in 10 s would say)."""
+    import time
+
+    from modules.jobs import Job
+
+    job = Job(id="resumed", kind="train-lora", run=lambda _job: None, state="running", started=time.time() - 10)
+    job.set_progress(60, 100, first_step=50)
+    assert job.progress == 0.6 and job.eta == pytest.approx(40, abs=0.5)
+    job.set_progress(50, 100)   # nothing done yet in this job: no ETA
+    assert job.eta is None

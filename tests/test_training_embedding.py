@@ -298,7 +298,8 @@ def test_the_train_tab_creates_and_trains_with_a_loss_chart(client):
     from modules.ui.train import run_create_embedding, run_prepare, run_train_embedding
 
     services = client.services
-    config = create_ui(services).get_config_file()
+    demo = create_ui(services)
+    config = demo.get_config_file()
     ids = {component["props"].get("elem_id") for component in config["components"]}
     assert {"tab_train", "train_process_src", "train_preprocess", "train_new_embedding_name", "train_create_embedding",
             "train_embedding", "train_dataset_directory", "train_train_embedding", "train_interrupt_training",
@@ -311,6 +312,11 @@ def test_the_train_tab_creates_and_trains_with_a_loss_chart(client):
                        if [by_elem_id["train_train_embedding"], "click"] in [list(t) for t in dependency["targets"]])
     assert {by_elem_id[name] for name in ("txt2img_prompt", "txt2img_neg_prompt", "txt2img_steps", "txt2img_seed",
                                           "txt2img_width", "txt2img_cfg_scale")} <= set(train_click["inputs"])
+    # every click goes to the job queue at once (a second page's training is queued there, with its own job id)
+    for button in ("train_train_embedding", "train_train_lora", "train_train_controlnet"):
+        click = next(function for function in demo.fns.values()
+                     if (by_elem_id[button], "click") in [tuple(target) for target in function.targets])
+        assert click.concurrency_limit is None, (button, click.concurrency_limit)
 
     prepared = asyncio.run(run_prepare(services, {"source_folder": str(client.dataset), "width": 64, "height": 64,
                                                   "destination_folder": str(client.data / "prepared"),
@@ -369,10 +375,10 @@ def test_the_train_tabs_interrupt_stops_its_own_training_not_another_clients_job
     from modules.ui.train import interrupt_training
 
     queue, release = client.services.queue, threading.Event()
-    other = queue.submit("txt2img", lambda job: release.wait(30))   # somebody's generation, running
+    other = queue.submit("train-lora", lambda job: release.wait(30))   # another page's training, running
     try:
         assert _wait_until(lambda: queue.current is other)
-        interrupt_training(client.services, None)          # this page knows no training: nothing to stop
+        interrupt_training(client.services, None)          # this page knows no training of its own: nothing stops
         assert not other.interrupted
         training = queue.submit("train-embedding", lambda job: None)   # queued behind it
         interrupt_training(client.services, training.id)
@@ -443,3 +449,37 @@ def test_a_batch_of_prompts_encodes_as_each_prompt_alone(client):
         expected = torch.cat([alone.encode(text, min_chunks=2).embeds for text in texts])
         assert batched.shape == expected.shape == (3, 154, expected.shape[-1])
         assert torch.allclose(batched, expected, atol=1e-5)
+
+
+def test_interrupt_during_a_preview_stops_the_preview_within_a_step(client):
+    """The training's Interrupt reaches the preview being generated (an inner job): a 150-step preview stops at
+    once, nothing half-made is saved, and the embedding is saved at the step it reached."""
+    from modules.training import runs
+
+    assert create(client, "stopsinpreview", init_text="cat").status_code == 200
+    request = TrainEmbeddingRequest(embedding_name="stopsinpreview", data_root=str(client.dataset), steps=5,
+                                    **{**SMALL, "create_image_every": 1, "preview_from_txt2img": True,
+                                       "preview_prompt": "a slow preview", "preview_steps": 150,
+                                       "preview_width": 64, "preview_height": 64})
+    services = client.services
+    folders = TrainingFolders(embeddings=services.paths.embeddings, templates=services.paths.training_templates,
+                              log_root=client.data)
+    calls = []
+    hook = model(client).pipeline.unet.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        # Interrupt is pressed once step 1 is done: while its preview is being generated
+        result = train_embedding(request, model=model(client), folders=folders, job=StopsAt(stop_at=1),
+                                 generate=runs.preview_generator(services))
+    finally:
+        hook.remove()
+    assert result.interrupted and result.step == 1 and result.previews == []
+    assert len(calls) < 10, len(calls)   # the training step's, not the preview's 150 steps
+    assert load_embedding(services.paths.embeddings / "stopsinpreview.pt").step == 1
+
+
+def test_a_template_without_name_is_refused_before_any_step(client):
+    """A prompt without [name] never holds the embedding (no gradient): refused naming the template, not a 500."""
+    assert create(client, "nameless", init_text="cat").status_code == 200
+    answer = train(client, "nameless", steps=2, template_filename="none.txt")
+    assert answer.status_code == 422 and "none.txt" in answer.text and "[name]" in answer.text, answer.text
+    assert load_embedding(client.services.paths.embeddings / "nameless.pt").step in (0, None)

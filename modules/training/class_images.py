@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from modules.diffusion.noise import MAX_SEED
 from modules.images import save_image_with_geninfo
-from modules.jobs import Interrupted, Job, JobError, StorageFull
+from modules.jobs import InnerJob, Interrupted, Job, JobError, StorageFull
 from modules.training.dataset import IMAGE_SUFFIXES
 from modules.training.previews import Generate
 from modules.untrusted import user_files
@@ -56,20 +56,26 @@ def top_up(folder: str | Path, *, prompt: str, wanted: int, resolution: int, see
         return []
     check_writable(folder)
     written: list[Path] = []
+    def interrupted() -> Interrupted:
+        return Interrupted(f"Interrupted while generating class images: {len(written)} of {missing} made in "
+                           f"{folder}; the training did not start")
+
     for done in range(missing):
         if job.interrupted:
-            raise Interrupted(f"Interrupted while generating class images: {done} of {missing} made in {folder}; "
-                              "the training did not start")
+            raise interrupted()
         job.textinfo = f"Generating class images {done + 1}/{missing}"
         job.set_progress(done, missing)
         number = have + done
-        image_job = Job(id=f"{job.id}-class-{number}", kind="training-class-image", run=lambda _job: None)
+        image_job = InnerJob(job, id=f"{job.id}-class-{number}", kind="training-class-image", run=lambda _job: None)
         try:
-            image, infotext = generate({"prompt": prompt, "width": resolution, "height": resolution,
-                                        "seed": _seed_of(seed, number), "save_images": False}, image_job)
+            made = generate({"prompt": prompt, "width": resolution, "height": resolution,
+                             "seed": _seed_of(seed, number), "save_images": False}, image_job)
         except ValidationError as error:   # found at the first image, before anything is written
             problems = "; ".join(f"{item['loc'][-1]}: {item['msg']}" for item in error.errors())
             raise JobError(f"The class images cannot be generated: {problems}") from None
+        if made is None:   # interrupted while it was being made
+            raise interrupted()
+        image, infotext = made
         path = _free_name(folder, number)
         try:
             save_image_with_geninfo(image, infotext, path)

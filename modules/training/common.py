@@ -235,7 +235,7 @@ class StepLoop:
             done = step + 1
             result.step = done
             result.losses.append((done, step_loss))
-            job.set_progress(done - start, request.steps - start)
+            job.set_progress(done, request.steps, first_step=start)
             job.textinfo = progress_text(self.title, done, request.steps, plan.steps_per_epoch, step_loss, start)
             write_loss(self.loss_log.parent, self.loss_log.name, done, plan.steps_per_epoch, step_loss,
                        lr_schedule.learn_rate)

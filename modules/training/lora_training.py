@@ -145,7 +145,7 @@ def train_lora(request: TrainLoraRequest, *, model, folders: LoraFolders, job: J
             optimizer.zero_grad(set_to_none=True)
             result.step = step + 1
             result.losses.append((result.step, step_loss))
-            job.set_progress(result.step - start, request.steps - start)
+            job.set_progress(result.step, request.steps, first_step=start)
             job.textinfo = progress_text(f"Training LoRA {request.name}", result.step, request.steps,
                                          data.steps_per_epoch, step_loss, start)
             write_loss(folder, LOSS_LOG, result.step, data.steps_per_epoch, step_loss, lr_scheduler.get_last_lr()[0])

@@ -15,7 +15,7 @@ from typing import Callable
 from PIL import Image
 
 from modules.images import save_image_with_geninfo
-from modules.jobs import Job
+from modules.jobs import InnerJob, Job
 from modules.training.common import TrainingResult
 
 PREVIEW_STEPS = 20   # A1111's, when the preview does not follow the txt2img tab
@@ -57,7 +57,8 @@ class PreviewSettings:
                 "height": self.training_height, "save_images": False}
 
 
-Generate = Callable[[dict, Job], tuple[Image.Image, str]]   # request fields, job → (image, infotext)
+# request fields, job → (image, infotext), or None when the job was interrupted before the image was made
+Generate = Callable[[dict, Job], tuple[Image.Image, str] | None]
 
 
 def save_preview(image: Image.Image, infotext: str, folder: Path, name: str, step: int) -> Path:
@@ -68,13 +69,16 @@ def save_preview(image: Image.Image, infotext: str, folder: Path, name: str, ste
 
 
 def make_preview(generate: Generate, settings: PreviewSettings, training_prompt: str, job: Job, folder: Path,
-                 result: TrainingResult, extra_fields: dict | None = None) -> Path:
+                 result: TrainingResult, extra_fields: dict | None = None) -> Path | None:
     """Generate and save one preview of the training at `result.step`; it becomes the training job's live preview
     and is listed in `result.previews`. `extra_fields` go into the generation request as well (a ControlNet
-    training's unit)."""
+    training's unit). The training's Interrupt stops the preview too: then None, nothing saved."""
     step = result.step
-    preview_job = Job(id=f"{job.id}-preview-{step}", kind="training-preview", run=lambda _job: None)
-    image, infotext = generate({**settings.request_fields(training_prompt), **(extra_fields or {})}, preview_job)
+    preview_job = InnerJob(job, id=f"{job.id}-preview-{step}", kind="training-preview", run=lambda _job: None)
+    made = generate({**settings.request_fields(training_prompt), **(extra_fields or {})}, preview_job)
+    if made is None:
+        return None
+    image, infotext = made
     path = save_preview(image, infotext, folder, result.name, step)
     result.previews.append((step, path))
     job.set_preview(image)

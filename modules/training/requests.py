@@ -35,7 +35,7 @@ class CreateEmbeddingRequest(BaseModel):
     @field_validator("name")
     @classmethod
     def _usable_name(cls, name: str) -> str:
-        file_name(name)   # raises with the reason
+        check_name_length(file_name(name))   # raises with the reason
         return name
 
 
@@ -59,7 +59,7 @@ class CreateHypernetworkRequest(BaseModel):
     @field_validator("name")
     @classmethod
     def _usable_name(cls, name: str) -> str:
-        hypernetwork_file_name(name)   # raises with the reason
+        check_name_length(hypernetwork_file_name(name))   # raises with the reason
         return name
 
     @field_validator("enable_sizes")
@@ -120,6 +120,16 @@ def _numbers(value) -> list[float]:
         except ValueError:
             raise ValueError(f"{value!r} is not a comma-separated list of numbers") from None
     return [float(part) for part in value]
+
+
+MAX_NAME_BYTES = 200   # a file name holds 255 bytes; the suffixes a training adds (".safetensors.state") need room
+
+
+def check_name_length(name: str) -> None:
+    """A name that makes a file: at most MAX_NAME_BYTES in UTF-8 (200 characters of "ü" are 400 bytes)."""
+    size = len(name.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        raise ValueError(f"the name is {size} bytes in UTF-8; at most {MAX_NAME_BYTES} fit in a file name")
 
 
 def schedule_text(value):

@@ -58,6 +58,8 @@ def preview_generator(services) -> previews.Generate:
             services.controlnet.registry.refresh()
         request = validate_request(fields, services.registry, services.networks, services.upscalers)
         result = services.generator.generate(request, job)
+        if not result.images:   # interrupted before the image was made
+            return None
         first = result.index_of_first_image
         return result.images[first], result.infotexts[first]
 

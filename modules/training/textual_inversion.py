@@ -75,6 +75,11 @@ def train_embedding(request: TrainEmbeddingRequest, *, model, folders: TrainingF
 
     lr_schedule = LearnRateScheduler(request.learn_rate, request.steps, start)
     entries, templates = read_training_data(request, folders.templates, filename_word_regex, filename_join_string)
+    without_name = [line for line in templates if "[name]" not in line]
+    if without_name:   # a prompt without the embedding gives it no gradient (A1111 fails at the first step)
+        raise JobError(f"The prompt template {request.template_filename} has lines without [name], where the "
+                       f"embedding goes (e.g. {without_name[0]!r}): every line needs it to train an embedding; "
+                       "choose subject_filewords.txt or style_filewords.txt, or edit the template")
 
     vectors = embedding.vectors_for(SINGLE_KEY).detach().float().clone().requires_grad_(True)
     optimizer = torch.optim.AdamW([vectors], lr=lr_schedule.learn_rate, weight_decay=0.0)
@@ -121,9 +126,9 @@ def train_embedding(request: TrainEmbeddingRequest, *, model, folders: TrainingF
             not_yet_in_an_image[:] = [_save(trained, optimizer, seed, every, name=f"{trained.name}-{step}")]
         if generate is not None and request.create_image_every and step % request.create_image_every == 0:
             _save(trained, optimizer, seed, path)   # what the generation reads (and a resumable state)
-            previews.make_preview(generate, previews.PreviewSettings.of(request), last_texts[0], job,
-                                  folder / "images", result)
-            if request.save_image_with_stored_embedding and not_yet_in_an_image:
+            made = previews.make_preview(generate, previews.PreviewSettings.of(request), last_texts[0], job,
+                                         folder / "images", result)
+            if made is not None and request.save_image_with_stored_embedding and not_yet_in_an_image:
                 save_embedding_image(job.preview, not_yet_in_an_image.pop(), folder / "image_embeddings",
                                      trained.name, step)
 

@@ -164,12 +164,10 @@ async def _run_training(services, values: dict, request_model, submit_name: str,
 
 
 def interrupt_training(services, job_id: str | None) -> None:
-    """Interrupt stops this browser session's training, never another client's job; with none known here (the
-    page was reloaded), the running job if it is a training."""
+    """Interrupt stops this browser session's training, never another client's job: with none known here (a
+    reloaded page), nothing (/sdapi/v1/interrupt?id= stops any job by its id)."""
     if job_id:
         services.queue.interrupt(job_id)
-    elif (current := services.queue.current) is not None and current.kind.startswith("train-"):
-        services.queue.interrupt(current.id)
 
 
 def run_train_embedding(services, values: dict):
@@ -224,12 +222,16 @@ def create_tab(services, demo: gr.Blocks | None = None, txt2img=None) -> None:
         with gr.Column(scale=1, elem_id="ti_gallery_container"):
             outcome = gr.HTML(elem_id="ti_error")
             chart = gr.Image(label="Loss", type="pil", interactive=False, elem_id="ti_loss_chart")
-            preview = gr.Gallery(label="Previews", columns=4, interactive=False, elem_id="ti_gallery")
+            preview = gr.Gallery(label="Previews", columns=3, interactive=False, elem_id="ti_gallery")
 
     def connect(form: dict, run, outputs: list, after=None):
         outputs = outputs + (form.get("refreshed") or [])
+        # concurrency_limit=None: every click goes straight to the job queue (which orders the work and gives the
+        # page its job id at once); Gradio's default of one run per button held a second page's click back
+        # unnumbered, so its Interrupt could not name its own job
         form["button"].click(form_handler(services, form, run, len(outputs), after),
-                             inputs=list(form["inputs"].values()), outputs=outputs, api_visibility=PRIVATE)
+                             inputs=list(form["inputs"].values()), outputs=outputs, concurrency_limit=None,
+                             api_visibility=PRIVATE)
 
     def embedding_choices():
         return (gr.update(choices=train_forms.embedding_names(services)),)

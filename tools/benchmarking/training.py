@@ -45,7 +45,7 @@ class StepClock:
         self.id, self.textinfo, self.ends = "benchmark", "", []
         self.interrupted = False
 
-    def set_progress(self, step: int, steps: int) -> None:
+    def set_progress(self, step: int, steps: int, first_step: int | None = None) -> None:
         self.ends.append(step_end())
 
     def set_preview(self, image) -> None:
