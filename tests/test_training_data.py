@@ -335,3 +335,21 @@ def test_a_resumed_trainings_eta_counts_from_the_step_it_began_at():
     assert job.progress == 0.6 and job.eta == pytest.approx(40, abs=0.5)
     job.set_progress(50, 100)   # nothing done yet in this job: no ETA
     assert job.eta is None
+
+
+def test_a_dataset_of_subfolders_says_they_are_folders(tmp_path):
+    """kohya's `10_name/` layout: the images are one level down; the error says the folders are not read."""
+    (tmp_path / "10_cat").mkdir()
+    Image.new("RGB", (64, 64)).save(tmp_path / "10_cat" / "a.png")
+    with pytest.raises(DatasetError, match=r"10_cat/: a folder \(only the images directly"):
+        read_dataset(tmp_path, width=64, height=64)
+
+
+def test_an_interrupted_training_of_our_kinds_says_so_in_the_api_answer(tmp_path):
+    from modules.training.common import TrainingResult
+
+    lora = TrainingResult("lora", "x", tmp_path / "x.safetensors", 3, None, interrupted=True)
+    assert lora.info.startswith("train lora interrupted at step 3: filename: ")
+    # A1111's kinds answer as A1111 does, interrupted or not
+    embedding = TrainingResult("embedding", "x", tmp_path / "x.pt", 3, None, interrupted=True)
+    assert embedding.info == f"train embedding complete: filename: {tmp_path / 'x.pt'} error: None"

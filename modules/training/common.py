@@ -53,7 +53,11 @@ class TrainingResult:
 
     @property
     def info(self) -> str:
-        """A1111's API answer text."""
+        """A1111's API answer text ("complete" even when interrupted, as A1111 says for its kinds; the kinds it
+        does not have say where an interrupted one stopped)."""
+        if self.interrupted and self.kind not in ("embedding", "hypernetwork"):
+            return (f"train {self.kind} interrupted at step {self.step}: filename: {self.path} error: None "
+                    "(train it again to resume)")
         return f"train {self.kind} complete: filename: {self.path} error: None"
 
 

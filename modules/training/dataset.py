@@ -61,6 +61,9 @@ def read_dataset(folder: str | Path | None, *, width: int, height: int, varsize:
         suffix = path.suffix.lower()
         if suffix == CAPTION_SUFFIX:
             continue
+        if path.is_dir():
+            skipped.append(f"{name}/: a folder (only the images directly in the dataset folder are read)")
+            continue
         if suffix not in IMAGE_SUFFIXES:
             skipped.append(f"{name}: not an image file ({', '.join(IMAGE_SUFFIXES)})")
             continue
