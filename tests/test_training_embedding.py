@@ -21,7 +21,7 @@ from modules.training.textual_inversion import TrainingFolders, train_embedding
 from tests.fixtures.app_client import app_client
 from tests.fixtures.data_dirs import data_dir_with_checkpoints
 from tests.fixtures.tiny_checkpoints import build_tiny_model
-from tests.fixtures.training_jobs import StopsAt
+from tests.fixtures.training_jobs import StopsAt, interrupt_a_running_training
 
 SMALL = {"training_width": 64, "training_height": 64, "create_image_every": 0, "save_embedding_every": 0,
          "template_filename": "subject_filewords.txt", "learn_rate": "0.05", "latent_sampling_method": "deterministic"}
@@ -265,26 +265,9 @@ def test_interrupt_then_resume_ends_with_an_uninterrupted_runs_weights(client):
 
 
 def test_interrupt_through_the_api_saves_a_resumable_embedding(client):
-    import threading
-    import time
-
     assert create(client, "stopped", init_text="cat").status_code == 200
-    answer = {}
-    thread = threading.Thread(target=lambda: answer.setdefault("r", train(client, "stopped", steps=100_000)))
-    thread.start()
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            job = client.services.queue.current
-            if job is not None and job.kind == "train-embedding" and job.step >= 1:
-                break
-            time.sleep(0.05)
-        progress = client.get("/sdapi/v1/progress").json()
-        assert "Training textual inversion" in progress["textinfo"] and progress["eta_relative"] > 0, progress
-    finally:
-        assert client.post("/sdapi/v1/interrupt").status_code == 200
-        thread.join(120)
-    assert answer["r"].status_code == 200, answer["r"].text
+    progress = interrupt_a_running_training(client, "train-embedding", lambda: train(client, "stopped", steps=100_000))
+    assert "Training textual inversion" in progress["textinfo"] and progress["eta_relative"] > 0, progress
     saved = load_embedding(client.services.paths.embeddings / "stopped.pt")
     assert 1 <= saved.step < 100_000 and (client.services.paths.embeddings / "stopped.pt.optim").exists()
 

@@ -181,6 +181,24 @@ class BatchPlan:
         return self._epoch[1][index]
 
 
+def begin_steps(job: Job, result: TrainingResult, title: str, total: int) -> None:
+    """Before a training's first step: its result is what the page's live loss chart and gallery follow, and a
+    resumed one says where it begins."""
+    job.partial_result = result
+    if result.started_from:
+        job.textinfo = f"{title}: resuming from step {result.started_from} of {total}"
+
+
+def record_step(job: Job, result: TrainingResult, title: str, done: int, total: int, steps_per_epoch: int,
+                loss: float, learn_rate: float, loss_log: Path) -> None:
+    """After optimiser step `done` (counted from 1): the result, the job's progress and line, the loss CSV."""
+    result.step = done
+    result.losses.append((done, loss))
+    job.set_progress(done, total, first_step=result.started_from)
+    job.textinfo = progress_text(title, done, total, steps_per_epoch, loss, result.started_from)
+    write_loss(loss_log.parent, loss_log.name, done, steps_per_epoch, loss, learn_rate)
+
+
 def progress_text(title: str, done: int, total: int, steps_per_epoch: int, loss: float, started_from: int) -> str:
     """A1111's progress line after a step ("<title> [Epoch e: i/n] loss: x", the epoch of the step just done), with
     the step out of the total, and where a resumed training began (the job's own progress counts from there)."""
@@ -214,9 +232,7 @@ class StepLoop:
             request.clip_grad_mode)
         clip_schedule = LearnRateScheduler(request.clip_grad_value, request.steps, start,
                                            what="Clipping gradients at") if clip else None
-        job.partial_result = result   # its losses draw the live loss chart
-        if start:
-            job.textinfo = f"{self.title}: resuming from step {start} of {request.steps}"
+        begin_steps(job, result, self.title, request.steps)
         for step in range(start, request.steps):
             if job.interrupted:
                 result.interrupted = True
@@ -236,11 +252,6 @@ class StepLoop:
                 clip(self.parameters, clip_schedule.learn_rate)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            done = step + 1
-            result.step = done
-            result.losses.append((done, step_loss))
-            job.set_progress(done, request.steps, first_step=start)
-            job.textinfo = progress_text(self.title, done, request.steps, plan.steps_per_epoch, step_loss, start)
-            write_loss(self.loss_log.parent, self.loss_log.name, done, plan.steps_per_epoch, step_loss,
-                       lr_schedule.learn_rate)
-            self.after_step(done)
+            record_step(job, result, self.title, step + 1, request.steps, plan.steps_per_epoch, step_loss,
+                        lr_schedule.learn_rate, self.loss_log)
+            self.after_step(step + 1)

@@ -41,7 +41,7 @@ from modules.training import dataset as datasets
 from modules.training.common import BatchPlan, StepLoop, TrainingResult
 from modules.training.denoising import encode, noised, training_scheduler
 from modules.training.learn_schedule import LearnRateScheduler, parse_schedule
-from modules.training.requests import (MAX_BATCH_SIZE, MAX_TRAINING_SIDE, MAX_TRAINING_STEPS, check_name_length,
+from modules.training.requests import (MAX_BATCH_SIZE, MAX_TRAINING_SIDE, MAX_TRAINING_STEPS, plain_file_name,
                                        schedule_text)
 from modules.training.text_conditioning import TrainingTextEncoder, encode_conditioning_batch, frozen, sdxl_time_ids
 
@@ -85,10 +85,7 @@ class TrainControlNetRequest(BaseModel):
     @field_validator("name")
     @classmethod
     def _plain_file_name(cls, name: str) -> str:
-        if name != name.strip() or any(c in name for c in '/\\:*?"<>|\0') or name.startswith("."):
-            raise ValueError(f"{name!r} cannot be a file name: no slashes, leading dot or :*?\"<>|")
-        check_name_length(name)
-        return name
+        return plain_file_name(name)
 
     @field_validator("template_filename")
     @classmethod

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from modules.training.requests import MAX_BATCH_SIZE, MAX_TRAINING_SIDE, MAX_TRAINING_STEPS, check_name_length
+from modules.training.requests import MAX_BATCH_SIZE, MAX_TRAINING_SIDE, MAX_TRAINING_STEPS, plain_file_name
 
 MAX_RANK = 256
 MAX_CLASS_IMAGES = 1000   # class images made for prior preservation (diffusers' num_class_images)
@@ -69,10 +69,7 @@ class TrainLoraRequest(BaseModel):
     @field_validator("name")
     @classmethod
     def _plain_file_name(cls, name: str) -> str:
-        if name != name.strip() or any(c in name for c in '/\\:*?"<>|\0') or name.startswith("."):
-            raise ValueError(f"{name!r} cannot be a file name: no slashes, leading dot or :*?\"<>|")
-        check_name_length(name)
-        return name
+        return plain_file_name(name)
 
     @model_validator(mode="after")
     def _class_images_need_a_prompt(self) -> TrainLoraRequest:

@@ -34,7 +34,7 @@ from modules.training.checkpointing import gradient_checkpointing
 from modules.training.denoising import LatentDistribution, encode, noised, step_generator, training_scheduler
 from modules.training.lora_requests import TrainLoraRequest
 from modules.training.text_conditioning import TrainingTextEncoder, encode_conditioning_batch, frozen, sdxl_time_ids
-from modules.training.common import BatchPlan, TrainingResult, log_folder, progress_text, write_loss
+from modules.training.common import BatchPlan, TrainingResult, begin_steps, log_folder, record_step
 
 
 ADAPTER = "lora_training"
@@ -116,9 +116,8 @@ def train_lora(request: TrainLoraRequest, *, model, folders: LoraFolders, job: J
         saving = _Saver(path, pipeline, family, request, model, seed, started_at, data, dataset, len(class_entries),
                         optimizer, lr_scheduler, scaler)
         encode_text = _text_encoding(pipeline, family, request.train_text_encoder)
-        job.partial_result = result   # its losses draw the live loss chart
-        if start:
-            job.textinfo = f"Training LoRA {request.name}: resuming from step {start} of {request.steps}"
+        title = f"Training LoRA {request.name}"
+        begin_steps(job, result, title, request.steps)
         for step in range(start, request.steps):
             if job.interrupted:
                 result.interrupted = True
@@ -143,12 +142,8 @@ def train_lora(request: TrainLoraRequest, *, model, folders: LoraFolders, job: J
             scaler.update()
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            result.step = step + 1
-            result.losses.append((result.step, step_loss))
-            job.set_progress(result.step, request.steps, first_step=start)
-            job.textinfo = progress_text(f"Training LoRA {request.name}", result.step, request.steps,
-                                         data.steps_per_epoch, step_loss, start)
-            write_loss(folder, LOSS_LOG, result.step, data.steps_per_epoch, step_loss, lr_scheduler.get_last_lr()[0])
+            record_step(job, result, title, step + 1, request.steps, data.steps_per_epoch, step_loss,
+                        lr_scheduler.get_last_lr()[0], folder / LOSS_LOG)
             if request.save_every and result.step % request.save_every == 0 and result.step < request.steps:
                 saving.save(result.step, folders.loras / f"{request.name}-{result.step:06d}.safetensors",
                             with_state=False)

@@ -132,6 +132,15 @@ def check_name_length(name: str) -> None:
         raise ValueError(f"the name is {size} bytes in UTF-8; at most {MAX_NAME_BYTES} fit in a file name")
 
 
+def plain_file_name(name: str) -> str:
+    """A name that becomes a file of its own in a models folder: no path parts or characters file systems refuse,
+    no leading dot (a hidden file), at most MAX_NAME_BYTES."""
+    if name != name.strip() or any(c in name for c in '/\\:*?"<>|\0') or name.startswith("."):
+        raise ValueError(f"{name!r} cannot be a file name: no slashes, leading dot or :*?\"<>|")
+    check_name_length(name)
+    return name
+
+
 def schedule_text(value):
     """A learning-rate (or clip-value) schedule given as a plain number, as clients send `0.005`: its text form."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -65,20 +65,21 @@ async def run_prepare(services, values: dict) -> str:
     return message_html(text)
 
 
-async def run_create_embedding(services, values: dict) -> str:
-    request = _validated(CreateEmbeddingRequest, values)
-    job = await _finished(services, _submitted(lambda: services.submit_create_embedding(request)))
+async def _run_create(services, values: dict, request_model, kind: str) -> str:
+    """Create an embedding or a hypernetwork (`Services.submit_create_<kind>`): its file, or why not."""
+    request = _validated(request_model, values)
+    job = await _finished(services, _submitted(lambda: getattr(services, f"submit_create_{kind}")(request)))
     if job.state == "failed":
-        return error_html(f"Could not create the embedding: {job.error}")
+        return error_html(f"Could not create the {kind}: {job.error}")
     return message_html(f"Created: {job.result}")
 
 
-async def run_create_hypernetwork(services, values: dict) -> str:
-    request = _validated(CreateHypernetworkRequest, values)
-    job = await _finished(services, _submitted(lambda: services.submit_create_hypernetwork(request)))
-    if job.state == "failed":
-        return error_html(f"Could not create the hypernetwork: {job.error}")
-    return message_html(f"Created: {job.result}")
+def run_create_embedding(services, values: dict):
+    return _run_create(services, values, CreateEmbeddingRequest, "embedding")
+
+
+def run_create_hypernetwork(services, values: dict):
+    return _run_create(services, values, CreateHypernetworkRequest, "hypernetwork")
 
 
 def _losses(job) -> list[tuple[int, float]]:
@@ -135,8 +136,13 @@ async def follow_training(services, job):
     """Yields (status HTML, loss chart, preview gallery) while the training runs, then its outcome."""
     gallery = _PreviewGallery(job)
     yield progress.progress_html(job, services.queue.position(job)), loss_chart([]), []
+    charted, shown = 0, 0   # steps on the page's chart, previews in its gallery: unchanged ones are not sent again
     async for snapshot in progress.watch(job, services.queue):
-        yield snapshot.html, loss_chart(_losses(job)), await asyncio.to_thread(gallery.update)
+        losses, images = _losses(job), await asyncio.to_thread(gallery.update)
+        chart = loss_chart(losses) if len(losses) != charted else gr.skip()
+        previews = images if len(gallery.read) != shown else gr.skip()
+        charted, shown = len(losses), len(gallery.read)
+        yield snapshot.html, chart, previews
     result = job.result
     images = await asyncio.to_thread(gallery.update)
     if job.state == "failed":
