@@ -1,8 +1,8 @@
 """The Train tab (A1111's elem_ids): Prepare (a folder of images → a training folder), Create embedding, Create
 hypernetwork, Train (an embedding or a hypernetwork), Train LoRA and Train ControlNet — each a job of the queue,
 followed here with its progress; a training also with a loss chart drawn as it runs (`training/loss_chart.py`) and
-a gallery of its previews. Interrupt saves this page's training, and training it again resumes it. Extensions add sub-tabs through
-`on_ui_train_tabs`. The forms are `train_forms.py`.
+a gallery of its previews. Interrupt saves this page's training, and training it again resumes it. Extensions add
+sub-tabs through `on_ui_train_tabs`. The forms are `train_forms.py`.
 """
 from __future__ import annotations
 
